@@ -1,0 +1,1 @@
+"""A local stand-in for the Molecule platform's remote-workspace API."""

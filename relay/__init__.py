@@ -1,0 +1,1 @@
+"""edge-relay: gives each agent a public URL and forwards requests down its tunnel."""
