@@ -85,6 +85,7 @@ class Connection:
         self._recv_session = RecvWindow(INITIAL_SESSION_WINDOW, divisor=4, grow=False)
         self._out: list[bytes] = []
         self._hello_done = False  # relay: HELLO received; agent: HELLO sent
+        self._hello_name: str | None = None  # a re-sent HELLO must keep this name
         self._welcome_done = False
         self.goaway_sent = False
         self.goaway_received = False
@@ -140,9 +141,14 @@ class Connection:
     # -- sending ---------------------------------------------------------------------
 
     def send_hello(self, hello: f.Hello) -> None:
-        """Agent: the first frame of a session."""
-        self._need(self.role is Role.AGENT and not self._hello_done, "HELLO")
+        """Agent: the first frame of a session.
+
+        After WELCOME the agent may send HELLO again, with the same name, to replace its
+        caller_auth list; the relay gets another :class:`HelloReceived`.
+        """
+        self._need(self.role is Role.AGENT and self._hello_allowed(hello), "HELLO")
         self._hello_done = True
+        self._hello_name = hello.name
         self._emit(FrameType.HELLO, 0, f.encode_hello(hello))
 
     def send_welcome(self, welcome: f.Welcome) -> None:
@@ -237,9 +243,17 @@ class Connection:
             raise RemoteProtocolError(str(exc), exc.code) from None
 
     def _on_hello(self, frame: f.Frame) -> list[Event]:
-        self._need(self.role is Role.RELAY and not self._hello_done, "HELLO")
+        hello = f.decode_hello(frame.payload)
+        self._need(self.role is Role.RELAY and self._hello_allowed(hello), "HELLO")
         self._hello_done = True
-        return [HelloReceived(f.decode_hello(frame.payload))]
+        self._hello_name = hello.name
+        return [HelloReceived(hello)]
+
+    def _hello_allowed(self, hello: f.Hello) -> bool:
+        """First HELLO, or a later one (after WELCOME) that keeps the session's name."""
+        if not self._hello_done:
+            return True
+        return self._welcome_done and hello.name == self._hello_name
 
     def _on_welcome(self, frame: f.Frame) -> list[Event]:
         self._need(
