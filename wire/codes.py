@@ -32,8 +32,16 @@ MAX_HEAD_SIZE: Final = MAX_PAYLOAD
 #: Largest number of header pairs in one head.
 MAX_HEADERS: Final = 256
 
-#: Longest RESET or GOAWAY reason text, in bytes (UTF-8). Longer text is a FRAME_ERROR.
+#: Longest RESET or GOAWAY reason text, in bytes (UTF-8). Longer text is a FRAME_ERROR;
+#: the encoder cuts longer reasons at a character boundary instead.
 MAX_REASON: Final = 1024
+
+#: Most caller credentials one HELLO may list. More is a FRAME_ERROR.
+MAX_CALLER_AUTH: Final = 8
+
+#: Longest ``agent`` text in HELLO (software name and version, for logs), in characters.
+#: Longer text is a FRAME_ERROR.
+MAX_AGENT_INFO: Final = 200
 
 #: Credit each side starts with for every stream, in each direction.
 INITIAL_STREAM_WINDOW: Final = 256 * 1024

@@ -11,7 +11,12 @@ The surface is small, as in websockets' ``Protocol``:
 
 The relay opens streams (odd ids, increasing) and sends the request half; the agent
 answers with the response half. Limits and the state machine are enforced here, so the
-I/O layers never have to re-check them.
+I/O layers never have to re-check them: what this object sends, the peer accepts.
+
+Errors: :meth:`Connection.receive` raises only :class:`RemoteProtocolError` (close the
+session with its code). The sending methods raise :class:`LocalProtocolError` and leave
+the connection unchanged; see :mod:`wire.errors` for the two cases a caller handles per
+stream (:class:`StreamClosedError`, a head that fails validation).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Callable
+from typing import TypeVar
 
 from wire import frames as f
 from wire.codes import (
@@ -30,7 +36,13 @@ from wire.codes import (
     Flag,
     FrameType,
 )
-from wire.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from wire.errors import (
+    FrameError,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    StreamClosedError,
+)
 from wire.events import (
     DataReceived,
     Event,
@@ -47,6 +59,8 @@ from wire.state import Half, Move, advance, data_move, head_move
 
 #: Default cap on concurrent streams in a session (the relay answers 429 beyond it).
 DEFAULT_MAX_STREAMS = 1024
+
+_T = TypeVar("_T")
 
 
 class Role(enum.Enum):
@@ -72,8 +86,9 @@ class Connection:
     Args:
         role: which end of the tunnel this object plays.
         max_streams: concurrent streams allowed. The relay checks it in
-            :meth:`open_stream`; the agent learns the relay's value from WELCOME and
-            treats an OPEN beyond it as a protocol error.
+            :meth:`open_stream` (the value it sends in WELCOME replaces this one); the
+            agent learns the relay's value from WELCOME and treats an OPEN beyond it as
+            a protocol error.
     """
 
     def __init__(self, role: Role, max_streams: int = DEFAULT_MAX_STREAMS) -> None:
@@ -85,10 +100,11 @@ class Connection:
         self._recv_session = RecvWindow(INITIAL_SESSION_WINDOW, divisor=4, grow=False)
         self._out: list[bytes] = []
         self._hello_done = False  # relay: HELLO received; agent: HELLO sent
-        self._hello_name: str | None = None  # a re-sent HELLO must keep this name
-        self._welcome_done = False
+        self._welcome_done = False  # relay: WELCOME sent; agent: WELCOME received
+        self._names: tuple[str | None, ...] = ()  # names a repeated HELLO may carry
         self.goaway_sent = False
         self.goaway_received = False
+        self._goaway_error_sent = False
         self._dispatch: dict[FrameType, Callable[[f.Frame], list[Event]]] = {
             FrameType.HELLO: self._on_hello,
             FrameType.WELCOME: self._on_welcome,
@@ -117,7 +133,8 @@ class Connection:
     def can_open(self) -> bool:
         """Relay: whether :meth:`open_stream` would succeed right now."""
         return (
-            self._welcome_done
+            self.role is Role.RELAY
+            and self._welcome_done
             and not (self.goaway_sent or self.goaway_received)
             and len(self._streams) < self.max_streams
             and self._last_stream_id + 2 <= MAX_STREAM_ID
@@ -126,7 +143,8 @@ class Connection:
     def sendable(self, stream_id: int) -> int:
         """Bytes of DATA that may be sent on ``stream_id`` now (0 if none or closed).
 
-        At most :data:`MAX_PAYLOAD`: that is also the largest DATA frame.
+        At most :data:`MAX_PAYLOAD`: that is also the largest DATA frame. When it is 0
+        on an open stream, wait for a :class:`WindowUpdated` event and ask again.
         """
         stream = self._streams.get(stream_id)
         if stream is None or stream.sending is not Half.BODY:
@@ -138,89 +156,130 @@ class Connection:
         out, self._out = self._out, []
         return out
 
-    # -- sending ---------------------------------------------------------------------
+    # -- sending: session ------------------------------------------------------------
 
     def send_hello(self, hello: f.Hello) -> None:
         """Agent: the first frame of a session.
 
-        After WELCOME the agent may send HELLO again, with the same name, to replace its
-        caller_auth list; the relay gets another :class:`HelloReceived`.
+        Once established, the agent may send HELLO again to replace its ``caller_auth``;
+        the name must be the one of the first HELLO or the one WELCOME granted. The
+        relay does not answer a repeated HELLO.
+
+        Raises:
+            LocalProtocolError: not the agent, a second HELLO before WELCOME, a changed
+                name, or a HELLO the relay would reject (code FRAME_ERROR).
         """
-        self._need(self.role is Role.AGENT and self._hello_allowed(hello), "HELLO")
-        self._hello_done = True
-        self._hello_name = hello.name
-        self._emit(FrameType.HELLO, 0, f.encode_hello(hello))
+        self._need(self.role is Role.AGENT and self._may_hello(hello.name), "HELLO")
+        payload = _checked(f.checked_hello, hello)
+        self._hello_seen(hello)
+        self._emit(FrameType.HELLO, 0, payload)
 
     def send_welcome(self, welcome: f.Welcome) -> None:
         """Relay: accept the session after HELLO; sets the agent's stream limit."""
         self._need(
             self.role is Role.RELAY and self._hello_done and not self._welcome_done, "WELCOME"
         )
-        self._welcome_done = True
-        self.max_streams = welcome.max_streams
-        self._emit(FrameType.WELCOME, 0, f.encode_welcome(welcome))
+        payload = _checked(f.checked_welcome, welcome)
+        self._welcome_seen(welcome)
+        self._emit(FrameType.WELCOME, 0, payload)
+
+    def send_goaway(self, code: ErrorCode = ErrorCode.NO_ERROR, reason: str = "") -> None:
+        """Announce that this side takes no new streams; open streams may finish.
+
+        A graceful GOAWAY (``NO_ERROR``) is sent at most once, and so is one with an
+        error code, which may follow a graceful one: a session that fails while
+        draining still tells the peer why. Later calls are no-ops.
+        """
+        if code is ErrorCode.NO_ERROR and self.goaway_sent:
+            return
+        if code is not ErrorCode.NO_ERROR:
+            if self._goaway_error_sent:
+                return
+            self._goaway_error_sent = True
+        self.goaway_sent = True
+        self._emit(FrameType.GOAWAY, 0, f.encode_goaway(self._last_stream_id, code, reason))
+
+    # -- sending: streams ------------------------------------------------------------
 
     def open_stream(self, head: f.RequestHead, end_stream: bool = False) -> int:
         """Relay: start a stream with a request head. Returns the new stream id.
 
-        Raises LocalProtocolError if :meth:`can_open` is false.
+        Raises:
+            LocalProtocolError: :meth:`can_open` is false (code PROTOCOL_ERROR), or the
+                head fails validation: code LIMIT_EXCEEDED when it has more than
+                :data:`wire.codes.MAX_HEADERS` headers or encodes to more than
+                :data:`wire.codes.MAX_HEAD_SIZE` bytes (answer 431), FRAME_ERROR for a
+                malformed method, target or header (answer 400). Nothing is queued and
+                no stream id is used up.
         """
-        self._need(self.role is Role.RELAY and self.can_open(), "OPEN")
+        self._need(self.can_open(), "OPEN")
+        payload = _checked(f.checked_request_head, head)
         stream_id = self._last_stream_id + 2 if self._last_stream_id else 1
         self._last_stream_id = stream_id
-        self._streams[stream_id] = self._new_stream()
-        self._advance_send(stream_id, head_move(end_stream))
-        self._emit(FrameType.OPEN, stream_id, f.encode_request_head(head), end_stream)
+        stream = self._streams[stream_id] = self._new_stream()
+        stream.sending = advance(Half.IDLE, head_move(end_stream))
+        self._emit(FrameType.OPEN, stream_id, payload, end_stream)
         return stream_id
 
     def send_response(self, stream_id: int, head: f.ResponseHead, end_stream: bool = False) -> None:
-        """Agent: the response head for ``stream_id``."""
+        """Agent: the response head for ``stream_id``.
+
+        Raises:
+            StreamClosedError: the stream is closed (the relay reset it).
+            LocalProtocolError: a second response, or the head fails validation (codes
+                as in :meth:`open_stream`; reset the stream with TARGET_ERROR).
+        """
         self._need(self.role is Role.AGENT, "RESPONSE")
-        self._advance_send(stream_id, head_move(end_stream))
-        self._emit(FrameType.RESPONSE, stream_id, f.encode_response_head(head), end_stream)
+        stream = self._sending_stream(stream_id)
+        state = advance(stream.sending, head_move(end_stream))
+        payload = _checked(f.checked_response_head, head)
+        self._set_sending(stream_id, stream, state)
+        self._emit(FrameType.RESPONSE, stream_id, payload, end_stream)
 
     def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
         """Send body bytes; ``len(data)`` must not exceed :meth:`sendable`.
 
         An empty ``data`` with ``end_stream`` is the END of this side's half.
+
+        Raises:
+            StreamClosedError: the stream is closed (the peer reset it).
+            LocalProtocolError: more than :meth:`sendable`, before the head, after FIN.
         """
-        stream = self._streams.get(stream_id)
-        if stream is None:
-            raise LocalProtocolError(f"DATA on closed stream {stream_id}")
-        if len(data) > MAX_PAYLOAD:
-            raise LocalProtocolError(f"DATA over {MAX_PAYLOAD} bytes")
-        if data:
-            stream.send_window.spend(len(data))
-            self._send_session.spend(len(data))
-        self._advance_send(stream_id, data_move(end_stream))
+        stream = self._sending_stream(stream_id)
+        state = advance(stream.sending, data_move(end_stream))
+        size = len(data)
+        if size:
+            if size > self.sendable(stream_id):
+                raise LocalProtocolError(f"{size} bytes of DATA exceed the credit or frame size")
+            stream.send_window.spend(size)
+            self._send_session.spend(size)
+        self._set_sending(stream_id, stream, state)
         self._emit(FrameType.DATA, stream_id, data, end_stream)
 
     def send_reset(self, stream_id: int, code: ErrorCode, reason: str = "") -> None:
-        """Abort a stream. A no-op if it is already closed (the race is normal)."""
+        """Abort a stream. A no-op if it is not open (the race with the peer is normal).
+
+        Bytes already received on it still need :meth:`consumed` (the session window).
+        """
         if self._streams.pop(stream_id, None) is not None:
             self._emit(FrameType.RESET, stream_id, f.encode_reason(code, reason))
-
-    def send_goaway(self, code: ErrorCode = ErrorCode.NO_ERROR, reason: str = "") -> None:
-        """Announce that this side takes no new streams (sent at most once)."""
-        if not self.goaway_sent:
-            self.goaway_sent = True
-            last = self._last_stream_id
-            self._emit(FrameType.GOAWAY, 0, f.encode_goaway(last, code, reason))
 
     def consumed(self, stream_id: int, n: int) -> None:
         """Our consumer drained ``n`` bytes received on ``stream_id``: return credit.
 
         Call it for every byte of every :class:`DataReceived`, also when the bytes are
         dropped (stream reset, caller gone); otherwise the session window leaks.
+        May queue WINDOW frames: send :meth:`data_to_send` afterwards.
         """
+        stream = self._streams.get(stream_id)
+        window = stream.recv_window if stream and stream.receiving is Half.BODY else None
+        if n > self._recv_session.buffered or (window and n > window.buffered):
+            raise LocalProtocolError(f"consumed {n} bytes on stream {stream_id}, not held")
         increment = self._recv_session.consume(n)
         if increment:
             self._emit(FrameType.WINDOW, 0, f.encode_window(increment))
-        stream = self._streams.get(stream_id)
-        if stream is not None and stream.receiving is Half.BODY:
-            increment = stream.recv_window.consume(n)
-            if increment:
-                self._emit(FrameType.WINDOW, stream_id, f.encode_window(increment))
+        if window and (increment := window.consume(n)):
+            self._emit(FrameType.WINDOW, stream_id, f.encode_window(increment))
 
     # -- receiving -------------------------------------------------------------------
 
@@ -243,25 +302,18 @@ class Connection:
             raise RemoteProtocolError(str(exc), exc.code) from None
 
     def _on_hello(self, frame: f.Frame) -> list[Event]:
+        self._need(self.role is Role.RELAY, "HELLO")
         hello = f.decode_hello(frame.payload)
-        self._need(self.role is Role.RELAY and self._hello_allowed(hello), "HELLO")
-        self._hello_done = True
-        self._hello_name = hello.name
+        self._need(self._may_hello(hello.name), "HELLO")
+        self._hello_seen(hello)
         return [HelloReceived(hello)]
-
-    def _hello_allowed(self, hello: f.Hello) -> bool:
-        """First HELLO, or a later one (after WELCOME) that keeps the session's name."""
-        if not self._hello_done:
-            return True
-        return self._welcome_done and hello.name == self._hello_name
 
     def _on_welcome(self, frame: f.Frame) -> list[Event]:
         self._need(
             self.role is Role.AGENT and self._hello_done and not self._welcome_done, "WELCOME"
         )
         welcome = f.decode_welcome(frame.payload)
-        self._welcome_done = True
-        self.max_streams = welcome.max_streams
+        self._welcome_seen(welcome)
         return [WelcomeReceived(welcome)]
 
     def _on_open(self, frame: f.Frame) -> list[Event]:
@@ -273,47 +325,54 @@ class Connection:
             raise LocalProtocolError("OPEN beyond the stream limit or after GOAWAY")
         head = f.decode_request_head(frame.payload)
         self._last_stream_id = sid
-        self._streams[sid] = self._new_stream()
-        self._advance_recv(sid, head_move(frame.fin))
+        stream = self._streams[sid] = self._new_stream()
+        self._advance_recv(sid, stream, head_move(frame.fin))
         return [RequestReceived(sid, head, frame.fin)]
 
     def _on_response(self, frame: f.Frame) -> list[Event]:
         self._need(self.role is Role.RELAY, "RESPONSE")
-        if self._known_closed(frame.stream_id):
-            return []
+        sid = frame.stream_id
+        stream = self._streams.get(sid)
+        if stream is None:
+            self._check_opened(sid)
+            return []  # the stream was reset: drop what was in flight
         head = f.decode_response_head(frame.payload)
-        self._advance_recv(frame.stream_id, head_move(frame.fin))
-        return [ResponseReceived(frame.stream_id, head, frame.fin)]
+        self._advance_recv(sid, stream, head_move(frame.fin))
+        return [ResponseReceived(sid, head, frame.fin)]
 
     def _on_data(self, frame: f.Frame) -> list[Event]:
-        sid, size = frame.stream_id, len(frame.payload)
+        sid, data, fin = frame.stream_id, frame.payload, frame.fin
         self._need(self._welcome_done, "DATA")
-        self._recv_session.receive(size)
-        if self._known_closed(sid):
-            self.consumed(sid, size)  # dropped: refund the session credit
+        self._recv_session.receive(len(data))
+        stream = self._streams.get(sid)
+        if stream is None:
+            self._check_opened(sid)
+            self.consumed(sid, len(data))  # dropped: refund the session credit
             return []
-        stream = self._streams[sid]
         if stream.receiving is Half.BODY:
-            stream.recv_window.receive(size)
-        self._advance_recv(sid, data_move(frame.fin))
-        return [DataReceived(sid, frame.payload, frame.fin)]
+            stream.recv_window.receive(len(data))
+        self._advance_recv(sid, stream, data_move(fin))
+        return [DataReceived(sid, data, fin)]
 
     def _on_reset(self, frame: f.Frame) -> list[Event]:
         code, reason = f.decode_reset(frame.payload)
-        if self._known_closed(frame.stream_id):
+        sid = frame.stream_id
+        if self._streams.pop(sid, None) is None:
+            self._check_opened(sid)
             return []
-        del self._streams[frame.stream_id]
-        return [StreamReset(frame.stream_id, code, reason)]
+        return [StreamReset(sid, code, reason)]
 
     def _on_window(self, frame: f.Frame) -> list[Event]:
         increment = f.decode_window(frame.payload)
         sid = frame.stream_id
         if sid == 0:
             self._send_session.grow(increment)
-        elif self._known_closed(sid):
+            return [WindowUpdated(0, increment)]
+        stream = self._streams.get(sid)
+        if stream is None:
+            self._check_opened(sid)
             return []
-        else:
-            self._streams[sid].send_window.grow(increment)
+        stream.send_window.grow(increment)
         return [WindowUpdated(sid, increment)]
 
     def _on_goaway(self, frame: f.Frame) -> list[Event]:
@@ -323,16 +382,34 @@ class Connection:
 
     # -- helpers ---------------------------------------------------------------------
 
-    def _known_closed(self, stream_id: int) -> bool:
-        """True for a stream that existed and is closed now (its frames are dropped).
+    def _may_hello(self, name: str | None) -> bool:
+        """A first HELLO, or a repeated one after WELCOME that keeps the name."""
+        return not self._hello_done or (self._welcome_done and name in self._names)
+
+    def _hello_seen(self, hello: f.Hello) -> None:
+        if not self._hello_done:
+            self._hello_done = True
+            self._names = (hello.name,)
+
+    def _welcome_seen(self, welcome: f.Welcome) -> None:
+        self._welcome_done = True
+        self.max_streams = welcome.max_streams
+        self._names += (welcome.name,)
+
+    def _check_opened(self, stream_id: int) -> None:
+        """Accept a frame for a stream that was opened and is closed now (dropped).
 
         Raises LocalProtocolError for a stream id that was never opened.
         """
-        if stream_id in self._streams:
-            return False
-        if stream_id % 2 == 1 and stream_id <= self._last_stream_id:
-            return True
-        raise LocalProtocolError(f"frame for stream {stream_id}, which was never opened")
+        if stream_id % 2 == 0 or stream_id > self._last_stream_id:
+            raise LocalProtocolError(f"frame for stream {stream_id}, which was never opened")
+
+    def _sending_stream(self, stream_id: int) -> _Stream:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            self._check_opened(stream_id)
+            raise StreamClosedError(stream_id)
+        return stream
 
     def _new_stream(self) -> _Stream:
         return _Stream(
@@ -342,16 +419,12 @@ class Connection:
             RecvWindow(INITIAL_STREAM_WINDOW),
         )
 
-    def _advance_send(self, stream_id: int, move: Move) -> None:
-        stream = self._streams.get(stream_id)
-        if stream is None:
-            raise LocalProtocolError(f"stream {stream_id} is not open")
-        stream.sending = advance(stream.sending, move)
+    def _set_sending(self, stream_id: int, stream: _Stream, state: Half) -> None:
+        stream.sending = state
         if stream.closed:
             del self._streams[stream_id]
 
-    def _advance_recv(self, stream_id: int, move: Move) -> None:
-        stream = self._streams[stream_id]
+    def _advance_recv(self, stream_id: int, stream: _Stream, move: Move) -> None:
         stream.receiving = advance(stream.receiving, move)
         if stream.closed:
             del self._streams[stream_id]
@@ -362,3 +435,11 @@ class Connection:
 
     def _emit(self, ftype: FrameType, stream_id: int, payload: bytes, fin: bool = False) -> None:
         self._out.append(f.encode_parts(ftype, stream_id, payload, Flag.FIN if fin else Flag.NONE))
+
+
+def _checked(encode: Callable[[_T], bytes], value: _T) -> bytes:
+    """Run a ``checked_*`` encoder; what it rejects is our error, not the peer's."""
+    try:
+        return encode(value)
+    except FrameError as exc:
+        raise LocalProtocolError(str(exc), exc.code) from None

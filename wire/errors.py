@@ -3,17 +3,25 @@
 The tree::
 
     WireError                      base of everything ``wire`` raises
-    └── ProtocolError              the session broke the protocol; it must be closed
+    └── ProtocolError              an illegal move, with the ErrorCode that names it
         ├── LocalProtocolError     *we* asked for something illegal (a bug on our side)
-        └── RemoteProtocolError    the *peer* sent something illegal
+        │   └── StreamClosedError  we sent on a stream that is closed (e.g. the peer
+        │                          reset it): a race, not a bug; the session is fine
+        └── RemoteProtocolError    the *peer* sent something illegal: close the session
             ├── FrameError         a message that does not decode as a frame
             └── FlowControlError   the peer sent DATA beyond the credit we granted
 
-Every ``ProtocolError`` carries an :class:`wire.codes.ErrorCode` that the I/O layer
-puts in the GOAWAY it sends before closing the WebSocket. Internally the state machine
-raises :class:`LocalProtocolError`; :meth:`wire.Connection.receive` re-raises those as
-:class:`RemoteProtocolError`, because a bad move found while processing received bytes is
-the peer's fault (the h11 strategy).
+A :class:`RemoteProtocolError` ends the session: the I/O layer sends GOAWAY with the
+error's :attr:`~ProtocolError.code` and closes the WebSocket. A
+:class:`LocalProtocolError` leaves the session as it was (nothing was queued, no state
+changed): it is a bug on our side, except in two documented cases the caller handles
+per stream: :class:`StreamClosedError`, and a request or response head that fails
+validation in ``open_stream``/``send_response`` (code LIMIT_EXCEEDED for a size or count
+limit, FRAME_ERROR for a malformed field).
+
+Internally the state machine raises :class:`LocalProtocolError`;
+:meth:`wire.Connection.receive` re-raises those as :class:`RemoteProtocolError`, because
+a bad move found while processing received bytes is the peer's fault (the h11 strategy).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ class WireError(Exception):
 
 
 class ProtocolError(WireError):
-    """The session is no longer usable; send GOAWAY with :attr:`code` and close."""
+    """An illegal move; :attr:`code` is the error code that names it on the wire."""
 
     def __init__(self, message: str, code: ErrorCode = ErrorCode.PROTOCOL_ERROR) -> None:
         super().__init__(message)
@@ -37,8 +45,21 @@ class LocalProtocolError(ProtocolError):
     """This side tried an illegal move (sending on a closed stream, beyond credit...)."""
 
 
+class StreamClosedError(LocalProtocolError):
+    """``send_response``/``send_data`` on a stream that is no longer open.
+
+    The peer may reset a stream at any time, so a sender that awaited between checking
+    :meth:`wire.Connection.is_open` and sending can hit this. Nothing was queued and the
+    session stays usable: drop the stream's remaining work.
+    """
+
+    def __init__(self, stream_id: int) -> None:
+        super().__init__(f"stream {stream_id} is closed")
+        self.stream_id = stream_id
+
+
 class RemoteProtocolError(ProtocolError):
-    """The peer sent something illegal."""
+    """The peer sent something illegal: send GOAWAY with :attr:`code` and close."""
 
 
 class FrameError(RemoteProtocolError):

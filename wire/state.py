@@ -38,6 +38,10 @@ from wire.errors import LocalProtocolError
 class Half(enum.Enum):
     """State of one direction of a stream."""
 
+    # Members are singletons: hash by identity, not by Enum's Python-level name hash
+    # (a table lookup per frame is on the data path).
+    __hash__ = object.__hash__
+
     IDLE = "idle"  # head not yet sent
     BODY = "body"  # head sent, body may follow
     DONE = "done"  # FIN sent (or stream reset)
@@ -45,6 +49,8 @@ class Half(enum.Enum):
 
 class Move(enum.Enum):
     """What a frame does to the half it belongs to."""
+
+    __hash__ = object.__hash__
 
     HEAD = "head"
     HEAD_FIN = "head+fin"
