@@ -1,0 +1,550 @@
+"""An async client for the Molecule platform's remote-workspace API.
+
+One :class:`PlatformClient` per workspace, on one ``httpx.AsyncClient``. Every method is
+a single HTTP exchange: no retries here (the session owns retry policy), and every
+failure is raised as an :mod:`edge_agent.molecule.errors` exception, mapped from HTTP in
+one place (:meth:`PlatformClient._send`).
+
+What it does differently from the Molecule SDK (``RemoteAgentClient``), on purpose:
+
+* ``register`` sends the workspace bearer whenever a token is known (the SDK never does,
+  so every re-registration of a tokened workspace gets 401);
+* the registered URL is always a real ``http(s)`` URL (never ``remote://no-inbound``);
+* ``delivery_mode: "push"`` is sent so a "next" platform does not put an external
+  workspace in poll mode (an unknown field is ignored by the "current" platform);
+* a state 404 is reported as deleted only when its body says so: a bare 404 is the
+  platform's tenant guard (missing ``X-Molecule-Org-Id``) and raises :class:`NotFound`;
+* the "next" generation's ``platform_inbound_secret`` is captured from register and
+  heartbeat answers and cached next to the token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import json
+import logging
+import math
+import ssl
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from edge_agent.molecule.errors import (
+    BadRequest,
+    MoleculeError,
+    NotFound,
+    PlatformRejected,
+    PlatformUnavailable,
+    RateLimited,
+    TokenRejected,
+    TokenStoreError,
+    UnexpectedResponse,
+)
+from edge_agent.molecule.tokens import TokenStore, check_credential
+
+logger = logging.getLogger(__name__)
+
+#: httpx's default is 5 s for every phase. The SDK uses 10 s per request; we keep 10 s
+#: to connect/write/wait for a pooled connection and allow 15 s to read, since the
+#: platform answers small JSON documents (a slower answer is an outage to retry).
+PLATFORM_TIMEOUT: Final = httpx.Timeout(connect=10.0, read=15.0, write=10.0, pool=10.0)
+
+#: httpx's default pool is 100 connections / 20 keep-alive / 5 s expiry. The session
+#: makes at most two calls every 30 s plus the odd peers lookup, so a tiny pool is
+#: plenty; 30 s keep-alive lets consecutive heartbeats reuse one TLS connection.
+PLATFORM_LIMITS: Final = httpx.Limits(
+    max_connections=8, max_keepalive_connections=2, keepalive_expiry=30.0
+)
+
+#: Largest platform answer we read. The biggest real one is a peers list with agent
+#: cards; beyond this the answer is refused as :class:`UnexpectedResponse`.
+MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
+
+#: Longest piece of the platform's ``error`` text quoted in our exception messages.
+MAX_ERROR_TEXT: Final = 200
+
+#: Upper bound on a ``Retry-After`` we obey, so a bogus header cannot park us for days.
+MAX_RETRY_AFTER: Final = 600.0
+
+#: Wait used for a 429 that names no delay (the platform always sends one).
+DEFAULT_RATE_LIMIT_WAIT: Final = 5.0
+
+DELIVERY_PUSH: Final = "push"
+
+_USER_AGENT: Final = "molecule-edge"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RegisterResult:
+    """What a registration answered. ``is_next``: the "next" generation's fields came back."""
+
+    token_issued: bool
+    delivery_mode: str | None
+    inbound_secret: str | None = dataclasses.field(repr=False)
+
+    @property
+    def is_next(self) -> bool:
+        return self.delivery_mode is not None or self.inbound_secret is not None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HeartbeatResult:
+    inbound_secret: str | None = dataclasses.field(repr=False)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkspaceState:
+    """``GET /workspaces/:id/state``; ``deleted`` also covers the 404 "deleted" shapes."""
+
+    workspace_id: str
+    status: str
+    paused: bool
+    deleted: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Peer:
+    """One row of ``GET /registry/:id/peers``."""
+
+    id: str
+    name: str
+    role: str | None
+    status: str
+    url: str
+    parent_id: str | None
+    tier: int | None
+    active_tasks: int
+    agent_card: Mapping[str, Any] | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DiscoveredPeer:
+    """``GET /registry/discover/:id``."""
+
+    id: str
+    url: str
+    name: str
+
+
+class Secrets(Mapping[str, str]):
+    """The secrets bundle. Its ``repr`` names the keys only, so a stray log line is safe."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = dict(values)
+
+    def __getitem__(self, key: str) -> str:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Secrets(keys={sorted(self._values)!r})"
+
+
+class PlatformClient:
+    """The remote-workspace API of one workspace.
+
+    Args:
+        platform_url: the platform's base URL (``https://molecule.example.com``).
+        workspace_id: the workspace UUID.
+        token_store: where the workspace token (and inbound secret) are cached; a token
+            the platform issues is saved there.
+        token: a token given explicitly (command line, environment); it wins over the
+            cache and is saved to it.
+        org_id: sent as ``X-Molecule-Org-Id`` (multi-tenant SaaS), when set.
+        origin: ``Origin`` header. ``""`` (the SDK's default) sends the platform URL,
+            which the SaaS edge needs; ``None`` sends none.
+        verify: TLS verification, on by default; an ``ssl.SSLContext`` for a private CA.
+        transport: an httpx transport (tests pass ``httpx.MockTransport``).
+    """
+
+    def __init__(
+        self,
+        platform_url: str,
+        workspace_id: str,
+        *,
+        token_store: TokenStore | None = None,
+        token: str | None = None,
+        org_id: str | None = None,
+        origin: str | None = "",
+        verify: ssl.SSLContext | bool = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: httpx.Timeout = PLATFORM_TIMEOUT,
+        limits: httpx.Limits = PLATFORM_LIMITS,
+    ) -> None:
+        base_url = _check_base_url(platform_url)
+        self.workspace_id = workspace_id
+        self._store = token_store
+        self._token = _initial_token(token_store, token)
+        self._inbound_secret = token_store.load_inbound_secret() if token_store else None
+        self._next_seen = False
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            headers=_base_headers(base_url, org_id, origin),
+            timeout=timeout,
+            limits=limits,
+            verify=verify,
+            transport=transport,
+            # A redirect is never part of the contract; following one could carry
+            # the bearer somewhere else. (httpx's default, written down.)
+            follow_redirects=False,
+            # Honour HTTPS_PROXY / SSL_CERT_FILE like other tools on the laptop.
+            trust_env=True,
+        )
+
+    @property
+    def has_token(self) -> bool:
+        return self._token is not None
+
+    @property
+    def inbound_secret(self) -> str | None:
+        """The latest platform inbound secret (from the cache or an answer), if any."""
+        return self._inbound_secret
+
+    @property
+    def next_generation_seen(self) -> bool:
+        """True once an answer carried ``delivery_mode`` or ``platform_inbound_secret``."""
+        return self._next_seen
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> PlatformClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def register(
+        self,
+        url: str,
+        agent_card: Mapping[str, Any],
+        *,
+        delivery_mode: str | None = DELIVERY_PUSH,
+    ) -> RegisterResult:
+        """``POST /registry/register``: (re-)register ``url`` and ``agent_card``.
+
+        Sends the bearer when a token is known. A token in the answer (first
+        registration) is kept and cached. ``delivery_mode=None`` omits the field.
+
+        Raises:
+            TokenRejected: the workspace has a token and we sent none or a wrong one.
+            BadRequest: the payload, or the URL (SSRF rules), was refused.
+        """
+        payload: dict[str, Any] = {"id": self.workspace_id, "url": url, "agent_card": agent_card}
+        if delivery_mode is not None:
+            payload["delivery_mode"] = delivery_mode
+        try:
+            data = _object(await self._send("POST", "/registry/register", "register", payload))
+        except TokenRejected as exc:
+            raise TokenRejected(self._explain_register_401(exc)) from exc
+        issued = data.get("auth_token")
+        if isinstance(issued, str) and issued:
+            self._adopt_issued_token(issued)
+        mode = data.get("delivery_mode")
+        mode = mode if isinstance(mode, str) else None
+        self._next_seen |= mode is not None
+        secret = self._capture_inbound_secret(data)
+        return RegisterResult(bool(issued), mode, secret)
+
+    async def heartbeat(
+        self,
+        *,
+        active_tasks: int,
+        uptime_seconds: int,
+        error_rate: float = 0.0,
+        current_task: str = "",
+        sample_error: str = "",
+    ) -> HeartbeatResult:
+        """``POST /registry/heartbeat``. The integer fields are sent as JSON integers."""
+        payload = {
+            "workspace_id": self.workspace_id,
+            "active_tasks": _non_negative_int(active_tasks, "active_tasks"),
+            "uptime_seconds": _non_negative_int(uptime_seconds, "uptime_seconds"),
+            "error_rate": float(error_rate),
+            "current_task": current_task,
+            "sample_error": sample_error,
+        }
+        data = _object(await self._send("POST", "/registry/heartbeat", "heartbeat", payload))
+        return HeartbeatResult(self._capture_inbound_secret(data))
+
+    async def update_card(self, agent_card: Mapping[str, Any]) -> None:
+        """``POST /registry/update-card`` (the card only; the URL changes by re-register)."""
+        payload = {"workspace_id": self.workspace_id, "agent_card": agent_card}
+        await self._send("POST", "/registry/update-card", "update-card", payload)
+
+    async def get_state(self) -> WorkspaceState:
+        """``GET /workspaces/:id/state``.
+
+        Returns ``deleted=True`` for the 404 "deleted" bodies and for status ``removed``.
+
+        Raises:
+            TokenRejected: 401, which is also what a deleted workspace's revoked token gets.
+            NotFound: a 404 without the deleted marker (tenant guard / edge rewrite).
+        """
+        path = f"/workspaces/{self._ws}/state"
+        data = _object(await self._send("GET", path, "state", deleted_404=True))
+        status = _str(data.get("status"), "unknown")
+        deleted = data.get("deleted") is True or status == "removed"
+        return WorkspaceState(self.workspace_id, status, data.get("paused") is True, deleted)
+
+    async def pull_secrets(self) -> Secrets:
+        """``GET /workspaces/:id/secrets/values``: the flat ``{KEY: value}`` map."""
+        data = _object(await self._send("GET", f"/workspaces/{self._ws}/secrets/values", "secrets"))
+        values = {k: v for k, v in data.items() if isinstance(v, str)}
+        skipped = sorted(set(data) - set(values))
+        if skipped:
+            logger.warning("secrets_skipped keys=%s (not strings)", skipped)
+        return Secrets(values)
+
+    async def get_peers(self, query: str | None = None) -> list[Peer]:
+        """``GET /registry/:id/peers[?q=]``: siblings, children and parent."""
+        params = {"q": query} if query else None
+        rows = await self._send(
+            "GET", f"/registry/{self._ws}/peers", "peers", params=params, caller=True
+        )
+        if not isinstance(rows, list):
+            raise UnexpectedResponse("peers: the answer is not a JSON array")
+        return [_peer(row) for row in rows if isinstance(row, dict) and row.get("id")]
+
+    async def discover(self, target_id: str) -> DiscoveredPeer:
+        """``GET /registry/discover/:id``: the URL of a workspace we may talk to.
+
+        Raises:
+            NotFound: no such workspace. PlatformRejected (403): hierarchy rules forbid it.
+        """
+        path = f"/registry/discover/{quote(target_id, safe='')}"
+        data = _object(await self._send("GET", path, "discover", caller=True))
+        return DiscoveredPeer(
+            _str(data.get("id"), target_id), _str(data.get("url"), ""), _str(data.get("name"), "")
+        )
+
+    @property
+    def _ws(self) -> str:
+        return quote(self.workspace_id, safe="")
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        payload: Any = None,
+        *,
+        params: Mapping[str, str] | None = None,
+        caller: bool = False,
+        deleted_404: bool = False,
+    ) -> Any:
+        """One exchange; the only place HTTP outcomes become exceptions.
+
+        Returns the decoded JSON of a 2xx answer. ``caller`` adds ``X-Workspace-ID``.
+        ``deleted_404`` also returns the body of a 404 that says ``"deleted": true``.
+        """
+        headers = {}
+        if self._token is not None:
+            headers["Authorization"] = f"Bearer {self._token}"
+        if caller:
+            headers["X-Workspace-ID"] = self.workspace_id
+        request = self._http.build_request(
+            method, path, json=payload, params=params, headers=headers
+        )
+        try:
+            response = await self._http.send(request, stream=True)
+            try:
+                body = await _read_capped(response, what)
+            finally:
+                await response.aclose()
+        except httpx.RequestError as exc:
+            raise PlatformUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+        if 200 <= response.status_code < 300:
+            return _decode(body, what)
+        payload = _error_payload(body)
+        if deleted_404 and response.status_code == 404 and payload.get("deleted") is True:
+            payload.setdefault("status", "removed")
+            return payload
+        raise _error_for(what, response, payload)
+
+    def _adopt_issued_token(self, token: str) -> None:
+        self._token = check_credential(token)
+        logger.info("token_issued workspace_id=%s", self.workspace_id)
+        if self._store is None:
+            return
+        try:
+            self._store.save_token(self._token)
+        except TokenStoreError:
+            # The token is only shown once; keep running on the in-memory copy, loudly.
+            logger.exception("token_not_saved: the next start will need the token supplied")
+
+    def _capture_inbound_secret(self, data: Mapping[str, Any]) -> str | None:
+        secret = data.get("platform_inbound_secret")
+        if not isinstance(secret, str) or not secret:
+            return None
+        self._next_seen = True
+        secret = check_credential(secret, "inbound secret")
+        if secret != self._inbound_secret:
+            self._inbound_secret = secret
+            self._save_inbound_secret(secret)
+        return secret
+
+    def _save_inbound_secret(self, secret: str) -> None:
+        if self._store is None:
+            return
+        try:
+            self._store.save_inbound_secret(secret)
+        except TokenStoreError:
+            logger.exception("inbound_secret_not_saved")
+
+    def _explain_register_401(self, exc: TokenRejected) -> str:
+        if self._token is None:
+            return (
+                f"{exc}: this workspace already has a token (shown once when it was "
+                "created); supply it, or revoke the workspace's tokens to re-bootstrap"
+            )
+        return f"{exc}: the workspace token was rejected (revoked, or not this workspace's)"
+
+
+def _error_for(what: str, response: httpx.Response, payload: dict[str, Any]) -> MoleculeError:
+    """Map a non-2xx answer (``payload``: its decoded JSON object, or ``{}``)."""
+    status = response.status_code
+    message = f"{what}: HTTP {status}"
+    detail = payload.get("error")
+    if isinstance(detail, str) and detail:
+        message = f"{message}: {detail[:MAX_ERROR_TEXT]}"
+    return _error_class(status, message, response, payload)
+
+
+def _error_class(
+    status: int, message: str, response: httpx.Response, payload: dict[str, Any]
+) -> MoleculeError:
+    retry_after = _retry_after(response.headers.get("retry-after"), payload.get("retry_after"))
+    if status == 429:
+        return RateLimited(message, retry_after=retry_after or DEFAULT_RATE_LIMIT_WAIT)
+    if status >= 500:
+        return PlatformUnavailable(message, retry_after=retry_after)
+    if status == 401:
+        return TokenRejected(message)
+    if status == 400:
+        return BadRequest(message)
+    if status == 404:
+        return NotFound(message)
+    if status < 400:
+        return UnexpectedResponse(f"{message} (redirect to {response.headers.get('location')})")
+    return PlatformRejected(message, status=status)
+
+
+def _retry_after(header: str | None, body_value: Any) -> float | None:
+    """Seconds to wait from ``Retry-After`` (seconds or HTTP date) or a body field."""
+    seconds: float | None = None
+    if header:
+        seconds = _parse_retry_after(header.strip())
+    if seconds is None and isinstance(body_value, int | float) and not isinstance(body_value, bool):
+        seconds = float(body_value)
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def _parse_retry_after(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when.timestamp() - time.time()
+
+
+async def _read_capped(response: httpx.Response, what: str) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise UnexpectedResponse(f"{what}: answer larger than {MAX_RESPONSE_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decode(body: bytes, what: str) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise UnexpectedResponse(f"{what}: the answer is not JSON") from exc
+
+
+def _error_payload(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _object(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise UnexpectedResponse("the answer is not a JSON object")
+    return data
+
+
+def _str(value: Any, default: str) -> str:
+    return value if isinstance(value, str) else default
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _non_negative_int(value: int, name: str) -> int:
+    # The platform decodes these into Go ints: a float or a bool would be a 400.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    return value
+
+
+def _peer(row: dict[str, Any]) -> Peer:
+    card = row.get("agent_card")
+    return Peer(
+        id=str(row["id"]),
+        name=_str(row.get("name"), ""),
+        role=row.get("role") if isinstance(row.get("role"), str) else None,
+        status=_str(row.get("status"), "unknown"),
+        url=_str(row.get("url"), ""),
+        parent_id=row.get("parent_id") if isinstance(row.get("parent_id"), str) else None,
+        tier=_int_or_none(row.get("tier")),
+        active_tasks=_int_or_none(row.get("active_tasks")) or 0,
+        agent_card=card if isinstance(card, dict) else None,
+    )
+
+
+def _initial_token(store: TokenStore | None, explicit: str | None) -> str | None:
+    if store is not None:
+        return store.adopt_token(explicit)
+    return check_credential(explicit) if explicit and explicit.strip() else None
+
+
+def _check_base_url(platform_url: str) -> str:
+    url = platform_url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"the platform URL must be http(s)://host[:port]: {platform_url!r}")
+    return url
+
+
+def _base_headers(base_url: str, org_id: str | None, origin: str | None) -> dict[str, str]:
+    headers = {"User-Agent": _USER_AGENT, "Accept": "application/json"}
+    if org_id:
+        headers["X-Molecule-Org-Id"] = org_id
+    if origin is not None:
+        headers["Origin"] = origin or base_url
+    return headers

@@ -1,0 +1,95 @@
+"""Errors raised by the Molecule platform session.
+
+The tree::
+
+    MoleculeError                  base of everything ``edge_agent.molecule`` raises
+    ├── PlatformUnavailable        network error, timeout, 5xx: transient, retry later
+    │   ├── RateLimited            429; ``retry_after`` says when to try again
+    │   └── UnexpectedResponse     an answer that is not the contract's JSON (a proxy,
+    │                              a captive portal or a WAF in the path): retried
+    ├── PlatformRejected           a 4xx that retrying will not fix; ``status`` is set
+    │   ├── BadRequest             400: malformed payload, or a URL the platform refuses
+    │   ├── TokenRejected          401: no token, a wrong one, or a revoked one (fatal)
+    │   ├── NotFound               404 without the "deleted" shape (unknown peer, or the
+    │   │                          platform's tenant guard when the org header is missing)
+    │   └── WorkspaceDeleted       the workspace is gone (404 deleted shape, status removed)
+    └── TokenStoreError            the local token cache cannot be read or written safely
+
+HTTP answers are turned into these exceptions in exactly one place,
+:meth:`edge_agent.molecule.client.PlatformClient._send`; httpx exceptions never escape
+the client. :class:`PlatformUnavailable` (and only it) is what the session retries with
+backoff. :class:`TokenRejected`, :class:`WorkspaceDeleted` and :class:`BadRequest` on
+registration end the run.
+
+Messages carry the platform's own ``error`` text (bounded in length) and never a token,
+an inbound secret or a secret value.
+"""
+
+from __future__ import annotations
+
+
+class MoleculeError(Exception):
+    """Base class of every error raised by ``edge_agent.molecule``."""
+
+
+class PlatformUnavailable(MoleculeError):
+    """The platform could not be reached or failed on its side; try again later.
+
+    ``retry_after`` is the delay in seconds the platform asked for (``Retry-After``),
+    or ``None`` when it gave none.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimited(PlatformUnavailable):
+    """429: the platform's per-IP rate limit (600/min, shared behind one NAT)."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message, retry_after=retry_after)
+
+
+class UnexpectedResponse(PlatformUnavailable):
+    """A 2xx/3xx answer that is not what the contract describes (HTML, a redirect...)."""
+
+
+class PlatformRejected(MoleculeError):
+    """The platform refused the request; the same request will be refused again."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class BadRequest(PlatformRejected):
+    """400. On registration this usually means the public URL was refused (SSRF rules)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=400)
+
+
+class TokenRejected(PlatformRejected):
+    """401: the workspace token is missing, wrong or revoked. Fatal for a session."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=401)
+
+
+class NotFound(PlatformRejected):
+    """404 that does not say the workspace was deleted."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=404)
+
+
+class WorkspaceDeleted(PlatformRejected):
+    """The workspace was deleted (or soft-deleted: status ``removed``). Fatal."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=404)
+
+
+class TokenStoreError(MoleculeError):
+    """The token cache on disk is unusable (not a directory, unreadable, bad content)."""
