@@ -1,0 +1,1 @@
+"""The benchmark harness (``scripts/bench``); not part of the shipped packages."""

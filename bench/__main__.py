@@ -1,0 +1,108 @@
+"""``python -m bench [MODE] [options]``: the benchmark harness (``scripts/bench`` runs it).
+
+Modes:
+
+* ``paths`` (default): direct, nginx, ssh -R and molecule-edge side by side.
+* ``idle-agents``: relay memory per idle connected agent (simulated agents).
+* ``busy-tunnel``: small GET p99 on a tunnel during a 1 GiB download, against idle.
+* ``relay-restart``: time for simulated agents to come back after a relay restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import compare, scale
+from bench.paths import ALL_PATHS
+from bench.procs import BenchError, Children
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
+    p.add_argument(
+        "mode",
+        nargs="?",
+        default="paths",
+        choices=["paths", "idle-agents", "busy-tunnel", "relay-restart"],
+    )
+    p.add_argument("--quick", action="store_true", help="short runs (under 3 minutes)")
+    p.add_argument("--out", type=Path, help="write the markdown results to this file")
+    p.add_argument("--json", type=Path, help="write the raw samples to this file")
+    p.add_argument(
+        "--paths",
+        default=",".join(ALL_PATHS),
+        help=f"comma-separated subset of {','.join(ALL_PATHS)}",
+    )
+    p.add_argument("--rounds", type=int, help="override the number of rounds")
+    p.add_argument("--seconds", type=float, help="override each load's duration")
+    p.add_argument(
+        "--agents",
+        default=None,
+        help="idle-agents: comma-separated counts (default 1000,10000); "
+        "relay-restart: one count (default 1000)",
+    )
+    p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    return p
+
+
+def _paths_mode(args: argparse.Namespace, children: Children, workdir: Path) -> str:
+    plan = compare.Plan.quick() if args.quick else compare.Plan.full()
+    if args.rounds or args.seconds:
+        plan = compare.Plan(
+            rounds=args.rounds or plan.rounds,
+            seconds=args.seconds or plan.seconds,
+            sse_runs=plan.sse_runs,
+            warmup=plan.warmup,
+        )
+    keys = [k.strip() for k in args.paths.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in ALL_PATHS]
+    if unknown:
+        raise BenchError(f"unknown paths: {', '.join(unknown)}")
+    cmp = compare.Comparison(plan, children, workdir)
+    port = cmp.start_origin()
+    paths = cmp.start_paths(keys, port)
+    if not paths:
+        raise BenchError("no path could be started")
+    cmp.run(paths)
+    if args.json:
+        args.json.write_text(compare.raw_json(cmp))
+    return compare.markdown(cmp, _command())
+
+
+def _command() -> str:
+    return "scripts/bench " + shlex.join(sys.argv[1:])
+
+
+def main() -> int:
+    args = _parser().parse_args()
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="molecule-edge-bench-"))
+    children = Children(workdir)
+    try:
+        if args.mode == "paths":
+            text = _paths_mode(args, children, workdir)
+        else:
+            text = scale.run(args.mode, args, children, workdir, _command())
+    except BenchError as exc:
+        print(f"bench failed: {exc} (logs in {workdir})", file=sys.stderr)
+        return 1
+    finally:
+        children.close()
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    print(f"finished in {time.monotonic() - started:.0f} s; logs in {workdir}", file=sys.stderr)
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
