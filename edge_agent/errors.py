@@ -1,0 +1,92 @@
+"""Errors raised by the edge agent.
+
+The tree::
+
+    AgentError                   base of everything ``edge_agent`` raises
+    ├── AuthError                the relay refused our token (401/403) or revoked it: fatal
+    ├── ConfigError              settings no retry can fix: bad URL or name, another 4xx
+    │   └── TlsError             certificate not trusted, or the pinned fingerprint differs
+    ├── NameTakenError           another session replaced ours (GOAWAY REPLACED): fatal
+    ├── TunnelError              the session failed; the agent reconnects with backoff
+    │   ├── RelayUnavailable     network error, timeout, 5xx or 429 while connecting
+    │   └── SessionEndedEarly    a session ended before it proved healthy
+    └── TargetError              the local target failed one request; the stream is RESET
+        ├── TargetUnreachable    connection refused (RESET CONNECT_ERROR, relay 502)
+        ├── TargetFailed         failed mid-request or mid-response (RESET TARGET_ERROR)
+        ├── TargetTimeout        no answer in time (RESET TARGET_TIMEOUT, relay 504)
+        └── Unavailable          paused or not serving (RESET UNAVAILABLE, relay 503)
+
+Only :class:`TunnelError` is retried by the reconnect loop; every other
+:class:`AgentError` ends :meth:`edge_agent.tunnel.TunnelClient.run`. Foreign exceptions
+(aiohttp, websockets, ssl) are mapped into this tree at one boundary each:
+:mod:`edge_agent.target` for the local target, :mod:`edge_agent.connect` for the relay.
+Messages never contain tokens or secrets.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from wire import ErrorCode
+
+
+class AgentError(Exception):
+    """Base class of every error raised by the ``edge_agent`` package."""
+
+
+class AuthError(AgentError):
+    """The relay refused the agent's credentials. Retrying cannot help."""
+
+
+class ConfigError(AgentError):
+    """A setting is wrong (or the relay says so with a 4xx other than 401/403)."""
+
+
+class TlsError(ConfigError):
+    """The relay's certificate failed verification or did not match the pin."""
+
+
+class NameTakenError(AgentError):
+    """Another agent session took this tunnel name; reconnecting would fight it."""
+
+
+class TunnelError(AgentError):
+    """The tunnel session could not be opened or ended; transient."""
+
+
+class RelayUnavailable(TunnelError):
+    """The relay could not be reached or answered 5xx/429 to the upgrade."""
+
+
+class SessionEndedEarly(TunnelError):
+    """A session ended before ``HEALTHY_AFTER``; the backoff keeps growing."""
+
+
+class TargetError(AgentError):
+    """One request to the local target failed. :attr:`code` is the RESET code to send."""
+
+    code: ClassVar[ErrorCode] = ErrorCode.TARGET_ERROR
+
+
+class TargetUnreachable(TargetError):
+    """The local target refused the connection (or its address does not resolve)."""
+
+    code = ErrorCode.CONNECT_ERROR
+
+
+class TargetFailed(TargetError):
+    """The local target broke off a request or response."""
+
+    code = ErrorCode.TARGET_ERROR
+
+
+class TargetTimeout(TargetError):
+    """The local target did not answer in time."""
+
+    code = ErrorCode.TARGET_TIMEOUT
+
+
+class Unavailable(TargetError):
+    """The agent does not serve requests right now (paused)."""
+
+    code = ErrorCode.UNAVAILABLE

@@ -1,0 +1,267 @@
+"""TunnelClient: keeps one tunnel session up, reconnecting with tenacity.
+
+Reconnect policy (not websockets' built-in loop, which resets its backoff on every
+successful connect and so hammers a relay that accepts and then closes at once):
+
+* Network errors, timeouts, 5xx and 429 (:class:`RelayUnavailable`), and sessions that
+  end before ``healthy_after`` seconds (:class:`SessionEndedEarly`) are retried forever
+  with capped exponential backoff plus jitter.
+* The backoff resets only after a session stayed up ``healthy_after`` seconds. Even then
+  the next connect waits a random 0..``restart_delay`` seconds, so a thousand agents do
+  not reconnect in the same instant after a relay restart.
+* Everything else is fatal and raised out of :meth:`TunnelClient.run`: AuthError (401/403
+  or a revoked token), ConfigError/TlsError, NameTakenError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_never,
+    wait_exponential_jitter,
+)
+from websockets.asyncio.client import ClientConnection
+
+from edge_agent.connect import ConnectOptions, check_name, open_tunnel
+from edge_agent.errors import SessionEndedEarly, TunnelError
+from edge_agent.session import DRAIN_TIMEOUT, WELCOME_TIMEOUT, Hooks, TunnelSession
+from edge_agent.streams import RequestRecord
+from edge_agent.target import Target
+from wire import CallerCredential, Welcome
+
+#: A session must last this long before the reconnect backoff starts over.
+HEALTHY_AFTER: Final = 30.0
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReconnectPolicy:
+    """Backoff parameters, in seconds (tests pass small ones).
+
+    The n-th consecutive failed attempt waits ``min(initial * 2**(n-1) + U(0, jitter),
+    max_delay)``.
+    """
+
+    initial: float = 1.0
+    max_delay: float = 60.0
+    jitter: float = 5.0
+    healthy_after: float = HEALTHY_AFTER
+    restart_delay: float = 5.0  # random 0..this before reconnecting after a healthy session
+    welcome_timeout: float = WELCOME_TIMEOUT
+
+
+class TunnelClient:
+    """Serves ``target`` through the relay until drained or stopped.
+
+    Args:
+        relay_url: the relay's base URL (``https://relay.example``).
+        token: relay token sent as ``Authorization: Bearer``; None in open mode.
+        name: tunnel name (a DNS label); None lets the relay choose (open mode only).
+        target: where each request goes.
+        policy: reconnect backoff and timeouts.
+        options: transport settings (TLS, proxy, WebSocket timeouts).
+        caller_auth: credentials the relay demands from public callers (empty: none).
+        on_ready: called with every WELCOME (after each (re)connect).
+        on_request: called with a :class:`RequestRecord` when a stream ends.
+    """
+
+    def __init__(
+        self,
+        relay_url: str,
+        token: str | None,
+        name: str | None,
+        target: Target,
+        *,
+        policy: ReconnectPolicy = ReconnectPolicy(),
+        options: ConnectOptions | None = None,
+        caller_auth: Sequence[CallerCredential] = (),
+        agent: str = "edge-agent",
+        on_ready: Callable[[Welcome], None] | None = None,
+        on_request: Callable[[RequestRecord], None] | None = None,
+    ) -> None:
+        check_name(name)
+        self.relay_url = relay_url
+        self.name = name
+        self.target = target
+        self.policy = policy
+        self.options = options or ConnectOptions()
+        self.agent = agent
+        self.hooks = Hooks(self._ready, on_request)
+        self._on_ready = on_ready
+        self._token = token
+        self._caller_auth = tuple(caller_auth)
+        self._paused = False
+        self._stop = asyncio.Event()
+        self._session: TunnelSession | None = None
+        self.welcome: Welcome | None = None
+        self.attempts = 0  # consecutive failed attempts behind the current backoff
+
+    # -- state for embedders -----------------------------------------------------------
+
+    @property
+    def active_streams(self) -> int:
+        """Requests in flight right now."""
+        return self._session.active_streams if self._session is not None else 0
+
+    @property
+    def connected(self) -> bool:
+        """A session is up (WELCOME received and the WebSocket still open)."""
+        return self._session is not None and self._session.welcome is not None
+
+    @property
+    def public_urls(self) -> tuple[str, ...]:
+        """The URLs of the last WELCOME (kept across reconnects; empty before the first)."""
+        return self.welcome.urls if self.welcome is not None else ()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def set_paused(self, paused: bool) -> None:
+        """While paused, new streams are RESET UNAVAILABLE (relay: 503); in-flight finish."""
+        self._paused = paused
+
+    def set_caller_auth(self, caller_auth: Sequence[CallerCredential]) -> None:
+        """Replace the caller credentials; re-sends HELLO in the live session, if any."""
+        self._caller_auth = tuple(caller_auth)
+        if self._session is not None:
+            self._session.update_hello(self._caller_auth)
+
+    # -- running -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect and serve until :meth:`drain` or :meth:`stop`; then return.
+
+        Raises AuthError, ConfigError, TlsError or NameTakenError (never retried).
+        """
+        self._stop.clear()
+        while not self._stop.is_set():
+            await self._serve_with_retries()
+            if self._stop.is_set():
+                break
+            delay = random.uniform(0, self.policy.restart_delay)
+            self._log_reconnect(1, delay, None)
+            await self._sleep(delay)
+
+    async def drain(self, deadline: float = DRAIN_TIMEOUT) -> None:
+        """Stop taking streams (GOAWAY; late ones get REFUSED_STREAM), let in-flight ones
+        finish for up to ``deadline`` seconds, then close; :meth:`run` returns."""
+        self._stop.set()
+        session = self._session
+        if session is not None:
+            await session.drain(deadline)
+
+    def stop(self) -> None:
+        """Stop at once: in-flight streams are cancelled; :meth:`run` returns."""
+        self._stop.set()
+        if self._session is not None:
+            self._session.abort()
+
+    async def _serve_with_retries(self) -> None:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(TunnelError),
+            wait=wait_exponential_jitter(
+                multiplier=self.policy.initial,
+                max=self.policy.max_delay,
+                jitter=self.policy.jitter,
+            ),
+            stop=stop_never,
+            sleep=self._sleep,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self._serve_once()
+
+    async def _serve_once(self) -> None:
+        ws = await self._connect()
+        if ws is None:
+            return  # stopped while connecting
+        session = TunnelSession(
+            ws,
+            self.target,
+            name=self.name,
+            caller_auth=self._caller_auth,
+            agent=self.agent,
+            is_paused=lambda: self._paused,
+            hooks=self.hooks,
+        )
+        self._session = session
+        logger.info("tunnel_connected", extra={"agent": self.name, "relay": self.relay_url})
+        failure: TunnelError | None = None
+        try:
+            await session.run(self.policy.welcome_timeout)
+        except TunnelError as exc:
+            failure = exc
+        finally:
+            self._session = None
+        up = time.monotonic() - session.ready_at if session.ready_at is not None else 0.0
+        logger.info(
+            "tunnel_disconnected",
+            extra={"agent": self.name, "uptime": round(up, 3), "error": str(failure or "")},
+        )
+        if self._stop.is_set():
+            return
+        if up < self.policy.healthy_after:  # keep the backoff growing
+            raise failure or SessionEndedEarly(f"session ended after {up:.1f} s")
+        self.attempts = 0  # healthy: run() starts a fresh backoff
+
+    async def _connect(self) -> ClientConnection | None:
+        """Open the WebSocket, or return None if :meth:`stop`/:meth:`drain` came first."""
+        if self._stop.is_set():
+            return None
+        opening = asyncio.ensure_future(
+            open_tunnel(self.relay_url, self._token, self.name, self.options)
+        )
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({opening, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not opening.done():
+            opening.cancel()
+            with contextlib.suppress(BaseException):
+                ws = await opening
+                await ws.close()
+            return None
+        return opening.result()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Backoff sleep that :meth:`stop`/:meth:`drain` cut short."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        self.attempts = state.attempt_number
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        error = state.outcome.exception() if state.outcome is not None else None
+        self._log_reconnect(state.attempt_number, delay, error)
+
+    def _log_reconnect(self, attempt: int, delay: float, error: BaseException | None) -> None:
+        logger.info(
+            "reconnect_scheduled",
+            extra={
+                "agent": self.name,
+                "attempt": attempt,
+                "delay": round(delay, 3),
+                "error": str(error) if error is not None else None,
+            },
+        )
+
+    def _ready(self, welcome: Welcome) -> None:
+        self.welcome = welcome
+        if self._on_ready is not None:
+            self._on_ready(welcome)

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from edge_agent.streams import RequestRecord
+from edge_agent.target import HttpTarget, Target
+from edge_agent.tunnel import ReconnectPolicy, TunnelClient
+from tests.agent.fake_relay import FakeRelay
+from tests.agent.origin import OriginApp, run_uvicorn
+
+TOKEN = "tok-demo-0123456789"
+
+#: Test-scale backoff: same shape as production, milliseconds instead of seconds.
+FAST = ReconnectPolicy(
+    initial=0.05, max_delay=0.4, jitter=0.01, healthy_after=1.0, restart_delay=0.05
+)
+
+
+class AgentRun:
+    """A TunnelClient running in a task, with what its hooks saw."""
+
+    def __init__(self, client: TunnelClient) -> None:
+        self.client = client
+        self.records: list[RequestRecord] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> AgentRun:
+        self.task = asyncio.create_task(self.client.run())
+        return self
+
+    async def finish(self, within: float = 10.0) -> None:
+        assert self.task is not None
+        await asyncio.wait_for(self.task, within)
+
+
+def make_agent(relay_url: str, target: Target, **kwargs: Any) -> AgentRun:
+    kwargs.setdefault("policy", FAST)
+    records: list[RequestRecord] = []
+    client = TunnelClient(
+        relay_url,
+        kwargs.pop("token", TOKEN),
+        kwargs.pop("name", "demo"),
+        target,
+        on_request=records.append,
+        **kwargs,
+    )
+    run = AgentRun(client)
+    run.records = records
+    return run
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[FakeRelay]:
+    fake = await FakeRelay(tokens={TOKEN: "demo"}).start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.fixture
+async def origin_app() -> OriginApp:
+    return OriginApp()
+
+
+@pytest.fixture
+async def origin(origin_app: OriginApp) -> AsyncIterator[str]:
+    async with run_uvicorn(origin_app) as url:
+        yield url
+
+
+@pytest.fixture
+async def agent(relay: FakeRelay, origin: str) -> AsyncIterator[AgentRun]:
+    """An agent forwarding to the uvicorn origin, connected to the fake relay."""
+    target = HttpTarget(origin)
+    run = make_agent(relay.url, target).start()
+    try:
+        yield run
+    finally:
+        await stop_agent(run)
+        await target.aclose()
+
+
+async def stop_agent(run: AgentRun) -> None:
+    run.client.stop()
+    if run.task is not None:
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(run.task, 10)

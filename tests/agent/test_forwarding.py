@@ -1,0 +1,146 @@
+"""HttpTarget through the tunnel: bytes pass through unchanged, errors become RESETs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from edge_agent.target import HttpTarget
+from tests.agent.conftest import AgentRun, make_agent, stop_agent
+from tests.agent.fake_relay import FakeRelay, StreamWasReset
+from tests.agent.origin import GZIPPED, canned_server, free_port
+from wire import ErrorCode
+
+
+async def test_methods_bodies_duplicate_headers_and_raw_path(
+    relay: FakeRelay, agent: AgentRun
+) -> None:
+    session = await relay.session()
+    body = os.urandom(300_000)
+    headers = [
+        ("Content-Length", str(len(body))),
+        ("X-Dup", "first"),
+        ("X-Dup", "second"),
+        ("Cookie", "k=v"),
+    ]
+    target = "/echo/a%2Fb/%7Euser/caf%C3%A9?q=a%20b&q=%2F&x"
+    head, raw = await session.request("PUT", target, headers, body)
+    answer = json.loads(raw)
+    assert head.status == 201
+    assert answer["method"] == "PUT"
+    assert answer["raw_path"] == "/echo/a%2Fb/%7Euser/caf%C3%A9"  # not re-quoted
+    assert answer["query_string"] == "q=a%20b&q=%2F&x"
+    assert answer["size"] == len(body)
+    assert answer["sha256"] == hashlib.sha256(body).hexdigest()
+    assert [v for n, v in answer["headers"] if n == "x-dup"] == ["first", "second"]
+    set_cookies = [v for n, v in head.headers if n.lower() == "set-cookie"]
+    assert set_cookies == ["a=1; Path=/", "b=2; Path=/"]
+    assert [v for n, v in head.headers if n.lower() == "x-multi"] == ["one", "two"]
+
+    for method in ("GET", "DELETE", "PATCH", "OPTIONS"):
+        head, raw = await session.request(method, "/echo")
+        assert head.status == 201 and json.loads(raw)["method"] == method
+    head, raw = await session.request("HEAD", "/echo")
+    assert head.status == 201 and raw == b""
+
+
+async def test_no_headers_added_and_hop_by_hop_stripped(
+    relay: FakeRelay, agent: AgentRun, origin: str
+) -> None:
+    session = await relay.session()
+    headers = [
+        ("Host", "demo.relay.test"),
+        ("X-Forwarded-Host", "demo.relay.test"),
+        ("Connection", "x-drop-me"),
+        ("X-Drop-Me", "1"),
+        ("Keep-Alive", "timeout=5"),
+        ("TE", "trailers"),
+        ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
+        ("X-Keep", "yes"),
+    ]
+    _head, raw = await session.request("POST", "/echo", headers, b"{}")
+    seen = {n for n, _v in json.loads(raw)["headers"]}
+    got = dict((n, v) for n, v in json.loads(raw)["headers"])
+    assert got["host"] == origin.removeprefix("http://")
+    assert got["x-forwarded-host"] == "demo.relay.test"
+    assert got["x-keep"] == "yes"
+    for name in ("x-drop-me", "keep-alive", "te", "proxy-authorization", "connection"):
+        assert name not in seen
+    for name in ("user-agent", "accept", "accept-encoding", "content-type", "cookie"):
+        assert name not in seen, f"the forwarder added {name}"
+
+
+async def test_response_bytes_are_not_decompressed(relay: FakeRelay, agent: AgentRun) -> None:
+    session = await relay.session()
+    head, raw = await session.request("GET", "/gzip", [("Accept-Encoding", "gzip")])
+    assert ("content-encoding", "gzip") in head.headers
+    assert raw == GZIPPED
+
+
+async def test_response_hop_by_hop_headers_are_dropped(relay: FakeRelay) -> None:
+    canned = (
+        b"HTTP/1.1 200 OK\r\nConnection: close, x-secret\r\nX-Secret: 1\r\n"
+        b"Keep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nX-Fine: 2\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n"
+    )
+    async with canned_server(canned) as url:
+        target = HttpTarget(url)
+        run = make_agent(relay.url, target).start()
+        try:
+            session = await relay.session()
+            head, raw = await session.request("GET", "/")
+        finally:
+            await stop_agent(run)
+            await target.aclose()
+    names = {n.lower() for n, _v in head.headers}
+    assert raw == b"hello"
+    assert "x-fine" in names
+    assert not names & {"connection", "x-secret", "keep-alive", "transfer-encoding"}
+
+
+async def test_refused_target_resets_connect_error(relay: FakeRelay) -> None:
+    target = HttpTarget(str(free_port()))
+    run = make_agent(relay.url, target).start()
+    try:
+        session = await relay.session()
+        stream = await session.open("GET", "/")
+        try:
+            await stream.response()
+            raise AssertionError("expected a RESET")
+        except StreamWasReset as exc:
+            assert exc.code is ErrorCode.CONNECT_ERROR
+        # The tunnel stays up for the next stream.
+        again = await session.open("GET", "/")
+        try:
+            await again.response()
+        except StreamWasReset as exc:
+            assert exc.code is ErrorCode.CONNECT_ERROR
+    finally:
+        await stop_agent(run)
+        await target.aclose()
+    assert [r.reset for r in run.records] == [ErrorCode.CONNECT_ERROR] * 2
+
+
+async def test_target_failing_mid_body_resets_target_error(relay: FakeRelay) -> None:
+    canned = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"y" * 100
+    async with canned_server(canned) as url:
+        target = HttpTarget(url)
+        run = make_agent(relay.url, target).start()
+        try:
+            session = await relay.session()
+            stream = await session.open("GET", "/")
+            head = await stream.response()
+            assert head.status == 200
+            got = b""
+            try:
+                while True:
+                    data, end, _ = await stream.read()
+                    got += data
+                    assert not end, "a cut body must not end cleanly"
+            except StreamWasReset as exc:
+                assert exc.code is ErrorCode.TARGET_ERROR
+            assert got == b"y" * 100
+        finally:
+            await stop_agent(run)
+            await target.aclose()
