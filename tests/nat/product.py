@@ -93,7 +93,7 @@ class Relay:
 def start_relay(topo: Topology, public_url: str | None = None) -> Relay:
     port = free_port(topo.internet)
     state_dir = topo.log_dir / "relay-state"
-    state_dir.mkdir(exist_ok=True)
+    state_dir.mkdir(mode=0o700, exist_ok=True)
     argv = [str(BIN / "edge-relay"), "serve", "--host", "0.0.0.0", "--port", str(port)]
     argv += ["--public-url", public_url or f"http://{INTERNET_IP}:{port}"]
     argv += ["--state-dir", str(state_dir)]
