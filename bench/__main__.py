@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from bench import compare, scale
-from bench.paths import ALL_PATHS
+from bench.paths import ALL_PATHS, path_keys
 from bench.procs import BenchError, Children
 
 
@@ -35,8 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="write the raw samples to this file")
     p.add_argument(
         "--paths",
-        default=",".join(ALL_PATHS),
-        help=f"comma-separated subset of {','.join(ALL_PATHS)}",
+        default=None,
+        help=f"comma-separated subset of {','.join(ALL_PATHS)} "
+        "(paths: all of them; busy-tunnel: edge,ssh)",
     )
     p.add_argument("--rounds", type=int, help="override the number of rounds")
     p.add_argument("--seconds", type=float, help="override each load's duration")
@@ -59,10 +60,7 @@ def _paths_mode(args: argparse.Namespace, children: Children, workdir: Path) -> 
             sse_runs=plan.sse_runs,
             warmup=plan.warmup,
         )
-    keys = [k.strip() for k in args.paths.split(",") if k.strip()]
-    unknown = [k for k in keys if k not in ALL_PATHS]
-    if unknown:
-        raise BenchError(f"unknown paths: {', '.join(unknown)}")
+    keys = path_keys(args.paths, ",".join(ALL_PATHS))
     cmp = compare.Comparison(plan, children, workdir)
     port = cmp.start_origin()
     paths = cmp.start_paths(keys, port)

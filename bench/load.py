@@ -11,7 +11,9 @@ import asyncio
 import dataclasses
 import json
 import os
+import socket
 import subprocess
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -166,3 +168,65 @@ def sse(url: str) -> SseResult:
         return asyncio.run(bounded())
     except (TimeoutError, OSError):
         return SseResult(float("inf"), float("inf"), 0)
+
+
+class Downloader:
+    """Downloads ``url`` again and again on a thread until :meth:`stop`, counting bytes.
+
+    A raw HTTP/1.1 client reading into one reused buffer, so the reader costs little CPU
+    next to the path it loads. A download still in flight at :meth:`stop` is cut off.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = urllib.parse.urlsplit(url)
+        self.bytes = 0
+        self.completed = 0
+        self.error: str | None = None
+        self.started = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._began = 0.0
+        self.seconds = 0.0
+
+    def start(self) -> Downloader:
+        self._began = time.perf_counter()
+        self._thread.start()
+        if not self.started.wait(SSE_TIMEOUT):
+            self.stop()
+            raise BenchError(f"download of {self.url.geturl()} did not start: {self.error}")
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(SSE_TIMEOUT)
+        self.seconds = time.perf_counter() - self._began
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / self.seconds / 1e6 if self.seconds else 0.0
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.completed += self._once()
+        except OSError as exc:
+            self.error = str(exc)
+            self.started.set()
+
+    def _once(self) -> bool:
+        """One download; True if it ran to the end (not cut off by :meth:`stop`)."""
+        u = self.url
+        target = u.path + (f"?{u.query}" if u.query else "")
+        request = f"GET {target} HTTP/1.1\r\nHost: {u.netloc}\r\nConnection: close\r\n\r\n"
+        buffer = memoryview(bytearray(1024 * 1024))
+        with socket.create_connection(
+            (u.hostname or "127.0.0.1", u.port or 80), SSE_TIMEOUT
+        ) as sock:
+            sock.sendall(request.encode("ascii"))
+            while not self._stop.is_set():
+                n = sock.recv_into(buffer)
+                if not n:
+                    return True
+                self.bytes += n
+                self.started.set()
+        return False

@@ -279,3 +279,12 @@ class MoleculeEdge(BenchPath):
 ALL_PATHS: Final[dict[str, type[BenchPath]]] = {
     cls.key: cls for cls in (Direct, Nginx, SshReverse, MoleculeEdge)
 }
+
+
+def path_keys(selection: str | None, default: str) -> list[str]:
+    """Parse ``--paths``; raises BenchError for a name that is not a path."""
+    keys = [k.strip() for k in (selection or default).split(",") if k.strip()]
+    unknown = [k for k in keys if k not in ALL_PATHS]
+    if unknown:
+        raise BenchError(f"unknown paths: {', '.join(unknown)} (known: {', '.join(ALL_PATHS)})")
+    return keys
