@@ -1,0 +1,315 @@
+"""``edge-relay``: serve the relay, manage agent tokens, make development certificates.
+
+Settings come from flags, then ``EDGE_RELAY_*`` environment variables, then a TOML file
+(``--config FILE``, keys named like the flags: ``port = 8443``, ``public-url = "..."``,
+``state-dir = "..."``), then built-in defaults; the first that gives a value wins.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import re
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, Final
+
+import click
+
+from relay import config as cfg
+from relay.errors import RelayConfigError
+
+log = logging.getLogger(__name__)
+
+_SERVE_KEYS: Final = frozenset(
+    {
+        "host",
+        "port",
+        "public_url",
+        "domain",
+        "state_dir",
+        "open",
+        "tls_cert",
+        "tls_key",
+        "max_body",
+        "max_streams",
+        "response_timeout",
+        "drain_timeout",
+    }
+)
+_GLOBAL_KEYS: Final = frozenset({"verbose", "log_format"})
+_UNITS: Final = {
+    "": 1,
+    "k": 1000,
+    "m": 1000**2,
+    "g": 1000**3,
+    "ki": 1024,
+    "mi": 1024**2,
+    "gi": 1024**3,
+}
+
+
+class ByteSize(click.ParamType):  # type: ignore[type-arg]
+    """A byte count: ``1048576``, ``64KiB``, ``10MB``, ``1GiB``."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        match = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]i?)?[bB]?\s*", str(value))
+        if not match:
+            self.fail(f"{value!r} is not a size (e.g. 1048576, 64KiB, 1GiB)", param, ctx)
+        unit = (match.group(2) or "").lower()
+        return int(match.group(1)) * _UNITS[unit]
+
+
+def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Eager callback: turn the TOML file into click's default_map (below env and flags)."""
+    if not value:
+        return value
+    try:
+        raw = tomllib.loads(Path(value).read_text("utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {value}: {exc}") from exc
+    flat = {str(k).replace("-", "_"): v for k, v in raw.items()}
+    unknown = set(flat) - _SERVE_KEYS - _GLOBAL_KEYS
+    if unknown:
+        raise click.BadParameter(f"unknown keys in {value}: {', '.join(sorted(unknown))}")
+    serve = {k: v for k, v in flat.items() if k in _SERVE_KEYS | _GLOBAL_KEYS}
+    state = {k: v for k, v in flat.items() if k == "state_dir"}
+    tokens = {"issue": state, "list": state, "revoke": state}
+    ctx.default_map = {
+        **(ctx.default_map or {}),
+        **{k: v for k, v in flat.items() if k in _GLOBAL_KEYS},
+        "serve": serve,
+        "token": tokens,
+    }
+    if ctx.info_name == "serve":
+        ctx.default_map = serve
+    return value
+
+
+def _common(func: Any) -> Any:
+    """--config, -v and --log-format, accepted before or after the subcommand."""
+    func = click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        envvar="EDGE_RELAY_LOG_FORMAT",
+        help="Log line format on stderr.  [default: text]",
+    )(func)
+    func = click.option(
+        "-v", "--verbose", count=True, help="More logging (repeat for uvicorn's own)."
+    )(func)
+    return click.option(
+        "--config",
+        type=click.Path(dir_okay=False),
+        is_eager=True,
+        expose_value=False,
+        callback=_load_config,
+        envvar="EDGE_RELAY_CONFIG",
+        help="TOML file with the same keys as the flags.",
+    )(func)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("molecule-edge")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(_version(), prog_name="edge-relay")
+@_common
+@click.pass_context
+def main(ctx: click.Context, verbose: int, log_format: str | None) -> None:
+    """The molecule-edge relay: public URLs for agents behind NAT."""
+    ctx.obj = {"verbose": verbose, "log_format": log_format or "text"}
+
+
+def _state_dir_option(func: Any) -> Any:
+    return click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="EDGE_RELAY_STATE_DIR",
+        default=cfg.default_state_dir,
+        show_default="$XDG_STATE_HOME/edge-relay",
+        help="Folder of the token store (0700).",
+    )(func)
+
+
+@main.command()
+@click.option("--host", envvar="EDGE_RELAY_HOST", default="127.0.0.1", help="Address to bind.")
+@click.option("--port", envvar="EDGE_RELAY_PORT", type=int, default=8080, help="Port to bind.")
+@click.option(
+    "--public-url",
+    envvar="EDGE_RELAY_PUBLIC_URL",
+    help="Base URL the relay advertises.  [default: http(s)://HOST:PORT]",
+)
+@click.option(
+    "--domain",
+    envvar="EDGE_RELAY_DOMAIN",
+    help="Wildcard domain: <name>.DOMAIN routes to tunnel <name>.",
+)
+@_state_dir_option
+@click.option(
+    "--open",
+    "open_mode",
+    is_flag=True,
+    envvar="EDGE_RELAY_OPEN",
+    help="Development only: agents may claim free names without a token.",
+)
+@click.option(
+    "--tls-cert",
+    envvar="EDGE_RELAY_TLS_CERT",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM certificate chain: serve HTTPS/WSS.",
+)
+@click.option(
+    "--tls-key",
+    envvar="EDGE_RELAY_TLS_KEY",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM private key of --tls-cert.",
+)
+@click.option(
+    "--max-body",
+    envvar="EDGE_RELAY_MAX_BODY",
+    type=ByteSize(),
+    default=cfg.DEFAULT_MAX_REQUEST_BODY,
+    help="Largest request body (413 beyond).",
+)
+@click.option(
+    "--max-streams",
+    envvar="EDGE_RELAY_MAX_STREAMS",
+    type=click.IntRange(1, 65536),
+    default=cfg.DEFAULT_MAX_STREAMS,
+    help="Concurrent requests per agent (429 beyond).",
+)
+@click.option(
+    "--response-timeout",
+    envvar="EDGE_RELAY_RESPONSE_TIMEOUT",
+    type=click.FloatRange(min=0.1),
+    default=cfg.DEFAULT_RESPONSE_TIMEOUT,
+    help="Seconds to wait for a response head (504 beyond).",
+)
+@click.option(
+    "--drain-timeout",
+    envvar="EDGE_RELAY_DRAIN_TIMEOUT",
+    type=click.FloatRange(min=0),
+    default=cfg.DEFAULT_DRAIN_TIMEOUT,
+    help="Seconds in-flight requests get on shutdown.",
+)
+@_common
+@click.pass_context
+def serve(ctx: click.Context, /, **opts: Any) -> None:
+    """Run the relay until SIGTERM/SIGINT, then drain and exit."""
+    from relay import logs, server
+
+    verbose = max(opts.pop("verbose"), ctx.obj["verbose"])
+    logs.configure(verbose, opts.pop("log_format") or ctx.obj["log_format"])
+    settings = cfg.Settings(
+        host=opts["host"],
+        port=opts["port"],
+        public_url=opts["public_url"],
+        domain=opts["domain"],
+        state_dir=Path(opts["state_dir"]),
+        open_mode=opts["open_mode"],
+        tls_cert=opts["tls_cert"],
+        tls_key=opts["tls_key"],
+        max_request_body=opts["max_body"],
+        max_streams=opts["max_streams"],
+        response_timeout=opts["response_timeout"],
+        drain_timeout=opts["drain_timeout"],
+    )
+    if settings.open_mode:
+        click.echo(
+            "WARNING: open mode: any agent may claim a free name without a token. "
+            "Use it for local development only.",
+            err=True,
+        )
+        log.warning("open_mode", extra={"detail": "agents may claim free names without a token"})
+    try:
+        server.serve(settings)
+    except RelayConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.group()
+def token() -> None:
+    """Issue, list and revoke agent tokens (the store keeps only their SHA-256)."""
+
+
+def _store(state_dir: Path) -> Any:
+    from relay.tokens import TokenStore
+
+    return TokenStore(Path(state_dir))
+
+
+@token.command("issue")
+@click.argument("name")
+@_state_dir_option
+@click.option("--replace", is_flag=True, help="Rotate: replace NAME's existing token.")
+def token_issue(name: str, state_dir: Path, replace: bool) -> None:
+    """Print a new token for NAME on stdout (it is shown only this once)."""
+    try:
+        secret = _store(state_dir).issue(name, replace=replace)
+    except RelayConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"token for {name} (shown once; only its hash is stored):", err=True)
+    click.echo(secret)
+
+
+@token.command("list")
+@_state_dir_option
+def token_list(state_dir: Path) -> None:
+    """List tunnel names that have a token, with their creation time."""
+    try:
+        records = _store(state_dir).records()
+    except RelayConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for record in records:
+        click.echo(f"{record.name}\t{record.created}")
+
+
+@token.command("revoke")
+@click.argument("name")
+@_state_dir_option
+def token_revoke(name: str, state_dir: Path) -> None:
+    """Delete NAME's token; a running relay closes that agent's session within seconds."""
+    try:
+        removed = _store(state_dir).revoke(name)
+    except RelayConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not removed:
+        raise click.ClickException(f"{name} has no token")
+    click.echo(f"revoked the token for {name}", err=True)
+
+
+@main.command()
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for ca.pem, cert.pem, key.pem.",
+)
+@click.option(
+    "--host", "hosts", multiple=True, required=True, help="DNS name or IP address (repeatable)."
+)
+def cert(out: Path, hosts: tuple[str, ...]) -> None:
+    """Write a development CA and a server certificate for --host names."""
+    from relay.certs import write_dev_certificate
+
+    try:
+        fingerprint = write_dev_certificate(out, list(hosts))
+    except RelayConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"wrote {out}/cert.pem, {out}/key.pem (0600) and {out}/ca.pem (for agents)", err=True
+    )
+    click.echo(f"sha256 fingerprint: {fingerprint}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Settings of a relay process and the limits it enforces.
+
+Every limit is a named constant with what happens when it is hit. :class:`Settings` holds
+the values a running relay uses; the CLI fills it from flags, environment and a TOML file,
+and tests build it directly with small values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Final
+
+import wire
+
+#: Tunnel names: one lowercase DNS label (workspace UUIDs fit).
+NAME_RE: Final = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+#: Names no token and no open-mode agent may claim: they would read as the relay's own
+#: host names under a wildcard domain.
+RESERVED_NAMES: Final = frozenset({"www", "relay", "admin", "api", "edge"})
+
+#: Largest request body forwarded to an agent, in bytes. A Content-Length above it is
+#: answered 413 before anything is sent down the tunnel; a chunked body that grows past
+#: it resets the stream and answers 413 (or cuts the response if it already started).
+DEFAULT_MAX_REQUEST_BODY: Final = 1024**3
+
+#: Concurrent streams per agent session; the next request gets 429 too_many_streams.
+#: The protocol default (1,024) allows 1,000 concurrent requests on one tunnel.
+DEFAULT_MAX_STREAMS: Final = wire.DEFAULT_MAX_STREAMS
+
+#: Seconds the relay waits for the agent's response head before answering 504
+#: response_timeout and resetting the stream. Long, because an A2A task can take minutes.
+#: There is no total timeout: a stream that keeps sending may last forever.
+DEFAULT_RESPONSE_TIMEOUT: Final = 300.0
+
+#: Seconds a graceful shutdown (SIGTERM/SIGINT) lets in-flight streams finish.
+DEFAULT_DRAIN_TIMEOUT: Final = 30.0
+
+#: Largest request head a caller may send: request line plus header lines, in bytes.
+#: Over it the caller gets 431 headers_too_large. Must leave room in the OPEN frame's
+#: JSON (``wire.MAX_HEAD_SIZE``) for escaping and the X-Forwarded-* headers.
+DEFAULT_MAX_HEADER_BYTES: Final = 32 * 1024
+
+#: Hard cap on a head the HTTP parser buffers before the app sees it; past it the
+#: connection gets 431 and is closed (protects memory from endless header lines).
+PARSER_MAX_HEADER_BYTES: Final = 64 * 1024
+
+#: Most header lines in one request; more is 431. Leaves room under ``wire`` 's
+#: MAX_HEADERS for the headers the relay adds.
+MAX_REQUEST_HEADERS: Final = 200
+
+#: Seconds a client may take to send a complete request head (slowloris guard); then
+#: 408 and the connection is closed. uvicorn has no such timeout for httptools.
+DEFAULT_HEADER_TIMEOUT: Final = 30.0
+
+#: Seconds a request body may stay silent while the relay is waiting for it; then 408
+#: (before the response head) or a cut response. Waiting for the agent's credit does
+#: not count: only a silent caller does.
+DEFAULT_BODY_IDLE_TIMEOUT: Final = 60.0
+
+#: Seconds an idle keep-alive connection stays open (uvicorn's default is 5 s; set on
+#: purpose, a little longer so bursty callers reuse connections).
+KEEP_ALIVE_TIMEOUT: Final = 15
+
+#: Seconds an agent has between the WebSocket upgrade and its HELLO; then the socket is
+#: closed.
+HELLO_TIMEOUT: Final = 10.0
+
+#: WebSocket keepalive, both ends (contract): a ping every 20 s, the peer is dropped if
+#: no pong arrives within 20 s, so a dead agent is noticed within about 40 s.
+WS_PING_INTERVAL: Final = 20.0
+WS_PING_TIMEOUT: Final = 20.0
+
+#: Seconds between checks of the token store for revocations (mtime poll).
+TOKEN_POLL_INTERVAL: Final = 1.0
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/edge-relay`` or ``~/.local/state/edge-relay``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "edge-relay"
+
+
+@dataclasses.dataclass(slots=True)
+class Settings:
+    """What a relay process is told. Defaults are the production values."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str | None = None  # default: http(s)://host:port
+    domain: str | None = None  # wildcard domain for host-based routing
+    state_dir: Path = dataclasses.field(default_factory=default_state_dir)
+    open_mode: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_request_body: int = DEFAULT_MAX_REQUEST_BODY
+    max_streams: int = DEFAULT_MAX_STREAMS
+    response_timeout: float = DEFAULT_RESPONSE_TIMEOUT
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    body_idle_timeout: float = DEFAULT_BODY_IDLE_TIMEOUT
+    token_poll_interval: float = TOKEN_POLL_INTERVAL
+    ws_ping_interval: float = WS_PING_INTERVAL
+    ws_ping_timeout: float = WS_PING_TIMEOUT
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    def base_url(self, bound_port: int | None = None) -> str:
+        """The public base URL without a trailing slash."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        scheme = "https" if self.tls else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{bound_port or self.port}"
+
+    def tunnel_urls(self, name: str, bound_port: int | None = None) -> tuple[str, ...]:
+        """Public URLs of tunnel ``name``: path-based first, host-based if a domain is set."""
+        urls = [f"{self.base_url(bound_port)}/a/{name}/"]
+        if self.domain:
+            urls.append(f"https://{name}.{self.domain}/")
+        return tuple(urls)
+
+
+def valid_name(name: str) -> bool:
+    return NAME_RE.fullmatch(name) is not None

@@ -1,0 +1,26 @@
+"""What every part of a running relay shares: settings, token store, registry, counters."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from relay.config import Settings
+from relay.metrics import Metrics
+from relay.registry import InMemoryRegistry, SessionRegistry
+from relay.tokens import TokenStore
+
+
+@dataclasses.dataclass(slots=True)
+class RelayState:
+    settings: Settings
+    store: TokenStore
+    registry: SessionRegistry = dataclasses.field(default_factory=InMemoryRegistry)
+    metrics: Metrics = dataclasses.field(default_factory=Metrics)
+    #: Set by a graceful shutdown: new public requests get 503, new agents are refused.
+    draining: bool = False
+
+    @classmethod
+    def create(cls, settings: Settings) -> RelayState:
+        store = TokenStore(settings.state_dir)
+        store.refresh()
+        return cls(settings, store)
