@@ -13,7 +13,8 @@ The tree::
     │   ├── NotFound               404 without the "deleted" shape (unknown peer, or the
     │   │                          platform's tenant guard when the org header is missing)
     │   └── WorkspaceDeleted       the workspace is gone (404 deleted shape, status removed)
-    └── TokenStoreError            the local token cache cannot be read or written safely
+    ├── TokenStoreError            the local token cache cannot be read or written safely
+    └── ChildStartError            the agent command (``-- CMD ARGS``) cannot be started
 
 HTTP answers are turned into these exceptions in exactly one place,
 :meth:`edge_agent.molecule.client.PlatformClient._send`; httpx exceptions never escape
@@ -93,3 +94,7 @@ class WorkspaceDeleted(PlatformRejected):
 
 class TokenStoreError(MoleculeError):
     """The token cache on disk is unusable (not a directory, unreadable, bad content)."""
+
+
+class ChildStartError(MoleculeError):
+    """The supervised command could not be started (not found, not executable)."""
