@@ -19,8 +19,14 @@ from collections.abc import AsyncIterator, Callable
 from edge_agent.errors import TargetError, TargetFailed, TunnelError
 from edge_agent.target import EmptyBody, LocalRequest, LocalResponse, Target
 from edge_agent.writer import Writer
-from wire import Connection, ErrorCode, FrameError, RequestHead, ResponseHead
-from wire import frames as f
+from wire import (
+    Connection,
+    ErrorCode,
+    LocalProtocolError,
+    RequestHead,
+    ResponseHead,
+    StreamClosedError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -170,8 +176,10 @@ class Stream:
             async for chunk in response.body:
                 if chunk:
                     await self._send(chunk)
-            self._check_open()
-            self.conn.send_data(self.stream_id, b"", end_stream=True)
+            try:
+                self.conn.send_data(self.stream_id, b"", end_stream=True)
+            except StreamClosedError:
+                raise _StreamGone() from None
             await self.writer.flush()
         finally:
             aclose = getattr(response.body, "aclose", None)
@@ -182,12 +190,12 @@ class Stream:
 
     def _send_head(self, response: LocalResponse) -> None:
         head = ResponseHead(response.status, tuple(response.headers))
-        try:  # check it the way the relay will: a bad head must not end the session
-            f.decode_response_head(f.encode_response_head(head))
-        except FrameError as exc:
+        try:
+            self.conn.send_response(self.stream_id, head)
+        except StreamClosedError:
+            raise _StreamGone() from None
+        except LocalProtocolError as exc:  # checked as the relay would: the session is fine
             raise TargetFailed(f"invalid response head from the target: {exc}") from None
-        self._check_open()
-        self.conn.send_response(self.stream_id, head)
         self.status = response.status
         self.writer.kick()
 
@@ -195,7 +203,10 @@ class Stream:
         view = memoryview(chunk)
         while view:
             n = await self._credit()
-            self.conn.send_data(self.stream_id, bytes(view[:n]))
+            try:
+                self.conn.send_data(self.stream_id, bytes(view[:n]))
+            except StreamClosedError:
+                raise _StreamGone() from None
             self.bytes_out += n
             view = view[n:]
             await self.writer.flush()
@@ -206,13 +217,10 @@ class Stream:
             n = self.conn.sendable(self.stream_id)
             if n:
                 return n
-            self._check_open()
+            if not self.conn.is_open(self.stream_id):
+                raise _StreamGone()
             self.window.clear()
             await self.window.wait()
-
-    def _check_open(self) -> None:
-        if not self.conn.is_open(self.stream_id):
-            raise _StreamGone()
 
     def _reset(self, code: ErrorCode, exc: BaseException) -> None:
         if self.conn.is_open(self.stream_id):

@@ -25,8 +25,7 @@ from yarl import URL
 
 from edge_agent.errors import ConfigError, TargetFailed, TargetTimeout, TargetUnreachable
 from edge_agent.headers import strip_hop_by_hop
-from wire import DEFAULT_MAX_STREAMS, MAX_PAYLOAD
-from wire.codes import MAX_HEADERS
+from wire import DEFAULT_MAX_STREAMS, MAX_HEADERS, MAX_PAYLOAD
 
 
 @dataclasses.dataclass(slots=True)

@@ -34,11 +34,11 @@ from tenacity import (
 from websockets.asyncio.client import ClientConnection
 
 from edge_agent.connect import ConnectOptions, check_name, open_tunnel
-from edge_agent.errors import SessionEndedEarly, TunnelError
+from edge_agent.errors import ConfigError, SessionEndedEarly, TunnelError
 from edge_agent.session import DRAIN_TIMEOUT, WELCOME_TIMEOUT, Hooks, TunnelSession
 from edge_agent.streams import RequestRecord
 from edge_agent.target import Target
-from wire import CallerCredential, Welcome
+from wire import MAX_AGENT_INFO, MAX_CALLER_AUTH, CallerCredential, Welcome
 
 #: A session must last this long before the reconnect backoff starts over.
 HEALTHY_AFTER: Final = 30.0
@@ -101,7 +101,9 @@ class TunnelClient:
         self.hooks = Hooks(self._ready, on_request)
         self._on_ready = on_ready
         self._token = token
-        self._caller_auth = tuple(caller_auth)
+        self._caller_auth = _checked_auth(caller_auth)
+        if len(agent) > MAX_AGENT_INFO:
+            raise ConfigError(f"agent text over {MAX_AGENT_INFO} characters")
         self._paused = False
         self._stop = asyncio.Event()
         self._session: TunnelSession | None = None
@@ -134,8 +136,11 @@ class TunnelClient:
         self._paused = paused
 
     def set_caller_auth(self, caller_auth: Sequence[CallerCredential]) -> None:
-        """Replace the caller credentials; re-sends HELLO in the live session, if any."""
-        self._caller_auth = tuple(caller_auth)
+        """Replace the caller credentials; re-sends HELLO in the live session, if any.
+
+        Raises ConfigError for more than :data:`wire.MAX_CALLER_AUTH` credentials.
+        """
+        self._caller_auth = _checked_auth(caller_auth)
         if self._session is not None:
             self._session.update_hello(self._caller_auth)
 
@@ -265,3 +270,9 @@ class TunnelClient:
         self.welcome = welcome
         if self._on_ready is not None:
             self._on_ready(welcome)
+
+
+def _checked_auth(caller_auth: Sequence[CallerCredential]) -> tuple[CallerCredential, ...]:
+    if len(caller_auth) > MAX_CALLER_AUTH:
+        raise ConfigError(f"at most {MAX_CALLER_AUTH} caller credentials are allowed")
+    return tuple(caller_auth)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 
-from edge_agent.target import HttpTarget
+import pytest
+
+from edge_agent.errors import TargetFailed, TargetTimeout, Unavailable
+from edge_agent.target import HttpTarget, LocalRequest, LocalResponse
 from tests.agent.conftest import AgentRun, make_agent, stop_agent
 from tests.agent.fake_relay import FakeRelay, StreamWasReset
-from tests.agent.origin import GZIPPED, canned_server, free_port
+from tests.agent.origin import GZIPPED, OriginApp, canned_server, free_port
 from wire import ErrorCode
 
 
@@ -144,3 +148,58 @@ async def test_target_failing_mid_body_resets_target_error(relay: FakeRelay) -> 
         finally:
             await stop_agent(run)
             await target.aclose()
+
+
+async def test_relay_reset_cancels_the_local_request(
+    relay: FakeRelay, agent: AgentRun, origin_app: OriginApp
+) -> None:
+    session = await relay.session()
+    stream = await session.open("GET", "/hang")
+    assert (await stream.response()).status == 200
+    assert (await stream.read())[0] == b"waiting\n"
+    await session.reset(stream, ErrorCode.CANCEL)
+    # uvicorn reports the dropped connection to the origin app as http.disconnect.
+    await asyncio.wait_for(origin_app.state.disconnected.wait(), 5)
+    assert origin_app.state.disconnects == ["/hang"]
+    for _ in range(50):
+        if agent.records:
+            break
+        await asyncio.sleep(0.02)
+    assert agent.records[-1].reset is ErrorCode.CANCEL
+    assert agent.client.active_streams == 0
+
+
+class _Failing:
+    """A Target that fails the way it is told (stand-in for wrappers such as a pause gate)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def handle(self, request: LocalRequest) -> LocalResponse:
+        raise self.error
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (TargetTimeout("slow"), ErrorCode.TARGET_TIMEOUT),
+        (Unavailable("paused"), ErrorCode.UNAVAILABLE),
+        (TargetFailed("broken"), ErrorCode.TARGET_ERROR),
+        (ValueError("a bug in a wrapper"), ErrorCode.TARGET_ERROR),
+    ],
+)
+async def test_target_errors_map_to_reset_codes(
+    relay: FakeRelay, error: Exception, code: ErrorCode
+) -> None:
+    run = make_agent(relay.url, _Failing(error)).start()
+    try:
+        session = await relay.session()
+        stream = await session.open("GET", "/")
+        with pytest.raises(StreamWasReset) as info:
+            await stream.response()
+        assert info.value.code is code
+    finally:
+        await stop_agent(run)
