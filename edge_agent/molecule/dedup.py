@@ -5,11 +5,11 @@ re-sends the *same* JSON-RPC body later (contract §7.4). Without this wrapper t
 agent would process that message twice. :class:`DedupTarget` makes it see each message
 once:
 
-* A request qualifies when it is a ``POST`` whose body (at most ``max_request_bytes``)
-  is a JSON-RPC object with ``params.message.messageId``: A2A 1.0 ``SendMessage`` /
-  ``SendStreamingMessage`` and 0.3 ``message/send`` / ``message/stream`` alike. The key
-  is (path, method, messageId). Anything else passes through with its body re-fed
-  chunk for chunk.
+* A request qualifies when it is a ``POST`` with a JSON content type whose body (at
+  most ``max_request_bytes``) is a JSON-RPC object with ``params.message.messageId``:
+  A2A 1.0 ``SendMessage`` / ``SendStreamingMessage`` and 0.3 ``message/send`` /
+  ``message/stream`` alike. The key is (path, method, messageId). Anything else passes
+  through with its body re-fed chunk for chunk.
 * The first arrival is forwarded by a *detached* task that tees the response: chunks go
   to the first caller as they come (no buffering on its path) and into the cache.
 * A duplicate that arrives while the first runs waits for it to complete, then gets the
@@ -150,6 +150,11 @@ class DedupTarget:
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
+    def in_progress(self) -> int:
+        """Messages the local agent is working on, including ones whose caller left."""
+        return len(self._pending)
+
+    @property
     def cached_entries(self) -> int:
         return len(self._done)
 
@@ -158,7 +163,7 @@ class DedupTarget:
         return self._done_bytes
 
     async def handle(self, request: LocalRequest) -> LocalResponse:
-        if request.method != "POST" or isinstance(request.body, EmptyBody):
+        if not _may_qualify(request):
             return await self._inner.handle(request)
         chunks, complete = await _read_prefix(request.body, self._limits.max_request_bytes)
         if not complete:
@@ -295,6 +300,14 @@ class DedupTarget:
     def _forget(self, key: Key) -> None:
         entry = self._done.pop(key)
         self._done_bytes -= entry.size
+
+
+def _may_qualify(request: LocalRequest) -> bool:
+    """A POST with a body declared as JSON (the platform always sends application/json)."""
+    if request.method != "POST" or isinstance(request.body, EmptyBody):
+        return False
+    types = [v for n, v in request.headers if n.lower() == "content-type"]
+    return len(types) == 1 and "json" in types[0].lower()
 
 
 def _dedup_key(target: str, body: bytes) -> tuple[Key, bytes] | None:

@@ -30,9 +30,14 @@ async def chunks_of(parts: Sequence[bytes]) -> AsyncIterator[bytes]:
         yield part
 
 
-def request(body: bytes | Sequence[bytes], method: str = "POST", target: str = "/") -> LocalRequest:
+def request(
+    body: bytes | Sequence[bytes],
+    method: str = "POST",
+    target: str = "/",
+    content_type: str = "application/json",
+) -> LocalRequest:
     parts = [body] if isinstance(body, bytes) else list(body)
-    headers = [("content-type", "application/json")]
+    headers = [("Content-Type", content_type)] if content_type else []
     return LocalRequest(next(_ids), method, target, headers, chunks_of(parts))
 
 
@@ -195,6 +200,20 @@ async def test_non_post_and_empty_bodies_pass_through() -> None:
     assert agent.calls == 3 and agent.bodies[0] == [rpc()]
 
 
+@pytest.mark.parametrize("content_type", ["text/plain", ""])
+async def test_only_json_content_types_qualify(content_type: str) -> None:
+    agent = Agent()
+    dedup = DedupTarget(agent)
+    for _ in range(2):
+        await read(await dedup.handle(request(rpc(), content_type=content_type)))
+    assert agent.calls == 2
+    for _ in range(2):
+        await read(
+            await dedup.handle(request(rpc(), content_type="application/json; charset=utf-8"))
+        )
+    assert agent.calls == 3
+
+
 async def test_oversized_request_passes_through_with_its_body_intact() -> None:
     agent = Agent()
     dedup = DedupTarget(agent, DedupLimits(max_request_bytes=20))
@@ -213,6 +232,7 @@ async def test_first_caller_gone_before_the_head_still_fills_the_cache() -> None
     first.cancel()  # the relay RESET the stream: the platform's request timed out
     with pytest.raises(asyncio.CancelledError):
         await first
+    assert dedup.in_progress == 1  # still working on it, for the re-send
     agent.gate.set()
     resent = await dedup.handle(request(rpc()))  # the platform's re-send
     assert (await read(resent)).endswith(b'"result":1}') and agent.calls == 1
