@@ -231,9 +231,9 @@ def edge_command(name: str) -> list[str]:
     return [str(script)] if script.exists() else [name]
 
 
-def edge_missing() -> str | None:
+def edge_missing(names: tuple[str, ...] = ("edge-relay", "edge-agent")) -> str | None:
     """Why the molecule-edge commands cannot run yet, or None."""
-    for name in ("edge-relay", "edge-agent"):
+    for name in names:
         try:
             result = subprocess.run(
                 [*edge_command(name), "--help"], capture_output=True, timeout=30, check=False

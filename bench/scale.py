@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from bench import report
-from bench.fleet import Fleet, Relay, reconnect_spread, require_edge
+from bench.fleet import Fleet, Relay, reconnect_spread, require_relay
 from bench.load import Downloader, write_wrk_script, wrk
 from bench.paths import ALL_PATHS, BenchPath, path_keys, wait_http_ok
 from bench.procs import BenchError, Children, listening_socket, raise_nofile
@@ -56,7 +56,7 @@ def _counts(args: argparse.Namespace, default: str) -> list[int]:
 
 
 def idle_agents(args: argparse.Namespace, children: Children, workdir: Path) -> str:
-    require_edge()
+    require_relay()
     levels = sorted(_counts(args, "1000,10000"))
     raise_nofile(max(levels) + 4096)
     relay = Relay(children, workdir)
@@ -184,7 +184,7 @@ def _start_path(
 
 
 def restart(args: argparse.Namespace, children: Children, workdir: Path) -> str:
-    require_edge()
+    require_relay()
     [count] = _counts(args, "1000")[:1]
     raise_nofile(count + 4096)
     policy = agent_policy()
@@ -227,6 +227,7 @@ def _restart_report(
         "| second after stop | " + " | ".join(str(i) for i in range(len(per_second))) + " |",
         "|---|" + "---:|" * len(per_second),
         "| agents back | " + " | ".join(str(n) for n in per_second) + " |",
+        "",
         "",
     ]
     targets = [
