@@ -1,0 +1,423 @@
+"""The A2A proxy: ``POST /workspaces/:id/a2a`` after the caller was identified.
+
+Order of the checks, as in ``proxyA2ARequest``: hierarchy (403), budget (402),
+poll-mode short-circuit ("next": 200 queued, nothing sent), agent URL (404 / 503
+without URL), SSRF check of that URL (502), JSON normalization (400), inbound
+secret ("next": 503 while not enrolled), then the call itself.
+
+The call (:meth:`A2AProxy._dispatch`) runs under two deadlines: an idle timeout
+pushed back by every heartbeat of the target workspace, and, for agent callers
+without ``X-Timeout``, an absolute ceiling. Busy-shaped failures (deadline, EOF,
+reset) are stored in the queue and answered 202; the next heartbeat of the target
+with spare capacity re-sends one queued call (:meth:`A2AProxy.drain_one`), so the
+agent can see the same ``messageId`` twice. The answer is always the whole,
+buffered agent body with ``Content-Type: application/json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from devplatform import gojson, ssrf
+from devplatform.a2aqueue import A2AQueue, Activity, ActivityLog, QueuedCall
+from devplatform.auth import A2ACaller
+from devplatform.config import BUSY_RETRY_AFTER_SECONDS, PlatformConfig
+from devplatform.errors import (
+    ApiError,
+    BadGateway,
+    BadRequest,
+    Forbidden,
+    NotFound,
+    PaymentRequired,
+    ServerError,
+    ServiceUnavailable,
+    StoreError,
+    UnsafeURLError,
+    UpstreamBusy,
+    UpstreamError,
+    UpstreamReadError,
+)
+from devplatform.hierarchy import Hierarchy
+from devplatform.liveness import WorkspaceEvents
+from devplatform.tokens import mint_plaintext
+from devplatform.upstream import AgentResponse, Progress, UpstreamClient
+from devplatform.workspaces import Workspace, WorkspaceRepo
+
+logger = logging.getLogger(__name__)
+
+QUEUED_MESSAGE = "workspace agent busy — request queued, will dispatch when capacity available"
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyAnswer:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeOverrides:
+    """From the heartbeat's ``runtime_metadata`` (kept in memory, like the real one)."""
+
+    idle_timeout: float | None = None
+    capabilities: frozenset[str] = frozenset()
+
+
+def normalize(body: bytes) -> tuple[bytes, str]:
+    """Wrap in a JSON-RPC envelope if needed, add ``messageId``; ``(body, method)``."""
+    try:
+        payload = gojson.loads_generic(body)
+    except ValueError as exc:
+        raise BadRequest("invalid JSON") from exc
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        raise BadRequest("invalid JSON")
+    if "jsonrpc" not in payload:
+        payload = {
+            "jsonrpc": "2.0",
+            "id": str(uuid.uuid4()),
+            "method": payload.get("method"),
+            "params": payload.get("params"),
+        }
+    params = payload.get("params")
+    message = params.get("message") if isinstance(params, dict) else None
+    if isinstance(message, dict) and "messageId" not in message:
+        message["messageId"] = str(uuid.uuid4())
+    method = payload.get("method")
+    return gojson.marshal(payload), method if isinstance(method, str) else ""
+
+
+def status_text(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+class A2AProxy:
+    def __init__(
+        self,
+        cfg: PlatformConfig,
+        workspaces: WorkspaceRepo,
+        hierarchy: Hierarchy,
+        queue: A2AQueue,
+        activity: ActivityLog,
+        events: WorkspaceEvents,
+        upstream: UpstreamClient,
+        resolver: ssrf.Resolver = ssrf.system_resolver,
+    ) -> None:
+        self.cfg = cfg
+        self.workspaces = workspaces
+        self.hierarchy = hierarchy
+        self.queue = queue
+        self.activity = activity
+        self.events = events
+        self.upstream = upstream
+        self.resolver = resolver
+        self.overrides: dict[str, RuntimeOverrides] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- entry points -------------------------------------------------------
+
+    async def handle(
+        self, target_id: str, body: bytes, caller: A2ACaller, x_timeout: bool
+    ) -> ProxyAnswer:
+        """Answer a live call. ``x_timeout``: the caller sent ``X-Timeout: N > 0``."""
+        if self.cfg.is_next and caller.canvas:
+            return await self._with_canvas_cap(target_id, body, caller, x_timeout)
+        return await self._answer(target_id, body, caller, x_timeout)
+
+    async def drain_one(self, workspace_id: str) -> None:
+        """Re-send the oldest queued call of ``workspace_id`` (heartbeat with capacity)."""
+        item = self.queue.claim_next(workspace_id)
+        if item is None:
+            return
+        logger.info("a2a_redispatch", extra={"workspace_id": workspace_id, "queue_id": item.id})
+        try:
+            answer = await self._proxy(
+                workspace_id, item.body, A2ACaller(item.caller_id, False), False, False
+            )
+        except (ApiError, UpstreamError) as exc:
+            self.queue.mark_failed(item.id, str(exc) or type(exc).__name__)
+            return
+        self._finish_drained(item, answer)
+
+    def spawn(self, coro: Any) -> None:
+        """Run ``coro`` in the background; it is cancelled by :meth:`close`."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    # -- the flow -----------------------------------------------------------
+
+    async def _with_canvas_cap(
+        self, target_id: str, body: bytes, caller: A2ACaller, x_timeout: bool
+    ) -> ProxyAnswer:
+        task = asyncio.ensure_future(self._answer(target_id, body, caller, x_timeout))
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self.cfg.proxy.canvas_sync_wait)
+        except TimeoutError:
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            body_json = {"status": "queued", "delivery_mode": "push-async"}
+            return ProxyAnswer(200, gojson.marshal(body_json))
+
+    async def _answer(
+        self, target_id: str, body: bytes, caller: A2ACaller, x_timeout: bool
+    ) -> ProxyAnswer:
+        try:
+            return await self._proxy(target_id, body, caller, x_timeout, True)
+        except UpstreamReadError as exc:
+            raise self._read_error(exc) from exc
+        except UpstreamError as exc:
+            logger.info("a2a_unreachable", extra={"workspace_id": target_id, "reason": str(exc)})
+            raise BadGateway("failed to reach workspace agent") from exc
+
+    async def _proxy(
+        self, target_id: str, body: bytes, caller: A2ACaller, x_timeout: bool, live: bool
+    ) -> ProxyAnswer:
+        """One pass through the checks and the call. ``live``: a caller is waiting
+        (log the activity, queue a busy call); False for a re-send from the queue."""
+        target = self._lookup(target_id)
+        caller_id = caller.workspace_id
+        if caller_id and caller_id != target_id and not caller.canvas:
+            if not self.hierarchy.can_communicate(caller_id, target_id):
+                raise Forbidden("access denied: workspaces cannot communicate per hierarchy rules")
+        if target is not None and target.budget_limit is not None:
+            if target.monthly_spend >= target.budget_limit:
+                raise PaymentRequired("workspace budget limit exceeded")
+        if self.cfg.is_next and target is not None and target.delivery_mode == "poll":
+            return self._queue_for_poll(target, body, caller_id)
+        target = await self._routable(target)
+        url = target.url or ""
+        normalized, method = normalize(body)
+        bearer = self._inbound_secret(target) if self.cfg.is_next else None
+        started = time.monotonic()
+        try:
+            response = await self._dispatch(target, url, normalized, caller_id, x_timeout, bearer)
+        except UpstreamError as exc:
+            if not live:
+                raise
+            self._log(target, caller_id, normalized, method, None, started, str(exc))
+            if isinstance(exc, UpstreamBusy):
+                return self._busy(target.id, caller_id, normalized, method)
+            raise
+        if live:
+            self._log(target, caller_id, normalized, method, response, started, None)
+        return self._agent_answer(response)
+
+    def _lookup(self, target_id: str) -> Workspace | None:
+        try:
+            return self.workspaces.get(target_id)
+        except StoreError as exc:
+            raise ServerError("lookup failed") from exc
+
+    async def _routable(self, target: Workspace | None) -> Workspace:
+        """The target with a URL that passes the dispatch SSRF rules, or the error."""
+        if target is None:
+            raise NotFound("workspace not found")
+        if not target.url:
+            if target.status == "hibernated":
+                raise ServiceUnavailable(
+                    "workspace is waking from hibernation — retry in ~15 seconds",
+                    body={"waking": True, "retry_after": 15},
+                    headers={"Retry-After": "15"},
+                )
+            raise ServiceUnavailable("workspace has no URL", body={"status": target.status})
+        try:
+            await ssrf.validate_dispatch_url(
+                target.url,
+                saas=self.cfg.saas_mode,
+                allow_localhost=self.cfg.dispatch_localhost,
+                resolver=self.resolver,
+            )
+        except UnsafeURLError as exc:
+            logger.warning("a2a_unsafe_url", extra={"workspace_id": target.id, "reason": str(exc)})
+            raise BadGateway("workspace URL is not publicly routable") from exc
+        return target
+
+    def _inbound_secret(self, target: Workspace) -> str:
+        """ "next": the bearer for the agent; minted on first need (then 503 once)."""
+        if target.platform_inbound_secret:
+            return target.platform_inbound_secret
+        self.workspaces.update(target.id, platform_inbound_secret=mint_plaintext())
+        raise ServiceUnavailable(
+            "workspace re-registering — please retry in 30 seconds",
+            body={
+                "detail": "Inbound auth secret was just minted. "
+                "Workspace will pick it up on its next heartbeat.",
+                "retry_after_seconds": 30,
+            },
+        )
+
+    async def _dispatch(
+        self,
+        target: Workspace,
+        url: str,
+        body: bytes,
+        caller_id: str,
+        x_timeout: bool,
+        bearer: str | None,
+    ) -> AgentResponse:
+        # Go detaches the forward from the request context, which drops an
+        # X-Timeout deadline; the 30 min ceiling only applies without X-Timeout.
+        ceiling = None if x_timeout or not caller_id else self.cfg.proxy.agent_ceiling
+        progress = Progress()
+        try:
+            async with asyncio.timeout(ceiling), self._idle_deadline(target.id):
+                return await self.upstream.post(
+                    url,
+                    body,
+                    bearer=bearer,
+                    header_timeout=self.cfg.header_timeout,
+                    max_body=self.cfg.max_response_body,
+                    refuse_oversize=self.cfg.is_next,
+                    progress=progress,
+                )
+        except TimeoutError as exc:
+            if progress.head_received:
+                raise UpstreamReadError(
+                    "context canceled", status=progress.status, too_large=False
+                ) from exc
+            raise UpstreamBusy("context deadline exceeded") from exc
+
+    @asynccontextmanager
+    async def _idle_deadline(self, workspace_id: str) -> AsyncIterator[None]:
+        override = self.overrides.get(workspace_id, RuntimeOverrides()).idle_timeout
+        idle = override or self.cfg.proxy.idle_timeout
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(idle) as deadline:
+
+            def push_back() -> None:
+                if not deadline.expired():
+                    deadline.reschedule(loop.time() + idle)
+
+            unsubscribe = self.events.subscribe(workspace_id, push_back)
+            try:
+                yield
+            finally:
+                unsubscribe()
+
+    # -- answers ------------------------------------------------------------
+
+    def _agent_answer(self, response: AgentResponse) -> ProxyAnswer:
+        if response.status < 300:
+            return ProxyAnswer(response.status, response.body)
+        message = ""
+        try:
+            document = gojson.loads_generic(response.body)
+            if isinstance(document, dict) and isinstance(document.get("error"), str):
+                message = document["error"]
+        except ValueError:
+            pass
+        error = message or status_text(response.status)
+        return ProxyAnswer(response.status, gojson.marshal({"error": error}))
+
+    def _busy(self, target_id: str, caller_id: str, normalized: bytes, method: str) -> ProxyAnswer:
+        headers = {"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)}
+        busy = {"busy": True, "retry_after": BUSY_RETRY_AFTER_SECONDS}
+        if "session" in self.overrides.get(target_id, RuntimeOverrides()).capabilities:
+            text = "workspace agent busy — adapter handles retry (native_session)"
+            raise ServiceUnavailable(text, body={**busy, "native_session": True}, headers=headers)
+        try:
+            queue_id, depth = self.queue.enqueue(target_id, caller_id, normalized, method)
+        except StoreError as store_exc:
+            text = "workspace agent busy — retry after a short backoff"
+            raise ServiceUnavailable(text, body=busy, headers=headers) from store_exc
+        logger.info(
+            "a2a_queued", extra={"workspace_id": target_id, "queue_id": queue_id, "depth": depth}
+        )
+        answer = {
+            "queued": True,
+            "queue_id": queue_id,
+            "queue_depth": depth,
+            "message": QUEUED_MESSAGE,
+        }
+        return ProxyAnswer(202, gojson.marshal(answer))
+
+    def _read_error(self, exc: UpstreamReadError) -> ApiError:
+        confirmed = 200 <= exc.status < 400
+        body: dict[str, Any] = {
+            "error": "failed to read agent response",
+            "delivery_confirmed": confirmed,
+        }
+        status = 502
+        if self.cfg.is_next:
+            if exc.too_large:
+                body["error"] = str(exc)
+            body.update(truncated=exc.too_large, max_bytes=self.cfg.max_response_body)
+            status = exc.status if exc.status >= 300 else 502
+        return ApiError(body=body, status=status)
+
+    def _queue_for_poll(self, target: Workspace, body: bytes, caller_id: str) -> ProxyAnswer:
+        normalized, method = normalize(body)
+        self.activity.record(
+            Activity(
+                workspace_id=target.id,
+                activity_type="a2a_receive",
+                status="ok",
+                source_id=caller_id or None,
+                target_id=target.id,
+                method=method,
+                summary=f"{method} → {target.name} (queued for poll)",
+                request_body=gojson.loads_generic(normalized),
+            )
+        )
+        answer = {"status": "queued", "delivery_mode": "poll", "method": method}
+        return ProxyAnswer(200, gojson.marshal(answer))
+
+    def _finish_drained(self, item: QueuedCall, answer: ProxyAnswer) -> None:
+        if answer.status >= 300:
+            self.queue.mark_failed(item.id, f"agent answered {answer.status}")
+        else:
+            self.queue.mark_completed(item.id)
+
+    def _log(
+        self,
+        target: Workspace,
+        caller_id: str,
+        body: bytes,
+        method: str,
+        response: AgentResponse | None,
+        started: float,
+        error: str | None,
+    ) -> None:
+        status = "error" if error is not None or (response and response.status >= 400) else "ok"
+        response_body: Any = None
+        if response is not None:
+            try:
+                response_body = gojson.loads_generic(response.body)
+            except ValueError:
+                response_body = None
+        try:
+            self.activity.record(
+                Activity(
+                    workspace_id=target.id,
+                    activity_type="a2a_receive",
+                    status=status,
+                    source_id=caller_id or None,
+                    target_id=target.id,
+                    method=method,
+                    summary=f"{method} → {target.name}",
+                    request_body=gojson.loads_generic(body),
+                    response_body=response_body,
+                    duration_ms=int((time.monotonic() - started) * 1000),
+                    error_detail=error,
+                )
+            )
+        except StoreError:
+            logger.warning("activity_log_failed", extra={"workspace_id": target.id})
