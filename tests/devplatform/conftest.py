@@ -68,7 +68,9 @@ class Dev:
         headers = bearer(token) if token else {}
         return await self.client.post("/registry/register", json=body, headers=headers)
 
-    async def heartbeat(self, workspace_id: str, token: str | None, **fields: Any) -> httpx.Response:
+    async def heartbeat(
+        self, workspace_id: str, token: str | None, **fields: Any
+    ) -> httpx.Response:
         body = {"workspace_id": workspace_id, "active_tasks": 0, "uptime_seconds": 1, **fields}
         headers = bearer(token) if token else {}
         return await self.client.post("/registry/heartbeat", json=body, headers=headers)

@@ -112,7 +112,8 @@ async def test_payload_errors(dev: Dev, payload: dict[str, object], error: str) 
 
 async def test_initial_secrets_are_stored(dev: Dev) -> None:
     workspace_id, token = await dev.create_external(secrets={"API_KEY": "s3cr3t"})
-    values = await dev.client.get(f"/workspaces/{workspace_id}/secrets/values", headers=bearer(token))
+    path = f"/workspaces/{workspace_id}/secrets/values"
+    values = await dev.client.get(path, headers=bearer(token))
     assert values.json() == {"API_KEY": "s3cr3t"}
 
 
