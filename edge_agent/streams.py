@@ -202,7 +202,7 @@ class Stream:
     async def _send(self, chunk: bytes) -> None:
         view = memoryview(chunk)
         while view:
-            n = await self._credit()
+            n = min(await self._credit(), len(view))
             try:
                 self.conn.send_data(self.stream_id, bytes(view[:n]))
             except StreamClosedError:

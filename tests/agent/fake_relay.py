@@ -132,6 +132,7 @@ class FakeSession:
                 urls = (f"{self.relay.public_url}/a/{name}/",)
                 self.conn.send_welcome(Welcome(name, urls, self.relay.max_streams, 1 << 30))
                 self.welcomed.set()
+                self.relay.new_session.set()
         elif isinstance(event, ResponseReceived):
             stream = self.streams[event.stream_id]
             stream.head.set_result(event.head)
@@ -266,15 +267,22 @@ class FakeRelay:
             self._server = None
 
     async def session(self, index: int = -1, within: float = 10.0) -> FakeSession:
-        """Wait until at least ``index + 1`` sessions (or any, for -1) got WELCOME."""
-        want = 1 if index < 0 else index + 1
+        """Wait for a session that got WELCOME: the ``index``-th one, or (for -1) the
+        newest welcomed one."""
         async with asyncio.timeout(within):
-            while len(self.sessions) < want:
+            while True:
                 self.new_session.clear()
+                found = self._welcomed(index)
+                if found is not None:
+                    return found
                 await self.new_session.wait()
-            session = self.sessions[index]
-            await session.welcomed.wait()
-        return session
+
+    def _welcomed(self, index: int) -> FakeSession | None:
+        if index >= 0:
+            ok = len(self.sessions) > index and self.sessions[index].welcomed.is_set()
+            return self.sessions[index] if ok else None
+        done = [s for s in self.sessions if s.welcomed.is_set()]
+        return done[-1] if done else None
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         self.attempts.append(time.monotonic())

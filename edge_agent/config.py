@@ -1,0 +1,102 @@
+"""Settings of ``edge-agent http``: flags win, then environment variables, then the
+``--config`` TOML file (same keys as the long flags, ``-`` or ``_``; a ``[http]`` table
+overrides the top level for this command)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from typing import Any, Final
+
+from edge_agent.errors import ConfigError
+
+#: Environment variables, by setting.
+ENV: Final = {"relay": "EDGE_RELAY_URL", "token": "EDGE_RELAY_TOKEN"}
+
+#: Keys ``edge-agent http`` reads from a config file.
+HTTP_KEYS: Final = frozenset(
+    {
+        "relay", "token", "name", "target", "app", "caller_auth", "ca_file",
+        "insecure", "pin_sha256", "verbose", "log_format",
+    }
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HttpSettings:
+    relay: str
+    token: str | None
+    name: str | None
+    target: str | None
+    app: str | None
+    caller_auth: tuple[str, ...] = ()
+    ca_file: str | None = None
+    insecure: bool = False
+    pin_sha256: str | None = None
+    verbose: int = 0
+    log_format: str = "text"
+
+
+def load_file(path: str | None, section: str = "http") -> dict[str, Any]:
+    """Read a TOML config file: top-level keys, overridden by the ``[section]`` table.
+
+    Other tables (settings of other commands) are ignored.
+    """
+    if path is None:
+        return {}
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    values = {_key(k): v for k, v in raw.items() if not isinstance(v, dict)}
+    table = raw.get(section, {})
+    if isinstance(table, dict):
+        values.update({_key(k): v for k, v in table.items()})
+    return values
+
+
+def _key(name: str) -> str:
+    return name.replace("-", "_")
+
+
+def resolve_http(
+    flags: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+    file: Mapping[str, Any] | None = None,
+) -> HttpSettings:
+    """Merge the three sources. ``flags`` holds None (or an empty tuple) for unset flags.
+
+    Raises ConfigError when no relay URL is set, or neither/both of target and app.
+    """
+    env = os.environ if env is None else env
+    file = file or {}
+    unknown = sorted(set(file) - HTTP_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown keys in the config file: {', '.join(unknown)}")
+    values = {key: _pick(key, flags, env, file) for key in HTTP_KEYS}
+    if not values["relay"]:
+        raise ConfigError("no relay URL: pass --relay or set EDGE_RELAY_URL")
+    if bool(values["target"]) == bool(values["app"]):
+        raise ConfigError("give either a TARGET (port or URL) or --app module:attr")
+    auth = values["caller_auth"] or ()
+    values["caller_auth"] = (auth,) if isinstance(auth, str) else tuple(auth)
+    values["insecure"] = bool(values["insecure"])
+    values["verbose"] = int(values["verbose"] or 0)
+    values["log_format"] = values["log_format"] or "text"
+    if values["target"] is not None:
+        values["target"] = str(values["target"])
+    return HttpSettings(**values)
+
+
+def _pick(
+    key: str, flags: Mapping[str, Any], env: Mapping[str, str], file: Mapping[str, Any]
+) -> Any:
+    flag = flags.get(key)
+    if flag is not None and flag != ():
+        return flag
+    if key in ENV and env.get(ENV[key]):
+        return env[ENV[key]]
+    return file.get(key)

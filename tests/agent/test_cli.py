@@ -1,0 +1,122 @@
+"""The edge-agent command line, run as a real subprocess against the fake relay."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from edge_agent.config import load_file, resolve_http
+from edge_agent.errors import ConfigError
+from tests.agent.conftest import TOKEN
+from tests.agent.fake_relay import FakeRelay
+from wire import ErrorCode
+
+ROOT = Path(__file__).resolve().parents[2]
+EDGE_AGENT = str(Path(sys.executable).with_name("edge-agent"))
+
+
+@asynccontextmanager
+async def agent_process(
+    *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
+    proc = await asyncio.create_subprocess_exec(
+        EDGE_AGENT,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=clean | (env or {}),
+        cwd=ROOT,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def _line(proc: asyncio.subprocess.Process) -> str:
+    assert proc.stdout is not None
+    return (await asyncio.wait_for(proc.stdout.readline(), 15)).decode().rstrip("\n")
+
+
+async def test_http_prints_url_and_request_lines_then_drains(
+    relay: FakeRelay, origin: str, tmp_path: Path
+) -> None:
+    port = origin.rsplit(":", 1)[1]
+    config = tmp_path / "agent.toml"
+    config.write_text(f'token = "{TOKEN}"\nname = "wrong"\n[http]\nname = "demo"\n')
+    env = {"EDGE_RELAY_URL": relay.url}
+    async with agent_process("http", port, "--config", str(config), env=env) as proc:
+        assert await _line(proc) == f"Forwarding https://relay.test/a/demo/ -> {origin}"
+        session = await relay.session()
+        head, body = await session.request("POST", "/echo?x=1", body=b"hi")
+        assert head.status == 201
+        method, target, status, ms, unit, size, b = (await _line(proc)).split()
+        assert (method, target, status, unit, b) == ("POST", "/echo?x=1", "201", "ms", "B")
+        assert int(ms) >= 0 and int(size) == len(body)
+        stream = await session.open("GET", "/missing-route")  # the origin fails: 500
+        await stream.response()
+        assert (await _line(proc)).split()[:3] == ["GET", "/missing-route", "500"]
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+    assert [g.code for g in session.goaways] == [ErrorCode.NO_ERROR]
+
+
+async def test_http_serves_an_asgi_app(relay: FakeRelay) -> None:
+    args = ("http", "--app", "tests.agent.asgi_app:app", "--relay", relay.url)
+    async with agent_process(*args, "--token", TOKEN, "--name", "demo") as proc:
+        assert await _line(proc) == (
+            "Forwarding https://relay.test/a/demo/ -> tests.agent.asgi_app:app"
+        )
+        session = await relay.session()
+        head, body = await session.request("GET", "/hi")
+        assert (head.status, body) == (200, b"hello from /hi")
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+
+
+async def test_bad_token_exits_with_a_clear_message(relay: FakeRelay) -> None:
+    secret = "not-the-right-token"
+    args = ("http", "8000", "--relay", relay.url, "--token", secret, "-vv")
+    async with agent_process(*args) as proc:
+        _out, err = await asyncio.wait_for(proc.communicate(), 15)
+    message = err.decode()
+    assert proc.returncode == 3
+    assert "edge-agent: error: the relay refused the agent's token (401 invalid_token" in message
+    assert secret not in message  # not even in the -vv handshake logs
+    assert len(relay.attempts) == 1
+
+
+async def test_usage_errors_exit_2() -> None:
+    async with agent_process("http", "8000") as proc:
+        _out, err = await asyncio.wait_for(proc.communicate(), 15)
+    assert proc.returncode == 2 and b"EDGE_RELAY_URL" in err
+
+
+def test_settings_precedence(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        'relay = "https://file.example"\ntoken = "file-token"\nca-file = "/ca.pem"\n'
+        'caller-auth = "bearer:x"\n[run]\nworkspace = "ignored"\n'
+    )
+    file = load_file(str(config))
+    env = {"EDGE_RELAY_URL": "https://env.example", "EDGE_RELAY_TOKEN": "env-token"}
+    flags = {"relay": "https://flag.example", "target": "8000", "caller_auth": ()}
+    settings = resolve_http(flags, env, file)
+    assert settings.relay == "https://flag.example"  # flag > env
+    assert settings.token == "env-token"  # env > file
+    assert settings.ca_file == "/ca.pem"  # file
+    assert settings.caller_auth == ("bearer:x",)
+    with pytest.raises(ConfigError, match="either a TARGET"):
+        resolve_http({"target": "1", "app": "m:a"}, env, {})
+    with pytest.raises(ConfigError, match="unknown keys"):
+        resolve_http({"target": "1"}, env, {"relya": "typo"})
