@@ -167,8 +167,8 @@ class _Exchange:
             gone.cancel()
             if not get.done():
                 get.cancel()
-        if not get.done() or get.cancelled():
-            return None
+        if not get.done() or get.cancelled() or get.exception() is not None:
+            return None  # the caller went away, or the body was cut off: a disconnect
         chunk = get.result()
         if chunk is None:
             self.body_done = True

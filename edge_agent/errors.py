@@ -14,7 +14,8 @@ The tree::
         ├── TargetUnreachable    connection refused (RESET CONNECT_ERROR, relay 502)
         ├── TargetFailed         failed mid-request or mid-response (RESET TARGET_ERROR)
         ├── TargetTimeout        no answer in time (RESET TARGET_TIMEOUT, relay 504)
-        └── Unavailable          paused or not serving (RESET UNAVAILABLE, relay 503)
+        ├── Unavailable          paused or not serving (RESET UNAVAILABLE, relay 503)
+        └── RequestAborted       the request body was cut off: the relay reset the stream
 
 Only :class:`TunnelError` is retried by the reconnect loop; every other
 :class:`AgentError` ends :meth:`edge_agent.tunnel.TunnelClient.run`. Foreign exceptions
@@ -90,3 +91,10 @@ class Unavailable(TargetError):
     """The agent does not serve requests right now (paused)."""
 
     code = ErrorCode.UNAVAILABLE
+
+
+class RequestAborted(TargetError):
+    """Raised by a request body iterator whose stream ended before the relay's FIN
+    (the caller went away), so a half-received body is never taken for a whole one."""
+
+    code = ErrorCode.CANCEL

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 
-from edge_agent.errors import TargetError, TargetFailed, TunnelError
+from edge_agent.errors import RequestAborted, TargetError, TargetFailed, TunnelError
 from edge_agent.target import EmptyBody, LocalRequest, LocalResponse, Target
 from edge_agent.writer import Writer
 from wire import (
@@ -77,10 +77,13 @@ class RequestBody:
         return self
 
     async def __anext__(self) -> bytes:
+        """The next chunk. Raises RequestAborted once closed before the relay's FIN."""
         self._release()
         while not self._chunks:
-            if self._ended or self._closed:
+            if self._ended:
                 raise StopAsyncIteration
+            if self._closed:
+                raise RequestAborted("the request body was cut off (stream reset)")
             self._ready.clear()
             await self._ready.wait()
         chunk = self._chunks.popleft()
@@ -180,7 +183,7 @@ class Stream:
                 self.conn.send_data(self.stream_id, b"", end_stream=True)
             except StreamClosedError:
                 raise _StreamGone() from None
-            await self.writer.flush()
+            self.writer.kick()
         finally:
             aclose = getattr(response.body, "aclose", None)
             if aclose is not None:

@@ -114,6 +114,22 @@ class OriginApp:
             more = self.state.written < total
             await send({"type": "http.response.body", "body": part, "more_body": more})
 
+    async def _upload_watch(self, scope: Scope, receive: Any, send: Any) -> None:
+        """Reads the body; records whether it ended cleanly or the client went away."""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.state.disconnects.append("upload")
+                self.state.disconnected.set()
+                return
+            self.state.received += len(message.get("body", b""))
+            self.state.started.set()
+            if not message.get("more_body"):
+                self.state.disconnects.append("complete")
+                self.state.disconnected.set()
+                await _send_all(send, 200, [], b"got it")
+                return
+
     async def _hang(self, scope: Scope, receive: Any, send: Any) -> None:
         """Streams a head and one chunk, then waits for the client to go away."""
         headers = [(b"content-type", b"text/plain")]

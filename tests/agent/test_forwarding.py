@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import os
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -203,3 +204,23 @@ async def test_target_errors_map_to_reset_codes(
         assert info.value.code is code
     finally:
         await stop_agent(run)
+
+
+@pytest.mark.parametrize("length", [None, 10_000_000])
+async def test_reset_during_upload_is_a_disconnect_not_a_short_body(
+    relay: FakeRelay, agent: AgentRun, origin_app: OriginApp, length: int | None
+) -> None:
+    session = await relay.session()
+    more = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"a" * 100_000
+        await more.wait()  # the caller stalls, then goes away
+
+    headers = [("Content-Length", str(length))] if length else []
+    stream = await session.open("PUT", "/upload-watch", headers, body())
+    await asyncio.wait_for(origin_app.state.started.wait(), 5)
+    await session.reset(stream, ErrorCode.CANCEL)
+    await asyncio.wait_for(origin_app.state.disconnected.wait(), 5)
+    assert origin_app.state.disconnects == ["upload"]
+    more.set()

@@ -9,7 +9,8 @@ import json
 import os
 from collections.abc import AsyncIterator
 
-from tests.agent.conftest import AgentRun
+from edge_agent.target import HttpTarget
+from tests.agent.conftest import TOKEN, AgentRun, make_agent, stop_agent
 from tests.agent.fake_relay import FakeRelay
 from tests.agent.origin import OriginApp
 
@@ -93,3 +94,28 @@ async def test_download_waits_for_credit(
         if end:
             break
     assert received == total == origin_app.state.written
+
+
+async def test_many_concurrent_streams_and_a_stalled_reader(origin: str) -> None:
+    """300 requests at once on one tunnel complete while another stream's reader is
+    stalled with a full window: the agent's reader never waits on a single stream."""
+    relay = await FakeRelay(tokens={TOKEN: "demo"}, max_streams=1024).start()
+    target = HttpTarget(origin)
+    run = make_agent(relay.url, target).start()
+    try:
+        session = await relay.session()
+        stalled = await session.open("GET", f"/download?n={32 * MiB}")
+        await stalled.response()  # never read: its window stays exhausted
+
+        async def one(i: int) -> int:
+            head, raw = await session.request("POST", f"/echo?i={i}", body=b"%d" % i)
+            assert json.loads(raw)["query_string"] == f"i={i}"
+            return head.status
+
+        statuses = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(300))), 60)
+        assert statuses == [201] * 300
+        assert run.client.active_streams == 1  # only the stalled download is left
+    finally:
+        await stop_agent(run)
+        await target.aclose()
+        await relay.stop()
