@@ -178,6 +178,8 @@ class _Exchange:
     async def send(self, message: Message) -> None:
         kind = message["type"]
         if kind == "http.response.start":
+            if self.disconnected.is_set():
+                return  # the stream was abandoned before the app answered
             if self.head.done():
                 raise RuntimeError("http.response.start sent twice")
             raw = message.get("headers", [])
@@ -186,6 +188,8 @@ class _Exchange:
             )
         elif kind == "http.response.body":
             await self._send_body(message)
+        else:  # as uvicorn: no extensions are advertised, so nothing else is valid
+            raise RuntimeError(f"unexpected ASGI message {kind!r}")
 
     async def _send_body(self, message: Message) -> None:
         if not self.head.done():

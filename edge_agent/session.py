@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Final, TypeVar
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
@@ -50,10 +50,13 @@ DRAIN_TIMEOUT: Final = 30.0
 
 logger = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 
 @dataclasses.dataclass(slots=True)
 class Hooks:
-    """Callbacks; they run on the reader's path, so they must be quick and not raise."""
+    """Callbacks; they run on the reader's path, so they must be quick (an exception is
+    logged and ignored)."""
 
     on_ready: Callable[[Welcome], None] | None = None
     on_request: Callable[[RequestRecord], None] | None = None
@@ -250,7 +253,7 @@ class TunnelSession:
         if code is not None:
             stream.reset_code = code
         if self.hooks.on_request is not None:
-            self.hooks.on_request(stream.record())
+            _call_hook(self.hooks.on_request, stream.record())
 
     def _on_reset(self, event: StreamReset) -> None:
         entry = self._streams.get(event.stream_id)
@@ -269,7 +272,7 @@ class TunnelSession:
             self._send_hello()
         logger.info("tunnel_ready", extra={"agent": welcome.name, "urls": list(welcome.urls)})
         if self.hooks.on_ready is not None:
-            self.hooks.on_ready(welcome)
+            _call_hook(self.hooks.on_ready, welcome)
 
     def _on_goaway(self, event: GoAwayReceived) -> None:
         logger.info("goaway_received", extra={"agent": self.name, "code": event.code.name})
@@ -282,6 +285,14 @@ class TunnelSession:
         # No new streams will come: finish the in-flight ones, then close.
         if not self.draining:
             self._tasks.append(asyncio.create_task(self.drain(), name="tunnel-drain"))
+
+
+def _call_hook(hook: Callable[[_T], None], value: _T) -> None:
+    """Run an embedder's callback; its bugs are logged, they do not end the session."""
+    try:
+        hook(value)
+    except Exception:
+        logger.exception("hook_failed", extra={"hook": getattr(hook, "__name__", repr(hook))})
 
 
 def _raise_failure(reader: asyncio.Task[None]) -> None:
