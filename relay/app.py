@@ -34,8 +34,12 @@ log = logging.getLogger(__name__)
 RESERVED_PREFIX: Final = "/_edge/"
 CONNECT_PATH: Final = "/_edge/connect"
 
-#: Statuses after which the connection is closed: the request body may be unread.
-_CLOSE_AFTER: Final = frozenset({400, 408, 413, 431})
+#: Statuses after which the connection is closed (the request may be broken or stalled).
+#: A 413 closes it only when Content-Length announced the oversized body (none of it was
+#: read); after a chunked body outgrew the limit, uvicorn discards the rest as it comes
+#: and the caller still reads the 413 (closing then would reset the connection under the
+#: caller's upload, and it might never see the answer).
+_CLOSE_AFTER: Final = frozenset({400, 408, 431})
 
 #: How often a draining relay checks whether its streams are done, in seconds.
 _DRAIN_POLL: Final = 0.05
@@ -45,6 +49,12 @@ def _json(obj: object) -> tuple[list[tuple[bytes, bytes]], bytes]:
     body = json.dumps(obj).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     return headers, body
+
+
+def _must_close(scope: Scope, exc: PublicError) -> bool:
+    if exc.status == 413:
+        return any(name == b"content-length" for name, _ in scope["headers"])
+    return exc.status in _CLOSE_AFTER
 
 
 class RelayApp:
@@ -78,7 +88,7 @@ class RelayApp:
         try:
             status = await handle_public(self.state, scope, receive, send)
         except PublicError as exc:
-            status = await send_error(send, exc, close=exc.status in _CLOSE_AFTER)
+            status = await send_error(send, exc, close=_must_close(scope, exc))
         self.state.metrics.request_done(status)
 
     async def _reserved(self, scope: Scope, send: Send) -> None:

@@ -39,6 +39,7 @@ _SERVE_KEYS: Final = frozenset(
     }
 )
 _GLOBAL_KEYS: Final = frozenset({"verbose", "log_format"})
+_PARAM: Final = {"open": "open_mode"}  # file key -> click parameter name
 _UNITS: Final = {
     "": 1,
     "k": 1000,
@@ -77,7 +78,7 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     unknown = set(flat) - _SERVE_KEYS - _GLOBAL_KEYS
     if unknown:
         raise click.BadParameter(f"unknown keys in {value}: {', '.join(sorted(unknown))}")
-    serve = {k: v for k, v in flat.items() if k in _SERVE_KEYS | _GLOBAL_KEYS}
+    serve = {_PARAM.get(k, k): v for k, v in flat.items() if k in _SERVE_KEYS | _GLOBAL_KEYS}
     state = {k: v for k, v in flat.items() if k == "state_dir"}
     tokens = {"issue": state, "list": state, "revoke": state}
     ctx.default_map = {

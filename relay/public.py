@@ -13,6 +13,7 @@ label, so ``%2e%2e``, ``..`` or an encoded slash can never select another tunnel
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Final
 
@@ -23,6 +24,8 @@ from relay.errors import (
     AgentOffline,
     BadRequest,
     HeadersTooLarge,
+    PublicError,
+    RelayConfigError,
     RelayDraining,
     UnknownTunnel,
 )
@@ -78,6 +81,8 @@ def route(scope: Scope, settings: Settings) -> Route:
     if not path.startswith(PATH_PREFIX):
         raise UnknownTunnel()
     name, slash, rest = path[len(PATH_PREFIX) :].partition("/")
+    if not name:
+        raise UnknownTunnel()
     if not valid_name(name):
         raise BadRequest("invalid tunnel name")
     return Route(name, slash + rest, PATH_PREFIX + name)
@@ -95,9 +100,7 @@ async def handle_public(state: RelayState, scope: Scope, receive: Receive, send:
     where = route(scope, settings)
     session = await state.registry.lookup(where.name)
     if session is None:
-        if state.store.owns(where.name) or await state.registry.known(where.name):
-            raise AgentOffline()
-        raise UnknownTunnel()
+        raise await _missing(state, where.name)
     strip_auth = check_caller(scope, session.caller_auth, where.name)
     target = request_target(where.rest, scope.get("query_string", b""))
     headers = forwarded_headers(scope, where.prefix, strip_auth)
@@ -115,6 +118,15 @@ async def handle_public(state: RelayState, scope: Scope, receive: Receive, send:
         response_timeout=settings.response_timeout,
         body_idle_timeout=settings.body_idle_timeout,
     )
+
+
+async def _missing(state: RelayState, name: str) -> PublicError:
+    """503 for a name that has a token or had a session lately, else 404."""
+    with contextlib.suppress(RelayConfigError):
+        state.store.refresh()  # a stat; re-reads only when the file changed
+    if state.store.owns(name) or await state.registry.known(name):
+        return AgentOffline()
+    return UnknownTunnel()
 
 
 def _check_head_size(head: wire.RequestHead) -> None:

@@ -1,0 +1,248 @@
+"""Hostile input: a malicious agent, abusive public callers, secrets kept out of logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+
+import wire
+from relay import logs
+from tests.relay.conftest import RelayFactory, RunningRelay
+from tests.relay.fake_agent import FakeAgent, FakeRequest
+from tests.relay.rawhttp import error_code, exchange, status_of
+from wire import ErrorCode, Flag, FrameType
+from wire.frames import encode_parts
+
+Attack = Callable[[FakeAgent, Any], object]  # (agent, its request or None)
+
+
+def frame(ftype: FrameType, sid: int, payload: bytes = b"", flags: Flag = Flag.NONE) -> bytes:
+    return encode_parts(ftype, sid, payload, flags)
+
+
+def head(headers: list[list[str]], status: int = 200) -> bytes:
+    return json.dumps({"status": status, "headers": headers}).encode()
+
+
+def _over_window(agent: FakeAgent, request: FakeRequest | None) -> None:
+    assert request is not None
+    agent.send_raw(frame(FrameType.RESPONSE, request.sid, head([])))
+    for _ in range(400):  # 25 MiB with no credit: past every window the relay granted
+        agent.send_raw(frame(FrameType.DATA, request.sid, b"\0" * wire.MAX_PAYLOAD))
+
+
+def _two_responses(agent: FakeAgent, request: FakeRequest) -> None:
+    for _ in range(2):
+        agent.send_raw(frame(FrameType.RESPONSE, request.sid, head([])))
+
+
+def _window_flood(agent: FakeAgent, request: FakeRequest | None) -> None:
+    for _ in range(2000):
+        agent.send_raw(frame(FrameType.WINDOW, 0, (1).to_bytes(4, "big")))
+
+
+# (attack, needs a request first, expected GOAWAY code)
+ATTACKS: dict[str, tuple[Attack, bool, ErrorCode]] = {
+    "short frame": (lambda a, r: a.send_raw(b"\x05\x00"), False, ErrorCode.FRAME_ERROR),
+    "unknown type": (
+        lambda a, r: a.send_raw(bytes([0x7F, 0, 0, 0, 0, 0, 0, 1])),
+        False,
+        ErrorCode.FRAME_ERROR,
+    ),
+    "response for a stream never opened": (
+        lambda a, r: a.send_raw(frame(FrameType.RESPONSE, 99, head([]))),
+        False,
+        ErrorCode.PROTOCOL_ERROR,
+    ),
+    "data for a stream never opened": (
+        lambda a, r: a.send_raw(frame(FrameType.DATA, 7, b"x")),
+        False,
+        ErrorCode.PROTOCOL_ERROR,
+    ),
+    "agent opens a stream": (
+        lambda a, r: a.send_raw(frame(FrameType.OPEN, 2, b'{"method":"GET","target":"/"}')),
+        False,
+        ErrorCode.PROTOCOL_ERROR,
+    ),
+    "hello with another name": (
+        lambda a, r: a.send_raw(frame(FrameType.HELLO, 0, b'{"name":"other"}')),
+        False,
+        ErrorCode.PROTOCOL_ERROR,
+    ),
+    "text message": (
+        lambda a, r: a.send_raw("hello"),  # type: ignore[arg-type]
+        False,
+        ErrorCode.PROTOCOL_ERROR,
+    ),
+    "window flood": (_window_flood, False, ErrorCode.PROTOCOL_ERROR),
+    "CR LF in a header value": (
+        lambda a, r: a.send_raw(frame(FrameType.RESPONSE, r.sid, head([["x-a", "1\r\nx-b: 2"]]))),
+        True,
+        ErrorCode.FRAME_ERROR,
+    ),
+    "NUL in a header name": (
+        lambda a, r: a.send_raw(frame(FrameType.RESPONSE, r.sid, head([["x\u0000a", "1"]]))),
+        True,
+        ErrorCode.FRAME_ERROR,
+    ),
+    "two responses on one stream": (_two_responses, True, ErrorCode.PROTOCOL_ERROR),
+    "data beyond the window": (_over_window, True, ErrorCode.FLOW_CONTROL_ERROR),
+}
+
+
+@pytest.fixture
+async def good_stream(relay: RunningRelay) -> AsyncIterator[Callable[[], asyncio.Task[bytes]]]:
+    """Another agent, "good", with a slow SSE response in flight during the attack."""
+
+    async def sse(request: FakeRequest) -> None:
+        await request.respond(200, [("content-type", "text/event-stream")])
+        for i in range(6):
+            await request.send(f"data: {i}\n\n".encode())
+            await asyncio.sleep(0.08)
+        await request.send(b"", end=True)
+
+    agent = FakeAgent(relay.url, sse, token=relay.issue("good"), name="good")
+    await agent.start()
+    await agent.wait_welcome()
+    client = relay.client()
+
+    async def read() -> bytes:
+        r = await client.get("/a/good/events")
+        return r.content
+
+    def start() -> asyncio.Task[bytes]:
+        return asyncio.create_task(read())
+
+    yield start
+    await client.aclose()
+    await agent.stop()
+
+
+@pytest.mark.parametrize("attack_name", list(ATTACKS))
+async def test_malicious_agent_is_cut_off_alone(
+    relay: RunningRelay, good_stream: Callable[[], asyncio.Task[bytes]], attack_name: str
+) -> None:
+    attack, needs_request, code = ATTACKS[attack_name]
+
+    async def handler(request: FakeRequest) -> None:
+        attack(evil, request)
+        await asyncio.sleep(3600)
+
+    evil = FakeAgent(relay.url, handler, token=relay.issue("evil"), name="evil")
+    good_task = good_stream()
+    async with evil, relay.client() as client:
+        await evil.wait_welcome()
+        caller = asyncio.create_task(client.get("/a/evil/"))
+        if needs_request:
+            async with asyncio.timeout(5):
+                await evil.request_seen.wait()
+        else:
+            attack(evil, None)
+        async with asyncio.timeout(10):
+            await evil.closed.wait()
+        # The evil agent's caller gets a definite answer, never a hang.
+        try:
+            r = await asyncio.wait_for(caller, 10)
+            assert r.status_code in (502, 503)
+        except httpx.RemoteProtocolError:
+            assert needs_request  # its response had started: cut
+        assert (await client.get("/a/good/")).status_code == 200
+    assert [g.code for g in evil.goaways] == [code]
+    assert evil.close_code == 1002
+    assert await asyncio.wait_for(good_task, 10) == b"".join(
+        f"data: {i}\n\n".encode() for i in range(6)
+    )
+    assert relay.state.metrics.protocol_errors == 1
+
+
+async def test_oversized_message_closes_only_that_session(
+    relay: RunningRelay, good_stream: Callable[[], asyncio.Task[bytes]]
+) -> None:
+    good_task = good_stream()
+    async with FakeAgent(relay.url, token=relay.issue("evil"), name="evil") as evil:
+        await evil.wait_welcome()
+        evil.send_raw(frame(FrameType.WINDOW, 0, b"\0" * (wire.MAX_FRAME_SIZE + 1)))
+        async with asyncio.timeout(10):
+            await evil.closed.wait()
+    assert evil.close_code == 1009  # message too big, enforced by the WebSocket layer
+    assert len(await asyncio.wait_for(good_task, 10)) > 0
+    async with relay.client() as client:
+        assert (await client.get("/a/good/")).status_code == 200
+
+
+async def test_slow_request_head_is_cut_and_relay_stays_responsive(
+    relay_factory: RelayFactory,
+) -> None:
+    relay: RunningRelay = await relay_factory(header_timeout=0.5)
+    async with FakeAgent(relay.url, token=relay.issue("demo"), name="demo") as agent:
+        await agent.wait_welcome()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        slow = asyncio.create_task(exchange(relay.settings.port, b"GET /a/demo/ HTTP/1.1\r\nho", 5))
+        idle = asyncio.create_task(exchange(relay.settings.port, b"", 5))
+        async with relay.client() as client:
+            assert (await client.get("/a/demo/")).status_code == 200
+        response = await slow
+        assert loop.time() - start < 3
+        assert status_of(response) == 408 and error_code(response) == "request_timeout"
+        assert await idle == b""  # nothing sent, nothing answered: just closed
+    assert len(agent.requests) == 1
+
+
+async def test_conflicting_length_and_chunked_is_400(relay: RunningRelay) -> None:
+    async with FakeAgent(relay.url, token=relay.issue("demo"), name="demo") as agent:
+        await agent.wait_welcome()
+        request = (
+            b"POST /a/demo/ HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n"
+            b"transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        )
+        response = await exchange(relay.settings.port, request, 2)
+    assert status_of(response) == 400
+    assert agent.requests == []
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self.json = logs.JsonFormatter()
+        self.text = logs.TextFormatter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not record.name.startswith("websockets"):  # the fake agent's own client logs
+            self.lines += [self.json.format(record), self.text.format(record)]
+
+
+async def test_secrets_never_reach_the_logs(relay: RunningRelay) -> None:
+    collect = _Collect()
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(collect)
+    root.setLevel(logging.DEBUG)
+    logging.getLogger("uvicorn.error").setLevel(logging.INFO)  # as `edge-relay -vv` does
+    try:
+        token = relay.issue("demo")
+        async with FakeAgent(relay.url, token=token, name="demo") as agent:
+            await agent.wait_welcome()
+            async with relay.client() as client:
+                r = await client.get("/a/demo/", headers={"authorization": "Bearer caller-secret"})
+                assert r.status_code == 200
+            assert (await relay.client().get("/a/demo/?x")).status_code == 200
+        wrong = FakeAgent(relay.url, token=token + "x", name="demo")
+        with pytest.raises(InvalidStatus):
+            await wrong.start()
+    finally:
+        root.removeHandler(collect)
+        root.setLevel(old_level)
+    text = "\n".join(collect.lines)
+    assert "agent_connected" in text  # the events are there...
+    assert token not in text and token[4:20] not in text  # ...the secrets are not
+    assert "caller-secret" not in text
+    assert token not in relay.settings.state_dir.joinpath("tokens.json").read_text()
