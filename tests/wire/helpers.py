@@ -1,0 +1,93 @@
+"""Shared helpers for the wire tests: an established relay/agent pair and raw frames.
+
+No event loop and no I/O anywhere: a "network" is a list of messages moved by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from hypothesis import HealthCheck, settings
+
+from wire import (
+    Connection,
+    Event,
+    Flag,
+    FrameType,
+    Hello,
+    RequestHead,
+    ResponseHead,
+    Role,
+    Welcome,
+)
+
+# Hypothesis budgets. "ci" is the default and keeps tests/wire well under 30 s on a small
+# shared machine; WIRE_HYPOTHESIS=long runs the same properties for a long fuzzing session.
+settings.register_profile(
+    "wire-ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "wire-long", max_examples=20_000, deadline=None, suppress_health_check=list(HealthCheck)
+)
+WIRE = settings.get_profile("wire-" + os.environ.get("WIRE_HYPOTHESIS", "ci"))
+
+NAME = "demo"
+WELCOME = Welcome(NAME, ("https://relay.example/a/demo/",), 8, 1 << 20)
+GET = RequestHead("GET", "/", (("host", "relay.example"),))
+POST = RequestHead("POST", "/upload", (("content-type", "application/octet-stream"),))
+OK = ResponseHead(200, (("content-type", "text/plain"),))
+
+_HEADER = struct.Struct("!BBHI")
+
+
+def raw(ftype: int, stream_id: int, payload: bytes = b"", flags: int = 0) -> bytes:
+    """A message built by hand, bypassing every check of the encoder."""
+    return _HEADER.pack(ftype, flags, 0, stream_id) + payload
+
+
+def u32(value: int) -> bytes:
+    return struct.pack("!I", value)
+
+
+def pump(src: Connection, dst: Connection) -> list[Event]:
+    """Deliver everything ``src`` queued to ``dst``; return the events it produced."""
+    events: list[Event] = []
+    for message in src.data_to_send():
+        events += dst.receive(message)
+    return events
+
+
+def settle(relay: Connection, agent: Connection) -> list[Event]:
+    """Pump both ways until neither side has anything queued; return all events."""
+    events: list[Event] = []
+    while relay._out or agent._out:
+        events += pump(relay, agent) + pump(agent, relay)
+    return events
+
+
+def pair(max_streams: int = WELCOME.max_streams) -> tuple[Connection, Connection]:
+    """A relay and an agent after HELLO and WELCOME."""
+    relay, agent = Connection(Role.RELAY), Connection(Role.AGENT)
+    agent.send_hello(Hello(NAME))
+    pump(agent, relay)
+    relay.send_welcome(Welcome(NAME, WELCOME.urls, max_streams, WELCOME.max_request_body))
+    pump(relay, agent)
+    return relay, agent
+
+
+def open_pair(
+    request_fin: bool = False, response: bool = False
+) -> tuple[Connection, Connection, int]:
+    """An established pair with one stream open (optionally answered)."""
+    relay, agent = pair()
+    sid = relay.open_stream(POST, end_stream=request_fin)
+    pump(relay, agent)
+    if response:
+        agent.send_response(sid, OK)
+        pump(agent, relay)
+    return relay, agent, sid
+
+
+DATA = int(FrameType.DATA)
+FIN = int(Flag.FIN)
