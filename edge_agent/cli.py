@@ -96,6 +96,12 @@ def http(config: str | None, **flags: Any) -> None:
 async def serve_http(settings: HttpSettings) -> None:
     """The ``http`` command once settings are resolved: serve until drained or stopped."""
     target, label = _target(settings)
+    if settings.insecure:
+        click.echo(
+            "WARNING: --insecure: the relay's TLS certificate is NOT verified; anyone on the "
+            "path can read and change this tunnel's traffic",
+            err=True,
+        )
     lines = RequestLines(label)
     tls = TlsOptions(settings.ca_file, settings.insecure, settings.pin_sha256)
     client = TunnelClient(

@@ -129,6 +129,8 @@ class HttpTarget:
 
     def _open(self) -> aiohttp.ClientSession:
         # TCP_NODELAY: aiohttp sets it on every connection it opens (base_protocol.py).
+        # Defaults kept on purpose: DNS cache 10 s (ttl_dns_cache), happy eyeballs 0.25 s
+        # (``localhost`` may resolve to ::1 and 127.0.0.1), no TLS verification changes.
         connector = aiohttp.TCPConnector(
             limit=POOL_LIMIT, limit_per_host=0, keepalive_timeout=KEEPALIVE_TIMEOUT
         )

@@ -214,9 +214,9 @@ class TunnelClient:
         finally:
             self._session = None
         up = time.monotonic() - session.ready_at if session.ready_at is not None else 0.0
+        fields = {"agent": self.name, "uptime": round(up, 3)}
         logger.info(
-            "tunnel_disconnected",
-            extra={"agent": self.name, "uptime": round(up, 3), "error": str(failure or "")},
+            "tunnel_disconnected", extra=fields | ({"error": str(failure)} if failure else {})
         )
         if self._stop.is_set():
             return
@@ -258,12 +258,8 @@ class TunnelClient:
     def _log_reconnect(self, attempt: int, delay: float, error: BaseException | None) -> None:
         logger.info(
             "reconnect_scheduled",
-            extra={
-                "agent": self.name,
-                "attempt": attempt,
-                "delay": round(delay, 3),
-                "error": str(error) if error is not None else None,
-            },
+            extra={"agent": self.name, "attempt": attempt, "delay": round(delay, 3)}
+            | ({"error": str(error)} if error is not None else {}),
         )
 
     def _ready(self, welcome: Welcome) -> None:
