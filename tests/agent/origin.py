@@ -42,7 +42,11 @@ class OriginApp:
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        route = getattr(self, "_" + scope["path"].strip("/").split("/")[0].replace("-", "_"))
+        name = "_" + scope["path"].strip("/").split("/")[0].replace("-", "_")
+        route = getattr(self, name, None)
+        if route is None:
+            await _send_all(send, 404, [(b"content-type", b"text/plain")], b"no such route")
+            return
         await route(scope, receive, send)
 
     async def _echo(self, scope: Scope, receive: Any, send: Any) -> None:
