@@ -66,14 +66,12 @@ class LivenessKeys:
     def expire_due(self) -> list[str]:
         """Expire every due key; workspaces still marked active go ``offline``."""
         now = self._clock()
+        due = "SELECT id FROM workspaces WHERE liveness_expires_at <= ?"
+        if self.db.one(due, (now,)) is None:
+            return []  # the usual case: no write lock taken
         marks = ", ".join("?" for _ in INACTIVE_STATUSES)
         with self.db.transaction():
-            rows = self.db.all(
-                "SELECT id FROM workspaces WHERE liveness_expires_at IS NOT NULL"
-                " AND liveness_expires_at <= ?",
-                (now,),
-            )
-            ids = [row["id"] for row in rows]
+            ids = [row["id"] for row in self.db.all(due, (now,))]
             for workspace_id in ids:
                 self.db.execute(
                     "UPDATE workspaces SET liveness_expires_at = NULL,"

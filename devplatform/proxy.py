@@ -124,7 +124,7 @@ class A2AProxy:
         self.upstream = upstream
         self.resolver = resolver
         self.overrides: dict[str, RuntimeOverrides] = {}
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
 
     # -- entry points -------------------------------------------------------
 
@@ -142,20 +142,32 @@ class A2AProxy:
         if item is None:
             return
         logger.info("a2a_redispatch", extra={"workspace_id": workspace_id, "queue_id": item.id})
+        caller = A2ACaller(item.caller_id, canvas=False)
         try:
-            answer = await self._proxy(
-                workspace_id, item.body, A2ACaller(item.caller_id, False), False, False
-            )
-        except (ApiError, UpstreamError) as exc:
+            answer = await self._proxy(workspace_id, item.body, caller, False, False)
+        except (ApiError, UpstreamError, StoreError) as exc:
             self.queue.mark_failed(item.id, str(exc) or type(exc).__name__)
+            return
+        except Exception:
+            logger.exception("a2a_redispatch_failed", extra={"queue_id": item.id})
+            self.queue.mark_failed(item.id, "internal error")
             return
         self._finish_drained(item, answer)
 
     def spawn(self, coro: Any) -> None:
         """Run ``coro`` in the background; it is cancelled by :meth:`close`."""
-        task = asyncio.ensure_future(coro)
+        self._track(asyncio.ensure_future(coro))
+
+    def _track(self, task: asyncio.Future[Any]) -> None:
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Future[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A canvas call that outlived its synchronous wait: nobody is left to
+            # answer, so the outcome is only logged (the real one broadcasts it).
+            logger.info("a2a_background_error", extra={"error": str(task.exception())})
 
     async def close(self) -> None:
         for task in list(self._background):
@@ -171,8 +183,7 @@ class A2AProxy:
         try:
             return await asyncio.wait_for(asyncio.shield(task), self.cfg.proxy.canvas_sync_wait)
         except TimeoutError:
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._track(task)
             body_json = {"status": "queued", "delivery_mode": "push-async"}
             return ProxyAnswer(200, gojson.marshal(body_json))
 

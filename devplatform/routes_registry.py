@@ -155,8 +155,9 @@ async def heartbeat(request: web.Request) -> web.Response:
     _evaluate_status(p, canonical, beat, payload["runtime_state"])
     p.events.emit(canonical)  # pushes back the idle deadline of calls in flight
     response: dict[str, Any] = {"status": "ok"}
-    if p.cfg.is_next:
-        response["platform_inbound_secret"] = p.inbound_secret(canonical)
+    secret = p.inbound_secret(canonical) if p.cfg.is_next else ""
+    if secret:  # no row (unknown workspace): nothing to hand out
+        response["platform_inbound_secret"] = secret
     return json_response(response)
 
 
