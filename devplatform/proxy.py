@@ -19,21 +19,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any
 
+from devplatform import a2amessage as msg
 from devplatform import gojson, ssrf
-from devplatform.a2aqueue import A2AQueue, Activity, ActivityLog, QueuedCall
+from devplatform.a2amessage import ProxyAnswer, RuntimeOverrides
+from devplatform.a2aqueue import A2AQueue, ActivityLog, QueuedCall
 from devplatform.auth import A2ACaller
-from devplatform.config import BUSY_RETRY_AFTER_SECONDS, PlatformConfig
+from devplatform.config import PlatformConfig
 from devplatform.errors import (
     ApiError,
     BadGateway,
-    BadRequest,
     Forbidden,
     NotFound,
     PaymentRequired,
@@ -52,55 +50,6 @@ from devplatform.upstream import AgentResponse, Progress, UpstreamClient
 from devplatform.workspaces import Workspace, WorkspaceRepo
 
 logger = logging.getLogger(__name__)
-
-QUEUED_MESSAGE = "workspace agent busy — request queued, will dispatch when capacity available"
-
-
-@dataclass(frozen=True, slots=True)
-class ProxyAnswer:
-    status: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class RuntimeOverrides:
-    """From the heartbeat's ``runtime_metadata`` (kept in memory, like the real one)."""
-
-    idle_timeout: float | None = None
-    capabilities: frozenset[str] = frozenset()
-
-
-def normalize(body: bytes) -> tuple[bytes, str]:
-    """Wrap in a JSON-RPC envelope if needed, add ``messageId``; ``(body, method)``."""
-    try:
-        payload = gojson.loads_generic(body)
-    except ValueError as exc:
-        raise BadRequest("invalid JSON") from exc
-    if payload is None:
-        payload = {}
-    if not isinstance(payload, dict):
-        raise BadRequest("invalid JSON")
-    if "jsonrpc" not in payload:
-        payload = {
-            "jsonrpc": "2.0",
-            "id": str(uuid.uuid4()),
-            "method": payload.get("method"),
-            "params": payload.get("params"),
-        }
-    params = payload.get("params")
-    message = params.get("message") if isinstance(params, dict) else None
-    if isinstance(message, dict) and "messageId" not in message:
-        message["messageId"] = str(uuid.uuid4())
-    method = payload.get("method")
-    return gojson.marshal(payload), method if isinstance(method, str) else ""
-
-
-def status_text(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
 
 
 class A2AProxy:
@@ -184,8 +133,7 @@ class A2AProxy:
             return await asyncio.wait_for(asyncio.shield(task), self.cfg.proxy.canvas_sync_wait)
         except TimeoutError:
             self._track(task)
-            body_json = {"status": "queued", "delivery_mode": "push-async"}
-            return ProxyAnswer(200, gojson.marshal(body_json))
+            return msg.push_async_answer()
 
     async def _answer(
         self, target_id: str, body: bytes, caller: A2ACaller, x_timeout: bool
@@ -193,7 +141,9 @@ class A2AProxy:
         try:
             return await self._proxy(target_id, body, caller, x_timeout, True)
         except UpstreamReadError as exc:
-            raise self._read_error(exc) from exc
+            raise msg.read_error(
+                exc, next_generation=self.cfg.is_next, max_bytes=self.cfg.max_response_body
+            ) from exc
         except UpstreamError as exc:
             logger.info("a2a_unreachable", extra={"workspace_id": target_id, "reason": str(exc)})
             raise BadGateway("failed to reach workspace agent") from exc
@@ -215,7 +165,7 @@ class A2AProxy:
             return self._queue_for_poll(target, body, caller_id)
         target = await self._routable(target)
         url = target.url or ""
-        normalized, method = normalize(body)
+        normalized, method = msg.normalize(body)
         bearer = self._inbound_secret(target) if self.cfg.is_next else None
         started = time.monotonic()
         try:
@@ -229,7 +179,7 @@ class A2AProxy:
             raise
         if live:
             self._log(target, caller_id, normalized, method, response, started, None)
-        return self._agent_answer(response)
+        return msg.agent_answer(response)
 
     def _lookup(self, target_id: str) -> Workspace | None:
         try:
@@ -266,14 +216,7 @@ class A2AProxy:
         if target.platform_inbound_secret:
             return target.platform_inbound_secret
         self.workspaces.update(target.id, platform_inbound_secret=mint_plaintext())
-        raise ServiceUnavailable(
-            "workspace re-registering — please retry in 30 seconds",
-            body={
-                "detail": "Inbound auth secret was just minted. "
-                "Workspace will pick it up on its next heartbeat.",
-                "retry_after_seconds": 30,
-            },
-        )
+        raise msg.inbound_secret_just_minted()
 
     async def _dispatch(
         self,
@@ -325,71 +268,24 @@ class A2AProxy:
 
     # -- answers ------------------------------------------------------------
 
-    def _agent_answer(self, response: AgentResponse) -> ProxyAnswer:
-        if response.status < 300:
-            return ProxyAnswer(response.status, response.body)
-        message = ""
-        try:
-            document = gojson.loads_generic(response.body)
-            if isinstance(document, dict) and isinstance(document.get("error"), str):
-                message = document["error"]
-        except ValueError:
-            pass
-        error = message or status_text(response.status)
-        return ProxyAnswer(response.status, gojson.marshal({"error": error}))
-
     def _busy(self, target_id: str, caller_id: str, normalized: bytes, method: str) -> ProxyAnswer:
-        headers = {"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)}
-        busy = {"busy": True, "retry_after": BUSY_RETRY_AFTER_SECONDS}
         if "session" in self.overrides.get(target_id, RuntimeOverrides()).capabilities:
-            text = "workspace agent busy — adapter handles retry (native_session)"
-            raise ServiceUnavailable(text, body={**busy, "native_session": True}, headers=headers)
+            raise msg.native_session_busy()
         try:
             queue_id, depth = self.queue.enqueue(target_id, caller_id, normalized, method)
-        except StoreError as store_exc:
-            text = "workspace agent busy — retry after a short backoff"
-            raise ServiceUnavailable(text, body=busy, headers=headers) from store_exc
+        except StoreError as exc:
+            raise msg.enqueue_failed_busy() from exc
         logger.info(
             "a2a_queued", extra={"workspace_id": target_id, "queue_id": queue_id, "depth": depth}
         )
-        answer = {
-            "queued": True,
-            "queue_id": queue_id,
-            "queue_depth": depth,
-            "message": QUEUED_MESSAGE,
-        }
-        return ProxyAnswer(202, gojson.marshal(answer))
-
-    def _read_error(self, exc: UpstreamReadError) -> ApiError:
-        confirmed = 200 <= exc.status < 400
-        body: dict[str, Any] = {
-            "error": "failed to read agent response",
-            "delivery_confirmed": confirmed,
-        }
-        status = 502
-        if self.cfg.is_next:
-            if exc.too_large:
-                body["error"] = str(exc)
-            body.update(truncated=exc.too_large, max_bytes=self.cfg.max_response_body)
-            status = exc.status if exc.status >= 300 else 502
-        return ApiError(body=body, status=status)
+        return msg.queued_answer(queue_id, depth)
 
     def _queue_for_poll(self, target: Workspace, body: bytes, caller_id: str) -> ProxyAnswer:
-        normalized, method = normalize(body)
+        normalized, method = msg.normalize(body)
         self.activity.record(
-            Activity(
-                workspace_id=target.id,
-                activity_type="a2a_receive",
-                status="ok",
-                source_id=caller_id or None,
-                target_id=target.id,
-                method=method,
-                summary=f"{method} → {target.name} (queued for poll)",
-                request_body=gojson.loads_generic(normalized),
-            )
+            msg.received(target.id, target.name, caller_id, normalized, method, poll=True)
         )
-        answer = {"status": "queued", "delivery_mode": "poll", "method": method}
-        return ProxyAnswer(200, gojson.marshal(answer))
+        return msg.poll_answer(method)
 
     def _finish_drained(self, item: QueuedCall, answer: ProxyAnswer) -> None:
         if answer.status >= 300:
@@ -407,28 +303,25 @@ class A2AProxy:
         started: float,
         error: str | None,
     ) -> None:
-        status = "error" if error is not None or (response and response.status >= 400) else "ok"
+        failed = error is not None or (response is not None and response.status >= 400)
         response_body: Any = None
         if response is not None:
             try:
                 response_body = gojson.loads_generic(response.body)
             except ValueError:
                 response_body = None
+        entry = msg.received(
+            target.id,
+            target.name,
+            caller_id,
+            body,
+            method,
+            status="error" if failed else "ok",
+            response_body=response_body,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            error_detail=error,
+        )
         try:
-            self.activity.record(
-                Activity(
-                    workspace_id=target.id,
-                    activity_type="a2a_receive",
-                    status=status,
-                    source_id=caller_id or None,
-                    target_id=target.id,
-                    method=method,
-                    summary=f"{method} → {target.name}",
-                    request_body=gojson.loads_generic(body),
-                    response_body=response_body,
-                    duration_ms=int((time.monotonic() - started) * 1000),
-                    error_detail=error,
-                )
-            )
+            self.activity.record(entry)
         except StoreError:
             logger.warning("activity_log_failed", extra={"workspace_id": target.id})

@@ -14,12 +14,12 @@ from typing import Any
 from aiohttp import web
 
 from devplatform import ssrf
+from devplatform.a2amessage import RuntimeOverrides
 from devplatform.binding import Field, Kind, bind
 from devplatform.db import uuid_param
 from devplatform.endpoint import endpoint, json_response, platform_of
 from devplatform.errors import BadRequest, BindError, UnsafeURLError
 from devplatform.platform import Platform
-from devplatform.proxy import RuntimeOverrides
 from devplatform.workspaces import HeartbeatFields
 
 logger = logging.getLogger(__name__)
