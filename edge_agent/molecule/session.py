@@ -354,7 +354,10 @@ def _stop_reason(exc: PlatformRejected) -> StopReason:
     message = str(exc)
     if kind is StopKind.TOKEN_REJECTED and not message.startswith("register:"):
         # A deleted workspace's tokens are revoked, so its state answers 401 first.
-        message = f"the workspace token was revoked or the workspace deleted ({message})"
+        message = (
+            "the platform refused the workspace token: it is not this workspace's, it was "
+            f"revoked, or the workspace was deleted ({message})"
+        )
     return StopReason(kind, message)
 
 

@@ -180,7 +180,7 @@ async def test_delete_stops_with_token_rejected(tmp_path: Path) -> None:
     assert isinstance(error, TokenRejected)
     [reason] = rec.stopped
     assert reason.kind is StopKind.TOKEN_REJECTED
-    assert "revoked or the workspace deleted" in reason.message
+    assert "revoked, or the workspace was deleted" in reason.message
     assert TOKEN not in reason.message
 
 
