@@ -44,6 +44,9 @@ _CLOSE_AFTER: Final = frozenset({400, 408, 431})
 #: How often a draining relay checks whether its streams are done, in seconds.
 _DRAIN_POLL: Final = 0.05
 
+#: Seconds a shutdown waits for agents to acknowledge the WebSocket close.
+_CLOSE_WAIT: Final = 1.0
+
 
 def _json(obj: object) -> tuple[list[tuple[bytes, bytes]], bytes]:
     body = json.dumps(obj).encode()
@@ -172,9 +175,12 @@ class RelayApp:
             await asyncio.sleep(_DRAIN_POLL)
         for session in self.state.registry.local_sessions():
             session.close(ErrorCode.NO_ERROR, "relay shutting down", WS_GOING_AWAY)
-        waits = [s.closed.wait() for s in self.state.registry.local_sessions()]
+        loop = asyncio.get_running_loop()
+        waits = [loop.create_task(s.closed.wait()) for s in self.state.registry.local_sessions()]
         if waits:
-            await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=1.0)
+            await asyncio.wait(waits, timeout=_CLOSE_WAIT)
+            for task in waits:
+                task.cancel()
         log.info("relay_drained", extra={"streams_left": self._streams()})
 
     def _agents(self) -> int:

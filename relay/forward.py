@@ -134,6 +134,7 @@ class Exchange:
         while not self.stream.dead:
             if offset == len(body) and not end_stream:
                 return
+            await self.session.wait_writable()
             n = self.session.sendable(self.stream)
             if n == 0 and offset < len(body):
                 await self.session.wait_credit(self.stream)

@@ -19,7 +19,7 @@ from typing import Final
 
 import wire
 from relay.asgi import Receive, Scope, Send
-from relay.config import Settings, valid_name
+from relay.config import RESERVED_NAMES, Settings, valid_name
 from relay.errors import (
     AgentOffline,
     BadRequest,
@@ -73,8 +73,9 @@ def route(scope: Scope, settings: Settings) -> Route:
     if settings.domain:
         host = _host(scope)
         suffix = "." + settings.domain.lower()
-        if host.endswith(suffix):
-            label = host[: -len(suffix)]
+        label = host[: -len(suffix)] if host.endswith(suffix) else None
+        # Reserved labels (www.D, relay.D...) are the relay's own host: path routing.
+        if label is not None and label not in RESERVED_NAMES:
             if not valid_name(label):
                 raise UnknownTunnel()
             return Route(label, path, None)

@@ -38,6 +38,13 @@ log = logging.getLogger(__name__)
 WINDOW_FRAME_ALLOWANCE: Final = 1024
 WINDOW_FRAME_BYTES: Final = 8 * 1024
 
+#: Bytes queued for the agent's WebSocket above which request bodies wait (the agent
+#: reads its socket slower than callers upload, whatever credit it granted), and below
+#: which they resume. Bounds the relay's memory per session against an agent that grants
+#: huge windows and then stops reading.
+OUTBOX_HIGH: Final = 1024 * 1024
+OUTBOX_LOW: Final = 256 * 1024
+
 #: WebSocket close codes the relay uses after its GOAWAY.
 WS_NORMAL: Final = 1000
 WS_GOING_AWAY: Final = 1001
@@ -76,7 +83,10 @@ class AgentSession:
         self._send = send
         self._metrics = metrics
         self._outbox: collections.deque[bytes] = collections.deque()
+        self._outbox_bytes = 0
         self._wake = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
         self._close_with: tuple[int, str] | None = None  # WebSocket close code, reason
         self._credit_waiters: set[ProxyStream] = set()
         self._window_frames = 0
@@ -127,6 +137,9 @@ class AgentSession:
                 while self._outbox:
                     message = self._outbox.popleft()
                     await self._send({"type": "websocket.send", "bytes": message})
+                    self._outbox_bytes -= len(message)
+                    if self._outbox_bytes <= OUTBOX_LOW:
+                        self._writable.set()
                 if self._close_with is not None:
                     code, reason = self._close_with
                     await self._send({"type": "websocket.close", "code": code, "reason": reason})
@@ -260,8 +273,14 @@ class AgentSession:
     def sendable(self, stream: ProxyStream) -> int:
         return 0 if stream.dead else self.conn.sendable(stream.sid)
 
+    async def wait_writable(self) -> None:
+        """Wait while the WebSocket's outbox is over :data:`OUTBOX_HIGH` bytes."""
+        await self._writable.wait()
+
     async def wait_credit(self, stream: ProxyStream) -> None:
         """Wait until the agent may have granted credit (or the stream died)."""
+        if stream.dead:
+            return
         stream.credit.clear()
         self._credit_waiters.add(stream)
         try:
@@ -307,6 +326,9 @@ class AgentSession:
         out = self.conn.data_to_send()
         if out:
             self._outbox.extend(out)
+            self._outbox_bytes += sum(len(m) for m in out)
+            if self._outbox_bytes > OUTBOX_HIGH:
+                self._writable.clear()
             self._wake.set()
 
     def retire(self, code: ErrorCode, reason: str, deadline: float) -> None:
@@ -352,6 +374,7 @@ class AgentSession:
     def _closed(self) -> None:
         if self._drain_timer is not None:
             self._drain_timer.cancel()
+        self._writable.set()  # nothing will drain now; blocked bodies see a dead stream
         self._close_with = self._close_with or (WS_NORMAL, "")
         self.state = State.CLOSED
         self._fail_streams(ErrorCode.INTERNAL_ERROR, "agent disconnected")

@@ -115,6 +115,8 @@ class FakeAgent:
         self.goaways: list[wire.GoAwayReceived] = []
         self.closed = asyncio.Event()
         self.request_seen = asyncio.Event()
+        self.reading = asyncio.Event()  # clear it to stop reading the WebSocket
+        self.reading.set()
         self.reset_seen = asyncio.Event()
         self._streams: dict[int, tuple[FakeRequest, asyncio.Task[None]]] = {}
         self._credit = asyncio.Event()
@@ -208,7 +210,9 @@ class FakeAgent:
     async def _read(self) -> None:
         assert self.ws is not None
         try:
-            async for message in self.ws:
+            while True:
+                await self.reading.wait()
+                message = await self.ws.recv()
                 assert isinstance(message, bytes)
                 for event in self.conn.receive(message):
                     self._on_event(event)

@@ -11,10 +11,16 @@ import aiohttp
 import httpx
 import pytest
 
+import wire
 from relay.config import DEFAULT_MAX_STREAMS, Settings
 from tests.relay.conftest import RelayFactory, RunningRelay, eventually
 from tests.relay.fake_agent import FakeAgent, FakeRequest
-from wire import ErrorCode
+from wire import ErrorCode, FrameType
+from wire.frames import encode_parts
+
+
+def frame(ftype: FrameType, sid: int, payload: bytes) -> bytes:
+    return encode_parts(ftype, sid, payload, wire.Flag.NONE)
 
 
 async def echo(request: FakeRequest) -> None:
@@ -144,10 +150,13 @@ async def test_host_based_routing(relay_factory: RelayFactory) -> None:
             # A Host naming a tunnel wins over a path naming another one.
             other = await client.get("/a/other/", headers={"host": "demo.tunnels.test"})
             unknown = await client.get("/", headers={"host": "nobody.tunnels.test"})
+            # A reserved label is the relay's own host name: path routing applies.
+            own = await client.get("/a/demo/x", headers={"host": "relay.tunnels.test"})
     assert by_host.headers["x-target"] == "/some/path?x=1"
     assert seen[0].header("x-forwarded-prefix") == []
     assert seen[0].header("x-forwarded-host") == ["demo.tunnels.test:443"]
     assert other.headers["x-target"] == "/a/other/"
+    assert own.headers["x-target"] == "/x"
     assert unknown.status_code == 404
     assert unknown.headers["x-edge-error"] == "unknown_tunnel"
 
@@ -218,6 +227,39 @@ async def test_request_body_is_read_only_as_fast_as_credit_allows(relay: Running
             r = await task
     assert r.status_code == 200
     assert sent == total and got.hexdigest() == digest.hexdigest()
+
+
+async def test_agent_that_stops_reading_slows_the_caller_down(relay: RunningRelay) -> None:
+    """An agent that grants huge windows and then stops reading its WebSocket must not
+    make the relay buffer the caller's upload: the session's outbox is bounded."""
+    total = 96 * 1024 * 1024
+    sent = 0
+
+    async def upload() -> AsyncIterator[bytes]:
+        nonlocal sent
+        block = b"u" * 65536
+        while sent < total:
+            sent += len(block)
+            yield block
+
+    async def greedy(request: FakeRequest) -> None:
+        agent.reading.clear()  # deaf from now on (the WINDOW frames still go out)
+        for sid in (0, request.sid):
+            agent.send_raw(frame(FrameType.WINDOW, sid, (1 << 30).to_bytes(4, "big")))
+        await asyncio.sleep(3600)
+
+    agent = FakeAgent(relay.url, greedy, token=relay.issue("demo"), name="demo")
+    async with agent:
+        await agent.wait_welcome()
+        async with relay.client(timeout=httpx.Timeout(60.0)) as client:
+            task = asyncio.create_task(client.post("/a/demo/upload", content=upload()))
+            await asyncio.sleep(1.5)
+            stalled_at = sent
+            await asyncio.sleep(0.5)
+            assert sent == stalled_at
+            assert sent < total // 2
+            task.cancel()
+            agent.reading.set()  # so that the close handshake can complete
 
 
 async def test_large_download_streams_intact(relay: RunningRelay) -> None:

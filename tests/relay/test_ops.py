@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import ssl
 import stat
 from pathlib import Path
@@ -56,6 +57,19 @@ async def test_health_ready_and_metrics(relay: RunningRelay) -> None:
         "# TYPE edge_requests_total counter",
     ):
         assert expected in lines, expected
+
+
+async def test_accepted_sockets_have_tcp_nodelay(relay: RunningRelay) -> None:
+    async with FakeAgent(relay.url, token=relay.issue("demo"), name="demo") as agent:
+        await agent.wait_welcome()
+        async with relay.client() as client:
+            assert (await client.get("/a/demo/")).status_code == 200
+            connections = list(relay.server.server_state.connections)
+            # The agent's WebSocket and the caller's keep-alive connection.
+            assert len(connections) == 2
+            for connection in connections:
+                sock = connection.transport.get_extra_info("socket")
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
 async def test_readyz_is_503_while_draining(relay: RunningRelay) -> None:
