@@ -20,6 +20,7 @@ from pathlib import Path
 from bench import compare, scale
 from bench.paths import ALL_PATHS, path_keys
 from bench.procs import BenchError, Children
+from bench.profile import profile
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
         help="idle-agents: comma-separated counts (default 1000,10000); "
         "relay-restart: one count (default 1000)",
     )
+    p.add_argument(
+        "--profile",
+        type=Path,
+        help="paths mode: after the rounds, py-spy profiles of molecule-edge into this folder",
+    )
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     return p
 
@@ -69,7 +75,13 @@ def _paths_mode(args: argparse.Namespace, children: Children, workdir: Path) -> 
     cmp.run(paths)
     if args.json:
         args.json.write_text(compare.raw_json(cmp))
-    return compare.markdown(cmp, _command())
+    text = compare.markdown(cmp, _command())
+    edge = [path for path in paths if path.key == "edge"]
+    if args.profile and edge:
+        summary = profile(edge[0], cmp.script, plan.seconds, args.profile)
+        text += f"\nProfile of molecule-edge (py-spy, folded stacks in {args.profile}):\n\n"
+        text += summary
+    return text
 
 
 def _command() -> str:
