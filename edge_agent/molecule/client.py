@@ -2,8 +2,9 @@
 
 One :class:`PlatformClient` per workspace, on one ``httpx.AsyncClient``. Every method is
 a single HTTP exchange: no retries here (the session owns retry policy), and every
-failure is raised as an :mod:`edge_agent.molecule.errors` exception, mapped from HTTP in
-one place (:meth:`PlatformClient._send`).
+failure is raised as an :mod:`edge_agent.molecule.errors` exception: httpx errors in
+:meth:`PlatformClient._send`, HTTP statuses by :func:`.httperrors.error_for`, its only
+caller.
 
 What it does differently from the Molecule SDK (``RemoteAgentClient``), on purpose:
 
@@ -20,29 +21,31 @@ What it does differently from the Molecule SDK (``RemoteAgentClient``), on purpo
 
 from __future__ import annotations
 
-import dataclasses
-import email.utils
 import json
 import logging
-import math
 import ssl
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
 import httpx
 
 from edge_agent.molecule.errors import (
-    BadRequest,
-    MoleculeError,
-    NotFound,
-    PlatformRejected,
     PlatformUnavailable,
-    RateLimited,
     TokenRejected,
     TokenStoreError,
     UnexpectedResponse,
+)
+from edge_agent.molecule.httperrors import error_for, error_payload
+from edge_agent.molecule.models import (
+    DiscoveredPeer,
+    HeartbeatResult,
+    Peer,
+    RegisterResult,
+    Secrets,
+    WorkspaceState,
+    peer_from_row,
+    str_or,
 )
 from edge_agent.molecule.tokens import TokenStore, check_credential
 
@@ -54,101 +57,20 @@ logger = logging.getLogger(__name__)
 PLATFORM_TIMEOUT: Final = httpx.Timeout(connect=10.0, read=15.0, write=10.0, pool=10.0)
 
 #: httpx's default pool is 100 connections / 20 keep-alive / 5 s expiry. The session
-#: makes at most two calls every 30 s plus the odd peers lookup, so a tiny pool is
-#: plenty; 30 s keep-alive lets consecutive heartbeats reuse one TLS connection.
+#: makes two or three calls every 30 s plus the odd peers lookup, so a tiny pool is
+#: plenty. A cycle's calls share one connection; it expires before the next cycle, so we
+#: never send on a connection the platform may have dropped while idle.
 PLATFORM_LIMITS: Final = httpx.Limits(
-    max_connections=8, max_keepalive_connections=2, keepalive_expiry=30.0
+    max_connections=8, max_keepalive_connections=2, keepalive_expiry=15.0
 )
 
 #: Largest platform answer we read. The biggest real one is a peers list with agent
 #: cards; beyond this the answer is refused as :class:`UnexpectedResponse`.
 MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
 
-#: Longest piece of the platform's ``error`` text quoted in our exception messages.
-MAX_ERROR_TEXT: Final = 200
-
-#: Upper bound on a ``Retry-After`` we obey, so a bogus header cannot park us for days.
-MAX_RETRY_AFTER: Final = 600.0
-
-#: Wait used for a 429 that names no delay (the platform always sends one).
-DEFAULT_RATE_LIMIT_WAIT: Final = 5.0
-
 DELIVERY_PUSH: Final = "push"
 
 _USER_AGENT: Final = "molecule-edge"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RegisterResult:
-    """What a registration answered. ``is_next``: the "next" generation's fields came back."""
-
-    token_issued: bool
-    delivery_mode: str | None
-    inbound_secret: str | None = dataclasses.field(repr=False)
-
-    @property
-    def is_next(self) -> bool:
-        return self.delivery_mode is not None or self.inbound_secret is not None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class HeartbeatResult:
-    inbound_secret: str | None = dataclasses.field(repr=False)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class WorkspaceState:
-    """``GET /workspaces/:id/state``; ``deleted`` also covers the 404 "deleted" shapes."""
-
-    workspace_id: str
-    status: str
-    paused: bool
-    deleted: bool
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Peer:
-    """One row of ``GET /registry/:id/peers``."""
-
-    id: str
-    name: str
-    role: str | None
-    status: str
-    url: str
-    parent_id: str | None
-    tier: int | None
-    active_tasks: int
-    agent_card: Mapping[str, Any] | None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class DiscoveredPeer:
-    """``GET /registry/discover/:id``."""
-
-    id: str
-    url: str
-    name: str
-
-
-class Secrets(Mapping[str, str]):
-    """The secrets bundle. Its ``repr`` names the keys only, so a stray log line is safe."""
-
-    __slots__ = ("_values",)
-
-    def __init__(self, values: Mapping[str, str]) -> None:
-        self._values = dict(values)
-
-    def __getitem__(self, key: str) -> str:
-        return self._values[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def __repr__(self) -> str:
-        return f"Secrets(keys={sorted(self._values)!r})"
 
 
 class PlatformClient:
@@ -294,7 +216,7 @@ class PlatformClient:
         """
         path = f"/workspaces/{self._ws}/state"
         data = _object(await self._send("GET", path, "state", deleted_404=True))
-        status = _str(data.get("status"), "unknown")
+        status = str_or(data.get("status"), "unknown")
         deleted = data.get("deleted") is True or status == "removed"
         return WorkspaceState(self.workspace_id, status, data.get("paused") is True, deleted)
 
@@ -315,7 +237,7 @@ class PlatformClient:
         )
         if not isinstance(rows, list):
             raise UnexpectedResponse("peers: the answer is not a JSON array")
-        return [_peer(row) for row in rows if isinstance(row, dict) and row.get("id")]
+        return [peer_from_row(row) for row in rows if isinstance(row, dict) and row.get("id")]
 
     async def discover(self, target_id: str) -> DiscoveredPeer:
         """``GET /registry/discover/:id``: the URL of a workspace we may talk to.
@@ -326,7 +248,9 @@ class PlatformClient:
         path = f"/registry/discover/{quote(target_id, safe='')}"
         data = _object(await self._send("GET", path, "discover", caller=True))
         return DiscoveredPeer(
-            _str(data.get("id"), target_id), _str(data.get("url"), ""), _str(data.get("name"), "")
+            str_or(data.get("id"), target_id),
+            str_or(data.get("url"), ""),
+            str_or(data.get("name"), ""),
         )
 
     @property
@@ -367,11 +291,11 @@ class PlatformClient:
             raise PlatformUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
         if 200 <= response.status_code < 300:
             return _decode(body, what)
-        payload = _error_payload(body)
+        payload = error_payload(body)
         if deleted_404 and response.status_code == 404 and payload.get("deleted") is True:
             payload.setdefault("status", "removed")
             return payload
-        raise _error_for(what, response, payload)
+        raise error_for(what, response, payload)
 
     def _adopt_issued_token(self, token: str) -> None:
         self._token = check_credential(token)
@@ -412,59 +336,6 @@ class PlatformClient:
         return f"{exc}: the workspace token was rejected (revoked, or not this workspace's)"
 
 
-def _error_for(what: str, response: httpx.Response, payload: dict[str, Any]) -> MoleculeError:
-    """Map a non-2xx answer (``payload``: its decoded JSON object, or ``{}``)."""
-    status = response.status_code
-    message = f"{what}: HTTP {status}"
-    detail = payload.get("error")
-    if isinstance(detail, str) and detail:
-        message = f"{message}: {detail[:MAX_ERROR_TEXT]}"
-    return _error_class(status, message, response, payload)
-
-
-def _error_class(
-    status: int, message: str, response: httpx.Response, payload: dict[str, Any]
-) -> MoleculeError:
-    retry_after = _retry_after(response.headers.get("retry-after"), payload.get("retry_after"))
-    if status == 429:
-        return RateLimited(message, retry_after=retry_after or DEFAULT_RATE_LIMIT_WAIT)
-    if status >= 500:
-        return PlatformUnavailable(message, retry_after=retry_after)
-    if status == 401:
-        return TokenRejected(message)
-    if status == 400:
-        return BadRequest(message)
-    if status == 404:
-        return NotFound(message)
-    if status < 400:
-        return UnexpectedResponse(f"{message} (redirect to {response.headers.get('location')})")
-    return PlatformRejected(message, status=status)
-
-
-def _retry_after(header: str | None, body_value: Any) -> float | None:
-    """Seconds to wait from ``Retry-After`` (seconds or HTTP date) or a body field."""
-    seconds: float | None = None
-    if header:
-        seconds = _parse_retry_after(header.strip())
-    if seconds is None and isinstance(body_value, int | float) and not isinstance(body_value, bool):
-        seconds = float(body_value)
-    if seconds is None or not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
-
-
-def _parse_retry_after(value: str) -> float | None:
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return when.timestamp() - time.time()
-
-
 async def _read_capped(response: httpx.Response, what: str) -> bytes:
     chunks: list[bytes] = []
     size = 0
@@ -483,26 +354,10 @@ def _decode(body: bytes, what: str) -> Any:
         raise UnexpectedResponse(f"{what}: the answer is not JSON") from exc
 
 
-def _error_payload(body: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        return {}
-    return payload if isinstance(payload, dict) else {}
-
-
 def _object(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UnexpectedResponse("the answer is not a JSON object")
     return data
-
-
-def _str(value: Any, default: str) -> str:
-    return value if isinstance(value, str) else default
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _non_negative_int(value: int, name: str) -> int:
@@ -510,21 +365,6 @@ def _non_negative_int(value: int, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name} must be a non-negative int, got {value!r}")
     return value
-
-
-def _peer(row: dict[str, Any]) -> Peer:
-    card = row.get("agent_card")
-    return Peer(
-        id=str(row["id"]),
-        name=_str(row.get("name"), ""),
-        role=row.get("role") if isinstance(row.get("role"), str) else None,
-        status=_str(row.get("status"), "unknown"),
-        url=_str(row.get("url"), ""),
-        parent_id=row.get("parent_id") if isinstance(row.get("parent_id"), str) else None,
-        tier=_int_or_none(row.get("tier")),
-        active_tasks=_int_or_none(row.get("active_tasks")) or 0,
-        agent_card=card if isinstance(card, dict) else None,
-    )
 
 
 def _initial_token(store: TokenStore | None, explicit: str | None) -> str | None:

@@ -17,10 +17,12 @@ The tree::
     └── ChildStartError            the agent command (``-- CMD ARGS``) cannot be started
 
 HTTP answers are turned into these exceptions in exactly one place,
-:meth:`edge_agent.molecule.client.PlatformClient._send`; httpx exceptions never escape
-the client. :class:`PlatformUnavailable` (and only it) is what the session retries with
-backoff. :class:`TokenRejected`, :class:`WorkspaceDeleted` and :class:`BadRequest` on
-registration end the run.
+:func:`edge_agent.molecule.httperrors.error_for`, called only by
+:meth:`edge_agent.molecule.client.PlatformClient._send`, which also maps httpx's own
+exceptions; nothing from httpx escapes the client.
+
+:class:`PlatformUnavailable` (and only it) is what the session retries with backoff.
+Every :class:`PlatformRejected` ends the session's run.
 
 Messages carry the platform's own ``error`` text (bounded in length) and never a token,
 an inbound secret or a secret value.

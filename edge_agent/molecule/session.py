@@ -48,13 +48,7 @@ from typing import Any, Final, NoReturn, TypeVar
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_never
 from tenacity.wait import wait_base, wait_exponential_jitter
 
-from edge_agent.molecule.client import (
-    DELIVERY_PUSH,
-    PlatformClient,
-    RegisterResult,
-    Secrets,
-    WorkspaceState,
-)
+from edge_agent.molecule.client import DELIVERY_PUSH, PlatformClient
 from edge_agent.molecule.errors import (
     BadRequest,
     PlatformRejected,
@@ -62,6 +56,7 @@ from edge_agent.molecule.errors import (
     TokenRejected,
     WorkspaceDeleted,
 )
+from edge_agent.molecule.models import RegisterResult, Secrets, WorkspaceState
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +68,7 @@ LIVENESS_TTL: Final = 180.0
 _SERVING: Final = frozenset({"online", "degraded"})
 #: Statuses someone chose on the platform side; re-registering would undo their choice.
 _HANDS_OFF: Final = frozenset({"paused", "hibernated", "hibernating", "removed"})
+_LEAVE_AS_IS: Final = _SERVING | _HANDS_OFF
 
 T = TypeVar("T")
 Callback = Callable[[], Awaitable[None] | None]
@@ -251,16 +247,15 @@ class PlatformSession:
             self._needs_register = True  # a pause clears the URL: register again after it
             logger.info("platform_%s status=%s", "paused" if paused else "resumed", state.status)
             await _call(self._events.on_paused if paused else self._events.on_resumed)
-        if state.status not in _SERVING | _HANDS_OFF and not self._needs_register:
+        if state.status not in _LEAVE_AS_IS and not self._needs_register:
             logger.info("platform_forgot_us status=%s: re-registering", state.status)
             self._needs_register = True
 
     async def _register(self) -> None:
         result = await self._register_once()
         self._needs_register = False
-        self._generation = (
-            Generation.NEXT if self._client.next_generation_seen else (Generation.CURRENT)
-        )
+        seen_next = self._client.next_generation_seen
+        self._generation = Generation.NEXT if seen_next else Generation.CURRENT
         if result.delivery_mode not in (None, self._delivery_mode):
             logger.warning(
                 "platform_delivery_mode mode=%s: the platform will not push calls to %s",

@@ -15,12 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from edge_agent.molecule.client import (
-    MAX_RESPONSE_BYTES,
-    MAX_RETRY_AFTER,
-    PlatformClient,
-    WorkspaceState,
-)
+from edge_agent.molecule.client import MAX_RESPONSE_BYTES, PlatformClient
 from edge_agent.molecule.errors import (
     BadRequest,
     MoleculeError,
@@ -31,6 +26,8 @@ from edge_agent.molecule.errors import (
     TokenRejected,
     UnexpectedResponse,
 )
+from edge_agent.molecule.httperrors import MAX_RETRY_AFTER
+from edge_agent.molecule.models import WorkspaceState
 from edge_agent.molecule.tokens import TokenStore
 
 WS = "3f1c2a9e-0000-4000-8000-000000000001"

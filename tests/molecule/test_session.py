@@ -10,13 +10,14 @@ from typing import Any
 import httpx
 import pytest
 
-from edge_agent.molecule.client import PlatformClient, RegisterResult
+from edge_agent.molecule.client import PlatformClient
 from edge_agent.molecule.errors import (
     BadRequest,
     MoleculeError,
     TokenRejected,
     WorkspaceDeleted,
 )
+from edge_agent.molecule.models import RegisterResult
 from edge_agent.molecule.session import (
     Generation,
     Load,
