@@ -218,6 +218,15 @@ class PlatformSession:
         """The secrets bundle, retried like a cycle while the platform is unavailable."""
         return await self._retrying(self._client.pull_secrets)
 
+    def set_public_url(self, public_url: str, agent_card: Mapping[str, Any]) -> None:
+        """Use a new public URL (and its card) from the next cycle on: it re-registers.
+
+        For a relay whose WELCOME hands out a different URL after a reconnect.
+        """
+        if public_url != self._public_url:
+            self._public_url, self._card = public_url, dict(agent_card)
+            self._needs_register = True
+
     async def update_card(self, agent_card: Mapping[str, Any]) -> None:
         """Push a new card now (one attempt) and use it for later registrations."""
         self._card = dict(agent_card)

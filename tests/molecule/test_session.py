@@ -355,3 +355,16 @@ async def test_callback_failure_ends_the_run(tmp_path: Path) -> None:
 def test_config_validation(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         SessionConfig(**kwargs)
+
+
+async def test_a_new_public_url_is_registered_on_the_next_cycle(tmp_path: Path) -> None:
+    platform, rec = FakePlatform(WS), Recorder()
+    session, client = make_session(platform, tmp_path, rec)
+    async with client:
+        await run_until(session, lambda: len(platform.heartbeats) >= 2)
+        moved = "https://relay2.example/a/x/"
+        session.set_public_url(moved, {"name": "edge", "url": moved})
+        session.set_public_url(moved, {"name": "edge", "url": moved})  # no-op the second time
+        await run_until(session, lambda: platform.url == moved)
+    assert [r["url"] for r in platform.registrations] == [URL, moved]
+    assert platform.registrations[-1]["agent_card"]["url"] == moved
