@@ -46,8 +46,10 @@ CONFIG_EXIT = 2
 @click.option(
     "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
-def main(verbose: int, log_format: str) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: int, log_format: str) -> None:
     """A local stand-in for the Molecule platform's remote-workspace API."""
+    ctx.obj = {"verbose": verbose, "log_format": log_format}
     logs.configure(verbose, log_format)
 
 
@@ -126,7 +128,13 @@ def _seconds(_ctx: click.Context, _param: click.Parameter, value: float | None) 
     callback=_seconds,
     help="next only: canvas callers get push-async after this.",
 )
+@click.option("-v", "--verbose", count=True, help="Same as edge-devplatform -v.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="Same as on the group.")
+@click.pass_context
 def serve(
+    ctx: click.Context,
+    verbose: int,
+    log_format: str | None,
     host: str,
     port: int,
     admin_token: str,
@@ -143,6 +151,11 @@ def serve(
     canvas_sync_wait: float,
 ) -> None:
     """Serve the platform API until SIGINT or SIGTERM."""
+    if verbose or log_format:
+        group = ctx.obj or {}
+        logs.configure(
+            verbose + group.get("verbose", 0), log_format or group.get("log_format", "text")
+        )
     if not admin_token.strip():
         raise click.BadParameter("must not be empty", param_hint="--admin-token")
     cfg = PlatformConfig(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import selectors
@@ -29,7 +30,7 @@ class Served:
         self.url = url
 
 
-def start(db_path: Path, *extra: str) -> Served:
+def start(db_path: Path, *extra: str, log: Path | None = None) -> Served:
     env = {**os.environ, "EDGE_DEVPLATFORM_ADMIN_TOKEN": ADMIN_TOKEN}
     command = [
         str(BIN),
@@ -42,9 +43,14 @@ def start(db_path: Path, *extra: str) -> Served:
         str(db_path),
         *extra,
     ]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
-    )
+    stderr = log.open("w") if log is not None else subprocess.DEVNULL
+    try:
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env
+        )
+    finally:
+        if log is not None:
+            stderr.close()  # type: ignore[union-attr]
     line = first_line(process, timeout=30)  # printed once the socket accepts connections
     match = LISTENING.search(line)
     if match is None:
@@ -87,7 +93,8 @@ def servers() -> Iterator[list[Served]]:
 
 def test_serve_secret_set_restart(servers: list[Served], tmp_path: Path) -> None:
     db_path = tmp_path / "dev.db"
-    served = start(db_path, "--generation", "next")
+    log = tmp_path / "serve.log"
+    served = start(db_path, "--generation", "next", "-v", "--log-format", "json", log=log)
     servers.append(served)
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     with httpx.Client(base_url=served.url, timeout=10) as client:
@@ -117,6 +124,9 @@ def test_serve_secret_set_restart(servers: list[Served], tmp_path: Path) -> None
         )
         assert values.json() == {"OPENAI_API_KEY": "sk-test-value"}
     assert stop(served) == 0
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert {"platform_listening", "workspace_created"} <= {e["event"] for e in events}
+    assert token not in log.read_text() and "sk-test-value" not in log.read_text()
 
     again = start(db_path)  # same file, other generation: state is still there
     servers.append(again)

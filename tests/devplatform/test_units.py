@@ -110,3 +110,22 @@ def test_tokens_and_bearer_parsing() -> None:
     assert bearer_token(f"Bearer  {token} ") == token
     assert bearer_token(f"bearer {token}") == ""
     assert bearer_token(None) == ""
+
+
+def test_devplatform_never_imports_the_relay_or_the_agent() -> None:
+    import ast
+    from pathlib import Path
+
+    import devplatform
+
+    package = Path(devplatform.__file__).parent
+    for source in package.glob("*.py"):
+        tree = ast.parse(source.read_text(), str(source))
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in ("relay", "edge_agent"), (source.name, name)
