@@ -10,7 +10,7 @@ implementation), so an agent can tell them apart:
 * 400 ``bad_name`` / ``subprotocol_required``;
 * 503 ``relay_draining``: the relay is shutting down (transient, retry).
 
-After the upgrade the first frame must be HELLO within :data:`relay.config.HELLO_TIMEOUT`;
+After the upgrade the first frame must be HELLO within the hello timeout (10 s);
 its name must equal the name of the connect URL or the token. A new session for a name
 replaces the old one at once: the old one gets GOAWAY REPLACED and may finish its
 in-flight streams, while new requests go to the new one.
@@ -26,12 +26,13 @@ from urllib.parse import parse_qs
 
 import wire
 from relay.asgi import Receive, Scope, Send, deny_websocket
-from relay.config import HELLO_TIMEOUT, RESERVED_NAMES, valid_name
+from relay.config import RESERVED_NAMES, valid_name
 from relay.errors import (
     AgentRefused,
     AgentUnauthorized,
     BadAgentRequest,
     NameForbidden,
+    RelayConfigError,
     RelayNotAccepting,
 )
 from relay.session import WS_POLICY, AgentSession
@@ -80,7 +81,11 @@ def authorize(scope: Scope, state: RelayState) -> Claim:
     name = _query_name(scope)
     if name in RESERVED_NAMES:
         raise NameForbidden(f"the name {name} is reserved")
-    state.store.refresh()  # a token issued a moment ago works at once
+    try:
+        state.store.refresh()  # a token issued a moment ago works at once
+    except RelayConfigError as exc:
+        log.error("token_store_unreadable", extra={"detail": str(exc)})
+        raise RelayNotAccepting("the relay cannot read its token store; retry later") from exc
     if token is not None:
         record = state.store.authenticate(token)
         if record is None:
@@ -132,7 +137,7 @@ async def serve_agent(state: RelayState, scope: Scope, receive: Receive, send: S
 async def _establish(
     state: RelayState, session: AgentSession, claim: Claim, scope: Scope, receive: Receive
 ) -> bool:
-    hello = await session.handshake(receive, HELLO_TIMEOUT)
+    hello = await session.handshake(receive, state.settings.hello_timeout)
     if hello is None:
         return False
     name = _choose_name(state, claim, hello)

@@ -104,6 +104,7 @@ class Settings:
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     body_idle_timeout: float = DEFAULT_BODY_IDLE_TIMEOUT
     token_poll_interval: float = TOKEN_POLL_INTERVAL
+    hello_timeout: float = HELLO_TIMEOUT
     ws_ping_interval: float = WS_PING_INTERVAL
     ws_ping_timeout: float = WS_PING_TIMEOUT
 

@@ -88,6 +88,7 @@ class AgentSession:
         self._writable = asyncio.Event()
         self._writable.set()
         self._close_with: tuple[int, str] | None = None  # WebSocket close code, reason
+        self._peer_gone = False  # websocket.disconnect was received: never receive again
         self._credit_waiters: set[ProxyStream] = set()
         self._window_frames = 0
         self._data_sent = 0
@@ -101,7 +102,7 @@ class AgentSession:
             async with asyncio.timeout(within):
                 message = await receive()
         except TimeoutError:
-            self.close(ErrorCode.PROTOCOL_ERROR, "no HELLO in time")
+            self.fail(ErrorCode.PROTOCOL_ERROR, "no HELLO in time")
             return None
         events = self._receive_message(message)
         if events is None:
@@ -122,6 +123,8 @@ class AgentSession:
     async def run(self, receive: Receive) -> int | None:
         """Read until the WebSocket ends. Returns the close code the relay saw."""
         try:
+            if self._peer_gone:
+                return None  # uvicorn delivers the disconnect once; a second receive() hangs
             return await self._read(receive)
         finally:
             self._closed()
@@ -161,7 +164,9 @@ class AgentSession:
     def _receive_message(self, message: Message) -> list[wire.Event] | None:
         """Feed one message to the protocol and dispatch its events. None on failure."""
         if message["type"] == "websocket.disconnect":
+            self._peer_gone = True
             self._close_with = self._close_with or (WS_NORMAL, "")
+            self._wake.set()
             return None
         data = message.get("bytes")
         if data is None:

@@ -7,11 +7,12 @@ import hashlib
 import json
 
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import wire
 from relay.tokens import TokenStore
-from tests.relay.conftest import RelayFactory, RunningRelay
+from tests.relay.conftest import RelayFactory, RunningRelay, eventually
 from tests.relay.fake_agent import FakeAgent, FakeRequest
 from wire import ErrorCode
 
@@ -171,3 +172,31 @@ async def test_hello_resent_replaces_caller_auth(relay: RunningRelay) -> None:
             assert r.headers["x-edge-error"] == "caller_unauthorized"
             auth = {"authorization": f"Bearer {secret}"}
             assert (await client.get("/a/demo/", headers=auth)).status_code == 200
+
+
+async def _raw_agent(relay: RunningRelay, token: str) -> ClientConnection:
+    return await connect(
+        relay.url.replace("http://", "ws://") + "/_edge/connect?name=demo",
+        subprotocols=[wire.SUBPROTOCOL],  # type: ignore[list-item]
+        additional_headers={"Authorization": f"Bearer {token}"},
+        compression=None,
+    )
+
+
+async def test_agent_gone_before_hello_leaves_nothing_behind(relay: RunningRelay) -> None:
+    ws = await _raw_agent(relay, relay.issue("demo"))
+    ws.transport.abort()  # no close frame: uvicorn reports the disconnect exactly once
+    await eventually(lambda: not relay.server.server_state.tasks)
+    assert relay.app._agents() == 0
+
+
+async def test_no_hello_in_time_is_a_protocol_error(relay_factory: RelayFactory) -> None:
+    relay: RunningRelay = await relay_factory(hello_timeout=0.3)
+    ws = await _raw_agent(relay, relay.issue("demo"))
+    goaway = wire.decode_frame(await asyncio.wait_for(ws.recv(), 5))
+    assert goaway.type == wire.FrameType.GOAWAY
+    assert wire.frames.decode_goaway(goaway.payload)[1] == ErrorCode.PROTOCOL_ERROR
+    with pytest.raises(ConnectionClosed):
+        await asyncio.wait_for(ws.recv(), 5)
+    assert ws.close_code == 1002
+    await eventually(lambda: not relay.server.server_state.tasks)
