@@ -43,11 +43,13 @@ START_TIMEOUT: Final = 60.0
 
 @functools.cache
 def unavailable(command: str) -> str | None:
-    """``None`` when console script ``command`` starts (``--help`` exits 0), else why not."""
-    path = BIN / command
-    if not path.exists():
-        return f"{command} is not installed in {BIN}"
-    proc = subprocess.run([str(path), "--help"], capture_output=True, text=True, timeout=60)
+    """``None`` when ``command`` (a console script, maybe with a subcommand) answers
+    ``--help`` with exit 0, else why not."""
+    script, *sub = command.split()
+    if not (BIN / script).exists():
+        return f"{script} is not installed in {BIN}"
+    argv = [str(BIN / script), *sub, "--help"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return f"{command} is not ready yet ({last})"

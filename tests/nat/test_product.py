@@ -36,8 +36,12 @@ pytestmark = pytest.mark.root
 
 #: The issue's cut: longer than a ping interval, shorter than interval + timeout.
 LINK_CUT_SECONDS = 20.0
-#: After the link returns: the open stream must have an outcome (error, or resumed).
-STREAM_OUTCOME_BOUND = 45.0
+#: After the link returns, every ping sent during the cut has had its pong or timed out
+#: (20 s) by then, plus a margin: the open stream has its outcome (error, or survived).
+STREAM_OUTCOME_BOUND = 30.0
+#: A surviving stream must still deliver chunks during this window.
+LIVE_CHECK_SECONDS = 5.0
+CUT_INTERVAL = 0.25
 #: After the link returns (or the drop ends): the same URL answers again.
 RECOVERY_BOUND = 60.0
 #: Silent drop -> relay answers agent_offline: pings every 20 s, 20 s timeout, + margin.
@@ -75,7 +79,7 @@ async def a2a_exchange(base_url: str) -> tuple[list[str], list[tuple[float, str,
 
 
 def test_a2a_calls_reach_the_agent_behind_nat_through_the_relay(topo: Topology) -> None:
-    require("edge-relay", "edge-agent")
+    require("edge-relay serve", "edge-agent http")
     relay = start_relay(topo)
     _, url = start_agent_http(topo, relay, "laptop", start_a2a_example(topo))
     texts, events = topo.internet.call(asyncio.run, a2a_exchange(url))
@@ -89,7 +93,7 @@ def test_a2a_calls_reach_the_agent_behind_nat_through_the_relay(topo: Topology) 
 
 
 def test_a2a_calls_through_the_platform_reach_the_agent_behind_nat(topo: Topology) -> None:
-    require("edge-relay", "edge-agent", "edge-devplatform")
+    require("edge-relay serve", "edge-agent run", "edge-devplatform serve")
     pytest.skip("edge-agent run against edge-devplatform: test not written until their CLIs land")
 
 
@@ -105,41 +109,44 @@ def chunk_numbers(reader: SseReader) -> list[int]:
 
 
 def test_link_cut_during_a_stream_then_the_same_url_works_again(topo: Topology) -> None:
-    require("edge-relay", "edge-agent")
+    require("edge-relay serve", "edge-agent http")
     relay = start_relay(topo)
     _, url = start_agent_http(topo, relay, "laptop", start_a2a_example(topo))
     card_url = url + ".well-known/agent-card.json"
     poll(topo.internet, card_url, is_ok, within=10)
-    body = a2a_streaming_request("cut", chunks=400, interval=0.25)  # a 100 s stream
+    body = a2a_streaming_request("cut", chunks=400, interval=CUT_INTERVAL)  # a 100 s stream
     reader = SseReader(topo.internet, "POST", url, body, A2A_HEADERS).start()
     reader.wait_events(4, timeout=15)
 
     topo.link_down()
     time.sleep(LINK_CUT_SECONDS)
     topo.link_up()
-    up_at, chunks_at_up = time.monotonic(), len(chunk_numbers(reader))
+    up_at = time.monotonic()
 
     # The open stream ends in a definite error, or it survives (TCP resumed before either
     # end's ping timed out) and goes on with no chunk lost; never a hang or a clean
     # truncated end.
-    ended = reader.wait_done(STREAM_OUTCOME_BOUND)
+    if not reader.wait_done(STREAM_OUTCOME_BOUND):
+        before = len(chunk_numbers(reader))
+        time.sleep(LIVE_CHECK_SECONDS)
+        went_on = len(chunk_numbers(reader)) - before
+        assert went_on >= LIVE_CHECK_SECONDS / CUT_INTERVAL / 2, (went_on, reader.error)
+        print(f"stream: survived the cut; {went_on} chunks in {LIVE_CHECK_SECONDS} s after")
+    else:
+        assert reader.error is not None, f"clean end after {len(chunk_numbers(reader))} chunks"
+        assert isinstance(reader.error, httpx.TransportError), repr(reader.error)
+        print(f"stream: definite error {reader.error!r}")
     numbers = chunk_numbers(reader)
     assert numbers == list(range(1, len(numbers) + 1)), numbers
-    if ended:
-        assert reader.error is not None, f"stream ended cleanly after {len(numbers)} chunks"
-        assert isinstance(reader.error, httpx.TransportError), repr(reader.error)
-        print(f"stream: definite error {reader.error!r} after {len(numbers)} chunks")
-    else:
-        print(f"stream: survived the cut, {len(numbers)} chunks in order so far")
-        assert len(numbers) - chunks_at_up >= 60, "the surviving stream did not go on"
+
     poll(topo.internet, card_url, is_ok, within=RECOVERY_BOUND)
-    print(f"same URL answered 200 {time.monotonic() - up_at:.1f} s after the link returned")
+    print(f"same URL: 200 {time.monotonic() - up_at:.1f} s after the link returned")
 
 
 def test_sse_through_delay_and_loss_arrives_complete_in_order_incrementally(
     topo: Topology,
 ) -> None:
-    require("edge-relay", "edge-agent")
+    require("edge-relay serve", "edge-agent http")
     relay = start_relay(topo)
     _, url = start_agent_http(topo, relay, "laptop", start_sse_origin(topo))
     poll(topo.internet, url + "hello", is_ok, within=10)
@@ -165,7 +172,7 @@ def test_sse_through_delay_and_loss_arrives_complete_in_order_incrementally(
 
 
 def test_half_open_tunnel_is_detected_by_pings_and_recovered_from(topo: Topology) -> None:
-    require("edge-relay", "edge-agent")
+    require("edge-relay serve", "edge-agent http")
     relay = start_relay(topo)
     _, url = start_agent_http(topo, relay, "laptop", start_sse_origin(topo))
     poll(topo.internet, url + "hello", is_ok, within=10)
