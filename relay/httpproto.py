@@ -12,7 +12,9 @@ the keep-alive timer is not armed on a fresh connection). This subclass adds:
 * TCP_NODELAY on every accepted socket, so small frames (SSE events) are not delayed
   (asyncio and uvloop set it today; setting it here keeps it true whatever the loop).
 
-It overrides only parser callbacks and ``send_400_response``; all else is uvicorn's.
+Parse errors are answered with the relay's JSON error (400 ``bad_request``) instead of
+uvicorn's plain text. It overrides only parser callbacks and ``send_400_response``; all
+else is uvicorn's.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from relay.errors import HeadersTooLarge, PublicError, RequestTimeout, http_error
+from relay.errors import BadRequest, HeadersTooLarge, PublicError, RequestTimeout, http_error
 
 
 class _HeadTooLarge(Exception):
@@ -75,10 +77,11 @@ def guarded_protocol(max_head_bytes: int, head_timeout: float) -> type[HttpTools
             super().on_headers_complete()
 
         def send_400_response(self, msg: str) -> None:
+            # A parse error: answer with the relay's JSON error like everywhere else.
             if self._head_too_large:
                 self._send_error(HeadersTooLarge())
             else:
-                super().send_400_response(msg)
+                self._send_error(BadRequest("the request is not valid HTTP/1.1"))
 
         def _count(self, n: int) -> None:
             self._head_bytes += n

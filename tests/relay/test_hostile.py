@@ -204,7 +204,7 @@ async def test_conflicting_length_and_chunked_is_400(relay: RunningRelay) -> Non
             b"transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
         )
         response = await exchange(relay.settings.port, request, 2)
-    assert status_of(response) == 400
+    assert status_of(response) == 400 and error_code(response) == "bad_request"
     assert agent.requests == []
 
 
