@@ -46,12 +46,13 @@ UPDATE_CARD_FIELDS = (
 
 
 def register_fields(next_generation: bool) -> tuple[Field, ...]:
-    return (
+    """ "current" has no ``delivery_mode`` field (ignored, whatever its type)."""
+    fields = (
         Field("id", Kind.STRING, required=True),
         Field("url", Kind.STRING, required=not next_generation),
         Field("agent_card", Kind.RAW, required=True),
-        Field("delivery_mode", Kind.STRING),
     )
+    return (*fields, Field("delivery_mode", Kind.STRING)) if next_generation else fields
 
 
 async def _check_url(p: Platform, url: str) -> None:

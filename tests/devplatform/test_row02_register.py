@@ -75,6 +75,11 @@ async def test_bad_bodies(dev: Dev, body: bytes) -> None:
     assert (response.status_code, response.json()) == (400, GENERIC)
 
 
+async def test_current_ignores_delivery_mode(dev: Dev) -> None:
+    response = await dev.register(str(uuid.uuid4()), "http://localhost:9/", delivery_mode=7)
+    assert response.status_code == 200 and "delivery_mode" not in response.json()
+
+
 async def test_current_refuses_the_poll_probe(dev: Dev) -> None:
     # Section 13: "current" has no delivery_mode, and url is required.
     workspace_id = str(uuid.uuid4())
