@@ -10,7 +10,11 @@ from wire.frames import Hello, RequestHead, ResponseHead, Welcome
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class HelloReceived:
-    """Relay side: the agent introduced itself. Answer with ``send_welcome`` or close."""
+    """Relay side: the agent introduced itself. Answer with ``send_welcome`` or close.
+
+    If the connection is already ``established``, this is a HELLO sent again to replace
+    ``hello.caller_auth`` (the name was checked to be unchanged): apply it, don't answer.
+    """
 
     hello: Hello
 

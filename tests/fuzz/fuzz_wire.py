@@ -41,6 +41,7 @@ from wire import (
     Connection,
     DataReceived,
     ErrorCode,
+    FrameType,
     Hello,
     RemoteProtocolError,
     RequestHead,
@@ -54,7 +55,9 @@ from wire.state import Half
 _HEADER = struct.Struct("!BBHI")
 _SHA = "0123456789abcdef" * 4
 _METHODS = ("GET", "POST", "PUT", "DELETE", "OPTIONS", "G E T", "", "\u00e9")
-_NAMES = ("demo", "other", None, "", "x" * 300)
+_NAMES = ("demo", "other", None, "", "x" * 300, 5)
+_SCHEMES = ("bearer", "basic", "digest", 5)
+_DIGESTS = (_SHA, _SHA.upper(), "x", 7)
 
 
 class Input:
@@ -105,12 +108,15 @@ def _json(inp: Input, obj: object) -> bytes:
 def _payload(inp: Input, ftype: int) -> bytes:
     match ftype:
         case 1:
-            auth = [{"scheme": "bearer", "sha256": _SHA}] * inp.pick(10)
+            auth = [_credential(inp) for _ in range(inp.pick(10))]
             name = _NAMES[inp.pick(len(_NAMES))]
-            return _json(inp, {"name": name, "caller_auth": auth, "agent": inp.text()})
+            agent = inp.text() if inp.pick(8) else "x" * 201
+            return _json(inp, {"name": name, "caller_auth": auth, "agent": agent})
         case 2:
-            streams = (0, 1, 2, 1024, -1)[inp.pick(5)]
-            obj = {"name": "demo", "urls": ["u"], "max_streams": streams, "max_request_body": 9}
+            streams = (0, 1, 2, 1024, -1, "1")[inp.pick(6)]
+            urls = (["u"], [], "u", [1])[inp.pick(4)]
+            name = _NAMES[inp.pick(len(_NAMES))]
+            obj = {"name": name, "urls": urls, "max_streams": streams, "max_request_body": 9}
             return _json(inp, obj)
         case 3:
             method = _METHODS[inp.pick(len(_METHODS))]
@@ -132,9 +138,18 @@ def _payload(inp: Input, ftype: int) -> bytes:
     return inp.take(inp.pick(32))
 
 
+def _credential(inp: Input) -> object:
+    if inp.pick(8) == 0:
+        return "bearer"
+    return {"scheme": _SCHEMES[inp.pick(4) // 3], "sha256": _DIGESTS[inp.pick(8) // 5]}
+
+
 def _stream_id(inp: Input, conn: Connection) -> int:
     last = conn._last_stream_id
+    open_ids = sorted(conn._streams) or [1]
     choices = (1, 3, last, last + 2, last + 1, 0, inp.u32(), max(last - 2, 1))
+    if inp.pick(2):
+        return open_ids[inp.pick(len(open_ids))]
     return choices[inp.pick(len(choices))]
 
 
@@ -208,10 +223,12 @@ class Driver:
 
     def step(self) -> bool:
         """One step; False once the session is over."""
-        action = self.inp.pick(12)
+        action = self.inp.pick(13)
         try:
             if action < 7:
                 self.receive(message(self.inp, self.conn))
+            elif action == 12:
+                self.pour()
             else:
                 self.local_move(action)
         except RemoteProtocolError:
@@ -238,6 +255,21 @@ class Driver:
             conn.send_reset(sid, ErrorCode(inp.pick(len(ErrorCode))), inp.text())
         elif action == 11:
             self.session_move()
+
+    def pour(self) -> None:
+        """The peer fills a stream's window with full DATA frames, and we drain it all:
+        the quick way to window growth and session grants."""
+        conn = self.conn
+        if not conn._streams:
+            return
+        sid = sorted(conn._streams)[self.inp.pick(len(conn._streams))]
+        for _ in range(1 + self.inp.pick(16)):
+            stream = conn._streams.get(sid)
+            if stream is None or stream.receiving is not Half.BODY:
+                return
+            size = min(MAX_PAYLOAD, stream.recv_window.remaining, conn._recv_session.remaining)
+            self.receive(_HEADER.pack(FrameType.DATA, 0, 0, sid) + bytes(size))
+            conn.consumed(sid, self.held.pop(sid, 0))
 
     def send_on(self, sid: int) -> None:
         conn, inp = self.conn, self.inp
