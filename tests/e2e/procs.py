@@ -242,3 +242,37 @@ class Procs:
                 proc.signal(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
             proc.stop(timeout=5.0)
         self.procs.clear()
+
+
+class PeakRss:
+    """Samples the resident memory of some processes in a thread (every ``interval`` s)
+    while the ``with`` block runs; ``peak`` and ``start`` are in bytes, by pid."""
+
+    def __init__(self, *pids: int, interval: float = 0.05) -> None:
+        import psutil
+
+        self._procs = {pid: psutil.Process(pid) for pid in pids}
+        self.interval = interval
+        self.start = {pid: p.memory_info().rss for pid, p in self._procs.items()}
+        self.peak = dict(self.start)
+        self.samples = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="rss", daemon=True)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(5)
+
+    def _sample(self) -> None:
+        while not self._done.wait(self.interval):
+            for pid, proc in self._procs.items():
+                try:
+                    rss = proc.memory_info().rss
+                except Exception:  # the process ended: nothing more to measure
+                    continue
+                self.peak[pid] = max(self.peak[pid], rss)
+            self.samples += 1
