@@ -90,6 +90,9 @@ def _command() -> str:
 
 def main() -> int:
     args = _parser().parse_args()
+    for target in (args.out, args.json):
+        if target is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="molecule-edge-bench-"))
     children = Children(workdir)
