@@ -108,6 +108,12 @@ class TunnelSession:
     def active_streams(self) -> int:
         return len(self._streams)
 
+    @property
+    def tunnel_name(self) -> str | None:
+        """The name the relay granted (WELCOME); before it, the one HELLO asked for,
+        which is None when the token names the tunnel."""
+        return self.welcome.name if self.welcome is not None else self.name
+
     async def run(self, welcome_timeout: float = WELCOME_TIMEOUT) -> None:
         """Serve until the WebSocket closes (normally: returns).
 
@@ -162,7 +168,9 @@ class TunnelSession:
         self.draining = True
         self.conn.send_goaway(ErrorCode.NO_ERROR, "agent draining")
         self.writer.kick()
-        logger.info("tunnel_draining", extra={"agent": self.name, "streams": self.active_streams})
+        logger.info(
+            "tunnel_draining", extra={"agent": self.tunnel_name, "streams": self.active_streams}
+        )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), deadline)
         await self.ws.close()
@@ -189,7 +197,9 @@ class TunnelSession:
                     self._dispatch(event)
                 self.writer.kick()
         except ProtocolError as exc:
-            logger.error("tunnel_protocol_error", extra={"agent": self.name, "error": str(exc)})
+            logger.error(
+                "tunnel_protocol_error", extra={"agent": self.tunnel_name, "error": str(exc)}
+            )
             self.conn.send_goaway(exc.code, str(exc)[:200])
             with contextlib.suppress(TunnelError):
                 await asyncio.wait_for(self.writer.flush(), 1.0)
@@ -240,7 +250,7 @@ class TunnelSession:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "stream_opened",
-                extra={"agent": self.name, "stream_id": sid, "method": event.head.method},
+                extra={"agent": self.tunnel_name, "stream_id": sid, "method": event.head.method},
             )
 
     def _stream_done(self, stream: Stream) -> None:
@@ -259,7 +269,11 @@ class TunnelSession:
         entry = self._streams.get(event.stream_id)
         logger.info(
             "stream_reset",
-            extra={"agent": self.name, "stream_id": event.stream_id, "code": event.code.name},
+            extra={
+                "agent": self.tunnel_name,
+                "stream_id": event.stream_id,
+                "code": event.code.name,
+            },
         )
         if entry is not None:
             entry[0].cancel_by_peer(event.code, entry[1])
@@ -275,12 +289,12 @@ class TunnelSession:
             _call_hook(self.hooks.on_ready, welcome)
 
     def _on_goaway(self, event: GoAwayReceived) -> None:
-        logger.info("goaway_received", extra={"agent": self.name, "code": event.code.name})
+        logger.info("goaway_received", extra={"agent": self.tunnel_name, "code": event.code.name})
         if event.code is ErrorCode.UNAUTHORIZED:
             self._fatal = AuthError(f"the relay revoked this agent's token: {event.reason}")
         elif event.code is ErrorCode.REPLACED:
             self._fatal = NameTakenError(
-                f"another agent session took the name {self.name!r}: {event.reason}"
+                f"another agent session took the name {self.tunnel_name!r}: {event.reason}"
             )
         # No new streams will come: finish the in-flight ones, then close.
         if not self.draining:

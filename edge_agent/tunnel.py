@@ -214,7 +214,7 @@ class TunnelClient:
         finally:
             self._session = None
         up = time.monotonic() - session.ready_at if session.ready_at is not None else 0.0
-        fields = {"agent": self.name, "uptime": round(up, 3)}
+        fields = {"agent": session.tunnel_name, "uptime": round(up, 3)}
         logger.info(
             "tunnel_disconnected", extra=fields | ({"error": str(failure)} if failure else {})
         )
