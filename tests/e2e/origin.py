@@ -29,6 +29,7 @@ import asyncio
 import gzip
 import hashlib
 import json
+import logging
 import random
 import socket
 import threading
@@ -73,6 +74,18 @@ def pattern_digest(total: int) -> str:
     for piece in pattern(total):
         digest.update(piece)
     return digest.hexdigest()
+
+
+class OnPurpose(RuntimeError):
+    """A failure the origin raises on purpose (not logged by its uvicorn)."""
+
+
+class _QuietOnPurpose(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], OnPurpose))
+
+
+logging.getLogger("uvicorn.error").addFilter(_QuietOnPurpose())
 
 
 class Origin:
@@ -301,7 +314,7 @@ class Origin:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"x" * 1000, "more_body": True})
         await asyncio.sleep(0.2)  # the first bytes reach the caller before the failure
-        raise RuntimeError("origin failed mid-body (on purpose)")
+        raise OnPurpose("origin failed mid-body")
 
     async def _r_nohead(
         self, scope: Scope, receive: Receive, send: Send, q: dict[str, str]

@@ -47,6 +47,7 @@ class Proc:
         self.name = name
         self.args = list(args)
         self.lines: list[str] = []
+        self.stamps: list[float] = []  # time.monotonic() when each line was read
         self._queue: queue.Queue[str] = queue.Queue()
         self._eof = threading.Event()
         # ``env`` is the whole environment when given (see clean_env).
@@ -66,6 +67,7 @@ class Proc:
     def _pump(self) -> None:
         assert self.popen.stdout is not None
         for line in self.popen.stdout:
+            self.stamps.append(time.monotonic())
             self.lines.append(line.rstrip("\n"))
             self._queue.put(line.rstrip("\n"))
         self._eof.set()
@@ -93,6 +95,17 @@ class Proc:
 
     def output(self) -> str:
         return "\n".join(self.lines[-200:])
+
+    def stamp(self, pattern: str, nth: int = 1) -> float:
+        """When the ``nth`` line matching ``pattern`` was read (``time.monotonic()``)."""
+        regex = re.compile(pattern)
+        seen = 0
+        for stamp, line in zip(list(self.stamps), list(self.lines), strict=False):
+            if regex.search(line):
+                seen += 1
+                if seen == nth:
+                    return stamp
+        raise LookupError(f"{self.name}: no line #{nth} matching {pattern!r}")
 
     def count(self, pattern: str) -> int:
         """Output lines so far that match ``pattern``."""
