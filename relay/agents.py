@@ -157,7 +157,7 @@ async def _establish(
         log.info("agent_replaced", extra={"agent": name, "client": session.client})
     log.info(
         "agent_connected",
-        extra={"agent": name, "client": session.client, "software": hello.agent or "-"},
+        extra={"agent": name, "client": session.client, "software": _printable(hello.agent)},
     )
     return True
 
@@ -187,6 +187,11 @@ def token_still_valid(state: RelayState, session: AgentSession) -> bool:
     if session.token_sha256 is None:
         return current is None  # an open-mode name that now belongs to a token is lost
     return current is not None and hmac.compare_digest(current, session.token_sha256)
+
+
+def _printable(text: str, limit: int = 80) -> str:
+    """Agent-supplied text made safe for a log line (no control characters)."""
+    return "".join(c if c.isprintable() else "?" for c in text[:limit]) or "-"
 
 
 def _client(scope: Scope) -> str:

@@ -231,6 +231,11 @@ def serve(ctx: click.Context, /, **opts: Any) -> None:
             err=True,
         )
         log.warning("open_mode", extra={"detail": "agents may claim free names without a token"})
+    if settings.public_url is None and settings.host in ("0.0.0.0", "::"):
+        log.warning(
+            "public_url_unset",
+            extra={"detail": "agents get URLs on a wildcard address; set --public-url"},
+        )
     try:
         server.serve(settings)
     except RelayConfigError as exc:
