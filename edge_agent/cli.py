@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import click
 
@@ -39,6 +39,15 @@ def relay_options(func: F) -> F:
     options = [
         click.option("--relay", metavar="URL", help="Relay base URL [env: EDGE_RELAY_URL]."),
         click.option("--token", metavar="TOKEN", help="Relay token [env: EDGE_RELAY_TOKEN]."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return tls_options(func)
+
+
+def tls_options(func: F) -> F:
+    """``--ca-file``, ``--insecure`` and ``--pin-sha256`` (values None when not given)."""
+    options = [
         click.option("--ca-file", type=click.Path(dir_okay=False), help="PEM CA for the relay."),
         click.option("--insecure", is_flag=True, default=None, help="Do NOT verify TLS (dev)."),
         click.option("--pin-sha256", metavar="HEX", help="Relay certificate SHA-256 pin."),
@@ -125,19 +134,32 @@ async def serve_http(settings: HttpSettings) -> None:
 
 
 def _target(settings: HttpSettings) -> tuple[Target, str]:
-    if settings.app:
+    return make_target(settings.target, settings.app)
+
+
+def make_target(target: str | None, app: str | None) -> tuple[Target, str]:
+    """The Target for a port/URL or a ``module:attr`` app, and its label for output."""
+    if app:
         if os.getcwd() not in sys.path:  # as uvicorn: import the app from the current dir
             sys.path.insert(0, os.getcwd())
-        return AsgiTarget(settings.app), settings.app
-    assert settings.target is not None
-    http_target = HttpTarget(settings.target)
+        return AsgiTarget(app), app
+    assert target is not None
+    http_target = HttpTarget(target)
     return http_target, http_target.base_url
+
+
+class Drainable(Protocol):
+    """What :class:`Stopper` stops: a :class:`TunnelClient`, or anything shaped like it."""
+
+    async def drain(self, deadline: float = DRAIN_TIMEOUT) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class Stopper:
     """First SIGINT/SIGTERM: drain (finish in-flight requests); second: stop now."""
 
-    def __init__(self, client: TunnelClient, deadline: float = DRAIN_TIMEOUT) -> None:
+    def __init__(self, client: Drainable, deadline: float = DRAIN_TIMEOUT) -> None:
         self.client = client
         self.deadline = deadline
         self._drain: asyncio.Task[None] | None = None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from edge_agent.errors import ConfigError
@@ -91,12 +91,28 @@ def resolve_http(
     return HttpSettings(**values)
 
 
+def merge_sources(
+    keys: Iterable[str],
+    flags: Mapping[str, Any],
+    env: Mapping[str, str],
+    file: Mapping[str, Any],
+    env_names: Mapping[str, str],
+) -> dict[str, Any]:
+    """For each key: the flag if set, else its environment variable (``env_names``), else
+    the file's value (None when none has it). The precedence rule of every command."""
+    return {key: _pick(key, flags, env, file, env_names) for key in keys}
+
+
 def _pick(
-    key: str, flags: Mapping[str, Any], env: Mapping[str, str], file: Mapping[str, Any]
+    key: str,
+    flags: Mapping[str, Any],
+    env: Mapping[str, str],
+    file: Mapping[str, Any],
+    names: Mapping[str, str] = ENV,
 ) -> Any:
     flag = flags.get(key)
     if flag is not None and flag != ():
         return flag
-    if key in ENV and env.get(ENV[key]):
-        return env[ENV[key]]
+    if key in names and env.get(names[key]):
+        return env[names[key]]
     return file.get(key)
