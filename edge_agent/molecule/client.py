@@ -220,6 +220,19 @@ class PlatformClient:
         deleted = data.get("deleted") is True or status == "removed"
         return WorkspaceState(self.workspace_id, status, data.get("paused") is True, deleted)
 
+    async def get_workspace_status(self) -> str:
+        """``GET /workspaces/:id``: the workspace's ``status`` (``removed`` once deleted).
+
+        A deleted workspace's tokens are revoked, so ``/state`` answers 401 exactly as
+        for a revoked token; this (unauthenticated) row tells the two apart.
+
+        Raises:
+            NotFound: no such workspace (purged). PlatformRejected (410 in the "next"
+            generation): deleted.
+        """
+        data = _object(await self._send("GET", f"/workspaces/{self._ws}", "workspace"))
+        return str_or(data.get("status"), "unknown")
+
     async def pull_secrets(self) -> Secrets:
         """``GET /workspaces/:id/secrets/values``: the flat ``{KEY: value}`` map."""
         data = _object(await self._send("GET", f"/workspaces/{self._ws}/secrets/values", "secrets"))
