@@ -1,0 +1,376 @@
+"""``edge-agent run``, ``peers`` and ``card``: the Molecule platform commands.
+
+``edge-agent run`` is a remote workspace on a relay (:class:`edge_agent.agent.EdgeAgent`):
+it prints the public URL and each registration, then one line per request, as
+``edge-agent http`` does. ``peers`` lists (or looks up) the workspaces this one may
+talk to; ``card`` replaces the registered agent card. All three use the token cached
+by ``run`` (or one given with ``--token``). Secret values are never printed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import ssl
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Final, TypeVar
+
+import click
+
+from edge_agent import caller_auth
+from edge_agent.agent import AgentHooks, EdgeAgent
+from edge_agent.cli import RequestLines, Stopper, make_target, output_options, tls_options
+from edge_agent.config import load_file
+from edge_agent.errors import ConfigError
+from edge_agent.logs import setup_logging
+from edge_agent.molecule.card import build_agent_card, load_agent_card
+from edge_agent.molecule.client import PlatformClient
+from edge_agent.molecule.errors import (
+    BadRequest,
+    ChildStartError,
+    MoleculeError,
+    PlatformRejected,
+    TokenRejected,
+    TokenStoreError,
+    WorkspaceDeleted,
+)
+from edge_agent.molecule.models import RegisterResult
+from edge_agent.molecule.settings import (
+    SECTION,
+    PlatformSettings,
+    RunSettings,
+    resolve_platform,
+    resolve_run,
+)
+from edge_agent.molecule.tokens import TokenStore
+from edge_agent.runner import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, on_stop_signals, run_main
+from edge_agent.tls import TlsOptions, client_context
+
+#: The platform refused the workspace: deleted, or its token revoked / wrong. (The
+#: other exit codes are in :mod:`edge_agent.runner`; a command that exited for good
+#: ends ``run`` with its own code.)
+EXIT_PLATFORM: Final = 5
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def register(main: click.Group) -> None:
+    """Add the platform commands to the ``edge-agent`` group."""
+    main.add_command(run)
+    main.add_command(peers)
+    main.add_command(card)
+
+
+def platform_options(func: F) -> F:
+    """Where the platform is and which workspace we are (values None when not given)."""
+    options = [
+        click.option("--platform", metavar="URL", help="Platform URL [env: EDGE_PLATFORM_URL]."),
+        click.option("--workspace-id", metavar="ID", help="[env: EDGE_WORKSPACE_ID]"),
+        click.option(
+            "--token",
+            metavar="TOKEN",
+            help="Workspace token, cached for later runs [env: EDGE_PLATFORM_TOKEN].",
+        ),
+        click.option(
+            "--token-dir",
+            type=click.Path(file_okay=False),
+            help="Token cache folder (default ~/.molecule) [env: EDGE_TOKEN_DIR].",
+        ),
+        click.option("--org-id", help="X-Molecule-Org-Id (SaaS) [env: EDGE_ORG_ID]."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def platform_tls_options(func: F) -> F:
+    """``--ca-file`` and ``--insecure`` for commands that only talk to the platform."""
+    options = [
+        click.option("--ca-file", type=click.Path(dir_okay=False), help="PEM CA to trust."),
+        click.option("--insecure", is_flag=True, default=None, help="Do NOT verify TLS (dev)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.command(context_settings={"allow_interspersed_args": False})
+@platform_options
+@click.option("--relay", metavar="URL", help="Relay base URL [env: EDGE_RELAY_URL].")
+@click.option("--relay-token", metavar="TOKEN", help="Relay token [env: EDGE_RELAY_TOKEN].")
+@click.option("--to", metavar="PORT|URL", help="Local server the calls go to.")
+@click.option("--app", metavar="MODULE:ATTR", help="Serve this ASGI app in-process.")
+@click.option(
+    "--agent-card", type=click.Path(dir_okay=False), help="Agent card JSON [env: EDGE_AGENT_CARD]."
+)
+@click.option("--agent-name", help="Name of the built agent card (without --agent-card).")
+@click.option(
+    "--heartbeat-interval",
+    type=float,
+    help="Seconds between heartbeats (30) [env: EDGE_HEARTBEAT_INTERVAL].",
+)
+@click.option(
+    "--caller-auth",
+    multiple=True,
+    metavar="bearer:TOKEN|basic:USER:PASS",
+    help="Extra credential public callers may present (repeatable).",
+)
+@tls_options
+@output_options
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def run(config: str | None, **flags: Any) -> None:
+    """Serve this machine as a Molecule workspace through the relay.
+
+    Registers the relay URL of the workspace with the platform, keeps it alive with
+    heartbeats, follows pause/resume/delete, and forwards the platform's A2A calls to
+    --to or --app. After `--`, a COMMAND to run with the workspace's secrets in its
+    environment (restarted if it crashes; the run ends with its exit code).
+
+    The TLS flags apply to the relay; --ca-file and --insecure also to the platform.
+    Exit codes: 2 bad settings or the URL refused, 3 relay token refused, 5 workspace
+    deleted or token revoked.
+    """
+    try:
+        settings = resolve_run(flags, file=load_file(config, SECTION))
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    _setup(settings)
+    sys.exit(run_cli(serve_run(settings)))
+
+
+async def serve_run(settings: RunSettings) -> int:
+    """The ``run`` command once settings are resolved; returns the exit code."""
+    target, label = make_target(settings.to, settings.app)
+    printer = RunPrinter(settings, label)
+    agent = EdgeAgent(
+        platform_url=settings.platform,
+        workspace_id=settings.workspace_id,
+        relay_url=settings.relay,
+        relay_token=settings.relay_token,
+        target=target,
+        command=settings.command,
+        agent_card=settings.agent_card,
+        agent_name=settings.agent_name,
+        platform_token=settings.token,
+        token_dir=settings.token_dir,
+        org_id=settings.org_id,
+        heartbeat_interval=settings.heartbeat_interval,
+        caller_auth=[caller_auth.parse(spec) for spec in settings.caller_auth],
+        relay_tls=TlsOptions(settings.ca_file, settings.insecure, settings.pin_sha256),
+        platform_verify=_platform_verify(settings),
+        hooks=printer.hooks(),
+    )
+    async with agent:
+        on_stop_signals(Stopper(agent).signal)
+        return await agent.run()
+
+
+class RunPrinter:
+    """The readable lines of ``edge-agent run`` (stdout); never a secret value."""
+
+    def __init__(self, settings: RunSettings, label: str) -> None:
+        self.settings = settings
+        self.label = label
+        self.registrations = 0
+        self._requests = RequestLines(label)
+
+    def hooks(self) -> AgentHooks:
+        return AgentHooks(
+            on_public_url=self.public_url,
+            on_registered=self.registered,
+            on_paused=self.paused,
+            on_resumed=self.resumed,
+            on_request=self._requests.request,
+            on_command=self.command,
+        )
+
+    def public_url(self, url: str) -> None:
+        click.echo(f"Forwarding {url} -> {self.label}")
+
+    def registered(self, result: RegisterResult) -> None:
+        self.registrations += 1
+        verb = "Registered" if self.registrations == 1 else "Registered again"
+        generation = "next" if result.is_next else "current"
+        click.echo(
+            f"{verb}: workspace {self.settings.workspace_id} on {self.settings.platform} "
+            f"(platform generation {generation})"
+        )
+        if result.token_issued:
+            store = TokenStore(self.settings.workspace_id, self.settings.token_dir)
+            click.echo(f"Workspace token issued and cached in {store.token_path}")
+        if result.inbound_secret is not None and self.registrations == 1:
+            click.echo("Calls must carry the platform inbound secret (checked by relay and agent)")
+
+    def paused(self) -> None:
+        click.echo("Paused on the platform: new requests get 503 until it is resumed")
+
+    def resumed(self) -> None:
+        click.echo("Resumed on the platform: serving again")
+
+    def command(self, argv: Sequence[str], secret_names: Sequence[str]) -> None:
+        names = ", ".join(secret_names) if secret_names else "none"
+        click.echo(f"Starting {argv[0]} with secrets: {names} (values not shown)")
+
+
+@click.command()
+@click.argument("target_id", required=False)
+@platform_options
+@platform_tls_options
+@click.option("-q", "--query", help="Only peers whose name or role contains this.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@output_options
+def peers(
+    config: str | None, target_id: str | None, query: str | None, as_json: bool, **flags: Any
+) -> None:
+    """List the workspaces this one may talk to, or look up TARGET_ID's URL."""
+    settings = _platform_settings(config, flags)
+
+    async def main(client: PlatformClient) -> None:
+        if target_id:
+            found = await client.discover(target_id)
+            rows: list[dict[str, Any]] = [dataclasses.asdict(found)]
+        else:
+            rows = [dataclasses.asdict(peer) for peer in await client.get_peers(query)]
+        _print_rows(rows, as_json)
+
+    sys.exit(run_cli(_with_client(settings, main)))
+
+
+@click.command()
+@click.argument("card_file", required=False, type=click.Path(dir_okay=False))
+@platform_options
+@platform_tls_options
+@click.option("--public-url", metavar="URL", help="Default: the workspace's registered URL.")
+@click.option("--agent-name", help="Name of the built card (without CARD_FILE).")
+@output_options
+def card(
+    config: str | None,
+    card_file: str | None,
+    public_url: str | None,
+    agent_name: str | None,
+    **flags: Any,
+) -> None:
+    """Replace the workspace's agent card (CARD_FILE, or a minimal built one).
+
+    Its interface URLs are moved onto the public URL. A running `edge-agent run`
+    registers its own card again after an outage: give it the same --agent-card.
+    """
+    settings = _platform_settings(config, flags)
+    name = agent_name or f"edge agent {settings.workspace_id[:8]}"
+
+    async def main(client: PlatformClient) -> None:
+        url = public_url or (await client.discover(settings.workspace_id)).url
+        if not url:
+            raise click.UsageError("the workspace has no registered URL: pass --public-url")
+        try:
+            if card_file:
+                new_card = load_agent_card(card_file, url)
+            else:
+                new_card = build_agent_card(url, name=name)
+        except (OSError, ValueError) as exc:
+            raise click.UsageError(f"cannot load the agent card: {exc}") from None
+        await client.update_card(new_card)
+        click.echo(f"Agent card of {settings.workspace_id} updated (interfaces at {url})")
+
+    sys.exit(run_cli(_with_client(settings, main)))
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def run_cli(main: Coroutine[Any, Any, int | None]) -> int:
+    """Run ``main``; platform errors print one clear line and map to exit codes."""
+    result = EXIT_OK
+
+    async def wrapped() -> None:
+        nonlocal result
+        try:
+            result = await main or EXIT_OK
+        except MoleculeError as exc:
+            click.echo(f"edge-agent: error: {describe(exc)}", err=True)
+            result = exit_code(exc)
+
+    code = run_main(wrapped())
+    return code if code != EXIT_OK else result
+
+
+def describe(exc: MoleculeError) -> str:
+    """The error's message, with what to do about it."""
+    if isinstance(exc, WorkspaceDeleted):
+        return f"{exc}; nothing left to serve (create a new workspace to continue)"
+    if isinstance(exc, TokenRejected):
+        return (
+            f"{exc}. Pass a valid workspace token with --token or EDGE_PLATFORM_TOKEN "
+            "(an admin can create one: POST /workspaces/<id>/tokens)"
+        )
+    if isinstance(exc, BadRequest) and str(exc).startswith("register:"):
+        return (
+            f"{exc}. The platform refused the registration; it refuses URLs on loopback "
+            "and private addresses, so the relay's public URL must resolve to a public "
+            "address (edge-relay serve --public-url)"
+        )
+    return str(exc)
+
+
+def exit_code(exc: MoleculeError) -> int:
+    if isinstance(exc, BadRequest | TokenStoreError | ChildStartError):
+        return EXIT_CONFIG
+    if isinstance(exc, PlatformRejected):
+        return EXIT_PLATFORM
+    return EXIT_ERROR
+
+
+async def _with_client(
+    settings: PlatformSettings, main: Callable[[PlatformClient], Coroutine[Any, Any, None]]
+) -> None:
+    try:
+        client = PlatformClient(
+            settings.platform,
+            settings.workspace_id,
+            token_store=TokenStore(settings.workspace_id, settings.token_dir),
+            token=settings.token,
+            org_id=settings.org_id,
+            verify=_platform_verify(settings),
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    async with client:
+        await main(client)
+
+
+def _platform_settings(config: str | None, flags: dict[str, Any]) -> PlatformSettings:
+    try:
+        settings = resolve_platform(flags, file=load_file(config, SECTION))
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    _setup(settings)
+    return settings
+
+
+def _setup(settings: PlatformSettings) -> None:
+    setup_logging(settings.verbose, "json" if settings.log_format == "json" else "text")
+    if settings.insecure:
+        click.echo(
+            "WARNING: --insecure: TLS certificates are NOT verified; anyone on the path can "
+            "read and change this traffic, tokens included",
+            err=True,
+        )
+
+
+def _platform_verify(settings: PlatformSettings) -> ssl.SSLContext | bool:
+    if not settings.ca_file and not settings.insecure:
+        return True  # the system store (httpx also honours SSL_CERT_FILE)
+    return client_context(TlsOptions(settings.ca_file, settings.insecure))
+
+
+def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        click.echo("No peers.")
+    for row in rows:
+        status = row.get("status", "")
+        fields = [row["id"], status, row.get("name") or "-", row.get("url") or "-"]
+        click.echo("  ".join(str(field) for field in fields if field != ""))
