@@ -1,0 +1,143 @@
+"""A2A through the relay's public URL: the a2a-sdk client against the example agent's
+a2a-sdk server, both unchanged, with ``edge-relay`` and ``edge-agent`` in between.
+
+Every test runs on both tunnels (see ``conftest``): the agent behind a local port and
+the agent in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import httpx
+from a2a.types import (
+    CancelTaskRequest,
+    GetExtendedAgentCardRequest,
+    GetTaskRequest,
+    Task,
+    TaskState,
+)
+
+from tests.e2e_a2a.calls import (
+    artifacts,
+    chunks_text,
+    collect,
+    kinds,
+    request,
+    rpc_body,
+    text_of,
+)
+from tests.e2e_a2a.conftest import A2ATunnel, MakeClient, Stack
+
+#: Shape of the timed stream: the example sleeps INTERVAL before each chunk and GAP more
+#: before chunk CHUNKS // 2, so the production gaps between artifacts are uneven.
+CHUNKS, INTERVAL, GAP = 5, 0.6, 1.5
+PRODUCED_GAPS = [INTERVAL, INTERVAL + GAP, INTERVAL, INTERVAL]
+
+#: How far an arrival gap may stray from its production gap. An event may be late by
+#: up to LATE seconds on a busy machine; it may look early (its predecessor was late)
+#: by at most half the gap. A buffering hop fails both: the gaps collapse to ~0 and the
+#: long one lands at the end.
+LATE = 1.0
+
+
+def task_text(task: Task) -> str:
+    return "".join(part.text for artifact in task.artifacts for part in artifact.parts)
+
+
+async def test_card_points_back_at_the_relay(
+    stack: Stack, tunnel: A2ATunnel, http: httpx.AsyncClient, make_client: MakeClient
+) -> None:
+    assert tunnel.url == f"{stack.relay.url}/a/{tunnel.name}/"
+    raw = await http.get(tunnel.url + ".well-known/agent-card.json")
+    assert raw.status_code == 200, raw.text
+    assert [i["url"] for i in raw.json()["supportedInterfaces"]] == [tunnel.url]
+    # The SDK client fetched the same card through the relay and POSTs where it says.
+    client = await make_client(tunnel.url)
+    card = await client.get_extended_agent_card(GetExtendedAgentCardRequest())
+    assert [i.url for i in card.supported_interfaces] == [tunnel.url]
+
+
+async def test_send_message(tunnel: A2ATunnel, make_client: MakeClient) -> None:
+    client = await make_client(tunnel.url, streaming=False)
+    [reply] = await collect(client, request("hello through the relay"))
+    assert reply.kind == "message"
+    texts = [part.text for part in reply.event.message.parts]
+    assert texts == ["HELLO THROUGH THE RELAY", "secrets: none"]
+
+
+async def test_stream_events_arrive_as_produced(tunnel: A2ATunnel, make_client: MakeClient) -> None:
+    client = await make_client(tunnel.url)
+    events = await collect(client, request("tick", chunks=CHUNKS, interval=INTERVAL, gap=GAP))
+    assert kinds(events) == ["task", "status_update"] + ["artifact_update"] * CHUNKS + [
+        "status_update"
+    ]
+    working, completed = events[1], events[-1]
+    assert (working.state, completed.state) == ("TASK_STATE_WORKING", "TASK_STATE_COMPLETED")
+    assert text_of(events) == chunks_text("tick", CHUNKS)
+
+    times = [a.at for a in artifacts(events)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    produced = completed.produced_at() - working.produced_at()  # the agent's own clock
+    arrived = completed.at - working.at
+    print(
+        f"\n{tunnel.name}: artifact gaps produced "
+        + ", ".join(f"{g:.2f}" for g in PRODUCED_GAPS)
+        + " s, arrived "
+        + ", ".join(f"{g:.3f}" for g in gaps)
+        + f" s; WORKING->COMPLETED produced {produced:.3f} s, arrived {arrived:.3f} s"
+    )
+    for got, want in zip(gaps, PRODUCED_GAPS, strict=True):
+        assert want / 2 <= got <= want + LATE, (gaps, PRODUCED_GAPS)
+    assert abs(arrived - produced) <= LATE
+
+
+async def test_get_task_after_a_stream(tunnel: A2ATunnel, make_client: MakeClient) -> None:
+    client = await make_client(tunnel.url)
+    events = await collect(client, request("fetch me", chunks=3, interval=0.05))
+    task = await client.get_task(GetTaskRequest(id=events[0].event.task.id))
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED
+    assert task_text(task) == chunks_text("fetch me", 3)
+    assert [p.text for m in task.history[:1] for p in m.parts] == ["fetch me"]
+
+
+async def test_cancel_a_running_stream(tunnel: A2ATunnel, make_client: MakeClient) -> None:
+    chunks, interval = 40, 0.25  # a 10 s stream, cancelled after its second chunk
+    client = await make_client(tunnel.url)
+    events, task_id, cancelled = [], "", None
+    async with asyncio.timeout(20):
+        async for event in client.send_message(
+            request("stop me", chunks=chunks, interval=interval)
+        ):
+            events.append(event)
+            if event.HasField("task"):
+                task_id = event.task.id
+            if cancelled is None and sum(e.HasField("artifact_update") for e in events) == 2:
+                cancelled = await client.cancel_task(CancelTaskRequest(id=task_id))
+    assert cancelled is not None and cancelled.status.state == TaskState.TASK_STATE_CANCELED
+    last = events[-1]
+    assert last.HasField("status_update")
+    assert last.status_update.status.state == TaskState.TASK_STATE_CANCELED
+    received = sum(e.HasField("artifact_update") for e in events)
+    assert 2 <= received < chunks
+
+    # The agent saw it: its task store says CANCELED, and its executor stopped producing.
+    task = await client.get_task(GetTaskRequest(id=task_id))
+    assert task.status.state == TaskState.TASK_STATE_CANCELED
+    assert task_text(task) == chunks_text("stop me", chunks, upto=received)
+    await asyncio.sleep(4 * interval)
+    later = await client.get_task(GetTaskRequest(id=task_id))
+    assert task_text(later) == task_text(task)
+
+
+async def test_a2a_version_header_reaches_the_agent(
+    tunnel: A2ATunnel, http: httpx.AsyncClient
+) -> None:
+    """The a2a-sdk server reads a missing ``A2A-Version`` as 0.3 and refuses 1.0 methods:
+    both answers prove the header crosses the relay and agent as sent (or not sent)."""
+    body = rpc_body("SendMessage", "versioned")
+    without = await http.post(tunnel.url, json=body)
+    assert without.json()["error"]["code"] == -32009, without.text
+    with_header = await http.post(tunnel.url, json=body, headers={"A2A-Version": "1.0"})
+    assert with_header.json()["result"]["message"]["parts"][0] == {"text": "VERSIONED"}
