@@ -103,7 +103,10 @@ class Comparison:
     def _round(self, path: BenchPath) -> None:
         with sampling(path.pids()) as sampler:
             self._small(path, 1)
-            self._small(path, 64)
+            with sampling(path.pids()) as busy:
+                requests = self._small(path, 64)
+            if path.pids() and requests:
+                self._add(path, "small_c64_cpu_us", busy.cpu_seconds / requests * 1e6)
             big = self._wrk(path, "/big", 1)
             self._add(path, "big_mbs", big.mb_per_s)
             echo = self._wrk(path, "/echo", 4, ECHO_BODY)
@@ -113,11 +116,13 @@ class Comparison:
             self._add(path, "rss_mib", sampler.peak_rss / 2**20)
             self._add(path, "cpu_s", sampler.cpu_seconds)
 
-    def _small(self, path: BenchPath, connections: int) -> None:
+    def _small(self, path: BenchPath, connections: int) -> int:
+        """Small GETs at this concurrency; returns how many requests completed."""
         result = self._wrk(path, "/small", connections)
         self._add(path, f"small_c{connections}_rps", result.rps)
         self._add(path, f"small_c{connections}_p50", result.p50_ms)
         self._add(path, f"small_c{connections}_p99", result.p99_ms)
+        return result.requests
 
     def _wrk(self, path: BenchPath, target: str, connections: int, body: int = 0) -> WrkResult:
         result = wrk(

@@ -47,6 +47,7 @@ METRICS: Final = (
     Metric("small_c64_rps", "small GET c=64", "req/s", True, _int),
     Metric("small_c64_p50", "small GET c=64", "p50 ms", False, _ms),
     Metric("small_c64_p99", "small GET c=64", "p99 ms", False, _ms),
+    Metric("small_c64_cpu_us", "small GET c=64", "tunnel CPU us per request", False, _int),
     Metric("big_mbs", "GET /big 64 MiB", "MB/s", True, _mb),
     Metric("echo_mbs", "POST /echo 1 MiB", "MB/s", True, _mb),
     Metric("sse_first_ms", "SSE", "first event ms", False, _ms),
@@ -55,7 +56,7 @@ METRICS: Final = (
     Metric("cpu_s", "tunnel processes", "CPU s per round", False, lambda x: f"{x:.1f}"),
 )
 #: Figures with no meaning for the direct path (it has no processes of its own).
-OWN_PROCESS_METRICS: Final = frozenset({"rss_mib", "cpu_s"})
+OWN_PROCESS_METRICS: Final = frozenset({"rss_mib", "cpu_s", "small_c64_cpu_us"})
 
 
 def ratio(value: float | None, reference: float | None) -> float | None:
