@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import secrets
 import socket
 import subprocess
 import sys
@@ -104,6 +105,30 @@ def start_relay(topo: Topology, public_url: str | None = None) -> Relay:
     return Relay(proc, port, state_dir)
 
 
+@dataclass
+class Platform:
+    proc: NsProcess
+    url: str
+    admin: dict[str, str]  # the admin bearer header
+
+
+def start_platform(topo: Topology) -> Platform:
+    """``edge-devplatform serve`` in the internet namespace, in SaaS mode.
+
+    SaaS mode lets agent URLs be RFC 1918 addresses: the relay's 10.77.2.2 stands for a
+    relay the platform reaches over a private cloud network.
+    """
+    admin_token = secrets.token_urlsafe(24)
+    argv = [str(BIN / "edge-devplatform"), "serve", "--host", "0.0.0.0", "--port", "0"]
+    argv += ["--admin-token", admin_token, "--saas"]
+    proc = topo.spawn(topo.internet, "devplatform", argv)
+    pattern = r"edge-devplatform listening on http://\S+:(\d+)"
+    port = int(proc.wait_output(pattern, timeout=START_TIMEOUT).group(1))
+    return Platform(
+        proc, f"http://{INTERNET_IP}:{port}", {"Authorization": f"Bearer {admin_token}"}
+    )
+
+
 def start_sse_origin(topo: Topology) -> int:
     """The stdlib origin on the laptop's 127.0.0.1; returns its port."""
     proc = topo.spawn(topo.laptop, "sse-origin", [sys.executable, str(SSE_ORIGIN)])
@@ -150,6 +175,7 @@ def poll(
     within: float,
     timeout: float = 5.0,
     interval: float = 1.0,
+    headers: dict[str, str] | None = None,
 ) -> tuple[float, httpx.Response]:
     """GET ``url`` from ``ns`` until ``until(response)``; returns seconds taken and the response.
 
@@ -160,7 +186,7 @@ def poll(
     last: object = None
     while time.monotonic() - start < within:
         try:
-            last = response = request(ns, "GET", url, timeout=timeout)
+            last = response = request(ns, "GET", url, timeout=timeout, headers=headers)
             if until(response):
                 return time.monotonic() - start, response
             last = f"{response.status_code} {response.headers.get('x-edge-error')}"

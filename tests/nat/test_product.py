@@ -10,6 +10,7 @@ import asyncio
 import re
 import statistics
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -21,12 +22,15 @@ from a2a.types import Role, SendMessageRequest
 from tests.nat.faults import impaired, silent_drop
 from tests.nat.product import (
     A2A_HEADERS,
+    BIN,
     SseReader,
     a2a_streaming_request,
     poll,
+    request,
     require,
     start_a2a_example,
     start_agent_http,
+    start_platform,
     start_relay,
     start_sse_origin,
 )
@@ -94,7 +98,46 @@ def test_a2a_calls_reach_the_agent_behind_nat_through_the_relay(topo: Topology) 
 
 def test_a2a_calls_through_the_platform_reach_the_agent_behind_nat(topo: Topology) -> None:
     require("edge-relay serve", "edge-agent run", "edge-devplatform serve")
-    pytest.skip("edge-agent run against edge-devplatform: test not written until their CLIs land")
+    relay, platform = start_relay(topo), start_platform(topo)
+    workspace = {"name": "nat-laptop", "runtime": "external", "external": True}
+    created = request(
+        topo.internet, "POST", platform.url + "/workspaces", json=workspace, headers=platform.admin
+    ).json()
+    ws_id = created["id"]
+    argv = [str(BIN / "edge-agent"), "run", "--platform", platform.url, "--workspace-id", ws_id]
+    argv += ["--token", created["connection"]["auth_token"]]
+    argv += ["--token-dir", str(topo.log_dir / "molecule")]
+    argv += ["--relay", relay.url, "--relay-token", relay.issue_token(ws_id)]
+    argv += ["--to", f"http://127.0.0.1:{start_a2a_example(topo)}"]
+    topo.spawn(topo.laptop, "agent-run", argv)
+
+    def registered(response: httpx.Response) -> bool:
+        body = response.json() if response.status_code == 200 else {}
+        return bool(body.get("status") == "online" and body.get("url"))
+
+    took, response = poll(
+        topo.internet, f"{platform.url}/workspaces/{ws_id}", registered, within=60,
+        headers=platform.admin,
+    )  # fmt: skip
+    public_url = response.json()["url"]
+    assert public_url == f"{relay.url}/a/{ws_id}/"
+    print(f"registered {took:.1f} s after the platform had the workspace")
+    # As the platform's proxy sends it: A2A 0.3 JSON-RPC, no A2A-Version header.
+    message = {
+        "role": "user",
+        "messageId": str(uuid.uuid4()),
+        "parts": [{"kind": "text", "text": "via the platform"}],
+    }
+    call = {"jsonrpc": "2.0", "id": "1", "method": "message/send", "params": {"message": message}}
+    answer = request(
+        topo.internet, "POST", f"{platform.url}/workspaces/{ws_id}/a2a", json=call, timeout=60
+    )
+    assert answer.status_code == 200, answer.text
+    assert "VIA THE PLATFORM" in answer.text
+    # The registered URL is the relay's: a caller can use it straight, streaming included.
+    texts, events = topo.internet.call(asyncio.run, a2a_exchange(public_url))
+    assert texts[0] == "HELLO FROM THE INTERNET"
+    assert [kind for _, kind, _ in events][-2:] == ["artifact_update", "status_update"]
 
 
 def chunk_numbers(reader: SseReader) -> list[int]:
