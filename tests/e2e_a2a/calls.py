@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 import uuid
@@ -40,11 +41,12 @@ class Arrival:
         return datetime.fromisoformat(stamp.ToJsonString().replace("Z", "+00:00")).timestamp()
 
 
-async def collect(client: Client, req: SendMessageRequest) -> list[Arrival]:
-    """Every event of one call, with its arrival time."""
+async def collect(client: Client, req: SendMessageRequest, within: float = 60.0) -> list[Arrival]:
+    """Every event of one call, with its arrival time; fails after ``within`` seconds."""
     start, arrivals = time.monotonic(), []
-    async for event in client.send_message(req):
-        arrivals.append(Arrival(time.monotonic() - start, event))
+    async with asyncio.timeout(within):
+        async for event in client.send_message(req):
+            arrivals.append(Arrival(time.monotonic() - start, event))
     return arrivals
 
 

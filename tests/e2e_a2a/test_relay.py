@@ -59,6 +59,23 @@ async def test_card_points_back_at_the_relay(
     assert [i.url for i in card.supported_interfaces] == [tunnel.url]
 
 
+async def test_base_url_without_trailing_slash(
+    tunnel: A2ATunnel, http: httpx.AsyncClient, make_client: MakeClient
+) -> None:
+    """``/a/<name>`` reaches the agent's ``/`` as ``/a/<name>/`` does: no redirect, which
+    the SDK client would not follow."""
+    answer = await http.post(
+        tunnel.url.rstrip("/"),
+        json=rpc_body("SendMessage", "no slash"),
+        headers={"A2A-Version": "1.0"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["result"]["message"]["parts"][0] == {"text": "NO SLASH"}
+    client = await make_client(tunnel.url.rstrip("/"), streaming=False)
+    [reply] = await collect(client, request("sdk, no slash"))
+    assert reply.event.message.parts[0].text == "SDK, NO SLASH"
+
+
 async def test_send_message(tunnel: A2ATunnel, make_client: MakeClient) -> None:
     client = await make_client(tunnel.url, streaming=False)
     [reply] = await collect(client, request("hello through the relay"))

@@ -38,7 +38,7 @@ LATE = 2.0
 
 async def sdk_stream(make_client: MakeClient, url: str) -> list[Arrival]:
     client = await make_client(url)
-    return await collect(client, request("after the pause", **SHAPE))
+    return await collect(client, request("after the pause", **SHAPE), within=GAP + 30)
 
 
 async def raw_stream(http: httpx.AsyncClient, url: str) -> list[tuple[float, bytes]]:
