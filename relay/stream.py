@@ -76,7 +76,14 @@ class ProxyStream:
         self._changed.set()
 
     def on_reset(self, code: ErrorCode, reason: str) -> int:
-        """The stream is gone. Returns the buffered bytes dropped (refund their credit)."""
+        """The stream is gone. Returns the buffered bytes dropped (refund their credit).
+
+        A response that already ended (FIN received) is complete: it stays buffered for
+        the caller. (An agent that drains closes its WebSocket right after its last
+        END; dropping here turned the last bytes into a clean but empty body.)
+        """
+        if self.fin:
+            return 0
         if self.reset is None:
             self.reset = (code, reason)
         self._wake()
