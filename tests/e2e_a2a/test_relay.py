@@ -15,10 +15,12 @@ from a2a.types import (
     CancelTaskRequest,
     GetExtendedAgentCardRequest,
     GetTaskRequest,
+    SubscribeToTaskRequest,
     Task,
     TaskState,
 )
 
+from tests.e2e.client import until
 from tests.e2e_a2a.calls import (
     artifacts,
     chunks_text,
@@ -40,6 +42,10 @@ PRODUCED_GAPS = [INTERVAL, INTERVAL + GAP, INTERVAL, INTERVAL]
 #: by at most half the gap. A buffering hop fails both: the gaps collapse to ~0 and the
 #: long one lands at the end.
 LATE = 1.0
+
+
+#: The line edge-agent prints for a request the relay reset (CANCEL) after the head.
+CANCELLED_LINE = r"^POST / 200 CANCEL "
 
 
 def task_text(task: Task) -> str:
@@ -146,6 +152,33 @@ async def test_cancel_a_running_stream(tunnel: A2ATunnel, make_client: MakeClien
     await asyncio.sleep(4 * interval)
     later = await client.get_task(GetTaskRequest(id=task_id))
     assert task_text(later) == task_text(task)
+
+
+async def test_resubscribe_after_the_caller_left(
+    tunnel: A2ATunnel, make_client: MakeClient
+) -> None:
+    """A caller that drops its stream (the relay resets the tunnel stream, the agent
+    cancels the local request) leaves the task running; SubscribeToTask picks it up."""
+    chunks, interval = 6, 0.25
+    client = await make_client(tunnel.url)
+    resets = tunnel.agent.count(CANCELLED_LINE)
+    task_id, seen = "", 0
+    stream = client.send_message(request("come back", chunks=chunks, interval=interval))
+    async with asyncio.timeout(20):
+        async for event in stream:
+            task_id = event.task.id if event.HasField("task") else task_id
+            seen += event.HasField("artifact_update")
+            if seen == 2:
+                break
+        await stream.aclose()  # type: ignore[attr-defined]
+        # edge-agent logs the request the relay reset when the caller left.
+        await until(lambda: tunnel.agent.count(CANCELLED_LINE) > resets, 5, "agent saw the reset")
+        resumed = [e async for e in client.subscribe(SubscribeToTaskRequest(id=task_id))]
+    assert resumed[0].HasField("task") and resumed[0].task.id == task_id
+    assert resumed[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
+    assert 1 <= sum(e.HasField("artifact_update") for e in resumed) <= chunks - 2
+    task = await client.get_task(GetTaskRequest(id=task_id))
+    assert task_text(task) == chunks_text("come back", chunks)
 
 
 async def test_a2a_version_header_reaches_the_agent(
