@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.deadpeers import DeadPeers
 from tests.e2e.origin import Origin
 from tests.e2e.procs import AgentProc, Procs, RelayProc, issue_token, start_agent
 
@@ -101,3 +102,25 @@ def strict(
         "--max-streams",
         str(STRICT_MAX_STREAMS),
     )
+
+
+@pytest.fixture(scope="session")
+def dead_peers(origin: Origin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeadPeers]:
+    procs = Procs()
+    try:
+        yield DeadPeers(procs, tmp_path_factory.mktemp("keepalive"), str(origin.port))
+    finally:
+        procs.stop_all()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests that collect ``dead_peers`` last: their clocks started first."""
+    items.sort(key=lambda item: "dead_peers" in getattr(item, "fixturenames", ()))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _freeze_dead_peers_early(request: pytest.FixtureRequest) -> None:
+    """When a selected test needs ``dead_peers``, freeze them before the first test, so
+    the ~40 s keepalive timeouts run while the rest of the suite does."""
+    if any("dead_peers" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        request.getfixturevalue("dead_peers")

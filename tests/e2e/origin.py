@@ -17,7 +17,8 @@ Routes (the first path segment; query parameters in brackets):
 * ``/events?key=K&n=N[&gap=S][&chunked=1]``: SSE (or plain chunks); after event i it
   waits for ``release(K/i)`` or ``gap`` seconds, recording when each event was written;
 * ``/hold?key=K[&head=0]``: (head and one chunk, then) waits for the caller to go away;
-* ``/slow?key=K``: waits for ``release(K)``, then answers ``done``;
+* ``/slow?key=K[&n=N]``: waits for ``release(K)``, then answers ``done`` (or N pattern
+  bytes);
 * ``/fail?mode=length|chunked``: head, part of the body, then the app fails;
 * ``/nohead?s=S``: answers only after ``S`` seconds;
 * ``/barrier?key=K&n=N``: holds each request until N are in flight at once.
@@ -303,8 +304,14 @@ class Origin:
         await _drain_body(receive)
         self.started[key] = time.monotonic()
         released = await self._gate(key)
-        body = b"done" if released else b"never released"
-        await _answer(send, 200 if released else 500, [(b"content-type", b"text/plain")], body)
+        if not released:
+            await _answer(send, 500, [(b"content-type", b"text/plain")], b"never released")
+            return
+        total = int(q.get("n", "0"))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for piece in pattern(total) if total else [b"done"]:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
         self.completed[key] = time.monotonic()
 
     async def _r_fail(self, scope: Scope, receive: Receive, send: Send, q: dict[str, str]) -> None:
