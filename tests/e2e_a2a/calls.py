@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import time
 import uuid
 from datetime import datetime
@@ -77,3 +78,43 @@ def rpc_body(method: str, text: str, **metadata: float) -> dict[str, Any]:
     if metadata:
         message["metadata"] = metadata
     return {"jsonrpc": "2.0", "id": 1, "method": method, "params": {"message": message}}
+
+
+#: Shape of the timed stream: the example sleeps INTERVAL before each chunk and GAP more
+#: before chunk CHUNKS // 2, so the production gaps between artifacts are uneven.
+CHUNKS, INTERVAL, GAP = 5, 0.6, 1.5
+PRODUCED_GAPS = [INTERVAL, INTERVAL + GAP, INTERVAL, INTERVAL]
+
+#: How far an arrival gap may stray from its production gap. An event may be late by
+#: up to LATE seconds on a busy machine; it may look early (its predecessor was late)
+#: by at most half the gap. A buffering hop fails both: the gaps collapse to ~0 and the
+#: long one lands at the end.
+LATE = 1.0
+
+
+def timed_stream_request() -> SendMessageRequest:
+    return request("tick", chunks=CHUNKS, interval=INTERVAL, gap=GAP)
+
+
+def check_timed_stream(name: str, events: list[Arrival]) -> None:
+    """The events of :func:`timed_stream_request` arrived as the agent produced them."""
+    body = ["artifact_update"] * CHUNKS
+    assert kinds(events) == ["task", "status_update", *body, "status_update"]
+    working, completed = events[1], events[-1]
+    assert (working.state, completed.state) == ("TASK_STATE_WORKING", "TASK_STATE_COMPLETED")
+    assert text_of(events) == chunks_text("tick", CHUNKS)
+
+    times = [a.at for a in artifacts(events)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    produced = completed.produced_at() - working.produced_at()  # the agent's own clock
+    arrived = completed.at - working.at
+    print(
+        f"\n{name}: artifact gaps produced "
+        + ", ".join(f"{g:.2f}" for g in PRODUCED_GAPS)
+        + " s, arrived "
+        + ", ".join(f"{g:.3f}" for g in gaps)
+        + f" s; WORKING->COMPLETED produced {produced:.3f} s, arrived {arrived:.3f} s"
+    )
+    for got, want in zip(gaps, PRODUCED_GAPS, strict=True):
+        assert want / 2 <= got <= want + LATE, (gaps, PRODUCED_GAPS)
+    assert abs(arrived - produced) <= LATE

@@ -7,7 +7,8 @@ The proxy buffers the whole answer and speaks A2A 0.3 (``message/send``, and no
 ``A2A-Version`` header: the real platform sends only ``Content-Type``), so the a2a-sdk
 client is pointed at it through a card with one 0.3 JSON-RPC interface, and the call is
 not streamed. Both platform generations run: "next" adds the inbound secret, which the
-relay demands of every caller of the tunnel.
+relay demands of every caller of the tunnel. The workspace's relay URL is also called
+straight, streaming (in "current" only: in "next" only the platform holds the secret).
 
 The relay listens on 127.0.0.1 but advertises ``http://localhost:PORT``: the platform
 refuses ``127.0.0.1`` URLs and accepts the name ``localhost`` (see docs/devplatform.md).
@@ -25,10 +26,16 @@ import httpx
 import psutil
 import pytest
 from a2a.client import ClientConfig, create_client
-from a2a.types import AgentCapabilities, AgentCard, AgentInterface
+from a2a.types import AgentCapabilities, AgentCard, AgentInterface, GetExtendedAgentCardRequest
 
 from tests.e2e.procs import BIN, Proc, Procs, RelayProc, clean_env, free_port, issue_token
-from tests.e2e_a2a.calls import collect, request, rpc_body
+from tests.e2e_a2a.calls import (
+    check_timed_stream,
+    collect,
+    request,
+    rpc_body,
+    timed_stream_request,
+)
 from tests.e2e_a2a.conftest import CALLER_TIMEOUT, START_TIMEOUT
 
 #: A secret set on the platform; only its name may ever come back.
@@ -176,3 +183,19 @@ async def test_relay_demands_the_inbound_secret_in_next(platform: Platform) -> N
     else:
         assert answer.status_code == 200, answer.text
         assert answer.json()["result"]["message"]["parts"][0] == {"text": "DIRECT"}
+
+
+@pytest.mark.parametrize("platform", ["current"], indirect=True)  # "next": callers need the secret
+async def test_stream_from_the_relay_url_of_edge_agent_run(platform: Platform) -> None:
+    """The public URL of ``edge-agent run`` streams as ``edge-agent http`` does: its
+    de-duplication of A2A messages (for the platform's re-sends) tees the stream."""
+    async with httpx.AsyncClient(timeout=CALLER_TIMEOUT, trust_env=False) as http:
+        client = await create_client(
+            platform.public_url, client_config=ClientConfig(httpx_client=http)
+        )
+        try:
+            card = await client.get_extended_agent_card(GetExtendedAgentCardRequest())
+            assert [i.url for i in card.supported_interfaces] == [platform.public_url]
+            check_timed_stream("edge-agent run", await collect(client, timed_stream_request()))
+        finally:
+            await client.close()

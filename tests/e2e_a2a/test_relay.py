@@ -8,7 +8,6 @@ the agent in-process.
 from __future__ import annotations
 
 import asyncio
-import itertools
 
 import httpx
 from a2a.types import (
@@ -22,27 +21,14 @@ from a2a.types import (
 
 from tests.e2e.client import until
 from tests.e2e_a2a.calls import (
-    artifacts,
+    check_timed_stream,
     chunks_text,
     collect,
-    kinds,
     request,
     rpc_body,
-    text_of,
+    timed_stream_request,
 )
 from tests.e2e_a2a.conftest import A2ATunnel, MakeClient, Stack
-
-#: Shape of the timed stream: the example sleeps INTERVAL before each chunk and GAP more
-#: before chunk CHUNKS // 2, so the production gaps between artifacts are uneven.
-CHUNKS, INTERVAL, GAP = 5, 0.6, 1.5
-PRODUCED_GAPS = [INTERVAL, INTERVAL + GAP, INTERVAL, INTERVAL]
-
-#: How far an arrival gap may stray from its production gap. An event may be late by
-#: up to LATE seconds on a busy machine; it may look early (its predecessor was late)
-#: by at most half the gap. A buffering hop fails both: the gaps collapse to ~0 and the
-#: long one lands at the end.
-LATE = 1.0
-
 
 #: The line edge-agent prints for a request the relay reset (CANCEL) after the head.
 CANCELLED_LINE = r"^POST / 200 CANCEL "
@@ -92,28 +78,7 @@ async def test_send_message(tunnel: A2ATunnel, make_client: MakeClient) -> None:
 
 async def test_stream_events_arrive_as_produced(tunnel: A2ATunnel, make_client: MakeClient) -> None:
     client = await make_client(tunnel.url)
-    events = await collect(client, request("tick", chunks=CHUNKS, interval=INTERVAL, gap=GAP))
-    assert kinds(events) == ["task", "status_update"] + ["artifact_update"] * CHUNKS + [
-        "status_update"
-    ]
-    working, completed = events[1], events[-1]
-    assert (working.state, completed.state) == ("TASK_STATE_WORKING", "TASK_STATE_COMPLETED")
-    assert text_of(events) == chunks_text("tick", CHUNKS)
-
-    times = [a.at for a in artifacts(events)]
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    produced = completed.produced_at() - working.produced_at()  # the agent's own clock
-    arrived = completed.at - working.at
-    print(
-        f"\n{tunnel.name}: artifact gaps produced "
-        + ", ".join(f"{g:.2f}" for g in PRODUCED_GAPS)
-        + " s, arrived "
-        + ", ".join(f"{g:.3f}" for g in gaps)
-        + f" s; WORKING->COMPLETED produced {produced:.3f} s, arrived {arrived:.3f} s"
-    )
-    for got, want in zip(gaps, PRODUCED_GAPS, strict=True):
-        assert want / 2 <= got <= want + LATE, (gaps, PRODUCED_GAPS)
-    assert abs(arrived - produced) <= LATE
+    check_timed_stream(tunnel.name, await collect(client, timed_stream_request()))
 
 
 async def test_get_task_after_a_stream(tunnel: A2ATunnel, make_client: MakeClient) -> None:
