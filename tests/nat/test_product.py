@@ -219,8 +219,15 @@ def test_half_open_tunnel_is_detected_by_pings_and_recovered_from(topo: Topology
     relay = start_relay(topo)
     _, url = start_agent_http(topo, relay, "laptop", start_sse_origin(topo))
     poll(topo.internet, url + "hello", is_ok, within=10)
+    reader = SseReader(topo.internet, "GET", url + "events?n=10000&interval=0.25").start()
+    reader.wait_events(4, timeout=15)
     with silent_drop(topo):
         detected, _ = poll(topo.internet, url + "hello", is_offline, within=HALF_OPEN_DETECT_BOUND)
+        # The session is gone, so is the stream it carried: a definite error, not a hang.
+        assert reader.wait_done(timeout=10), "open stream still hanging after agent_offline"
+    assert isinstance(reader.error, httpx.TransportError), (reader.ended_cleanly, reader.error)
+    ids = [event.json()["i"] for event in reader.events]
+    assert ids == list(range(len(ids)))
     recovered, response = poll(topo.internet, url + "hello", is_ok, within=HALF_OPEN_RECOVERY_BOUND)
     assert response.text == "hello from the laptop"
     print(f"half-open: relay offline after {detected:.1f} s, agent back {recovered:.1f} s later")
