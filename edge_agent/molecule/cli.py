@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import ssl
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -350,6 +351,8 @@ def _platform_settings(config: str | None, flags: dict[str, Any]) -> PlatformSet
 
 def _setup(settings: PlatformSettings) -> None:
     setup_logging(settings.verbose, "json" if settings.log_format == "json" else "text")
+    if settings.verbose < 2:  # httpx logs every platform request at INFO: -vv shows them
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     if settings.insecure:
         click.echo(
             "WARNING: --insecure: TLS certificates are NOT verified; anyone on the path can "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -68,9 +69,11 @@ class Platform:
         self.port = int(match.group(1))
         return self
 
-    def restart(self) -> None:
-        """SIGKILL (no clean shutdown), then the same port and database again."""
+    def restart(self, down_for: float = 0.0) -> None:
+        """SIGKILL (no clean shutdown), ``down_for`` seconds of outage, then the same
+        port and database again."""
         self.kill()
+        time.sleep(down_for)
         self.start()
 
     def kill(self) -> None:

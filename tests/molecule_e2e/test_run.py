@@ -22,7 +22,13 @@ import httpx
 
 from tests.e2e.procs import run_cli
 from tests.molecule_e2e.conftest import Served, Stack
-from tests.molecule_e2e.stack import AGENT_CALL_CEILING, RunAgent, answer_text, jsonrpc
+from tests.molecule_e2e.stack import (
+    AGENT_CALL_CEILING,
+    HEARTBEAT,
+    RunAgent,
+    answer_text,
+    jsonrpc,
+)
 
 T = TypeVar("T")
 
@@ -177,7 +183,10 @@ def test_the_agent_reconnects_after_a_relay_restart(served: Served) -> None:
 def test_the_agent_registers_again_after_a_platform_restart(served: Served) -> None:
     stack = served.stack
     registered = served.agent.registrations()
-    stack.platform.restart()  # SIGKILL, same port, same database
+    # SIGKILL, then the same port and database. The outage outlasts a heartbeat
+    # interval, so the agent sees it (a shorter one can pass unnoticed, which is fine:
+    # the platform kept its state).
+    stack.platform.restart(down_for=3 * HEARTBEAT)
     eventually(lambda: served.agent.registrations() > registered, 60, "registered again")
     eventually(lambda: call_works(served, "after the platform restart"), what="calls work")
     assert served.agent.alive()
