@@ -20,7 +20,7 @@ import dataclasses
 import secrets
 import sys
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
 
 import httpx
 import psutil
@@ -77,7 +77,7 @@ def create_workspace(platform: str, admin: str) -> tuple[str, str]:
 
 
 def start_run(
-    procs: Procs, tmp: Any, platform: str, workspace: str, token: str, relay: RelayProc
+    procs: Procs, tmp: Path, platform: str, workspace: str, token: str, relay: RelayProc
 ) -> tuple[Proc, str]:
     """``edge-agent run`` for the workspace, with the example agent as its command;
     returns it and the public URL it printed."""
@@ -95,7 +95,7 @@ def start_run(
 
 def stop_leftover_command(agent: Proc) -> None:
     """The command runs in its own session: if the agent was killed rather than stopped,
-    nothing else would stop it."""
+    nothing else would stop it (its uvicorn prints its pid)."""
     for line in agent.lines:
         if line.startswith("INFO:     Started server process ["):
             pid = int(line.split("[")[1].rstrip("]"))
@@ -109,7 +109,7 @@ def stop_leftover_command(agent: Proc) -> None:
 def platform(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Platform]:
-    procs, generation, agent = Procs(), str(request.param), None
+    procs, generation = Procs(), str(request.param)
     tmp = tmp_path_factory.mktemp(f"platform-{generation}")
     try:
         admin = secrets.token_urlsafe(16)
@@ -121,9 +121,10 @@ def platform(
         agent, public_url = start_run(procs, tmp, url, workspace, token, relay)
         yield Platform(generation, url, admin, workspace, relay_url, agent, public_url)
     finally:
+        started = list(procs.procs)
         procs.stop_all()
-        if agent is not None:
-            stop_leftover_command(agent)
+        for proc in started:
+            stop_leftover_command(proc)
 
 
 def proxy_card(platform: Platform) -> AgentCard:
