@@ -171,7 +171,8 @@ def status_error(response: Response) -> Exception:
     if status in (401, 403):
         return AuthError(
             f"the relay refused the agent's token ({status} {reason}); "
-            "check --token / EDGE_RELAY_TOKEN and that the token was issued for this name"
+            "check the relay token (edge-agent http --token, edge-agent run --relay-token, "
+            "or EDGE_RELAY_TOKEN) and that it was issued for this name"
         )
     if status == 429 or status >= 500:
         return RelayUnavailable(f"the relay answered {status} {reason}")
