@@ -1,7 +1,7 @@
 """Fixtures of the Molecule end-to-end suite: ``edge-devplatform``, ``edge-relay`` and
 ``edge-agent run`` as real processes on 127.0.0.1, in both platform generations.
 
-Each generation gets one platform and one relay for the module (``stack``), and one
+Each generation gets one platform and one relay for the whole suite (``stack``), and one
 long-running agent (``served``) that most tests share: it serves workspace "served"
 with the example A2A agent as its local server and a small command as its child.
 Tests that end an agent (delete, revocation) start their own. Every process is stopped
@@ -101,7 +101,7 @@ def origin() -> Iterator[A2AOrigin]:
         server.stop()
 
 
-@pytest.fixture(scope="module", params=GENERATIONS)
+@pytest.fixture(scope="package", params=GENERATIONS)
 def stack(
     request: pytest.FixtureRequest, origin: A2AOrigin, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:

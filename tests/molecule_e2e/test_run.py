@@ -7,6 +7,7 @@ agent (deletion, revocation) start their own workspace and agent.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -254,6 +255,15 @@ def test_a_missing_workspace_token_is_explained(stack: Stack) -> None:
     agent = _bare_agent(stack, args, {})
     assert agent.wait(SETTLE) == 5
     agent.wait_line(r"edge-agent: error: register: .*already has a token .*--token")
+
+
+def test_a_refused_relay_token_ends_the_run(stack: Stack) -> None:
+    ws = stack.workspace("wrong-relay-token")
+    other = stack.relay.issue(f"other-{uuid.uuid4().hex[:8]}")  # valid, for another name
+    agent = stack.start_agent(dataclasses.replace(ws, relay_token=other), "--to", "8000")
+    assert agent.wait(SETTLE) == 3
+    agent.wait_line(r"edge-agent: error: the relay refused the agent's token \(403")
+    assert other not in agent.output()
 
 
 # -- helpers ---------------------------------------------------------------------------
