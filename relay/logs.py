@@ -18,9 +18,15 @@ _STANDARD: Final = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
 )
 
-# uvicorn logs this when the relay cuts a response on purpose (a reset after the head);
-# the relay logs its own ``response_aborted``/``stream_reset`` event instead.
-_EXPECTED_UVICORN: Final = ("ASGI callable returned without completing response.",)
+# uvicorn logs these at ERROR for things the relay does on purpose, and the relay logs
+# its own event instead: a response cut after its head (``response_aborted``,
+# ``stream_reset``), and an agent refused with a plain HTTP answer before the upgrade
+# (``agent_refused``; uvicorn 0.54's websockets-sansio counts a ``websocket.http.response``
+# as a handshake never completed, though the answer was sent).
+_EXPECTED_UVICORN: Final = (
+    "ASGI callable returned without completing response.",
+    "ASGI callable returned without completing handshake.",
+)
 
 
 def _fields(record: logging.LogRecord) -> dict[str, object]:
