@@ -48,6 +48,7 @@ def _refused(relay: RelayProc, procs: Procs, *args: str) -> tuple[AgentProc, str
     relay.wait_count("agent_refused", before + 1, 5)
     time.sleep(0.5)  # a retry, were there one, would show up here
     assert relay.refusals() == before + 1, "the agent made more than one attempt"
+    assert relay.count(r"\bERROR\b") == 0, relay.output()  # a refusal is not an error
     return agent, agent.output()
 
 
