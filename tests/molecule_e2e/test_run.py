@@ -13,6 +13,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -219,8 +220,8 @@ def test_token_revocation_stops_the_agent_and_its_command(stack: Stack) -> None:
     child_pid = json.loads(eventually(lambda: _read(child_file)))["pid"]
     assert stack.admin.revoke_all_tokens(ws.id) == 1
     assert agent.wait(SETTLE) == 5
-    agent.wait_line(r"edge-agent: error: the platform refused the workspace token .*revoked")
-    assert "deleted" not in agent.lines[-1]
+    error = agent.wait_line(r"edge-agent: error: the platform refused the workspace token .*")
+    assert "revoked" in error.string and "was deleted" not in error.string
     eventually(lambda: not _alive(child_pid), 15, "the command was stopped")
 
 
@@ -255,6 +256,21 @@ def test_a_missing_workspace_token_is_explained(stack: Stack) -> None:
     agent = _bare_agent(stack, args, {})
     assert agent.wait(SETTLE) == 5
     agent.wait_line(r"edge-agent: error: register: .*already has a token .*--token")
+
+
+def test_the_command_decides_when_the_run_ends(stack: Stack) -> None:
+    """A command that finishes (exit 0) ends the run with 0; one that cannot start
+    ends it with the settings error code."""
+    finished = stack.start_agent(
+        stack.workspace("finishes"), "--to", "8000", "--", sys.executable, "-c", "print('done')"
+    )
+    missing = stack.start_agent(
+        stack.workspace("no-such-command"), "--to", "8000", "--", "/nonexistent/agent-binary"
+    )
+    assert finished.wait(SETTLE) == 0
+    finished.wait_line(r"^done$")
+    assert missing.wait(SETTLE) == 2
+    missing.wait_line(r"edge-agent: error: cannot start '/nonexistent/agent-binary'")
 
 
 def test_a_refused_relay_token_ends_the_run(stack: Stack) -> None:
