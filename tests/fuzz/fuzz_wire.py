@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Coverage-guided fuzzing of the tunnel protocol: the frame decoder and both Connections.
 
 Run it with ``scripts/fuzz [SECONDS]`` (atheris, i.e. libFuzzer for Python). Each input

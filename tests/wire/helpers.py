@@ -30,7 +30,10 @@ settings.register_profile(
 settings.register_profile(
     "wire-long", max_examples=20_000, deadline=None, suppress_health_check=list(HealthCheck)
 )
-WIRE = settings.get_profile("wire-" + os.environ.get("WIRE_HYPOTHESIS", "ci"))
+PROFILE = os.environ.get("WIRE_HYPOTHESIS", "ci")
+WIRE = settings.get_profile(f"wire-{PROFILE}")
+# Each stateful example runs up to 40 steps, so it gets fewer examples.
+STATEFUL = settings(WIRE, max_examples=60 if PROFILE == "ci" else 2_000, stateful_step_count=40)
 
 NAME = "demo"
 WELCOME = Welcome(NAME, ("https://relay.example/a/demo/",), 8, 1 << 20)

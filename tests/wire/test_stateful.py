@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from tests.wire.helpers import OK, POST, WIRE, pair
+from tests.wire.helpers import OK, POST, STATEFUL, pair
 from wire import (
     INITIAL_SESSION_WINDOW,
     MAX_PAYLOAD,
@@ -185,7 +184,7 @@ class TunnelMachine(RuleBasedStateMachine):
             assert r._recv_session.owed < INITIAL_SESSION_WINDOW // 4  # one batch at most
 
 
-TunnelMachine.TestCase.settings = settings(WIRE, max_examples=60, stateful_step_count=40)
+TunnelMachine.TestCase.settings = STATEFUL
 test_tunnel_flow_control = TunnelMachine.TestCase
 
 
