@@ -94,7 +94,9 @@ def forwarded_headers(
     forwarded_for: list[str] = []
     host = ""
     for name_b, value_b in raw:
-        name, value = name_b.decode("latin-1"), value_b.decode("latin-1")
+        # OWS around a value is not part of it (RFC 9110 5.5); httptools strips only the
+        # leading part, and "Content-Length: 5 " made the agent's HTTP client fail.
+        name, value = name_b.decode("latin-1"), value_b.decode("latin-1").strip(" \t")
         if not _TOKEN.fullmatch(name) or _BAD_REQUEST_VALUE.search(value):
             raise BadRequest("invalid header")
         if name == "host":
