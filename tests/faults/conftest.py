@@ -1,0 +1,33 @@
+"""Fixtures of the fault suite: real ``edge-relay`` and ``edge-agent`` processes on
+127.0.0.1 (from :mod:`tests.e2e.procs`) and one counting origin for the session.
+
+Every process a test starts is stopped in a ``finally`` (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.procs import Procs
+from tests.faults.stack import CountingOrigin
+
+
+@pytest.fixture(scope="session")
+def origin() -> Iterator[CountingOrigin]:
+    server = CountingOrigin()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def procs() -> Iterator[Procs]:
+    started = Procs()
+    try:
+        yield started
+    finally:
+        started.stop_all()
