@@ -108,9 +108,14 @@ def strict(
 def dead_peers(origin: Origin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeadPeers]:
     procs = Procs()
     try:
-        yield DeadPeers(procs, tmp_path_factory.mktemp("keepalive"), str(origin.port))
-    finally:
+        peers = DeadPeers(procs, tmp_path_factory.mktemp("keepalive"), str(origin.port))
+    except BaseException:
         procs.stop_all()
+        raise
+    try:
+        yield peers
+    finally:
+        peers.close()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
