@@ -45,8 +45,8 @@ async def _start_slow(
     tasks = [
         asyncio.create_task(_slow_request(tunnel.at(f"slow?key={key}/{n}&n={n}"))) for n in SIZES
     ]
-    for n in SIZES:
-        await until(lambda n=n: f"{key}/{n}" in origin.started, 20, "origin got the request")
+    keys = [f"{key}/{n}" for n in SIZES]
+    await until(lambda: all(k in origin.started for k in keys), 20, "origin got the requests")
     return tasks
 
 
