@@ -1,0 +1,183 @@
+"""A malicious agent against the real relay process: the relay closes that agent's
+session with a protocol error code (GOAWAY, then WebSocket close 1002) and logs it,
+while a real ``edge-agent`` on the same relay keeps serving, its stream in flight
+included.
+
+The same attacks are run in-process against a fake relay setup in
+``tests/relay/test_hostile.py`` (with more variants); here the relay is the shipped
+``edge-relay`` command and the bystander is the shipped ``edge-agent``. The hostile
+agent is the relay tests' wire-level fake (:mod:`tests.relay.fake_agent`), whose
+``send_raw`` puts arbitrary frames on the WebSocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+import aiohttp
+import pytest
+
+import wire
+from tests.e2e.client import session
+from tests.e2e.procs import issue_token
+from tests.relay.fake_agent import FakeAgent, FakeRequest
+from tests.security.conftest import Edge
+from wire import ErrorCode, Flag, FrameType
+from wire.frames import encode_parts
+
+pytestmark = pytest.mark.timeout(120)
+
+Attack = Callable[[FakeAgent, FakeRequest | None], None]
+
+
+def frame(ftype: FrameType, sid: int, payload: bytes = b"", flags: Flag = Flag.NONE) -> bytes:
+    return encode_parts(ftype, sid, payload, flags)
+
+
+def head(headers: list[list[str]]) -> bytes:
+    return json.dumps({"status": 200, "headers": headers}).encode()
+
+
+def _window_flood(agent: FakeAgent, request: FakeRequest | None) -> None:
+    for _ in range(5000):
+        agent.send_raw(frame(FrameType.WINDOW, 0, (1).to_bytes(4, "big")))
+
+
+def _beyond_the_window(agent: FakeAgent, request: FakeRequest | None) -> None:
+    assert request is not None
+    agent.send_raw(frame(FrameType.RESPONSE, request.sid, head([])))
+    for _ in range(400):  # 25 MiB while its caller reads nothing
+        agent.send_raw(frame(FrameType.DATA, request.sid, b"\0" * wire.MAX_PAYLOAD))
+
+
+def _two_responses(agent: FakeAgent, request: FakeRequest | None) -> None:
+    assert request is not None
+    for _ in range(2):
+        agent.send_raw(frame(FrameType.RESPONSE, request.sid, head([])))
+
+
+def _on_request(payload: Callable[[int], bytes]) -> Attack:
+    def attack(agent: FakeAgent, request: FakeRequest | None) -> None:
+        assert request is not None
+        agent.send_raw(payload(request.sid))
+
+    return attack
+
+
+def _at_once(message: bytes) -> Attack:
+    return lambda agent, request: agent.send_raw(message)
+
+
+# name: (attack, needs a request on the evil tunnel first, GOAWAY code)
+ATTACKS: dict[str, tuple[Attack, bool, ErrorCode]] = {
+    "flood of WINDOW frames": (_window_flood, False, ErrorCode.PROTOCOL_ERROR),
+    "DATA beyond the window": (_beyond_the_window, True, ErrorCode.FLOW_CONTROL_ERROR),
+    "two responses on one stream": (_two_responses, True, ErrorCode.PROTOCOL_ERROR),
+    "CR LF in a header value": (
+        _on_request(lambda sid: frame(FrameType.RESPONSE, sid, head([["x-a", "1\r\nx-b: 2"]]))),
+        True,
+        ErrorCode.FRAME_ERROR,
+    ),
+    "LF in a header name": (
+        _on_request(lambda sid: frame(FrameType.RESPONSE, sid, head([["x\na", "1"]]))),
+        True,
+        ErrorCode.FRAME_ERROR,
+    ),
+    "NUL in a header value": (
+        _on_request(lambda sid: frame(FrameType.RESPONSE, sid, head([["x-a", "1\u0000"]]))),
+        True,
+        ErrorCode.FRAME_ERROR,
+    ),
+    "response for a stream it never got": (
+        _at_once(frame(FrameType.RESPONSE, 1001, head([]))),
+        False,
+        ErrorCode.PROTOCOL_ERROR,
+    ),
+    "reset for a stream it never got": (
+        _at_once(frame(FrameType.RESET, 77, (0).to_bytes(4, "big"))),
+        False,
+        ErrorCode.PROTOCOL_ERROR,
+    ),
+    "stream id of the relay's kind": (
+        _at_once(frame(FrameType.OPEN, 3, b'{"method":"GET","target":"/"}')),
+        False,
+        ErrorCode.PROTOCOL_ERROR,
+    ),
+    "DATA without a stream id": (
+        _at_once(frame(FrameType.DATA, 0, b"x")),
+        False,
+        ErrorCode.FRAME_ERROR,
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def evil_token(edge: Edge) -> str:
+    return issue_token(edge.state_dir, "evil")
+
+
+def _events(key: str, n: int) -> bytes:
+    return b"".join(f"id: {i}\ndata: event {i} of {key}\n\n".encode() for i in range(n))
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+async def test_hostile_agent_is_cut_off_and_others_keep_serving(
+    edge: Edge, evil_token: str, name: str
+) -> None:
+    attack, needs_request, code = ATTACKS[name]
+    errors_before = edge.relay.count(rf"protocol_error agent=evil code={code.name}")
+    key = f"sse-{abs(hash(name))}"
+
+    async def handler(request: FakeRequest) -> None:
+        attack(evil, request)
+        await asyncio.sleep(3600)  # never answers properly
+
+    evil = FakeAgent(edge.relay.url, handler, token=evil_token, name="evil")
+    async with session() as http:
+        # A real agent's stream in flight, on the same relay, during the attack.
+        sse = asyncio.create_task(_read(http, edge.url("beta", f"events?key={key}&n=8&gap=0.1")))
+        async with evil:
+            await evil.wait_welcome()
+            # The evil tunnel's caller reads nothing (so "beyond the window" is certain).
+            reader, writer = await asyncio.open_connection("127.0.0.1", edge.relay.port)
+            writer.write(b"GET /a/evil/ HTTP/1.1\r\nhost: relay.test\r\nconnection: close\r\n\r\n")
+            await writer.drain()
+            if needs_request:
+                async with asyncio.timeout(10):
+                    await evil.request_seen.wait()
+            else:
+                attack(evil, None)
+            async with asyncio.timeout(10):
+                await evil.closed.wait()
+            async with asyncio.timeout(10):  # a definite answer for the caller, never a hang
+                answer = await reader.read()
+            writer.close()
+        async with http.get(edge.url("beta", "echo")) as resp:
+            assert resp.status == 200
+        assert await asyncio.wait_for(sse, 15) == _events(key, 8)
+    assert [g.code for g in evil.goaways] == [code]
+    assert evil.close_code == 1002
+    edge.relay.wait_count(rf"protocol_error agent=evil code={code.name}", errors_before + 1, 5)
+    status = int(answer.split(b" ", 2)[1])
+    assert status in (502, 503) or (status == 200 and not answer.endswith(b"0\r\n\r\n"))
+    assert edge.agents["beta"].alive() and edge.relay.count(r"agent_disconnected agent=beta") == 0
+
+
+async def _read(http: aiohttp.ClientSession, url: str) -> bytes:
+    async with http.get(url) as resp:
+        return await resp.read()
+
+
+async def test_oversized_message_is_refused_by_the_websocket_layer(
+    edge: Edge, evil_token: str
+) -> None:
+    async with FakeAgent(edge.relay.url, token=evil_token, name="evil") as evil:
+        await evil.wait_welcome()
+        evil.send_raw(frame(FrameType.WINDOW, 0, b"\0" * (wire.MAX_FRAME_SIZE + 1)))
+        async with asyncio.timeout(10):
+            await evil.closed.wait()
+    assert evil.close_code == 1009  # message too big: the frame is never decoded
+    async with session() as http, http.get(edge.url("beta", "echo")) as resp:
+        assert resp.status == 200
