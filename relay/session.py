@@ -38,6 +38,12 @@ log = logging.getLogger(__name__)
 WINDOW_FRAME_ALLOWANCE: Final = 1024
 WINDOW_FRAME_BYTES: Final = 8 * 1024
 
+#: HELLO frames an agent may re-send in one session. Each replaces its caller auth and is
+#: logged; an honest agent re-sends one only when its caller credentials change (rare),
+#: so a peer that sends more is flooding the relay's log, and the session is closed
+#: (PROTOCOL_ERROR), as for WINDOW frames.
+HELLO_FRAME_ALLOWANCE: Final = 64
+
 #: Bytes queued for the agent's WebSocket above which request bodies wait (the agent
 #: reads its socket slower than callers upload, whatever credit it granted), and below
 #: which they resume. Bounds the relay's memory per session against an agent that grants
@@ -53,6 +59,7 @@ WS_POLICY: Final = 1008
 WS_INTERNAL: Final = 1011
 
 _WINDOW_BYTE: Final = bytes([FrameType.WINDOW])
+_HELLO_BYTE: Final = bytes([FrameType.HELLO])
 
 
 class State(enum.Enum):
@@ -91,6 +98,7 @@ class AgentSession:
         self._peer_gone = False  # websocket.disconnect was received: never receive again
         self._credit_waiters: set[ProxyStream] = set()
         self._window_frames = 0
+        self._hello_frames = 0  # HELLOs after WELCOME
         self._data_sent = 0
         self._drain_timer: asyncio.TimerHandle | None = None
 
@@ -175,6 +183,9 @@ class AgentSession:
         if data[:1] == _WINDOW_BYTE and self._window_flood():
             self.fail(ErrorCode.PROTOCOL_ERROR, "too many WINDOW frames")
             return None
+        if data[:1] == _HELLO_BYTE and self.name and self._hello_flood():
+            self.fail(ErrorCode.PROTOCOL_ERROR, "too many HELLO frames")
+            return None
         try:
             events = self.conn.receive(data)
         except wire.ProtocolError as exc:
@@ -184,6 +195,10 @@ class AgentSession:
             self._dispatch(event)
         self.flush()
         return events
+
+    def _hello_flood(self) -> bool:
+        self._hello_frames += 1
+        return self._hello_frames > HELLO_FRAME_ALLOWANCE
 
     def _window_flood(self) -> bool:
         self._window_frames += 1
