@@ -20,12 +20,13 @@ import aiohttp
 import pytest
 
 import wire
+from relay.session import HELLO_FRAME_ALLOWANCE
 from tests.e2e.client import session
 from tests.e2e.procs import issue_token
 from tests.relay.fake_agent import FakeAgent, FakeRequest
 from tests.security.conftest import Edge
 from wire import ErrorCode, Flag, FrameType
-from wire.frames import encode_parts
+from wire.frames import encode_hello, encode_parts
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,6 +44,14 @@ def head(headers: list[list[str]]) -> bytes:
 def _window_flood(agent: FakeAgent, request: FakeRequest | None) -> None:
     for _ in range(5000):
         agent.send_raw(frame(FrameType.WINDOW, 0, (1).to_bytes(4, "big")))
+
+
+def _hello_flood(agent: FakeAgent, request: FakeRequest | None) -> None:
+    # HELLO again is legal (it replaces the caller auth, and the relay logs it), so a
+    # flood of them would fill the relay's log unless it is cut off.
+    hello = frame(FrameType.HELLO, 0, encode_hello(wire.Hello("evil")))
+    for _ in range(5000):
+        agent.send_raw(hello)
 
 
 def _beyond_the_window(agent: FakeAgent, request: FakeRequest | None) -> None:
@@ -73,6 +82,7 @@ def _at_once(message: bytes) -> Attack:
 # name: (attack, needs a request on the evil tunnel first, GOAWAY code)
 ATTACKS: dict[str, tuple[Attack, bool, ErrorCode]] = {
     "flood of WINDOW frames": (_window_flood, False, ErrorCode.PROTOCOL_ERROR),
+    "flood of HELLO frames": (_hello_flood, False, ErrorCode.PROTOCOL_ERROR),
     "DATA beyond the window": (_beyond_the_window, True, ErrorCode.FLOW_CONTROL_ERROR),
     "two responses on one stream": (_two_responses, True, ErrorCode.PROTOCOL_ERROR),
     "CR LF in a header value": (
@@ -163,6 +173,7 @@ async def test_hostile_agent_is_cut_off_and_others_keep_serving(
     status = int(answer.split(b" ", 2)[1])
     assert status in (502, 503) or (status == 200 and not answer.endswith(b"0\r\n\r\n"))
     assert edge.agents["beta"].alive() and edge.relay.count(r"agent_disconnected agent=beta") == 0
+    assert edge.relay.count(r"caller_auth_updated agent=evil") <= HELLO_FRAME_ALLOWANCE
 
 
 async def _read(http: aiohttp.ClientSession, url: str) -> bytes:
