@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from wire import frames as f
 from wire.codes import (
@@ -239,7 +239,10 @@ class Connection:
     def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
         """Send body bytes; ``len(data)`` must not exceed :meth:`sendable`.
 
-        An empty ``data`` with ``end_stream`` is the END of this side's half.
+        An empty ``data`` with ``end_stream`` is the END of this side's half. When the
+        last queued frame (not yet taken by :meth:`data_to_send`) is this stream's head
+        or DATA without FIN, the END is carried by that frame's FIN flag instead of an
+        empty DATA frame: the peer sees the same END, one message sooner.
 
         Raises:
             StreamClosedError: the stream is closed (the peer reset it).
@@ -254,6 +257,8 @@ class Connection:
             stream.send_window.spend(size)
             self._send_session.spend(size)
         self._set_sending(stream_id, stream, state)
+        if not size and end_stream and self._fin_on_last(stream_id):
+            return
         self._emit(FrameType.DATA, stream_id, data, end_stream)
 
     def send_reset(self, stream_id: int, code: ErrorCode, reason: str = "") -> None:
@@ -433,8 +438,25 @@ class Connection:
         if not condition:
             raise LocalProtocolError(f"{what} not allowed here ({self.role.value})")
 
+    def _fin_on_last(self, stream_id: int) -> bool:
+        """Set FIN on the last queued frame if it is ``stream_id``'s unsent OPEN, RESPONSE
+        or DATA without FIN. Returns whether it did."""
+        if not self._out:
+            return False
+        last = self._out[-1]
+        if last[0] not in _FIN_CARRIERS or last[1] & Flag.FIN:
+            return False
+        if last[4:8] != stream_id.to_bytes(4, "big"):
+            return False
+        self._out[-1] = last[:1] + bytes((last[1] | Flag.FIN,)) + last[2:]
+        return True
+
     def _emit(self, ftype: FrameType, stream_id: int, payload: bytes, fin: bool = False) -> None:
         self._out.append(f.encode_parts(ftype, stream_id, payload, Flag.FIN if fin else Flag.NONE))
+
+
+#: Frame types whose FIN flag ends the sender's half (see :meth:`Connection.send_data`).
+_FIN_CARRIERS: Final = frozenset({FrameType.OPEN, FrameType.RESPONSE, FrameType.DATA})
 
 
 def _checked(encode: Callable[[_T], bytes], value: _T) -> bytes:

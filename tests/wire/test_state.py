@@ -182,6 +182,42 @@ def test_stream_closes_when_both_halves_are_done(request_fin_first: bool) -> Non
 def test_empty_data_with_fin_is_an_end() -> None:
     relay, _agent = pair()
     sid = relay.open_stream(POST)
+    relay.data_to_send()  # the OPEN left: the END needs a frame of its own
     relay.send_data(sid, b"", end_stream=True)
-    [_, end] = relay.data_to_send()
+    [end] = relay.data_to_send()
     assert end == raw(FrameType.DATA, sid, b"", 1)
+
+
+def test_end_rides_on_the_streams_last_queued_data() -> None:
+    relay, agent = pair()
+    sid = relay.open_stream(POST)
+    pump(relay, agent)
+    agent.send_response(sid, OK)
+    agent.send_data(sid, b"hi")
+    agent.send_data(sid, b"", end_stream=True)
+    head, data = agent.data_to_send()
+    assert head == raw(FrameType.RESPONSE, sid, encode_response_head(OK), 0)
+    assert data == raw(FrameType.DATA, sid, b"hi", 1)
+
+
+def test_end_rides_on_an_unsent_head() -> None:
+    relay, agent = pair()
+    sid = relay.open_stream(POST)
+    relay.send_data(sid, b"", end_stream=True)
+    [opened] = relay.data_to_send()
+    assert opened == raw(FrameType.OPEN, sid, encode_request_head(POST), 1)
+    agent.receive(opened)
+    agent.send_response(sid, OK)
+    agent.send_data(sid, b"", end_stream=True)
+    assert agent.data_to_send() == [raw(FrameType.RESPONSE, sid, encode_response_head(OK), 1)]
+
+
+def test_end_never_rides_on_another_streams_frame() -> None:
+    relay, agent = pair()
+    one, two = relay.open_stream(POST), relay.open_stream(POST)
+    pump(relay, agent)
+    agent.send_response(one, OK)
+    agent.send_response(two, OK)
+    agent.send_data(one, b"", end_stream=True)
+    [*_, end] = agent.data_to_send()
+    assert end == raw(FrameType.DATA, one, b"", 1)
