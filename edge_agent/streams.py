@@ -15,6 +15,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from typing import Final
 
 from edge_agent.errors import RequestAborted, TargetError, TargetFailed, TunnelError
 from edge_agent.target import EmptyBody, LocalRequest, LocalResponse, Target
@@ -104,6 +105,14 @@ class RequestBody:
         if self._held:
             held, self._held = self._held, 0
             self._refund(held)
+
+
+#: Response chunks at least this large wait until the writer handed them to the
+#: WebSocket before the next one is read: backpressure, and fairness between streams (a
+#: bulk stream has one frame queued at a time, so other streams' frames go out between
+#: its frames). Smaller chunks are queued and the writer is kicked without waiting;
+#: their number is bounded by the stream's send window.
+FLUSH_AT: Final = 16 * 1024
 
 
 class _StreamGone(Exception):
@@ -203,16 +212,25 @@ class Stream:
         self.writer.kick()
 
     async def _send(self, chunk: bytes) -> None:
+        if len(chunk) <= self.conn.sendable(self.stream_id) and len(chunk) < FLUSH_AT:
+            # The common small case (an SSE event, a small body): no copy, no wait for
+            # the writer, so the END that follows can ride on this frame (one fewer).
+            self._send_frame(chunk)
+            self.writer.kick()
+            return
         view = memoryview(chunk)
         while view:
             n = min(await self._credit(), len(view))
-            try:
-                self.conn.send_data(self.stream_id, bytes(view[:n]))
-            except StreamClosedError:
-                raise _StreamGone() from None
-            self.bytes_out += n
+            self._send_frame(chunk if n == len(chunk) else view[:n])
             view = view[n:]
             await self.writer.flush()
+
+    def _send_frame(self, data: bytes | memoryview) -> None:
+        try:
+            self.conn.send_data(self.stream_id, bytes(data) if type(data) is not bytes else data)
+        except StreamClosedError:
+            raise _StreamGone() from None
+        self.bytes_out += len(data)
 
     async def _credit(self) -> int:
         """Wait until the stream may send; returns how many bytes."""

@@ -41,6 +41,20 @@ class Writer:
         self._wake.set()
         await waiter
 
+    async def _send_batch(self, messages: list[bytes]) -> None:
+        """Send several messages with one socket write and one drain.
+
+        ``ws.send()`` per message costs a ``transport.write`` (a syscall) and a drain
+        check each; a response is often RESPONSE + DATA queued together. This is what
+        ``send()`` does for one message, under the same ``send_context()`` (its state
+        check, its close and error handling, and its drain on exit).
+        """
+        ws = self._ws
+        async with ws.send_context():
+            for message in messages:
+                ws.protocol.send_binary(message)
+            ws.transport.writelines(ws.protocol.data_to_send())
+
     async def run(self) -> None:
         """Send until the WebSocket fails or the task is cancelled."""
         waiters: list[asyncio.Future[None]] = []
@@ -49,8 +63,11 @@ class Writer:
                 await self._wake.wait()
                 self._wake.clear()
                 waiters, self._waiters = self._waiters, []
-                for message in self._conn.data_to_send():
-                    await self._ws.send(message)
+                messages = self._conn.data_to_send()
+                if len(messages) == 1:
+                    await self._ws.send(messages[0])
+                elif messages:
+                    await self._send_batch(messages)
                 for waiter in waiters:
                     if not waiter.done():
                         waiter.set_result(None)
