@@ -448,7 +448,9 @@ class Connection:
             return False
         if last[4:8] != stream_id.to_bytes(4, "big"):
             return False
-        self._out[-1] = last[:1] + bytes((last[1] | Flag.FIN,)) + last[2:]
+        # One copy of the payload (a slice would copy it once more before the join).
+        flags = bytes((last[1] | Flag.FIN,))
+        self._out[-1] = b"".join((last[:1], flags, memoryview(last)[2:]))
         return True
 
     def _emit(self, ftype: FrameType, stream_id: int, payload: bytes, fin: bool = False) -> None:

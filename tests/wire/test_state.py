@@ -13,7 +13,14 @@ import itertools
 import pytest
 
 from tests.wire.helpers import OK, POST, pair, pump, raw
-from wire import Connection, FrameType, LocalProtocolError, RemoteProtocolError
+from wire import (
+    INITIAL_STREAM_WINDOW,
+    MAX_PAYLOAD,
+    Connection,
+    FrameType,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
 from wire.errors import StreamClosedError
 from wire.payloads import encode_request_head, encode_response_head
 from wire.state import TRANSITIONS, Half, Move, advance, data_move, head_move
@@ -221,3 +228,18 @@ def test_end_never_rides_on_another_streams_frame() -> None:
     agent.send_data(one, b"", end_stream=True)
     [*_, end] = agent.data_to_send()
     assert end == raw(FrameType.DATA, one, b"", 1)
+
+
+def test_end_does_not_ride_on_a_control_frame() -> None:
+    relay, agent = pair()
+    sid = relay.open_stream(POST)
+    for _ in range(INITIAL_STREAM_WINDOW // 2 // MAX_PAYLOAD):
+        relay.send_data(sid, bytes(MAX_PAYLOAD))
+    pump(relay, agent)
+    agent.send_response(sid, OK)
+    pump(agent, relay)
+    agent.consumed(sid, INITIAL_STREAM_WINDOW // 2)  # queues a WINDOW for the stream
+    agent.send_data(sid, b"", end_stream=True)
+    window, end = agent.data_to_send()
+    assert window[0] == FrameType.WINDOW
+    assert end == raw(FrameType.DATA, sid, b"", 1)
