@@ -24,7 +24,12 @@ from typing import Final
 
 import wire
 from relay.asgi import Message, Receive, Send
-from relay.errors import AgentUnavailable, TooManyStreams
+from relay.errors import (
+    AgentUnavailable,
+    BadRequest,
+    HeadersTooLarge,
+    TooManyStreams,
+)
 from relay.metrics import Metrics
 from relay.stream import ProxyStream
 from wire import ErrorCode, FrameType
@@ -277,6 +282,8 @@ class AgentSession:
         Raises:
             AgentUnavailable: the session is draining (GOAWAY either way).
             TooManyStreams: the concurrent stream limit is reached.
+            HeadersTooLarge / BadRequest: the head breaks a wire limit or rule that the
+                public side's own checks let through (no stream id is used up).
         """
         if self.state is not State.ACTIVE or self.conn.goaway_received:
             raise AgentUnavailable()
@@ -284,7 +291,12 @@ class AgentSession:
             if self.conn.open_streams >= self.conn.max_streams:
                 raise TooManyStreams()
             raise AgentUnavailable("the session ran out of stream ids; the agent must reconnect")
-        sid = self.conn.open_stream(head, end_stream)
+        try:
+            sid = self.conn.open_stream(head, end_stream)
+        except wire.LocalProtocolError as exc:
+            if exc.code is ErrorCode.LIMIT_EXCEEDED:
+                raise HeadersTooLarge() from exc
+            raise BadRequest("the request head cannot be forwarded") from exc
         stream = ProxyStream(sid)
         self.streams[sid] = stream
         self.flush()
