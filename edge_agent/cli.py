@@ -69,7 +69,25 @@ def output_options(func: F) -> F:
     return func
 
 
-@click.group()
+class _Commands(click.Group):
+    """The command group; the optional commands are imported when first asked for.
+
+    ``edge-agent http`` never needs them, and importing them (httpx, the platform
+    client) cost the agent process about 4 MiB of its idle RSS.
+    """
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is None and _register_optional_commands():
+            found = super().get_command(ctx, cmd_name)
+        return found
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        _register_optional_commands()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_Commands)
 @click.version_option(__version__, prog_name="edge-agent")
 def main() -> None:
     """Give a service on this machine a public URL through an edge relay."""
@@ -209,15 +227,21 @@ def _printable(text: str) -> str:
 
 # More commands register here. The Molecule platform session adds `edge-agent run` and
 # `edge-agent peers` with a `register(main)` function in edge_agent/molecule/cli.py;
-# until that module exists, the group has `http` only.
-def _register_optional_commands() -> None:
+# until that module exists, the group has `http` only. Imported on first use (_Commands).
+_optional_registered = False
+
+
+def _register_optional_commands() -> bool:
+    """Add the optional commands once. Returns whether this call added any."""
+    global _optional_registered
+    if _optional_registered:
+        return False
+    _optional_registered = True
     try:
         molecule_cli = importlib.import_module("edge_agent.molecule.cli")
     except ModuleNotFoundError as exc:
         if exc.name != "edge_agent.molecule.cli":
             raise
-        return
+        return False
     molecule_cli.register(main)
-
-
-_register_optional_commands()
+    return True
