@@ -103,6 +103,10 @@ class ProxyStream:
 
     async def changed(self, within: float | None = None) -> bool:
         """Wait until the agent or the caller did something. False after ``within`` s."""
+        if within is None:  # no timeout context: one object less per wait
+            await self._changed.wait()
+            self._changed.clear()
+            return True
         try:
             async with asyncio.timeout(within):
                 await self._changed.wait()
