@@ -19,8 +19,8 @@ The tree::
 
 Only :class:`TunnelError` is retried by the reconnect loop; every other
 :class:`AgentError` ends :meth:`edge_agent.tunnel.TunnelClient.run`. Foreign exceptions
-(aiohttp, websockets, ssl) are mapped into this tree at one boundary each:
-:mod:`edge_agent.target` for the local target, :mod:`edge_agent.connect` for the relay.
+(socket and parser errors, websockets, ssl) are mapped into this tree at one boundary
+each: :mod:`edge_agent.http1` for the local target, :mod:`edge_agent.connect` for the relay.
 Messages never contain tokens or secrets.
 """
 
