@@ -119,10 +119,21 @@ def forwarded_headers(
 
 
 def announced_length(scope: Scope, limit: int) -> int | None:
-    """The request's Content-Length (None: chunked or absent). 413 when over ``limit``."""
+    """The request's Content-Length (None: chunked or absent). 413 when over ``limit``.
+
+    Framing is checked here, from the head, before anything is forwarded: uvicorn starts
+    the app at the end of the head, before its parser may reject the body's framing.
+    The only transfer coding accepted is a single ``chunked`` (another would reach the
+    agent undeclared, Transfer-Encoding being hop-by-hop), never with Content-Length.
+    """
+    codings = header_values(scope, b"transfer-encoding")
+    if codings and (len(codings) > 1 or codings[0].strip().lower() != "chunked"):
+        raise BadRequest("unsupported Transfer-Encoding")
     values = header_values(scope, b"content-length")
     if not values:
         return None
+    if codings:
+        raise BadRequest("Content-Length and Transfer-Encoding together")
     if len(set(values)) != 1 or not _DIGITS.fullmatch(values[0].strip()):
         raise BadRequest("invalid Content-Length")
     length = int(values[0])
