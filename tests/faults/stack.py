@@ -199,14 +199,3 @@ class HealthProbe:
         return (
             f"{len(ms)} health probes: median {statistics.median(ms):.1f} ms, max {max(ms):.1f} ms"
         )
-
-
-async def wait_for(check: Any, within: float, every: float = 0.05) -> float:
-    """Await ``check()`` (a coroutine function returning bool) until true; the seconds
-    it took. Raises AssertionError after ``within`` s."""
-    start = time.monotonic()
-    while not await check():
-        if time.monotonic() - start > within:
-            raise AssertionError(f"not true after {within} s")
-        await asyncio.sleep(every)
-    return time.monotonic() - start

@@ -38,18 +38,23 @@ HANDSHAKE_SLACK = 3.0
 _DELAY = re.compile(r"reconnect_scheduled .*attempt=(\d+) delay=([\d.]+)")
 
 
+def _mine(origin: CountingOrigin) -> dict[tuple[str, str], int]:
+    """Arrivals of this test's requests (their ids start with "rk-")."""
+    return {key: n for key, n in origin.arrivals.items() if key[1].startswith("rk-")}
+
+
 async def _start_all(http: aiohttp.ClientSession, base: str) -> list[asyncio.Task[Outcome]]:
     within = 60.0  # the callers' own bound; the kill must end each one much sooner
     tasks = []
     for i in range(SMALL_POSTS):
-        url = f"{base}nohead?s=60&key=p{i}&id=p{i}"
+        url = f"{base}nohead?s=60&key=rk-p{i}&id=rk-p{i}"
         tasks.append(asyncio.create_task(call(http, "POST", url, data=b"hi", within=within)))
     for i in range(UPLOADS):
-        url = f"{base}sink?key=u{i}&id=u{i}"
+        url = f"{base}sink?key=rk-u{i}&id=rk-u{i}"
         body = trickle(8 * MIB, 64 * 1024, 0.05)
         tasks.append(asyncio.create_task(call(http, "POST", url, data=body, within=within)))
     for i in range(STREAMS):
-        url = f"{base}events?key=e{i}&id=e{i}&n=1200&gap=0.05"
+        url = f"{base}events?key=rk-e{i}&id=rk-e{i}&n=1200&gap=0.05"
         tasks.append(asyncio.create_task(call(http, "GET", url, within=within)))
     return tasks
 
@@ -61,7 +66,7 @@ async def test_relay_killed_with_200_requests_in_flight(
     tunnel = open_tunnel(procs, state, str(origin.port), name="busy", port=port)
     async with session(limit=IN_FLIGHT + 10) as http:
         tasks = await _start_all(http, tunnel.url)
-        await until(lambda: len(origin.arrivals) >= IN_FLIGHT, 30, "all requests at the origin")
+        await until(lambda: len(_mine(origin)) >= IN_FLIGHT, 30, "all requests at the origin")
         killed = time.monotonic()
         tunnel.relay.signal(signal.SIGKILL)
         done, pending = await asyncio.wait(tasks, timeout=DEFINITE_WITHIN)
@@ -83,13 +88,13 @@ async def test_relay_killed_with_200_requests_in_flight(
     relay.wait_line(r"agent_connected agent=busy", 60)
     back = relay.stamp(r"agent_connected agent=busy") - listening
     async with session() as http:
-        async with http.post(tunnel.at("echo?id=after"), data=b"after") as resp:
+        async with http.post(tunnel.at("echo?id=rk-after"), data=b"after") as resp:
             assert resp.status == 200
         await asyncio.sleep(1.0)  # time for any replay to show up at the origin
 
     delays = [(int(a), float(d)) for a, d in _DELAY.findall(tunnel.agent.output())]
     policy = ReconnectPolicy()
-    posts = {key: n for key, n in origin.arrivals.items() if key[0] == "POST"}
+    posts = {key: n for key, n in _mine(origin).items() if key[0] == "POST"}
     print(
         f"relay down {listening - killed:.1f} s (restart took {listening - restarted:.1f} s); "
         f"agent back {back:.2f} s after it listened; backoff waits {delays}; "

@@ -102,7 +102,7 @@ async def test_slow_and_failing_target_leave_other_streams_alone(
     assert SLOW_FIRST_BYTE - 1 < long.seconds < SLOW_FIRST_BYTE + 10
     for outcome in cut:  # the head arrived, the body was cut: a definite error
         assert outcome.error in ("ClientPayloadError", "ServerDisconnectedError"), outcome
-    assert len(others) >= 2 * 20
+    assert len(others) >= 20  # about 60 on a quiet machine
     assert all(o.status == 200 for o in others), [o for o in others if o.status != 200]
     for t in tunnels:  # one session each from start to end: the tunnels stayed up
         assert t.relay.count(r"agent_connected") == 1
