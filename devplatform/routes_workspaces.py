@@ -17,6 +17,7 @@ from devplatform.binding import Field, Kind, bind
 from devplatform.db import is_uuid, uuid_param
 from devplatform.endpoint import endpoint, json_response, platform_of, platform_url
 from devplatform.errors import BadRequest, Conflict, NotFound, ServerError, StoreError
+from devplatform.hierarchy import peer_json
 from devplatform.platform import Platform
 from devplatform.workspaces import NewWorkspace, Workspace
 
@@ -157,15 +158,7 @@ def _created_external(
 
 def workspace_json(ws: Workspace, full: bool) -> dict[str, Any]:
     row: dict[str, Any] = {
-        "id": ws.id,
-        "name": ws.name,
-        "role": ws.role or None,
-        "tier": ws.tier,
-        "status": ws.status,
-        "agent_card": ws.agent_card,
-        "url": ws.url or "",
-        "parent_id": ws.parent_id,
-        "active_tasks": ws.active_tasks,
+        **peer_json(ws, ws.active_tasks),  # a workspace row starts as its peer entry
         "max_concurrent_tasks": ws.max_concurrent_tasks,
         "runtime": ws.runtime or "langgraph",
         "x": 0,
