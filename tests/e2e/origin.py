@@ -32,15 +32,13 @@ import hashlib
 import json
 import logging
 import random
-import socket
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any, Final
 from urllib.parse import parse_qs
 
-import uvicorn
+from tests.support.threaded_uvicorn import ThreadedUvicorn
 
 Scope = dict[str, Any]
 Receive = Any
@@ -89,12 +87,16 @@ class _QuietOnPurpose(logging.Filter):
 logging.getLogger("uvicorn.error").addFilter(_QuietOnPurpose())
 
 
+def _uvloop() -> asyncio.AbstractEventLoop:
+    import uvloop
+
+    return uvloop.new_event_loop()
+
+
 class Origin:
     """Start with :meth:`start`, stop with :meth:`stop`; ``url`` is its base URL."""
 
     def __init__(self) -> None:
-        self.port = 0
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.requests: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.started: dict[str, float] = {}  # key -> when the request reached the app
         self.disconnected: dict[str, float] = {}  # key -> when the app saw http.disconnect
@@ -105,66 +107,35 @@ class Origin:
         self.in_flight: dict[str, int] = defaultdict(int)
         self.max_in_flight: dict[str, int] = defaultdict(int)
         self._gates: dict[str, asyncio.Event] = {}
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server = ThreadedUvicorn(
+            self.app,
+            "e2e-origin",
+            loop_factory=_uvloop,
+            http="httptools",
+            backlog=4096,  # 1,000 concurrent connections from the agent at once
+            timeout_keep_alive=5,  # uvicorn's default; the agent's pool closes at 4 s
+        )
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self._server.url
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._server.loop
 
     # -- lifecycle (test thread) ---------------------------------------------------------
 
     def start(self) -> Origin:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-            http="httptools",
-            interface="asgi3",  # a bound method: uvicorn's guess would say ASGI 2
-            proxy_headers=False,  # keep X-Forwarded-* as headers, as the tunnel sent them
-            backlog=4096,  # 1,000 concurrent connections from the agent at once
-            timeout_keep_alive=5,  # uvicorn's default; the agent's pool closes at 4 s
-        )
-        self._server = uvicorn.Server(config)
-        ready = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(sock, ready), name="e2e-origin", daemon=True
-        )
-        self._thread.start()
-        if not ready.wait(20):
-            raise RuntimeError("the origin did not start")
+        self._server.start()
         return self
 
-    def _run(self, sock: socket.socket, ready: threading.Event) -> None:
-        import uvloop
-
-        loop = uvloop.new_event_loop()
-        self.loop = loop
-        assert self._server is not None
-        server = self._server
-
-        async def serve() -> None:
-            task = asyncio.ensure_future(server.serve(sockets=[sock]))
-            while not server.started and not task.done():  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-            ready.set()
-            await task
-
-        try:
-            loop.run_until_complete(serve())
-        finally:
-            loop.close()
-            sock.close()
-
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(15)
+        self._server.stop()
 
     # -- steering (any thread) -----------------------------------------------------------
 

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
 from collections import Counter
 from typing import Any, Final
 
-import uvicorn
-
 from examples.a2a_agent import Settings, build_app
+from tests.support.threaded_uvicorn import ThreadedUvicorn
 
 #: Longest delay a message may ask for (a failed test never leaves a request hanging).
 MAX_DELAY: Final = 30.0
@@ -52,57 +49,22 @@ class Recorder:
 class A2AOrigin:
     def __init__(self) -> None:
         self.recorder = Recorder(build_app(Settings(secret_names=("DEMO_SECRET",))))
-        self.port = 0
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server = ThreadedUvicorn(self.recorder, "a2a-origin")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self._server.url
+
+    @property
+    def port(self) -> int:
+        return self._server.port
 
     def start(self) -> A2AOrigin:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.recorder,
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-            interface="asgi3",
-            proxy_headers=False,
-        )
-        self._server = uvicorn.Server(config)
-        ready = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(sock, ready), name="a2a-origin", daemon=True
-        )
-        self._thread.start()
-        if not ready.wait(20):
-            raise RuntimeError("the A2A origin did not start")
+        self._server.start()
         return self
 
-    def _run(self, sock: socket.socket, ready: threading.Event) -> None:
-        server = self._server
-        assert server is not None
-
-        async def serve() -> None:
-            task = asyncio.ensure_future(server.serve(sockets=[sock]))
-            while not server.started and not task.done():  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-            ready.set()
-            await task
-
-        try:
-            asyncio.run(serve())
-        finally:
-            sock.close()
-
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(15)
+        self._server.stop()
 
 
 async def _read_body(receive: Any) -> bytes:
