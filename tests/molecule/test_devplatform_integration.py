@@ -154,6 +154,21 @@ def make_session(
     return session, client
 
 
+@contextlib.asynccontextmanager
+async def running(
+    dev: DevPlatform, tmp_path: Path, workspace_id: str, events: Events, token: str | None
+) -> AsyncIterator[tuple[PlatformSession, asyncio.Task[None]]]:
+    """A session running in a task, once registered; the task is cancelled on the way out."""
+    session, client = make_session(dev, tmp_path, workspace_id, events, token)
+    async with client:
+        task = asyncio.create_task(session.run())
+        try:
+            await asyncio.wait_for(session.wait_registered(), 10)
+            yield session, task
+        finally:
+            task.cancel()
+
+
 async def eventually(check: Callable[[], bool], limit: float = 10.0) -> None:
     async with asyncio.timeout(limit):
         while not check():  # noqa: ASYNC110 - watching callbacks' records
@@ -165,34 +180,26 @@ async def test_lifecycle_register_pause_resume_secrets_delete(
 ) -> None:
     workspace_id, token = await create_workspace(platform)  # token minted at create
     events = Events()
-    session, client = make_session(platform, tmp_path, workspace_id, events, token)
-    async with client:
-        task = asyncio.create_task(session.run())
-        try:
-            await asyncio.wait_for(session.wait_registered(), 10)
+    async with running(platform, tmp_path, workspace_id, events, token) as (session, task):
+        row = await workspace_row(platform, workspace_id)
+        assert row["url"] == public_url(workspace_id) and row["status"] == "online"
+        assert row["agent_card"]["url"] == public_url(workspace_id)
+        await check_generation(platform, session, events, tmp_path, workspace_id)
+
+        async with admin(platform) as api:
+            assert (await api.post(f"/workspaces/{workspace_id}/pause")).status_code == 200
+            await eventually(lambda: events.log[-1:] == ["paused"])
+            assert (await api.post(f"/workspaces/{workspace_id}/resume")).status_code == 200
+            await eventually(lambda: events.log[-2:] == ["resumed", "registered"])
             row = await workspace_row(platform, workspace_id)
             assert row["url"] == public_url(workspace_id) and row["status"] == "online"
-            assert row["agent_card"]["url"] == public_url(workspace_id)
-            await check_generation(platform, session, events, tmp_path, workspace_id)
 
-            async with admin(platform) as api:
-                assert (await api.post(f"/workspaces/{workspace_id}/pause")).status_code == 200
-                await eventually(lambda: events.log[-1:] == ["paused"])
-                assert (await api.post(f"/workspaces/{workspace_id}/resume")).status_code == 200
-                await eventually(lambda: events.log[-2:] == ["resumed", "registered"])
-                row = await workspace_row(platform, workspace_id)
-                assert row["url"] == public_url(workspace_id) and row["status"] == "online"
+            secret = {"key": "API_KEY", "value": "from-the-platform"}
+            assert (await api.post(f"/workspaces/{workspace_id}/secrets", json=secret)).is_success
+            assert dict(await session.pull_secrets())["API_KEY"] == "from-the-platform"
 
-                secret = {"key": "API_KEY", "value": "from-the-platform"}
-                assert (
-                    await api.post(f"/workspaces/{workspace_id}/secrets", json=secret)
-                ).is_success
-                assert dict(await session.pull_secrets())["API_KEY"] == "from-the-platform"
-
-                assert (await api.delete(f"/workspaces/{workspace_id}")).is_success
-            error = await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 10)
-        finally:
-            task.cancel()
+            assert (await api.delete(f"/workspaces/{workspace_id}")).is_success
+        error = await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 10)
     assert isinstance(error[0], TokenRejected | WorkspaceDeleted), error
     assert [r.kind for r in events.stopped] in ([StopKind.TOKEN_REJECTED], [StopKind.DELETED])
 
@@ -218,15 +225,9 @@ async def test_bootstrap_registration_caches_the_issued_token(
     workspace_id, token = await create_workspace(platform, url="http://localhost:9/old")
     assert token is None
     events = Events()
-    session, client = make_session(platform, tmp_path, workspace_id, events, None)
-    async with client:
-        task = asyncio.create_task(session.run())
-        try:
-            await asyncio.wait_for(session.wait_registered(), 10)
-            await asyncio.sleep(0.3)  # a few heartbeats and state polls with the new token
-            assert not task.done()
-        finally:
-            task.cancel()
+    async with running(platform, tmp_path, workspace_id, events, None) as (_, task):
+        await asyncio.sleep(0.3)  # a few heartbeats and state polls with the new token
+        assert not task.done()
     store = TokenStore(workspace_id, tmp_path / "molecule")
     cached = store.load_token()
     assert cached is not None and len(cached) == 43
@@ -239,18 +240,12 @@ async def test_bootstrap_registration_caches_the_issued_token(
 async def test_token_revocation_stops_the_run(platform: DevPlatform, tmp_path: Path) -> None:
     workspace_id, token = await create_workspace(platform)
     events = Events()
-    session, client = make_session(platform, tmp_path, workspace_id, events, token)
-    async with client:
-        task = asyncio.create_task(session.run())
-        try:
-            await asyncio.wait_for(session.wait_registered(), 10)
-            async with admin(platform) as api:
-                [live] = (await api.get(f"/workspaces/{workspace_id}/tokens")).json()["tokens"]
-                revoked = await api.delete(f"/workspaces/{workspace_id}/tokens/{live['id']}")
-                assert revoked.is_success
-            [error] = await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 10)
-        finally:
-            task.cancel()
+    async with running(platform, tmp_path, workspace_id, events, token) as (_, task):
+        async with admin(platform) as api:
+            [live] = (await api.get(f"/workspaces/{workspace_id}/tokens")).json()["tokens"]
+            revoked = await api.delete(f"/workspaces/{workspace_id}/tokens/{live['id']}")
+            assert revoked.is_success
+        [error] = await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 10)
     assert isinstance(error, TokenRejected)
     assert events.stopped[0].kind is StopKind.TOKEN_REJECTED
 
@@ -260,21 +255,15 @@ async def test_platform_restart_is_survived_with_a_reregistration(
 ) -> None:
     workspace_id, token = await create_workspace(platform)
     events = Events()
-    session, client = make_session(platform, tmp_path, workspace_id, events, token)
-    async with client:
-        task = asyncio.create_task(session.run())
-        try:
-            await asyncio.wait_for(session.wait_registered(), 10)
-            # A crash (SIGKILL): a graceful stop of the dev platform can take up to its
-            # shutdown timeout while our heartbeats keep a connection busy.
-            await platform.stop(crash=True)
-            await asyncio.sleep(0.5)  # several failed cycles
-            assert not task.done()
-            await platform.start()  # same port, same database
-            await eventually(lambda: events.log.count("registered") >= 2)
-            assert not task.done()
-        finally:
-            task.cancel()
+    async with running(platform, tmp_path, workspace_id, events, token) as (_, task):
+        # A crash (SIGKILL): a graceful stop of the dev platform can take up to its
+        # shutdown timeout while our heartbeats keep a connection busy.
+        await platform.stop(crash=True)
+        await asyncio.sleep(0.5)  # several failed cycles
+        assert not task.done()
+        await platform.start()  # same port, same database
+        await eventually(lambda: events.log.count("registered") >= 2)
+        assert not task.done()
     row = await workspace_row(platform, workspace_id)
     assert row["status"] == "online" and row["url"] == public_url(workspace_id)
 
