@@ -28,6 +28,20 @@ def script(tmp_path: Path, body: str) -> list[str]:
     return [sys.executable, str(path)]
 
 
+def counting_script(tmp_path: Path, runs: Path, enough: int, failure: int) -> list[str]:
+    """A child that adds an ``x`` to ``runs`` each time it runs, and exits with
+    ``failure`` until ``runs`` holds ``enough`` of them, then 0."""
+    return script(
+        tmp_path,
+        f"""
+        import sys
+        with open({str(runs)!r}, "a") as f:
+            f.write("x")
+        sys.exit(0 if len(open({str(runs)!r}).read()) >= {enough} else {failure})
+        """,
+    )
+
+
 class Sleeps:
     def __init__(self) -> None:
         self.delays: list[float] = []
@@ -81,15 +95,7 @@ async def test_secrets_reach_the_environment_and_never_the_logs(
 
 async def test_crashes_are_restarted_with_growing_backoff(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    argv = script(
-        tmp_path,
-        f"""
-        import sys
-        with open({str(runs)!r}, "a") as f:
-            f.write("x")
-        sys.exit(0 if len(open({str(runs)!r}).read()) >= 4 else 3)
-        """,
-    )
+    argv = counting_script(tmp_path, runs, enough=4, failure=3)
     sleeps = Sleeps()
     policy = ChildPolicy(backoff_initial=1, backoff_max=2.5)
     child = ChildSupervisor(argv, policy=policy, sleep=sleeps)
@@ -100,15 +106,7 @@ async def test_crashes_are_restarted_with_growing_backoff(tmp_path: Path) -> Non
 
 async def test_a_child_that_stayed_up_starts_the_backoff_over(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    argv = script(
-        tmp_path,
-        f"""
-        import sys
-        with open({str(runs)!r}, "a") as f:
-            f.write("x")
-        sys.exit(0 if len(open({str(runs)!r}).read()) >= 3 else 1)
-        """,
-    )
+    argv = counting_script(tmp_path, runs, enough=3, failure=1)
     sleeps = Sleeps()
     ticks = iter(range(0, 10_000, 100))  # every run "lasts" 100 s
     policy = ChildPolicy(backoff_initial=1, healthy_after=50)
