@@ -11,33 +11,26 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from devplatform.bodies import read_at_most
 from devplatform.endpoint import JSON_CONTENT_TYPE, endpoint, platform_of
 from devplatform.errors import BadRequest, Forbidden, PayloadTooLarge
 
 SYSTEM_CALLER_PREFIXES = ("webhook:", "system:", "test:", "channel:")
-READ_CHUNK = 64 * 1024
 
 
 async def read_body(request: web.Request, limit: int, refuse: bool) -> bytes:
     """Read at most ``limit`` bytes. Longer: 413 if ``refuse``, else silently cut
     (the rest is left unread, like Go's ``io.LimitReader``)."""
-    chunks: list[bytes] = []
-    size = 0
     try:
-        while size <= limit:
-            chunk = await request.content.read(min(READ_CHUNK, limit + 1 - size))
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-            size += len(chunk)
+        body, over = await read_at_most(request.content, limit)
     except (OSError, ValueError) as exc:
         raise BadRequest("failed to read request body") from exc
-    if refuse:
+    if over and refuse:
         raise PayloadTooLarge(
             f"request body exceeds {limit} byte limit: A2A body exceeds size limit",
             body={"truncated": True, "max_bytes": limit},
         )
-    return b"".join(chunks)[:limit]
+    return body
 
 
 def _x_timeout(request: web.Request) -> bool:

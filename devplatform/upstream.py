@@ -37,6 +37,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
 from devplatform import __version__
+from devplatform.bodies import read_at_most
 from devplatform.config import UPSTREAM_POOL_LIMIT
 from devplatform.errors import UpstreamBusy, UpstreamReadError, UpstreamUnreachable
 from devplatform.ssrf import dispatch_blocks, parse_address
@@ -44,7 +45,6 @@ from devplatform.ssrf import dispatch_blocks, parse_address
 logger = logging.getLogger(__name__)
 
 USER_AGENT = f"molecule-devplatform/{__version__}"
-READ_CHUNK = 64 * 1024
 _RESET_ERRNOS = {errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED}
 
 
@@ -162,21 +162,14 @@ def _classify(exc: aiohttp.ClientError) -> UpstreamBusy | UpstreamUnreachable:
 
 
 async def _read_limited(response: aiohttp.ClientResponse, limit: int, refuse: bool) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
     try:
-        while size <= limit:
-            chunk = await response.content.read(min(READ_CHUNK, limit + 1 - size))
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-            size += len(chunk)
+        body, over = await read_at_most(response.content, limit)
     except (aiohttp.ClientError, OSError) as exc:
         raise UpstreamReadError(str(exc), status=response.status, too_large=False) from exc
-    if refuse:
+    if over and refuse:
         raise UpstreamReadError(
             f"response body exceeds {limit} byte limit: A2A body exceeds size limit",
             status=response.status,
             too_large=True,
         )
-    return b"".join(chunks)[:limit]  # Go's io.LimitReader: silently cut
+    return body  # over and not refused: cut, like Go's io.LimitReader
