@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from a2a.client import Client, ClientConfig, create_client
 
 from tests.e2e.procs import AgentProc, Proc, Procs, RelayProc, clean_env, issue_token
+from tests.support.a2a_clients import MakeClient, a2a_clients
 
 #: Seconds a process may take to print its URL (a cold a2a-sdk import is slow on a busy
 #: 2-core machine).
@@ -33,8 +33,6 @@ START_TIMEOUT = 60.0
 #: Read timeout of the A2A callers: longer than the longest silence of any test stream
 #: (the SDK's own httpx default of 5 s would also apply between SSE events).
 CALLER_TIMEOUT = 60.0
-
-MakeClient = Callable[..., Awaitable[Client]]
 
 
 @dataclasses.dataclass
@@ -108,16 +106,5 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def make_client(http: httpx.AsyncClient) -> AsyncIterator[MakeClient]:
     """``await make_client(base_url_or_card, streaming=True)``: an a2a-sdk client."""
-    clients: list[Client] = []
-
-    async def make(target: object, streaming: bool = True) -> Client:
-        config = ClientConfig(httpx_client=http, streaming=streaming)
-        client = await create_client(target, client_config=config)  # type: ignore[arg-type]
-        clients.append(client)
-        return client
-
-    try:
+    async with a2a_clients(http) as make:
         yield make
-    finally:
-        for client in clients:
-            await client.close()

@@ -28,7 +28,8 @@ from tests.e2e_a2a.calls import (
     rpc_body,
     timed_stream_request,
 )
-from tests.e2e_a2a.conftest import A2ATunnel, MakeClient, Stack
+from tests.e2e_a2a.conftest import A2ATunnel, Stack
+from tests.support.a2a_clients import MakeClient
 
 #: The line edge-agent prints for a request the relay reset (CANCEL) after the head.
 CANCELLED_LINE = r"^POST / 200 CANCEL "

@@ -25,7 +25,8 @@ from tests.e2e_a2a.calls import (
     rpc_body,
     text_of,
 )
-from tests.e2e_a2a.conftest import MakeClient, Stack
+from tests.e2e_a2a.conftest import Stack
+from tests.support.a2a_clients import MakeClient
 
 #: The pause, in seconds: over the ping interval (15 s) and the WebSocket keepalive
 #: period (20 s); common proxy idle cut-offs are 30 or 60 s.

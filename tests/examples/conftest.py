@@ -9,12 +9,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 import uvicorn
-from a2a.client import Client, ClientConfig, create_client
 
 from examples.a2a_agent import Settings, build_app
+from tests.support.a2a_clients import MakeClient, a2a_clients
 
 Serve = Callable[[Settings], Awaitable[str]]
-MakeClient = Callable[..., Awaitable[Client]]
 
 
 @pytest.fixture
@@ -54,16 +53,5 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def make_client(http: httpx.AsyncClient) -> AsyncIterator[MakeClient]:
-    clients: list[Client] = []
-
-    async def make(base_url: str, streaming: bool = True) -> Client:
-        config = ClientConfig(httpx_client=http, streaming=streaming)
-        client = await create_client(base_url, client_config=config)
-        clients.append(client)
-        return client
-
-    try:
+    async with a2a_clients(http) as make:
         yield make
-    finally:
-        for client in clients:
-            await client.close()

@@ -21,7 +21,8 @@ from a2a.types import (
 )
 
 from examples.a2a_agent import Settings
-from tests.examples.conftest import MakeClient, Serve
+from tests.examples.conftest import Serve
+from tests.support.a2a_clients import MakeClient
 
 Timed = list[tuple[float, StreamResponse]]
 
