@@ -3,49 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
 from websockets.exceptions import InvalidStatus
 
 import wire
 from relay import logs
+from tests.relay.attacks import (
+    Attack,
+    attack_behind_silent_caller,
+    beyond_the_window,
+    frame,
+    head,
+    two_responses,
+    window_flood,
+)
 from tests.relay.conftest import RelayFactory, RunningRelay
 from tests.relay.fake_agent import FakeAgent, FakeRequest
 from tests.relay.rawhttp import error_code, exchange, status_of
-from wire import ErrorCode, Flag, FrameType
-from wire.frames import encode_parts
-
-Attack = Callable[[FakeAgent, Any], object]  # (agent, its request or None)
-
-
-def frame(ftype: FrameType, sid: int, payload: bytes = b"", flags: Flag = Flag.NONE) -> bytes:
-    return encode_parts(ftype, sid, payload, flags)
-
-
-def head(headers: list[list[str]], status: int = 200) -> bytes:
-    return json.dumps({"status": status, "headers": headers}).encode()
-
-
-def _over_window(agent: FakeAgent, request: FakeRequest | None) -> None:
-    assert request is not None
-    agent.send_raw(frame(FrameType.RESPONSE, request.sid, head([])))
-    for _ in range(400):  # 25 MiB with no credit: past every window the relay granted
-        agent.send_raw(frame(FrameType.DATA, request.sid, b"\0" * wire.MAX_PAYLOAD))
-
-
-def _two_responses(agent: FakeAgent, request: FakeRequest) -> None:
-    for _ in range(2):
-        agent.send_raw(frame(FrameType.RESPONSE, request.sid, head([])))
-
-
-def _window_flood(agent: FakeAgent, request: FakeRequest | None) -> None:
-    for _ in range(2000):
-        agent.send_raw(frame(FrameType.WINDOW, 0, (1).to_bytes(4, "big")))
-
+from wire import ErrorCode, FrameType
 
 # (attack, needs a request first, expected GOAWAY code)
 ATTACKS: dict[str, tuple[Attack, bool, ErrorCode]] = {
@@ -80,7 +58,7 @@ ATTACKS: dict[str, tuple[Attack, bool, ErrorCode]] = {
         False,
         ErrorCode.PROTOCOL_ERROR,
     ),
-    "window flood": (_window_flood, False, ErrorCode.PROTOCOL_ERROR),
+    "window flood": (window_flood(2000), False, ErrorCode.PROTOCOL_ERROR),
     "CR LF in a header value": (
         lambda a, r: a.send_raw(frame(FrameType.RESPONSE, r.sid, head([["x-a", "1\r\nx-b: 2"]]))),
         True,
@@ -91,8 +69,8 @@ ATTACKS: dict[str, tuple[Attack, bool, ErrorCode]] = {
         True,
         ErrorCode.FRAME_ERROR,
     ),
-    "two responses on one stream": (_two_responses, True, ErrorCode.PROTOCOL_ERROR),
-    "data beyond the window": (_over_window, True, ErrorCode.FLOW_CONTROL_ERROR),
+    "two responses on one stream": (two_responses, True, ErrorCode.PROTOCOL_ERROR),
+    "data beyond the window": (beyond_the_window, True, ErrorCode.FLOW_CONTROL_ERROR),
 }
 
 
@@ -137,24 +115,12 @@ async def test_malicious_agent_is_cut_off_alone(
     evil = FakeAgent(relay.url, handler, token=relay.issue("evil"), name="evil")
     good_task = good_stream()
     async with evil, relay.client() as client:
-        await evil.wait_welcome()
-        # A caller that does not read until the end, so the relay cannot return credit
-        # faster than the attack spends it (this makes "beyond the window" certain).
-        reader, writer = await asyncio.open_connection("127.0.0.1", relay.settings.port)
-        writer.write(b"GET /a/evil/ HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        await writer.drain()
-        if needs_request:
-            async with asyncio.timeout(5):
-                await evil.request_seen.wait()
-        else:
-            attack(evil, None)
-        async with asyncio.timeout(10):
-            await evil.closed.wait()
-        # The evil agent's caller gets a definite answer, never a hang: an error, or
-        # (when its response had started) a response cut before its end.
-        async with asyncio.timeout(10):
-            answer = await reader.read()
-        writer.close()
+        # The caller reads nothing, so the relay cannot return credit faster than the
+        # attack spends it. Its answer is an error, or (when its response had started)
+        # a response cut before its end.
+        answer = await attack_behind_silent_caller(
+            evil, relay.settings.port, "x", attack, needs_request
+        )
         if status_of(answer) == 200:
             assert needs_request and not answer.endswith(b"0\r\n\r\n")
         else:

@@ -13,7 +13,6 @@ agent is the relay tests' wire-level fake (:mod:`tests.relay.fake_agent`), whose
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 
 import aiohttp
@@ -23,27 +22,21 @@ import wire
 from relay.session import HELLO_FRAME_ALLOWANCE
 from tests.e2e.client import session
 from tests.e2e.procs import issue_token
+from tests.relay.attacks import (
+    Attack,
+    attack_behind_silent_caller,
+    beyond_the_window,
+    frame,
+    head,
+    two_responses,
+    window_flood,
+)
 from tests.relay.fake_agent import FakeAgent, FakeRequest
 from tests.security.conftest import Edge
-from wire import ErrorCode, Flag, FrameType
-from wire.frames import encode_hello, encode_parts
+from wire import ErrorCode, FrameType
+from wire.frames import encode_hello
 
 pytestmark = pytest.mark.timeout(120)
-
-Attack = Callable[[FakeAgent, FakeRequest | None], None]
-
-
-def frame(ftype: FrameType, sid: int, payload: bytes = b"", flags: Flag = Flag.NONE) -> bytes:
-    return encode_parts(ftype, sid, payload, flags)
-
-
-def head(headers: list[list[str]]) -> bytes:
-    return json.dumps({"status": 200, "headers": headers}).encode()
-
-
-def _window_flood(agent: FakeAgent, request: FakeRequest | None) -> None:
-    for _ in range(5000):
-        agent.send_raw(frame(FrameType.WINDOW, 0, (1).to_bytes(4, "big")))
 
 
 def _hello_flood(agent: FakeAgent, request: FakeRequest | None) -> None:
@@ -52,19 +45,6 @@ def _hello_flood(agent: FakeAgent, request: FakeRequest | None) -> None:
     hello = frame(FrameType.HELLO, 0, encode_hello(wire.Hello("evil")))
     for _ in range(5000):
         agent.send_raw(hello)
-
-
-def _beyond_the_window(agent: FakeAgent, request: FakeRequest | None) -> None:
-    assert request is not None
-    agent.send_raw(frame(FrameType.RESPONSE, request.sid, head([])))
-    for _ in range(400):  # 25 MiB while its caller reads nothing
-        agent.send_raw(frame(FrameType.DATA, request.sid, b"\0" * wire.MAX_PAYLOAD))
-
-
-def _two_responses(agent: FakeAgent, request: FakeRequest | None) -> None:
-    assert request is not None
-    for _ in range(2):
-        agent.send_raw(frame(FrameType.RESPONSE, request.sid, head([])))
 
 
 def _on_request(payload: Callable[[int], bytes]) -> Attack:
@@ -81,10 +61,10 @@ def _at_once(message: bytes) -> Attack:
 
 # name: (attack, needs a request on the evil tunnel first, GOAWAY code)
 ATTACKS: dict[str, tuple[Attack, bool, ErrorCode]] = {
-    "flood of WINDOW frames": (_window_flood, False, ErrorCode.PROTOCOL_ERROR),
+    "flood of WINDOW frames": (window_flood(5000), False, ErrorCode.PROTOCOL_ERROR),
     "flood of HELLO frames": (_hello_flood, False, ErrorCode.PROTOCOL_ERROR),
-    "DATA beyond the window": (_beyond_the_window, True, ErrorCode.FLOW_CONTROL_ERROR),
-    "two responses on one stream": (_two_responses, True, ErrorCode.PROTOCOL_ERROR),
+    "DATA beyond the window": (beyond_the_window, True, ErrorCode.FLOW_CONTROL_ERROR),
+    "two responses on one stream": (two_responses, True, ErrorCode.PROTOCOL_ERROR),
     "CR LF in a header value": (
         _on_request(lambda sid: frame(FrameType.RESPONSE, sid, head([["x-a", "1\r\nx-b: 2"]]))),
         True,
@@ -149,21 +129,9 @@ async def test_hostile_agent_is_cut_off_and_others_keep_serving(
         # A real agent's stream in flight, on the same relay, during the attack.
         sse = asyncio.create_task(_read(http, edge.url("beta", f"events?key={key}&n=8&gap=0.1")))
         async with evil:
-            await evil.wait_welcome()
-            # The evil tunnel's caller reads nothing (so "beyond the window" is certain).
-            reader, writer = await asyncio.open_connection("127.0.0.1", edge.relay.port)
-            writer.write(b"GET /a/evil/ HTTP/1.1\r\nhost: relay.test\r\nconnection: close\r\n\r\n")
-            await writer.drain()
-            if needs_request:
-                async with asyncio.timeout(10):
-                    await evil.request_seen.wait()
-            else:
-                attack(evil, None)
-            async with asyncio.timeout(10):
-                await evil.closed.wait()
-            async with asyncio.timeout(10):  # a definite answer for the caller, never a hang
-                answer = await reader.read()
-            writer.close()
+            answer = await attack_behind_silent_caller(
+                evil, edge.relay.port, "relay.test", attack, needs_request
+            )
         async with http.get(edge.url("beta", "echo")) as resp:
             assert resp.status == 200
         assert await asyncio.wait_for(sse, 15) == _events(key, 8)
