@@ -44,21 +44,15 @@ def origin() -> Iterator[Origin]:
 
 @pytest.fixture(scope="session")
 def session_procs() -> Iterator[Procs]:
-    procs = Procs()
-    try:
+    with Procs() as procs:
         yield procs
-    finally:
-        procs.stop_all()
 
 
 @pytest.fixture
 def procs() -> Iterator[Procs]:
     """Processes of one test, stopped when it ends."""
-    started = Procs()
-    try:
+    with Procs() as started:
         yield started
-    finally:
-        started.stop_all()
 
 
 def open_tunnel(

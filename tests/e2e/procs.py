@@ -240,10 +240,17 @@ _P = TypeVar("_P", bound=Proc)
 
 
 class Procs:
-    """Every process a test (or module) started; :meth:`stop_all` stops them for sure."""
+    """Every process a test (or module) started; :meth:`stop_all` stops them for sure
+    (also when a ``with Procs() as procs:`` block ends, however it ends)."""
 
     def __init__(self) -> None:
         self.procs: list[Proc] = []
+
+    def __enter__(self) -> Procs:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop_all()
 
     def add(self, proc: _P) -> _P:
         self.procs.append(proc)

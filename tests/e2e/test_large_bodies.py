@@ -46,11 +46,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def big(origin: Origin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tunnel]:
     """A fresh relay and agent, so earlier tests' allocations do not blur the figures."""
-    procs = Procs()
-    try:
+    with Procs() as procs:
         yield open_tunnel(procs, tmp_path_factory.mktemp("big"), str(origin.port))
-    finally:
-        procs.stop_all()
 
 
 def _report(what: str, tunnel: Tunnel, rss: PeakRss, seconds: float) -> None:

@@ -26,8 +26,5 @@ def origin() -> Iterator[CountingOrigin]:
 
 @pytest.fixture
 def procs() -> Iterator[Procs]:
-    started = Procs()
-    try:
+    with Procs() as started:
         yield started
-    finally:
-        started.stop_all()

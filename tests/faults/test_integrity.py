@@ -41,11 +41,8 @@ WITHIN = 60.0
 
 @pytest.fixture(scope="module")
 def tunnel(origin: CountingOrigin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tunnel]:
-    procs = Procs()
-    try:
+    with Procs() as procs:
         yield open_tunnel(procs, tmp_path_factory.mktemp("integrity"), str(origin.port))
-    finally:
-        procs.stop_all()
 
 
 async def _pieces(data: bytes, rnd: random.Random) -> AsyncIterator[bytes]:

@@ -43,11 +43,8 @@ SPEED_SHARE = 0.25
 
 @pytest.fixture(scope="module")
 def tunnel(origin: CountingOrigin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tunnel]:
-    procs = Procs()
-    try:
+    with Procs() as procs:
         yield open_tunnel(procs, tmp_path_factory.mktemp("slowreader"), str(origin.port))
-    finally:
-        procs.stop_all()
 
 
 async def _fast(tunnel: Tunnel) -> float:
