@@ -38,7 +38,22 @@ AGENT_CALL_CEILING = 2.0
 HEARTBEAT = 1.0
 
 
-class Platform:
+class _OneProcess:
+    """A service run as one process, killed (SIGKILL, for a restart) or stopped."""
+
+    proc: Proc | None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+
+class Platform(_OneProcess):
     """``edge-devplatform serve``; :meth:`restart` kills it and starts it again."""
 
     def __init__(self, generation: str, db: Path) -> None:
@@ -76,17 +91,8 @@ class Platform:
         time.sleep(down_for)
         self.start()
 
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.signal(signal.SIGKILL)
-            self.proc.wait(10)
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
-
-
-class Relay:
+class Relay(_OneProcess):
     """``edge-relay serve`` on a port chosen once, so a restart keeps the public URL."""
 
     def __init__(self, state_dir: Path) -> None:
@@ -112,15 +118,6 @@ class Relay:
     def restart(self) -> None:
         self.kill()
         self.start()
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
 
     def issue(self, name: str) -> str:
         return issue_token(self.state_dir, name)
