@@ -26,8 +26,9 @@ import httpx
 import psutil
 import pytest
 from a2a.client import ClientConfig, create_client
-from a2a.types import AgentCapabilities, AgentCard, AgentInterface, GetExtendedAgentCardRequest
+from a2a.types import AgentCard, GetExtendedAgentCardRequest
 
+from examples import demo
 from tests.e2e.procs import BIN, Proc, Procs, RelayProc, clean_env, free_port, issue_token
 from tests.e2e_a2a.calls import (
     check_timed_stream,
@@ -128,17 +129,8 @@ def platform(
 
 
 def proxy_card(platform: Platform) -> AgentCard:
-    """What a 0.3 client needs to call the workspace through the proxy."""
-    proxy = f"{platform.url}/workspaces/{platform.workspace}/a2a"
-    return AgentCard(
-        name="workspace via the platform proxy",
-        description="the platform's A2A proxy (buffers, A2A 0.3)",
-        version="0.0.0",
-        supported_interfaces=[
-            AgentInterface(url=proxy, protocol_binding="JSONRPC", protocol_version="0.3")
-        ],
-        capabilities=AgentCapabilities(streaming=False),
-    )
+    """What a 0.3 client needs to call the workspace through the proxy (the demo's card)."""
+    return demo.proxy_card(f"{platform.url}/workspaces/{platform.workspace}/a2a")
 
 
 async def test_platform_knows_only_the_relay_url(platform: Platform) -> None:
