@@ -93,8 +93,9 @@ def _uvloop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-class Origin:
-    """Start with :meth:`start`, stop with :meth:`stop`; ``url`` is its base URL."""
+class Origin(ThreadedUvicorn):
+    """Start with :meth:`start`, stop with :meth:`stop`; ``url`` is its base URL;
+    ``loop`` (set once started) runs the app."""
 
     def __init__(self) -> None:
         self.requests: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -107,7 +108,7 @@ class Origin:
         self.in_flight: dict[str, int] = defaultdict(int)
         self.max_in_flight: dict[str, int] = defaultdict(int)
         self._gates: dict[str, asyncio.Event] = {}
-        self._server = ThreadedUvicorn(
+        super().__init__(
             self.app,
             "e2e-origin",
             loop_factory=_uvloop,
@@ -115,27 +116,6 @@ class Origin:
             backlog=4096,  # 1,000 concurrent connections from the agent at once
             timeout_keep_alive=5,  # uvicorn's default; the agent's pool closes at 4 s
         )
-
-    @property
-    def url(self) -> str:
-        return self._server.url
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop | None:
-        return self._server.loop
-
-    # -- lifecycle (test thread) ---------------------------------------------------------
-
-    def start(self) -> Origin:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
 
     # -- steering (any thread) -----------------------------------------------------------
 

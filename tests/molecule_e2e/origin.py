@@ -46,25 +46,10 @@ class Recorder:
             self.completed[message_id] += 1
 
 
-class A2AOrigin:
+class A2AOrigin(ThreadedUvicorn):
     def __init__(self) -> None:
         self.recorder = Recorder(build_app(Settings(secret_names=("DEMO_SECRET",))))
-        self._server = ThreadedUvicorn(self.recorder, "a2a-origin")
-
-    @property
-    def url(self) -> str:
-        return self._server.url
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    def start(self) -> A2AOrigin:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
+        super().__init__(self.recorder, "a2a-origin")
 
 
 async def _read_body(receive: Any) -> bytes:

@@ -7,7 +7,7 @@ import asyncio
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
 
@@ -20,6 +20,7 @@ STOP_WITHIN = 15.0
 
 class ThreadedUvicorn:
     """Start with :meth:`start`, stop with :meth:`stop`; ``port`` is set once started.
+    Origins subclass it and pass their own ASGI app.
 
     ``config`` is passed to :class:`uvicorn.Config` on top of quiet defaults (no lifespan,
     no access log, ASGI 3, X-Forwarded-* left as headers). ``loop_factory`` makes the
@@ -32,8 +33,8 @@ class ThreadedUvicorn:
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
         **config: Any,
     ) -> None:
-        self.app = app
-        self.name = name
+        self._app = app
+        self._name = name
         self.port = 0
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loop_factory = loop_factory or asyncio.new_event_loop
@@ -52,18 +53,19 @@ class ThreadedUvicorn:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
+    def start(self) -> Self:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        self._server = uvicorn.Server(uvicorn.Config(self.app, **self._config))
+        self._server = uvicorn.Server(uvicorn.Config(self._app, **self._config))
         ready = threading.Event()
         self._thread = threading.Thread(
-            target=self._run, args=(sock, ready), name=self.name, daemon=True
+            target=self._run, args=(sock, ready), name=self._name, daemon=True
         )
         self._thread.start()
         if not ready.wait(START_WITHIN):
-            raise RuntimeError(f"the {self.name} server did not start")
+            raise RuntimeError(f"the {self._name} server did not start")
+        return self
 
     def _run(self, sock: socket.socket, ready: threading.Event) -> None:
         loop = self._loop_factory()
