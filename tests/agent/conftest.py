@@ -77,8 +77,14 @@ async def origin(origin_app: OriginApp) -> AsyncIterator[str]:
 @pytest.fixture
 async def agent(relay: FakeRelay, origin: str) -> AsyncIterator[AgentRun]:
     """An agent forwarding to the uvicorn origin, connected to the fake relay."""
-    target = HttpTarget(origin)
-    run = make_agent(relay.url, target).start()
+    async with running_agent(relay.url, HttpTarget(origin)) as run:
+        yield run
+
+
+@contextlib.asynccontextmanager
+async def running_agent(relay_url: str, target: Target, **kwargs: Any) -> AsyncIterator[AgentRun]:
+    """An agent started on ``target``; on the way out it is stopped and ``target`` closed."""
+    run = make_agent(relay_url, target, **kwargs).start()
     try:
         yield run
     finally:

@@ -11,7 +11,7 @@ import pytest
 
 from edge_agent.asgi import AsgiTarget, load_app
 from edge_agent.errors import ConfigError
-from tests.agent.conftest import AgentRun, make_agent, stop_agent
+from tests.agent.conftest import AgentRun, running_agent
 from tests.agent.fake_relay import FakeRelay, StreamWasReset
 from wire import ErrorCode
 
@@ -108,12 +108,8 @@ async def app() -> App:
 async def asgi_agent(relay: FakeRelay, app: App) -> AsyncIterator[AgentRun]:
     target = AsgiTarget(app)
     await target.start()
-    run = make_agent(relay.url, target).start()
-    try:
+    async with running_agent(relay.url, target) as run:
         yield run
-    finally:
-        await stop_agent(run)
-        await target.aclose()
 
 
 async def test_scope_from_the_tunnelled_request(
@@ -219,15 +215,10 @@ async def test_lifespan_runs_and_is_optional(relay: FakeRelay) -> None:
     assert app.events == ["lifespan.startup", "lifespan.shutdown"]
 
     plain = App(lifespan=False)
-    target = AsgiTarget(plain)
-    run = make_agent(relay.url, target).start()
-    try:
+    async with running_agent(relay.url, AsgiTarget(plain)):
         session = await relay.session()
         head, body = await session.request("GET", "/scope")
         assert head.status == 200 and json.loads(body)["state"] == {}
-    finally:
-        await stop_agent(run)
-        await target.aclose()
 
 
 def test_load_app_import_string() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from edge_agent.errors import TargetFailed, TargetTimeout, Unavailable
 from edge_agent.target import HttpTarget, LocalRequest, LocalResponse
-from tests.agent.conftest import AgentRun, make_agent, stop_agent
+from tests.agent.conftest import AgentRun, make_agent, running_agent, stop_agent
 from tests.agent.fake_relay import FakeRelay, StreamWasReset
 from tests.agent.origin import GZIPPED, OriginApp, canned_server, free_port
 from wire import ErrorCode
@@ -90,14 +90,9 @@ async def test_response_hop_by_hop_headers_are_dropped(relay: FakeRelay) -> None
         b"5\r\nhello\r\n0\r\n\r\n"
     )
     async with canned_server(canned) as url:
-        target = HttpTarget(url)
-        run = make_agent(relay.url, target).start()
-        try:
+        async with running_agent(relay.url, HttpTarget(url)):
             session = await relay.session()
             head, raw = await session.request("GET", "/")
-        finally:
-            await stop_agent(run)
-            await target.aclose()
     names = {n.lower() for n, _v in head.headers}
     assert raw == b"hello"
     assert "x-fine" in names
@@ -105,9 +100,7 @@ async def test_response_hop_by_hop_headers_are_dropped(relay: FakeRelay) -> None
 
 
 async def test_refused_target_resets_connect_error(relay: FakeRelay) -> None:
-    target = HttpTarget(str(free_port()))
-    run = make_agent(relay.url, target).start()
-    try:
+    async with running_agent(relay.url, HttpTarget(str(free_port()))) as run:
         session = await relay.session()
         stream = await session.open("GET", "/")
         try:
@@ -121,18 +114,13 @@ async def test_refused_target_resets_connect_error(relay: FakeRelay) -> None:
             await again.response()
         except StreamWasReset as exc:
             assert exc.code is ErrorCode.CONNECT_ERROR
-    finally:
-        await stop_agent(run)
-        await target.aclose()
     assert [r.reset for r in run.records] == [ErrorCode.CONNECT_ERROR] * 2
 
 
 async def test_target_failing_mid_body_resets_target_error(relay: FakeRelay) -> None:
     canned = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"y" * 100
     async with canned_server(canned) as url:
-        target = HttpTarget(url)
-        run = make_agent(relay.url, target).start()
-        try:
+        async with running_agent(relay.url, HttpTarget(url)):
             session = await relay.session()
             stream = await session.open("GET", "/")
             head = await stream.response()
@@ -146,9 +134,6 @@ async def test_target_failing_mid_body_resets_target_error(relay: FakeRelay) -> 
             except StreamWasReset as exc:
                 assert exc.code is ErrorCode.TARGET_ERROR
             assert got == b"y" * 100
-        finally:
-            await stop_agent(run)
-            await target.aclose()
 
 
 async def test_relay_reset_cancels_the_local_request(
