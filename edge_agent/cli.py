@@ -104,6 +104,18 @@ def main() -> None:
     metavar="bearer:TOKEN|basic:USER:PASS",
     help="Credential public callers must present (repeatable).",
 )
+@click.option(
+    "--ping-interval",
+    type=float,
+    metavar="SECONDS",
+    help="WebSocket keepalive ping interval (default 20).",
+)
+@click.option(
+    "--ping-timeout",
+    type=float,
+    metavar="SECONDS",
+    help="Drop the tunnel when a ping is unanswered this long (default 20).",
+)
 @output_options
 @click.version_option(__version__, prog_name="edge-agent")
 def http(config: str | None, **flags: Any) -> None:
@@ -136,7 +148,7 @@ async def serve_http(settings: HttpSettings) -> None:
         settings.token,
         settings.name,
         target,
-        options=ConnectOptions(tls=tls),
+        options=_connect_options(settings, tls),
         caller_auth=[caller_auth.parse(spec) for spec in settings.caller_auth],
         agent=f"edge-agent/{__version__}",
         on_ready=lines.ready,
@@ -149,6 +161,16 @@ async def serve_http(settings: HttpSettings) -> None:
         await client.run()
     finally:
         await target.aclose()
+
+
+def _connect_options(settings: HttpSettings, tls: TlsOptions) -> ConnectOptions:
+    """TLS plus the keepalive settings that were given (the rest keep their defaults)."""
+    keepalive = {
+        key: value
+        for key in ("ping_interval", "ping_timeout")
+        if (value := getattr(settings, key)) is not None
+    }
+    return ConnectOptions(tls=tls, **keepalive)
 
 
 def _target(settings: HttpSettings) -> tuple[Target, str]:

@@ -19,7 +19,7 @@ ENV: Final = {"relay": "EDGE_RELAY_URL", "token": "EDGE_RELAY_TOKEN"}
 HTTP_KEYS: Final = frozenset(
     {
         "relay", "token", "name", "target", "app", "caller_auth", "ca_file",
-        "insecure", "pin_sha256", "verbose", "log_format",
+        "insecure", "pin_sha256", "verbose", "log_format", "ping_interval", "ping_timeout",
     }
 )  # fmt: skip
 
@@ -37,6 +37,8 @@ class HttpSettings:
     pin_sha256: str | None = None
     verbose: int = 0
     log_format: str = "text"
+    ping_interval: float | None = None  # None: the protocol's default (20 s)
+    ping_timeout: float | None = None
 
 
 def load_file(path: str | None, section: str = "http") -> dict[str, Any]:
@@ -88,7 +90,22 @@ def resolve_http(
     values["log_format"] = values["log_format"] or "text"
     if values["target"] is not None:
         values["target"] = str(values["target"])
+    for key in ("ping_interval", "ping_timeout"):
+        values[key] = _seconds(key, values[key])
     return HttpSettings(**values)
+
+
+def _seconds(key: str, value: Any) -> float | None:
+    """A keepalive duration from any source: a number of seconds, at least 1."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a number of seconds, not {value!r}") from None
+    if not seconds >= 1.0:
+        raise ConfigError(f"{key} must be at least 1 second")
+    return seconds
 
 
 def merge_sources(

@@ -202,6 +202,20 @@ def _state_dir_option(func: Any) -> Any:
     default=cfg.DEFAULT_DRAIN_TIMEOUT,
     help="Seconds in-flight requests get on shutdown.",
 )
+@click.option(
+    "--ping-interval",
+    envvar="EDGE_RELAY_PING_INTERVAL",
+    type=click.FloatRange(min=1),
+    default=cfg.WS_PING_INTERVAL,
+    help="Seconds between WebSocket pings to each agent.",
+)
+@click.option(
+    "--ping-timeout",
+    envvar="EDGE_RELAY_PING_TIMEOUT",
+    type=click.FloatRange(min=1),
+    default=cfg.WS_PING_TIMEOUT,
+    help="Drop an agent whose pong is this late (503 for its name after).",
+)
 @_common
 @click.pass_context
 def serve(ctx: click.Context, /, **opts: Any) -> None:
@@ -223,6 +237,8 @@ def serve(ctx: click.Context, /, **opts: Any) -> None:
         max_streams=opts["max_streams"],
         response_timeout=opts["response_timeout"],
         drain_timeout=opts["drain_timeout"],
+        ws_ping_interval=opts["ping_interval"],
+        ws_ping_timeout=opts["ping_timeout"],
     )
     if settings.open_mode:
         click.echo(

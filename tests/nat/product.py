@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -93,13 +93,13 @@ class Relay:
         return [line.strip() for line in out.splitlines() if line.strip()][-1]
 
 
-def start_relay(topo: Topology, public_url: str | None = None) -> Relay:
+def start_relay(topo: Topology, public_url: str | None = None, extra: Sequence[str] = ()) -> Relay:
     port = free_port(topo.internet)
     state_dir = topo.log_dir / "relay-state"
     state_dir.mkdir(mode=0o700, exist_ok=True)
     argv = [str(BIN / "edge-relay"), "serve", "--host", "0.0.0.0", "--port", str(port)]
     argv += ["--public-url", public_url or f"http://{INTERNET_IP}:{port}"]
-    argv += ["--state-dir", str(state_dir)]
+    argv += ["--state-dir", str(state_dir), *extra]
     proc = topo.spawn(topo.internet, "relay", argv)
     proc.wait_port(INTERNET_IP, port, timeout=START_TIMEOUT)
     return Relay(proc, port, state_dir)
@@ -144,12 +144,12 @@ def start_a2a_example(topo: Topology) -> int:
 
 
 def start_agent_http(
-    topo: Topology, relay: Relay, name: str, target_port: int
+    topo: Topology, relay: Relay, name: str, target_port: int, extra: Sequence[str] = ()
 ) -> tuple[NsProcess, str]:
     """``edge-agent http PORT`` on the laptop; returns it and the public URL it prints."""
     token = relay.issue_token(name)
     argv = [str(BIN / "edge-agent"), "http", str(target_port), "--relay", relay.url]
-    argv += ["--token", token, "--name", name]
+    argv += ["--token", token, "--name", name, *extra]
     proc = topo.spawn(topo.laptop, f"agent-{name}", argv)
     url = proc.wait_output(rf"(https?://\S+/a/{name}/)", timeout=START_TIMEOUT).group(1)
     return proc, url
