@@ -35,11 +35,8 @@ class Tunnel:
 
 @pytest.fixture(scope="session")
 def origin() -> Iterator[Origin]:
-    server = Origin().start()
-    try:
+    with Origin() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -16,12 +16,8 @@ from tests.faults.stack import CountingOrigin
 
 @pytest.fixture(scope="session")
 def origin() -> Iterator[CountingOrigin]:
-    server = CountingOrigin()
-    server.start()
-    try:
+    with CountingOrigin() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -94,11 +94,8 @@ class Served:
 
 @pytest.fixture(scope="session")
 def origin() -> Iterator[A2AOrigin]:
-    server = A2AOrigin().start()
-    try:
+    with A2AOrigin() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="package", params=GENERATIONS)

@@ -66,11 +66,8 @@ class VerbosePlatform(Platform):
 
 @pytest.fixture(scope="module")
 def a2a_origin() -> Iterator[A2AOrigin]:
-    server = A2AOrigin().start()
-    try:
+    with A2AOrigin() as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _pieces(secret: str) -> list[str]:

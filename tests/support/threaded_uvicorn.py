@@ -19,7 +19,8 @@ STOP_WITHIN = 15.0
 
 
 class ThreadedUvicorn:
-    """Start with :meth:`start`, stop with :meth:`stop`; ``port`` is set once started.
+    """Start with :meth:`start`, stop with :meth:`stop` (or both with ``with``); ``port``
+    is set once started.
     Origins subclass it and pass their own ASGI app.
 
     ``config`` is passed to :class:`uvicorn.Config` on top of quiet defaults (no lifespan,
@@ -85,6 +86,12 @@ class ThreadedUvicorn:
         finally:
             loop.close()
             sock.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def stop(self) -> None:
         if self._server is not None:
