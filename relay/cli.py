@@ -36,6 +36,8 @@ _SERVE_KEYS: Final = frozenset(
         "max_streams",
         "response_timeout",
         "drain_timeout",
+        "ping_interval",
+        "ping_timeout",
     }
 )
 _GLOBAL_KEYS: Final = frozenset({"verbose", "log_format"})

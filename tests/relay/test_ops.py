@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner
 from cryptography import x509
@@ -199,3 +200,14 @@ def test_unknown_config_key_is_an_error(captured: list[Settings], tmp_path: Path
     result = CliRunner().invoke(cli.main, ["--config", str(config), "serve"])
     assert result.exit_code == 2 and "prot" in result.output
     assert captured == []
+
+
+def test_every_serve_flag_is_a_config_key(captured: list[Settings], tmp_path: Path) -> None:
+    """A flag added to ``serve`` must be accepted in the config file too."""
+    flags = {p.name for p in cli.serve.params if isinstance(p, click.Option) and p.name != "config"}
+    flags = {"open" if name == "open_mode" else name for name in flags} - {"verbose", "log_format"}
+    assert flags <= cli._SERVE_KEYS, sorted(flags - cli._SERVE_KEYS)
+    config = tmp_path / "relay.toml"
+    config.write_text("ping-interval = 3\nping-timeout = 4\n")
+    assert CliRunner().invoke(cli.main, ["serve", "--config", str(config)]).exit_code == 0
+    assert (captured[0].ws_ping_interval, captured[0].ws_ping_timeout) == (3.0, 4.0)
