@@ -31,13 +31,10 @@ from tenacity import (
     stop_never,
     wait_exponential_jitter,
 )
-from websockets.asyncio.client import ClientConnection
-
+import tunnel
 from edge_agent.connect import ConnectOptions, check_name, open_tunnel
 from edge_agent.errors import ConfigError, SessionEndedEarly, TunnelError
-from edge_agent.session import DRAIN_TIMEOUT, WELCOME_TIMEOUT, Hooks, TunnelSession
-from edge_agent.streams import RequestRecord
-from edge_agent.target import Target
+from edge_agent.session import DRAIN_TIMEOUT, WELCOME_TIMEOUT, Hooks, StreamTarget, TunnelSession
 from wire import MAX_AGENT_INFO, MAX_CALLER_AUTH, CallerCredential, Welcome
 
 #: A session must last this long before the reconnect backoff starts over.
@@ -73,12 +70,11 @@ class TunnelClient:
         relay_url: the relay's base URL (``https://relay.example``).
         token: relay token sent as ``Authorization: Bearer``; None in open mode.
         name: tunnel name (a DNS label); None lets the relay choose (open mode only).
-        target: where each request goes.
+        target: makes each stream's handler (where each request goes).
         policy: reconnect backoff and timeouts.
         options: transport settings (TLS, proxy, WebSocket timeouts).
         caller_auth: credentials the relay demands from public callers (empty: none).
         on_ready: called with every WELCOME (after each (re)connect).
-        on_request: called with a :class:`RequestRecord` when a stream ends.
     """
 
     def __init__(
@@ -86,14 +82,13 @@ class TunnelClient:
         relay_url: str,
         token: str | None,
         name: str | None,
-        target: Target,
+        target: StreamTarget,
         *,
         policy: ReconnectPolicy = ReconnectPolicy(),
         options: ConnectOptions | None = None,
         caller_auth: Sequence[CallerCredential] = (),
         agent: str = "edge-agent",
         on_ready: Callable[[Welcome], None] | None = None,
-        on_request: Callable[[RequestRecord], None] | None = None,
     ) -> None:
         check_name(name)
         self.relay_url = relay_url
@@ -102,7 +97,7 @@ class TunnelClient:
         self.policy = policy
         self.options = options or ConnectOptions()
         self.agent = agent
-        self.hooks = Hooks(self._ready, on_request)
+        self.hooks = Hooks(self._ready)
         self._on_ready = on_ready
         self._token = token
         self._caller_auth = _checked_auth(caller_auth)
@@ -196,11 +191,11 @@ class TunnelClient:
                 await self._serve_once()
 
     async def _serve_once(self) -> None:
-        ws = await self._connect()
-        if ws is None:
+        link = await self._connect()
+        if link is None:
             return  # stopped while connecting
         session = TunnelSession(
-            ws,
+            link,
             self.target,
             name=self.name,
             caller_auth=self._caller_auth,
@@ -228,7 +223,7 @@ class TunnelClient:
             raise failure or SessionEndedEarly(f"session ended after {up:.1f} s")
         self.attempts = 0  # healthy: run() starts a fresh backoff
 
-    async def _connect(self) -> ClientConnection | None:
+    async def _connect(self) -> tunnel.WsLink | None:
         """Open the WebSocket, or return None if :meth:`stop`/:meth:`drain` came first."""
         if self._stop.is_set():
             return None
@@ -243,8 +238,8 @@ class TunnelClient:
         if not opening.done():
             opening.cancel()
             with contextlib.suppress(BaseException):
-                ws = await opening
-                await ws.close()
+                link = await opening
+                link.abort()
             return None
         return opening.result()
 

@@ -1,45 +1,52 @@
 """The agent endpoint, ``GET /_edge/connect``: refuse or accept, HELLO/WELCOME, serve.
 
-Refusals happen BEFORE the WebSocket upgrade, as plain HTTP with the relay's JSON error
-(ASGI ``websocket.http.response`` extension, supported by uvicorn's websockets-sansio
-implementation), so an agent can tell them apart:
+Refusals happen BEFORE the WebSocket upgrade, as plain HTTP with the relay's JSON error,
+so an agent can tell them apart:
 
 * 401 ``agent_unauthorized``: token missing (and not open mode), unknown, or revoked;
 * 403 ``name_forbidden``: the token is valid for another name, or the name is reserved
   (or owned by a token while the agent has none);
-* 400 ``bad_name`` / ``subprotocol_required``;
+* 400 ``bad_name`` / ``subprotocol_required`` / ``protocol_version`` (an agent that
+  speaks only ``molecule-edge.v1``: upgrade it);
 * 503 ``relay_draining``: the relay is shutting down (transient, retry).
 
-After the upgrade the first frame must be HELLO within the hello timeout (10 s);
-its name must equal the name of the connect URL or the token. A new session for a name
+After the upgrade the first frame must be HELLO within the hello timeout (10 s); its
+name must equal the name of the connect URL or the token. A new session for a name
 replaces the old one at once: the old one gets GOAWAY REPLACED and may finish its
 in-flight streams, while new requests go to the new one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import enum
 import hmac
 import logging
 import secrets
+from typing import Final
 from urllib.parse import parse_qs
 
+import tunnel
 import wire
-from relay.asgi import Receive, Scope, Send, deny_websocket
-from relay.config import RESERVED_NAMES, valid_name
+from relay.config import RESERVED_NAMES
 from relay.errors import (
-    AgentRefused,
     AgentUnauthorized,
     BadAgentRequest,
     NameForbidden,
     RelayConfigError,
     RelayNotAccepting,
 )
-from relay.session import WS_POLICY, AgentSession
 from relay.state import RelayState
 from wire import ErrorCode
+from wire.rules import valid_name
 
 log = logging.getLogger(__name__)
+
+#: HELLO frames an agent may re-send in one session. Each replaces its caller auth and
+#: is logged; an honest agent re-sends one only when its caller credentials change
+#: (rare), so a peer that sends more is flooding the relay's log (PROTOCOL_ERROR).
+HELLO_FRAME_ALLOWANCE: Final = 64
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -50,12 +57,8 @@ class Claim:
     token_sha256: str | None
 
 
-def _query_name(scope: Scope) -> str | None:
-    try:
-        query = parse_qs(scope.get("query_string", b"").decode("ascii"), strict_parsing=False)
-    except UnicodeDecodeError:
-        raise BadAgentRequest("bad_name", "the query string is not ASCII") from None
-    names = query.get("name", [])
+def _query_name(query: str) -> str | None:
+    names = parse_qs(query, strict_parsing=False).get("name", [])
     if len(names) > 1:
         raise BadAgentRequest("bad_name", "name given more than once")
     if names and not valid_name(names[0]):
@@ -63,22 +66,35 @@ def _query_name(scope: Scope) -> str | None:
     return names[0] if names else None
 
 
-def _bearer(scope: Scope) -> str | None:
-    values = [v for n, v in scope["headers"] if n == b"authorization"]
-    if len(values) != 1:
+def _bearer(authorization: list[bytes]) -> str | None:
+    if len(authorization) != 1:
         return None
-    scheme, _, token = values[0].decode("latin-1").strip().partition(" ")
+    scheme, _, token = authorization[0].decode("latin-1").strip().partition(" ")
     if scheme.lower() != "bearer":
         return None
     return token.strip() or None
 
 
-def authorize(scope: Scope, state: RelayState) -> Claim:
+def _check_subprotocol(offered: list[str]) -> None:
+    if wire.SUBPROTOCOL in offered:
+        return
+    if wire.SUBPROTOCOL_V1 in offered:
+        raise BadAgentRequest(
+            "protocol_version",
+            f"this relay speaks {wire.SUBPROTOCOL}; the agent speaks {wire.SUBPROTOCOL_V1}: "
+            "upgrade edge-agent",
+        )
+    raise BadAgentRequest("subprotocol_required", f"offer subprotocol {wire.SUBPROTOCOL}")
+
+
+def authorize(
+    state: RelayState, query: str, authorization: list[bytes], offered: list[str]
+) -> Claim:
     """Decide on an upgrade request before accepting it. Raises AgentRefused."""
     if state.draining:
         raise RelayNotAccepting("the relay is shutting down; retry shortly")
-    token = _bearer(scope)
-    name = _query_name(scope)
+    token = _bearer(authorization)
+    name = _query_name(query)
     if name in RESERVED_NAMES:
         raise NameForbidden(f"the name {name} is reserved")
     try:
@@ -99,79 +115,153 @@ def authorize(scope: Scope, state: RelayState) -> Claim:
         raise NameForbidden(f"the name {name} belongs to a token")
     else:
         claim = Claim(name, None)
-    if wire.SUBPROTOCOL not in scope.get("subprotocols", []):
-        raise BadAgentRequest("subprotocol_required", f"offer subprotocol {wire.SUBPROTOCOL}")
+    _check_subprotocol(offered)
     return claim
 
 
-async def serve_agent(state: RelayState, scope: Scope, receive: Receive, send: Send) -> None:
-    """Run one agent WebSocket from the upgrade request to its end."""
-    message = await receive()
-    if message["type"] != "websocket.connect":
-        return
-    client = _client(scope)
-    try:
-        claim = authorize(scope, state)
-    except AgentRefused as exc:
-        state.metrics.agent_refusals[exc.status] += 1
-        log.info("agent_refused", extra={"status": exc.status, "code": exc.code, "client": client})
-        await deny_websocket(send, exc)
-        return
-    await send({"type": "websocket.accept", "subprotocol": wire.SUBPROTOCOL})
-    conn = wire.Connection(wire.Role.RELAY, state.settings.max_streams)
-    session = AgentSession(conn, send, state.metrics, client)
-    session.token_sha256 = claim.token_sha256
-    writer = session.start_writer()
-    try:
-        if await _establish(state, session, claim, scope, receive):
-            code = await session.run(receive)
-            log.info("agent_disconnected", extra={"agent": session.name, "ws_code": code})
-        else:
-            await session.run(receive)
-    finally:
-        if session.name:
-            await state.registry.release(session)
-        writer.cancel()
+class Phase(enum.Enum):
+    HELLO = "hello"  # waiting for the first HELLO
+    ACTIVE = "active"  # takes new streams
+    DRAINING = "draining"  # GOAWAY sent: in-flight streams finish, no new ones
+    CLOSED = "closed"
 
 
-async def _establish(
-    state: RelayState, session: AgentSession, claim: Claim, scope: Scope, receive: Receive
-) -> bool:
-    hello = await session.handshake(receive, state.settings.hello_timeout)
-    if hello is None:
-        return False
-    name = _choose_name(state, claim, hello)
-    if name is None:
-        session.close(ErrorCode.UNAUTHORIZED, "the HELLO name is not allowed", WS_POLICY)
-        return False
-    settings = state.settings
-    server = scope.get("server")
-    urls = settings.tunnel_urls(name, server[1] if server else None)
-    welcome = wire.Welcome(name, urls, settings.max_streams, settings.max_request_body)
-    session.welcome(name, welcome, hello)
-    old = await state.registry.claim(session)
-    state.metrics.sessions_total += 1
-    if old is not None:
-        old.retire(ErrorCode.REPLACED, "replaced by a newer session", settings.drain_timeout)
-        state.metrics.sessions_replaced += 1
-        log.info("agent_replaced", extra={"agent": name, "client": session.client})
-    log.info(
-        "agent_connected",
-        extra={"agent": name, "client": session.client, "software": _printable(hello.agent)},
-    )
-    return True
+class AgentSession(tunnel.SessionHooks):
+    """The relay's end of one agent WebSocket."""
 
+    def __init__(self, state: RelayState, claim: Claim, client: str, port: int | None) -> None:
+        self.state = state
+        self.claim = claim
+        self.client = client
+        self.port = port
+        self.name = ""
+        self.token_sha256 = claim.token_sha256
+        self.caller_auth: tuple[wire.CallerCredential, ...] = ()
+        self.phase = Phase.HELLO
+        self.session = tunnel.Session(
+            wire.Connection(wire.Role.RELAY, state.settings.max_streams), self
+        )
+        self.closed = asyncio.Event()
+        self._hellos = 0
+        loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = loop.call_later(
+            state.settings.hello_timeout, self._no_hello
+        )
 
-def _choose_name(state: RelayState, claim: Claim, hello: wire.Hello) -> str | None:
-    """The session's name, or None when the HELLO asks for one it may not have."""
-    if claim.name is not None:
-        return claim.name if hello.name in (None, claim.name) else None
-    if hello.name is None:
-        return _free_name(state)
-    name = hello.name
-    if not valid_name(name) or name in RESERVED_NAMES or state.store.owns(name):
-        return None
-    return name
+    # -- the forwarding side ------------------------------------------------------------
+
+    @property
+    def accepting(self) -> bool:
+        return self.phase is Phase.ACTIVE and not self.session.conn.goaway_received
+
+    @property
+    def open_streams(self) -> int:
+        return len(self.session.streams)
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def on_hello(self, session: tunnel.Session, hello: wire.Hello) -> None:
+        if self.phase is Phase.HELLO:
+            self._welcome(hello)
+            return
+        self._hellos += 1
+        if self._hellos > HELLO_FRAME_ALLOWANCE:
+            session.fail(ErrorCode.PROTOCOL_ERROR, "too many HELLO frames")
+            return
+        # A HELLO re-sent after WELCOME (same name, checked by wire) replaces caller_auth.
+        self.caller_auth = hello.caller_auth
+        log.info("caller_auth_updated", extra={"agent": self.name})
+
+    def on_goaway(self, session: tunnel.Session, event: wire.GoAwayReceived) -> None:
+        log.info(
+            "agent_goaway",
+            extra={"agent": self.name, "code": event.code.name, "last_stream": event.last_stream_id},
+        )
+        # Streams the agent never saw were not processed: safe for the caller to retry.
+        for sid, stream in list(session.streams.items()):
+            if sid > event.last_stream_id:
+                stream.reset(ErrorCode.REFUSED_STREAM)
+                stream.handler.aborted(ErrorCode.REFUSED_STREAM, "agent draining")
+
+    def on_stream_closed(self, session: tunnel.Session, stream: tunnel.Stream) -> None:
+        if self.phase is Phase.DRAINING and not session.streams:
+            self.close(ErrorCode.NO_ERROR, "drained", tunnel.WS_NORMAL)
+
+    def on_session_closed(self, session: tunnel.Session) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.phase is not Phase.HELLO:
+            log.info("agent_disconnected", extra={"agent": self.name})
+        self.phase = Phase.CLOSED
+        if self.name:
+            self.state.registry.release(self)
+        self.closed.set()
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def _welcome(self, hello: wire.Hello) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        name = self._choose_name(hello)
+        if name is None:
+            self.close(ErrorCode.UNAUTHORIZED, "the HELLO name is not allowed", tunnel.WS_POLICY)
+            return
+        settings = self.state.settings
+        urls = settings.tunnel_urls(name, self.port)
+        welcome = wire.Welcome(name, urls, settings.max_streams, settings.max_request_body)
+        self.name = name
+        self.caller_auth = hello.caller_auth
+        self.session.send_welcome(welcome)
+        self.phase = Phase.ACTIVE
+        old = self.state.registry.claim(self)
+        metrics = self.state.metrics
+        metrics.sessions_total += 1
+        if old is not None:
+            old.retire(ErrorCode.REPLACED, "replaced by a newer session", settings.drain_timeout)
+            metrics.sessions_replaced += 1
+            log.info("agent_replaced", extra={"agent": name, "client": self.client})
+        log.info(
+            "agent_connected",
+            extra={"agent": name, "client": self.client, "software": _printable(hello.agent)},
+        )
+
+    def _choose_name(self, hello: wire.Hello) -> str | None:
+        """The session's name, or None when the HELLO asks for one it may not have."""
+        claim = self.claim
+        if claim.name is not None:
+            return claim.name if hello.name in (None, claim.name) else None
+        if hello.name is None:
+            return _free_name(self.state)
+        name = hello.name
+        if not valid_name(name) or name in RESERVED_NAMES or self.state.store.owns(name):
+            return None
+        return name
+
+    def _no_hello(self) -> None:
+        self._timer = None
+        if self.phase is Phase.HELLO:
+            log.info("agent_no_hello", extra={"client": self.client})
+            self.close(ErrorCode.PROTOCOL_ERROR, "no HELLO in time", tunnel.WS_POLICY)
+
+    def retire(self, code: ErrorCode, reason: str, deadline: float) -> None:
+        """GOAWAY: take no new streams, let in-flight ones finish, close when they did
+        (or after ``deadline`` seconds, failing what is left)."""
+        if self.phase is not Phase.ACTIVE:
+            return
+        self.phase = Phase.DRAINING
+        self.session.goaway(code, reason)
+        if not self.session.streams:
+            self.close(code, reason, tunnel.WS_NORMAL)
+            return
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(deadline, self.close, code, "drain deadline")
+
+    def close(self, code: ErrorCode, reason: str, ws_code: int = tunnel.WS_NORMAL) -> None:
+        """GOAWAY (if not sent yet) and close the WebSocket now; open streams fail."""
+        if self.phase is not Phase.CLOSED:
+            self.session.close(code, reason, ws_code)
 
 
 def _free_name(state: RelayState) -> str:
@@ -192,8 +282,3 @@ def token_still_valid(state: RelayState, session: AgentSession) -> bool:
 def _printable(text: str, limit: int = 80) -> str:
     """Agent-supplied text made safe for a log line (no control characters)."""
     return "".join(c if c.isprintable() else "?" for c in text[:limit]) or "-"
-
-
-def _client(scope: Scope) -> str:
-    client = scope.get("client")
-    return f"{client[0]}:{client[1]}" if client else "-"

@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from pathlib import Path
 from typing import Final
 
 import wire
-
-#: Tunnel names: one lowercase DNS label (workspace UUIDs fit).
-NAME_RE: Final = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 #: Names no token and no open-mode agent may claim: they would read as the relay's own
 #: host names under a wildcard domain.
@@ -39,21 +35,16 @@ DEFAULT_RESPONSE_TIMEOUT: Final = 300.0
 #: Seconds a graceful shutdown (SIGTERM/SIGINT) lets in-flight streams finish.
 DEFAULT_DRAIN_TIMEOUT: Final = 30.0
 
-#: Largest request head a caller may send: request line plus header lines, in bytes.
-#: Over it the caller gets 431 headers_too_large. Must leave room in the OPEN frame's
-#: JSON (``wire.MAX_HEAD_SIZE``) for escaping and the X-Forwarded-* headers.
+#: Largest request head a caller may send: request line plus header lines, in bytes,
+#: counted as they arrive (an unfinished line counts too). Over it the caller gets 431
+#: headers_too_large and the connection is closed.
 DEFAULT_MAX_HEADER_BYTES: Final = 32 * 1024
 
-#: Hard cap on a head the HTTP parser buffers before the app sees it; past it the
-#: connection gets 431 and is closed (protects memory from endless header lines).
-PARSER_MAX_HEADER_BYTES: Final = 64 * 1024
-
-#: Most header lines in one request; more is 431. Leaves room under ``wire`` 's
-#: MAX_HEADERS for the headers the relay adds.
+#: Most header lines in one request; more is 431.
 MAX_REQUEST_HEADERS: Final = 200
 
 #: Seconds a client may take to send a complete request head (slowloris guard); then
-#: 408 and the connection is closed. uvicorn has no such timeout for httptools.
+#: 408 and the connection is closed.
 DEFAULT_HEADER_TIMEOUT: Final = 30.0
 
 #: Seconds a request body may stay silent while the relay is waiting for it; then 408
@@ -61,9 +52,9 @@ DEFAULT_HEADER_TIMEOUT: Final = 30.0
 #: not count: only a silent caller does.
 DEFAULT_BODY_IDLE_TIMEOUT: Final = 60.0
 
-#: Seconds an idle keep-alive connection stays open (uvicorn's default is 5 s; set on
-#: purpose, a little longer so bursty callers reuse connections).
-KEEP_ALIVE_TIMEOUT: Final = 15
+#: Seconds an idle keep-alive connection stays open (a little longer than the common
+#: 5 s, so bursty callers reuse connections).
+KEEP_ALIVE_TIMEOUT: Final = 15.0
 
 #: Seconds an agent has between the WebSocket upgrade and its HELLO; then the socket is
 #: closed.
@@ -103,6 +94,7 @@ class Settings:
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     body_idle_timeout: float = DEFAULT_BODY_IDLE_TIMEOUT
+    keep_alive_timeout: float = KEEP_ALIVE_TIMEOUT
     token_poll_interval: float = TOKEN_POLL_INTERVAL
     hello_timeout: float = HELLO_TIMEOUT
     ws_ping_interval: float = WS_PING_INTERVAL
@@ -127,6 +119,3 @@ class Settings:
             urls.append(f"https://{name}.{self.domain}/")
         return tuple(urls)
 
-
-def valid_name(name: str) -> bool:
-    return NAME_RE.fullmatch(name) is not None

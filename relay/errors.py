@@ -21,12 +21,10 @@ The tree::
     │   ├── TargetTimeout            504 target_timeout (RESET TARGET_TIMEOUT)
     │   └── ResponseTimeout          504 response_timeout (no head within the limit)
     ├── AgentRefused                 an agent's upgrade refused before the WebSocket opens
-    │   ├── BadAgentRequest          400 bad_name / subprotocol_required
+    │   ├── BadAgentRequest          400 bad_name / subprotocol_required / protocol_version
     │   ├── AgentUnauthorized        401 agent_unauthorized (missing/invalid/revoked token)
     │   ├── NameForbidden            403 name_forbidden (token for another name, reserved)
     │   └── RelayNotAccepting        503 relay_draining (shutting down: retry later)
-    ├── StreamAborted                a reset after the response head: the caller's
-    │                                response is cut (no clean end of body)
     └── RelayConfigError             bad settings, unreadable token store or certificate
 
 :func:`http_error` is the only place where an error becomes a status, a body and headers;
@@ -168,10 +166,6 @@ class NameForbidden(AgentRefused):
 
 class RelayNotAccepting(AgentRefused):
     code, status = "relay_draining", 503
-
-
-class StreamAborted(RelayError):
-    """The agent reset a stream after its head reached the caller: cut the response."""
 
 
 class RelayConfigError(RelayError):

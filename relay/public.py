@@ -1,4 +1,11 @@
-"""The public side: which tunnel a request is for, and the checks before it goes down.
+"""The public side: one ``asyncio.Protocol`` per caller connection, bytes in and out.
+
+Each request's head is parsed (:mod:`relay.h1`) only to decide: which tunnel (routing),
+whether the caller may call it (caller auth), whether it fits the limits; then its
+bytes go down a new tunnel stream as they came (head rewritten by splicing: routing
+prefix stripped, X-Forwarded-* added), and the response's bytes come back to the caller
+unchanged (:mod:`relay.exchange`). One exchange at a time per connection; a pipelined
+next request waits in the reader, and reading pauses until the exchange ends.
 
 Routing:
 
@@ -9,130 +16,487 @@ Routing:
 
 The name is read from the raw path (never percent-decoded) and must be a lowercase DNS
 label, so ``%2e%2e``, ``..`` or an encoded slash can never select another tunnel.
+
+Errors before the first response byte are the relay's JSON answers
+(:mod:`relay.answers`); after it, a failure aborts the connection (a definite error,
+never a clean but truncated end).
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import collections
 import dataclasses
-from typing import Final
+import logging
+import time
+from typing import TYPE_CHECKING, Final, cast
 
 import wire
-from relay.asgi import Receive, Scope, Send
-from relay.config import RESERVED_NAMES, Settings, valid_name
+from relay import control, h1
+from relay.answers import CLOSE_AFTER, error_response
+from relay.config import RESERVED_NAMES
 from relay.errors import (
     AgentOffline,
+    AgentUnavailable,
     BadRequest,
+    BodyTooLarge,
     HeadersTooLarge,
     PublicError,
     RelayConfigError,
     RelayDraining,
+    RequestTimeout,
+    ResponseTimeout,
+    TargetFailed,
+    TooManyStreams,
     UnknownTunnel,
+    error_for_reset,
 )
-from relay.forward import open_and_forward
-from relay.headers import (
-    announced_length,
-    check_caller,
-    check_header_size,
-    forwarded_headers,
-    has_body,
-    header_values,
-    request_target,
-)
-from relay.state import RelayState
-from wire import MAX_HEAD_SIZE
+from relay.exchange import Exchange
+from relay.headers import check_caller
+from tunnel.link import set_nodelay
+from wire import ErrorCode, StreamKind
+from wire.rules import RESERVED_PREFIX, valid_name
 
-PATH_PREFIX: Final = "/a/"
+if TYPE_CHECKING:
+    from relay.agents import AgentSession
+    from relay.app import RelayApp
 
-# JSON may escape a latin-1 character as \u00XX (6 bytes): heads whose raw size could
-# reach the frame limit after escaping are measured exactly before they are sent.
-_ESCAPE_FACTOR: Final = 6
+log = logging.getLogger(__name__)
+
+PATH_PREFIX: Final = b"/a/"
+
+#: Status recorded (metrics) for a request whose caller left before any answer.
+CALLER_GONE: Final = 499
+
+#: Bytes of a refused request's body the relay reads and drops before it closes the
+#: connection anyway (so that the caller, still uploading, can read the answer).
+DISCARD_LIMIT: Final = 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Route:
     name: str
-    rest: str  # raw path for the agent, before the query
-    prefix: str | None  # X-Forwarded-Prefix (path routing only)
+    target: bytes  # origin-form target for the agent (prefix stripped, query kept)
+    prefix: bytes | None  # X-Forwarded-Prefix (path routing only)
 
 
-def _host(scope: Scope) -> str:
-    values = header_values(scope, b"host")
-    if len(values) != 1:
-        return ""
-    host = values[0].strip().lower()
-    if host.startswith("["):
-        return host  # an IPv6 literal never names a tunnel
-    return host.rsplit(":", 1)[0] if ":" in host else host
+def _host_name(host: bytes) -> str:
+    text = host.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        return text  # an IPv6 literal never names a tunnel
+    return text.rsplit(":", 1)[0] if ":" in text else text
 
 
-def route(scope: Scope, settings: Settings) -> Route:
+def route(head: h1.Head, domain: str | None) -> Route:
     """Find the tunnel a request is for. Raises UnknownTunnel or BadRequest."""
-    raw_path = scope.get("raw_path") or scope["path"].encode("latin-1")
-    path = raw_path.decode("latin-1")
-    if settings.domain:
-        host = _host(scope)
-        suffix = "." + settings.domain.lower()
+    target = head.target
+    if domain:
+        host = _host_name(head.host)
+        suffix = "." + domain.lower()
         label = host[: -len(suffix)] if host.endswith(suffix) else None
         # Reserved labels (www.D, relay.D...) are the relay's own host: path routing.
         if label is not None and label not in RESERVED_NAMES:
             if not valid_name(label):
                 raise UnknownTunnel()
-            return Route(label, path, None)
-    if not path.startswith(PATH_PREFIX):
+            return Route(label, target, None)
+    if not target.startswith(PATH_PREFIX):
         raise UnknownTunnel()
-    name, slash, rest = path[len(PATH_PREFIX) :].partition("/")
-    if not name:
+    path, question, query = target.partition(b"?")
+    name_b, slash, rest = path[len(PATH_PREFIX) :].partition(b"/")
+    if not name_b:
         raise UnknownTunnel()
+    name = name_b.decode("latin-1")
     if not valid_name(name):
         raise BadRequest("invalid tunnel name")
-    return Route(name, slash + rest, PATH_PREFIX + name)
+    return Route(name, (slash + rest or b"/") + question + query, PATH_PREFIX + name_b)
 
 
-async def handle_public(state: RelayState, scope: Scope, receive: Receive, send: Send) -> int:
-    """Forward one public request. Returns the status sent (499: the caller left).
+class PublicConnection(asyncio.Protocol):
+    """One caller's connection to the relay."""
 
-    Raises PublicError for every refusal before the agent's response head.
-    """
-    settings = state.settings
-    if state.draining:
-        raise RelayDraining()
-    check_header_size(scope, settings.max_header_bytes)
-    where = route(scope, settings)
-    session = await state.registry.lookup(where.name)
-    if session is None:
-        raise await _missing(state, where.name)
-    strip_auth = check_caller(scope, session.caller_auth, where.name)
-    target = request_target(where.rest, scope.get("query_string", b""))
-    headers = forwarded_headers(scope, where.prefix, strip_auth)
-    length = announced_length(scope, settings.max_request_body)
-    head = wire.RequestHead(scope["method"], target, tuple(headers))
-    _check_head_size(head)
-    return await open_and_forward(
-        session,
-        head,
-        has_body(scope, length),
-        receive,
-        send,
-        state.metrics,
-        max_body=settings.max_request_body,
-        response_timeout=settings.response_timeout,
-        body_idle_timeout=settings.body_idle_timeout,
-    )
+    def __init__(self, app: RelayApp, tls: bool) -> None:
+        self.app = app
+        self.state = app.state
+        self.tls = tls
+        settings = self.state.settings
+        self.reader = h1.RequestReader(
+            max_head=settings.max_header_bytes, max_headers=h1.MAX_REQUEST_HEADERS
+        )
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = ""
+        self.server_port = 0
+        self.exchange: Exchange | None = None
+        self.events: collections.deque[h1.Event] = collections.deque()
+        self.discarding = 0  # >0: dropping a refused request's body; close at its end
+        self.keep_discarded = False
+        self.body_received = 0
+        self.closing = False
+        self._reading_paused = False
+        self._writing_paused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_kind = ""
+        self._loop = asyncio.get_running_loop()
 
+    # -- asyncio.Protocol -------------------------------------------------------------------
 
-async def _missing(state: RelayState, name: str) -> PublicError:
-    """503 for a name that has a token or had a session lately, else 404."""
-    with contextlib.suppress(RelayConfigError):
-        state.store.refresh()  # a stat; re-reads only when the file changed
-    if state.store.owns(name) or await state.registry.known(name):
-        return AgentOffline()
-    return UnknownTunnel()
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        set_nodelay(transport)
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if peer else ""
+        sock = transport.get_extra_info("sockname")
+        self.server_port = sock[1] if sock else 0
+        self.app.connections.add(self)
+        self._arm("head", self.state.settings.header_timeout)
 
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.events.extend(self.reader.feed(data))
+        except h1.H1Error as exc:
+            self._refuse_malformed(exc)
+            return
+        self._pump()
 
-def _check_head_size(head: wire.RequestHead) -> None:
-    raw = len(head.target) + sum(len(n) + len(v) + 6 for n, v in head.headers)
-    if raw * _ESCAPE_FACTOR + 64 < MAX_HEAD_SIZE:
-        return
-    if len(wire.frames.encode_request_head(head)) > MAX_HEAD_SIZE:
-        raise HeadersTooLarge()
+    def eof_received(self) -> bool | None:
+        if self.exchange is not None and not self.exchange.request_done:
+            self._caller_gone()
+        return None  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.app.connections.discard(self)
+        self._disarm()
+        if self.exchange is not None:
+            self._caller_gone()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        if self.exchange is not None and self.exchange.stream is not None:
+            self.exchange.stream.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self.exchange is not None and self.exchange.stream is not None:
+            self.exchange.stream.resume_reading()
+
+    # -- reading the caller -------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        events = self.events
+        while events and not self.closing:
+            event = events[0]
+            if type(event) is h1.Head and (self.exchange is not None or self.discarding):
+                self.pause_reading()  # a pipelined request waits for this exchange
+                return
+            events.popleft()
+            if type(event) is h1.Head:
+                self._on_head(event)
+            elif type(event) is h1.Body:
+                self._on_body(event)
+            else:
+                self._on_end()
+
+    def _on_head(self, head: h1.Head) -> None:
+        self._disarm()
+        self.body_received = 0
+        try:
+            if head.target.startswith(RESERVED_PREFIX.encode()):
+                control.handle(self, head)
+            else:
+                self._forward(head)
+        except PublicError as exc:
+            self._answer_error(exc, head)
+
+    def _on_body(self, body: h1.Body) -> None:
+        if self.discarding:
+            self.discarding += len(body.data)
+            if self.discarding > DISCARD_LIMIT:
+                self.close()
+            return
+        exchange = self.exchange
+        if exchange is None or exchange.stream is None:
+            return
+        self.body_received += body.decoded
+        if self.body_received > self.state.settings.max_request_body:
+            self._fail_exchange(exchange, BodyTooLarge())
+            return
+        self.state.metrics.bytes_in += body.decoded
+        exchange.stream.write(body.data)
+        if not exchange.watch.upgraded:
+            self._arm("body", self.state.settings.body_idle_timeout)
+
+    def _on_end(self) -> None:
+        if self.discarding:
+            self.discarding = 0
+            if self.keep_discarded:
+                self._next_request()
+            else:
+                self.close()
+            return
+        exchange = self.exchange
+        if exchange is None or exchange.stream is None:
+            return
+        self._disarm_kind("body")
+        exchange.request_done = True
+        if not exchange.watch.upgrade:
+            exchange.stream.end()
+        self.pause_reading()  # nothing more until the response is done
+
+    # -- forwarding ---------------------------------------------------------------------------
+
+    def _forward(self, head: h1.Head) -> None:
+        state = self.state
+        settings = state.settings
+        if state.draining:
+            raise RelayDraining()
+        where = route(head, settings.domain)
+        session = state.registry.lookup(where.name)
+        if session is None:
+            raise self._missing(where.name)
+        strip_auth = check_caller(head.headers, session.caller_auth, where.name)
+        if head.framing is h1.Framing.LENGTH and head.length > settings.max_request_body:
+            raise BodyTooLarge()
+        raw = h1.rewrite_head(
+            head,
+            target=where.target,
+            client_ip=self.client_ip,
+            proto="https" if self.tls else "http",
+            host=head.host,
+            port=self.server_port,
+            prefix=where.prefix,
+            trusted=False,
+            strip_authorization=strip_auth,
+        )
+        self._open(session, head, where, raw)
+
+    def _open(self, session: AgentSession, head: h1.Head, where: Route, raw: bytes) -> None:
+        if not session.accepting:
+            raise AgentUnavailable()
+        conn = session.session.conn
+        if not conn.can_open():
+            if conn.open_streams >= conn.max_streams:
+                raise TooManyStreams()
+            raise AgentUnavailable("the session ran out of stream ids; the agent must reconnect")
+        upgrade = head.upgrade is not None
+        exchange = Exchange(
+            self, where.name, head.method, where.target, head.keep_alive, upgrade, time.monotonic()
+        )
+        self.exchange = exchange
+        no_body = head.framing is h1.Framing.NONE and not upgrade
+        exchange.stream = session.session.open(StreamKind.HTTP, exchange, raw, end=no_body)
+        exchange.request_done = no_body
+        self._arm("response", self.state.settings.response_timeout)
+
+    def _missing(self, name: str) -> PublicError:
+        """503 for a name that has a token or had a session lately, else 404."""
+        try:
+            self.state.store.refresh()  # a stat; re-reads only when the file changed
+        except RelayConfigError:
+            pass
+        if self.state.store.owns(name) or self.state.registry.known(name):
+            return AgentOffline()
+        return UnknownTunnel()
+
+    # -- the exchange's callbacks -----------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+            self.state.metrics.bytes_out += len(data)
+
+    def first_byte(self, exchange: Exchange) -> None:
+        self._disarm_kind("response")
+
+    def upgraded(self, exchange: Exchange) -> None:
+        """A 101 went to the caller: from now on the connection is a raw pipe."""
+        self._disarm()
+        if not exchange.request_done:
+            self.reader.switch_to_raw()
+            self.resume_reading()
+
+    def response_done(self, exchange: Exchange, close: bool) -> None:
+        if exchange is not self.exchange:
+            return
+        stream = exchange.stream
+        if stream is not None and not exchange.request_done:
+            if exchange.watch.upgrade and not exchange.watch.upgraded:
+                stream.end()  # no upgrade after all: the request had no body
+                exchange.request_done = True
+            else:
+                # The response ended before the request: the caller's remaining body is
+                # unread, so the connection cannot carry another request.
+                stream.reset(ErrorCode.NO_ERROR)
+                close = True
+        self._done(exchange, exchange.status)
+        if close or not exchange.keep_alive or exchange.watch.upgraded or exchange.method == b"HEAD":
+            self.close()
+        else:
+            self._next_request()
+
+    def exchange_aborted(self, exchange: Exchange, code: ErrorCode, reason: str) -> None:
+        if exchange is not self.exchange:
+            return
+        if exchange.sent:
+            self._cut(exchange, f"agent reset the stream ({code.name})")
+            return
+        self._answer_failed(exchange, error_for_reset(code))
+
+    def agent_broke(self, exchange: Exchange, detail: str) -> None:
+        log.warning("agent_response_invalid", extra={"agent": exchange.name, "detail": detail})
+        if exchange.stream is not None:
+            exchange.stream.reset(ErrorCode.PROTOCOL_ERROR)
+        if exchange.sent:
+            self._cut(exchange, detail)
+        else:
+            self._answer_failed(exchange, TargetFailed("the agent sent an invalid response"))
+
+    # -- ending an exchange -------------------------------------------------------------------
+
+    def _fail_exchange(self, exchange: Exchange, error: PublicError) -> None:
+        """The relay gives up on a request (limit, timeout) on the caller's side."""
+        if exchange.stream is not None:
+            exchange.stream.reset(ErrorCode.CANCEL)
+        if exchange.sent:
+            self._cut(exchange, error.message)
+        else:
+            self._answer_failed(exchange, error)
+
+    def _answer_failed(self, exchange: Exchange, error: PublicError) -> None:
+        self.exchange = None
+        self.state.metrics.request_done(error.status)
+        close = error.status in CLOSE_AFTER or not exchange.keep_alive
+        if not exchange.request_done and not close:
+            self._start_discard(keep=True)
+            close = False
+        elif not exchange.request_done:
+            close = True
+        self._write_answer(error_response(error, close), close)
+
+    def _answer_error(self, exc: PublicError, head: h1.Head) -> None:
+        self.state.metrics.request_done(exc.status)
+        close = exc.status in CLOSE_AFTER or not head.keep_alive
+        if exc.status == 413 and head.framing is h1.Framing.LENGTH:
+            close = True  # do not read the oversized body
+        has_body = head.framing is not h1.Framing.NONE
+        if has_body and not close:
+            self._start_discard(keep=True)
+        elif has_body:
+            self._start_discard(keep=False)
+        self._write_answer(error_response(exc, close), close and not has_body)
+
+    def _write_answer(self, data: bytes, close: bool) -> None:
+        self.write(data)
+        if close:
+            self.close()
+        elif not self.discarding:
+            self._next_request()
+
+    def _start_discard(self, keep: bool) -> None:
+        self.discarding = 1
+        self.keep_discarded = keep
+        self.resume_reading()
+        self._arm("body", self.state.settings.body_idle_timeout)
+
+    def _cut(self, exchange: Exchange, detail: str) -> None:
+        log.info("response_aborted", extra={"agent": exchange.name, "detail": detail})
+        self._done(exchange, exchange.status or 502)
+        self.abort()
+
+    def _done(self, exchange: Exchange, status: int) -> None:
+        self.exchange = None
+        self.state.metrics.request_done(status)
+
+    def _next_request(self) -> None:
+        self._arm("idle", self.state.settings.keep_alive_timeout)
+        self.resume_reading()
+        self._pump()
+
+    def _caller_gone(self) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            return
+        self.exchange = None
+        if exchange.stream is not None and not exchange.stream.closed:
+            exchange.stream.reset(ErrorCode.CANCEL)
+        self.state.metrics.request_done(exchange.status if exchange.sent else CALLER_GONE)
+
+    # -- timers -------------------------------------------------------------------------------
+
+    def _arm(self, kind: str, seconds: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_kind = kind
+        self._timer = self._loop.call_later(seconds, self._timeout)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_kind = ""
+
+    def _disarm_kind(self, kind: str) -> None:
+        if self._timer_kind == kind:
+            self._disarm()
+
+    def _timeout(self) -> None:
+        kind, self._timer, self._timer_kind = self._timer_kind, None, ""
+        exchange = self.exchange
+        if kind == "response" and exchange is not None:
+            self._fail_exchange(exchange, ResponseTimeout())
+        elif kind == "body" and exchange is not None:
+            self._fail_exchange(exchange, RequestTimeout("the request body stalled"))
+        elif kind == "head" and self.reader.started:
+            self._refuse(RequestTimeout("the request head took too long"))
+        else:  # idle keep-alive, a silent new connection, or a stalled discard
+            self.close()
+
+    # -- connection control -------------------------------------------------------------------
+
+    def _refuse_malformed(self, exc: h1.H1Error) -> None:
+        error: PublicError = (
+            HeadersTooLarge() if isinstance(exc, h1.HeadTooLarge) else BadRequest(str(exc))
+        )
+        exchange = self.exchange
+        if exchange is not None:  # a broken body: the stream cannot end cleanly
+            self._fail_exchange(exchange, error)
+            self.close()
+            return
+        self._refuse(error)
+
+    def _refuse(self, error: PublicError) -> None:
+        self.state.metrics.request_done(error.status)
+        self.write(error_response(error, close=True))
+        self.close()
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None and not self.closing:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        """Close after what was written (the caller reads the whole answer)."""
+        self.closing = True
+        self._disarm()
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Cut the connection now (a reset: the caller sees a definite error)."""
+        self.closing = True
+        self._disarm()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def adopt_upgrade(self) -> bytes:
+        """The connection becomes an agent's WebSocket: stop serving it as public.
+
+        Returns the bytes the reader holds past the upgrade request.
+        """
+        self.closing = True
+        self._disarm()
+        self.app.connections.discard(self)
+        return self.reader.leftover()

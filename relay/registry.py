@@ -4,15 +4,18 @@ Everything else in the relay reaches sessions only through :class:`SessionRegist
 Today the only implementation is :class:`InMemoryRegistry` (one relay process). A
 multi-node relay adds another implementation (for example a Redis hash of name -> node
 with a TTL refreshed by each node) whose ``lookup`` returns the local session or a route
-to the node that holds it; the methods are ``async`` already so that it can.
+to the node that holds it. ``lookup`` is synchronous: it runs once per public request,
+on the relay's hot path, and a cluster answers it from a local cache kept fresh by
+pub/sub.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
-from relay.session import AgentSession
+if TYPE_CHECKING:
+    from relay.agents import AgentSession
 
 #: Seconds a name stays "known" after its last session ended: requests for it get 503
 #: agent_offline (come back later) instead of 404 unknown_tunnel.
@@ -23,16 +26,16 @@ MAX_KNOWN_NAMES: Final = 100_000
 
 
 class SessionRegistry(Protocol):
-    async def lookup(self, name: str) -> AgentSession | None:
+    def lookup(self, name: str) -> AgentSession | None:
         """The session that serves ``name`` now, or None."""
         ...
 
-    async def claim(self, session: AgentSession) -> AgentSession | None:
+    def claim(self, session: AgentSession) -> AgentSession | None:
         """Make ``session`` the one for ``session.name``. Returns the session it replaced
         (the caller retires it with GOAWAY REPLACED), or None."""
         ...
 
-    async def release(self, session: AgentSession) -> None:
+    def release(self, session: AgentSession) -> None:
         """``session`` ended. A no-op if a newer session already took its name."""
         ...
 
@@ -44,7 +47,7 @@ class SessionRegistry(Protocol):
         """Whether some session holds ``name`` (for picking free random names)."""
         ...
 
-    async def known(self, name: str) -> bool:
+    def known(self, name: str) -> bool:
         """Whether ``name`` had a session recently (offline rather than unknown)."""
         ...
 
@@ -58,17 +61,17 @@ class InMemoryRegistry:
         self._retiring: set[AgentSession] = set()
         self._last_seen: dict[str, float] = {}  # insertion order = age order
 
-    async def lookup(self, name: str) -> AgentSession | None:
+    def lookup(self, name: str) -> AgentSession | None:
         return self._by_name.get(name)
 
-    async def claim(self, session: AgentSession) -> AgentSession | None:
+    def claim(self, session: AgentSession) -> AgentSession | None:
         old = self._by_name.get(session.name)
         self._by_name[session.name] = session
         if old is not None:
             self._retiring.add(old)
         return old
 
-    async def release(self, session: AgentSession) -> None:
+    def release(self, session: AgentSession) -> None:
         self._retiring.discard(session)
         if self._by_name.get(session.name) is session:
             del self._by_name[session.name]
@@ -83,7 +86,7 @@ class InMemoryRegistry:
     def in_use(self, name: str) -> bool:
         return name in self._by_name
 
-    async def known(self, name: str) -> bool:
+    def known(self, name: str) -> bool:
         if name in self._by_name:
             return True
         seen = self._last_seen.get(name)

@@ -1,15 +1,15 @@
-"""Serving the relay with uvicorn, and shutting it down gracefully.
+"""Serving the relay: one asyncio server (uvloop) of :class:`relay.public.PublicConnection`,
+and the graceful shutdown.
 
-Every uvicorn setting the relay relies on is written here, defaults included, because
-several defaults are wrong for a tunnel relay (see the comments in :func:`uvicorn_config`).
+No web framework or ASGI server sits on the data path: measured, uvicorn's per-request
+machinery was most of the relay's ~250 us per small request, where the relay's own
+protocol object costs a few tens of microseconds.
 
-Shutdown: uvicorn's own shutdown closes every WebSocket at once (close code 1012), which
-would cut the agents before their streams finish. :class:`RelayServer` therefore drains
-first, while the listener still answers (new public requests get 503 relay_draining,
-new agents are refused with 503, ``/_edge/readyz`` says draining): GOAWAY to every
-agent, wait for in-flight streams up to the drain timeout, close the agents' WebSockets,
-and only then hand over to uvicorn's shutdown. A second SIGINT/SIGTERM cuts the drain
-short.
+Shutdown: SIGINT/SIGTERM drains first, while the listener still answers (new public
+requests get 503 relay_draining, new agents are refused with 503, ``/_edge/readyz``
+says draining): GOAWAY to every agent, wait for in-flight streams up to the drain
+timeout, close the agents' WebSockets, then stop listening and close what is left. A
+second signal cuts the drain short.
 """
 
 from __future__ import annotations
@@ -19,108 +19,107 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 import threading
-from collections.abc import Iterator
-from typing import Any, Final
+from typing import Final
 
-import uvicorn
-
-import wire
 from relay.app import RelayApp
-from relay.config import KEEP_ALIVE_TIMEOUT, PARSER_MAX_HEADER_BYTES, Settings
+from relay.config import Settings
 from relay.errors import RelayConfigError
-from relay.httpproto import guarded_protocol
+from relay.public import PublicConnection
 from relay.state import RelayState
 
 log = logging.getLogger(__name__)
 
-#: Seconds uvicorn's own shutdown waits for leftover tasks after the relay has drained
-#: (uvicorn's default is to wait forever).
-UVICORN_SHUTDOWN_GRACE: Final = 5
-
-#: Pending connections the kernel queues (uvicorn's default, written down).
+#: Pending connections the kernel queues.
 BACKLOG: Final = 2048
 
 
-def uvicorn_config(app: RelayApp, settings: Settings, loop: str = "uvloop") -> uvicorn.Config:
-    """The uvicorn configuration of a relay. ``loop="asyncio"`` for in-process tests."""
-    tls: dict[str, Any] = {}
-    if settings.tls_cert is not None:
-        if settings.tls_key is None:
-            raise RelayConfigError("--tls-cert needs --tls-key")
-        for path in (settings.tls_cert, settings.tls_key):
-            if not path.is_file():
-                raise RelayConfigError(f"cannot read {path}")
-        tls = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
-    return uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop=loop,
-        # httptools with a head-size cap, a head timeout and TCP_NODELAY (relay.httpproto).
-        http=guarded_protocol(PARSER_MAX_HEADER_BYTES, settings.header_timeout),
-        # The websockets library's sans-I/O protocol (the same library as the agent).
-        ws="websockets-sansio",
-        # uvicorn's default is 16 MiB; one frame is one message, never larger.
-        ws_max_size=wire.MAX_FRAME_SIZE,
-        # Default True: deflate costs 10-20x throughput on incompressible bodies.
-        ws_per_message_deflate=False,
-        ws_ping_interval=settings.ws_ping_interval,
-        ws_ping_timeout=settings.ws_ping_timeout,
-        lifespan="on",
-        # Logging is configured by the relay (relay.logs); no per-request access log.
-        log_config=None,
-        access_log=False,
-        # Default True with 127.0.0.1 trusted: the relay is the edge, so the client
-        # address is the socket's and X-Forwarded-For is appended to, not believed.
-        proxy_headers=False,
-        # The agent's own Date/Server headers pass through; uvicorn must not add more.
-        server_header=False,
-        date_header=False,
-        timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
-        timeout_graceful_shutdown=UVICORN_SHUTDOWN_GRACE,
-        # Used if the h11 parser is ever chosen (httptools has no such setting).
-        h11_max_incomplete_event_size=PARSER_MAX_HEADER_BYTES,
-        limit_concurrency=None,
-        backlog=BACKLOG,
-        **tls,
-    )
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.tls_cert is None:
+        return None
+    if settings.tls_key is None:
+        raise RelayConfigError("--tls-cert needs --tls-key")
+    for path in (settings.tls_cert, settings.tls_key):
+        if not path.is_file():
+            raise RelayConfigError(f"cannot read {path}")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
+    except (ssl.SSLError, OSError) as exc:
+        raise RelayConfigError(f"cannot use the certificate: {exc}") from exc
+    return context
 
 
-class RelayServer(uvicorn.Server):
-    """uvicorn's server with the relay's drain before uvicorn's own shutdown.
+class RelayServer:
+    """One relay process's listener.
 
     Args:
         handle_signals: install SIGINT/SIGTERM handlers (off for in-process tests).
     """
 
-    def __init__(self, config: uvicorn.Config, app: RelayApp, handle_signals: bool = True) -> None:
-        super().__init__(config)
+    def __init__(self, app: RelayApp, handle_signals: bool = True) -> None:
         self.app = app
         self.handle_signals = handle_signals
+        self.started = False
+        self.should_exit = False
+        self.force_exit = False
+        self.port = app.state.settings.port
+        self._server: asyncio.Server | None = None
 
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started:
-            port = self.bound_port()
-            url = self.app.state.settings.base_url(port)
-            log.info("relay_listening", extra={"port": port, "public_url": url})
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        """Serve until :attr:`should_exit` (or a signal), then drain and return."""
+        settings = self.app.state.settings
+        context = tls_context(settings)
+        tls = context is not None
+        loop = asyncio.get_running_loop()
+
+        def factory() -> PublicConnection:
+            return PublicConnection(self.app, tls)
+
+        if sockets:
+            self._server = await loop.create_server(
+                factory, sock=sockets[0], ssl=context, backlog=BACKLOG
+            )
+        else:
+            try:
+                self._server = await loop.create_server(
+                    factory, settings.host, settings.port, ssl=context, backlog=BACKLOG
+                )
+            except OSError as exc:
+                log.error(
+                    "relay_bind_failed",
+                    extra={"detail": f"cannot listen on {settings.host}:{settings.port}: {exc}"},
+                )
+                raise RelayConfigError(
+                    f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+                ) from exc
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.app.start()
+        self.started = True
+        log.info("relay_listening", extra={"port": self.port, "public_url": self.public_url})
+        with self._signals():
+            while not self.should_exit:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            await self.shutdown()
+
+    @property
+    def public_url(self) -> str:
+        return self.app.state.settings.base_url(self.port)
 
     def bound_port(self) -> int:
-        for server in self.servers:
-            for sock in server.sockets:
-                port: int = sock.getsockname()[1]
-                return port
-        return self.config.port
+        return self.port
 
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+    async def shutdown(self) -> None:
         await self.app.drain(self.app.state.settings.drain_timeout, lambda: self.force_exit)
-        await super().shutdown(sockets)
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.app.connections):
+            conn.abort()
+        await self.app.stop()
 
     @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # uvicorn's version re-raises the signal after serving, which would turn a clean
-        # drain into death by SIGTERM (or a KeyboardInterrupt traceback).
+    def _signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[misc]
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -140,12 +139,17 @@ class RelayServer(uvicorn.Server):
         self.should_exit = True
 
 
-def build(settings: Settings, loop: str = "uvloop", handle_signals: bool = True) -> RelayServer:
+def build(settings: Settings, handle_signals: bool = True) -> RelayServer:
     state = RelayState.create(settings)
-    app = RelayApp(state)
-    return RelayServer(uvicorn_config(app, settings, loop), app, handle_signals)
+    return RelayServer(RelayApp(state), handle_signals)
 
 
 def serve(settings: Settings) -> None:
     """Run a relay until SIGINT/SIGTERM (then drain and return)."""
-    build(settings).run()
+    server = build(settings)
+    try:
+        import uvloop
+    except ImportError:  # Windows, PyPy
+        asyncio.run(server.serve())
+    else:
+        uvloop.run(server.serve())

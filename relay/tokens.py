@@ -27,7 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
-from relay.config import RESERVED_NAMES, valid_name
+from relay.config import RESERVED_NAMES
+from wire.rules import valid_name
 from relay.errors import RelayConfigError
 
 #: File name inside the state folder.

@@ -9,14 +9,16 @@ The surface is small, as in websockets' ``Protocol``:
   may queue frames (including ``receive``), the caller must send what it returns**, each
   item as one binary WebSocket message, in order.
 
-The relay opens streams (odd ids, increasing) and sends the request half; the agent
-answers with the response half. Limits and the state machine are enforced here, so the
-I/O layers never have to re-check them: what this object sends, the peer accepts.
+The relay opens streams (odd ids, increasing) with OPEN, which carries the stream's kind
+and first bytes; both sides then send raw bytes as DATA and end their half with FIN. What
+the bytes mean (an HTTP exchange, a TCP connection) is the I/O layers' business. Limits,
+flow control and the state machine are enforced here, so the I/O layers never have to
+re-check them: what this object sends, the peer accepts.
 
 Errors: :meth:`Connection.receive` raises only :class:`RemoteProtocolError` (close the
 session with its code). The sending methods raise :class:`LocalProtocolError` and leave
 the connection unchanged; see :mod:`wire.errors` for the two cases a caller handles per
-stream (:class:`StreamClosedError`, a head that fails validation).
+stream (:class:`StreamClosedError`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Final, TypeVar
 
 from wire import frames as f
 from wire.codes import (
+    IDLE_FRAME_ALLOWANCE,
+    IDLE_FRAMES_PER_STREAM,
     INITIAL_SESSION_WINDOW,
     INITIAL_STREAM_WINDOW,
     MAX_PAYLOAD,
@@ -35,6 +39,7 @@ from wire.codes import (
     ErrorCode,
     Flag,
     FrameType,
+    StreamKind,
 )
 from wire.errors import (
     FrameError,
@@ -48,8 +53,7 @@ from wire.events import (
     Event,
     GoAwayReceived,
     HelloReceived,
-    RequestReceived,
-    ResponseReceived,
+    StreamOpened,
     StreamReset,
     WelcomeReceived,
     WindowUpdated,
@@ -105,11 +109,13 @@ class Connection:
         self.goaway_sent = False
         self.goaway_received = False
         self._goaway_error_sent = False
+        self._goaway_error_received = False
+        self._idle_frames = 0  # frames received that made no progress
+        self._useful = 0  # streams opened or closed, DATA frames with bytes
         self._dispatch: dict[FrameType, Callable[[f.Frame], list[Event]]] = {
             FrameType.HELLO: self._on_hello,
             FrameType.WELCOME: self._on_welcome,
             FrameType.OPEN: self._on_open,
-            FrameType.RESPONSE: self._on_response,
             FrameType.DATA: self._on_data,
             FrameType.RESET: self._on_reset,
             FrameType.WINDOW: self._on_window,
@@ -145,11 +151,20 @@ class Connection:
 
         At most :data:`MAX_PAYLOAD`: that is also the largest DATA frame. When it is 0
         on an open stream, wait for a :class:`WindowUpdated` event and ask again.
+        The relay may call it before :meth:`open_stream` with ``stream_id`` 0 for the
+        largest first payload an OPEN may carry now.
         """
+        if stream_id == 0:
+            return min(INITIAL_STREAM_WINDOW, self._send_session.available, MAX_PAYLOAD - 1)
         stream = self._streams.get(stream_id)
         if stream is None or stream.sending is not Half.BODY:
             return 0
         return min(stream.send_window.available, self._send_session.available, MAX_PAYLOAD)
+
+    @property
+    def pending_output(self) -> bool:
+        """Frames are queued: :meth:`data_to_send` would return something."""
+        return bool(self._out)
 
     def data_to_send(self) -> list[bytes]:
         """Return and forget the queued messages; send each as one WebSocket message."""
@@ -201,53 +216,47 @@ class Connection:
 
     # -- sending: streams ------------------------------------------------------------
 
-    def open_stream(self, head: f.RequestHead, end_stream: bool = False) -> int:
-        """Relay: start a stream with a request head. Returns the new stream id.
+    def open_stream(self, kind: StreamKind, data: bytes = b"", end_stream: bool = False) -> int:
+        """Relay: start a stream whose first bytes are ``data``. Returns the new stream id.
+
+        ``data`` counts against the flow-control windows like DATA, so it must not
+        exceed ``sendable(0)``; the rest goes in DATA frames once the stream has credit.
 
         Raises:
-            LocalProtocolError: :meth:`can_open` is false (code PROTOCOL_ERROR), or the
-                head fails validation: code LIMIT_EXCEEDED when it has more than
-                :data:`wire.codes.MAX_HEADERS` headers or encodes to more than
-                :data:`wire.codes.MAX_HEAD_SIZE` bytes (answer 431), FRAME_ERROR for a
-                malformed method, target or header (answer 400). Nothing is queued and
-                no stream id is used up.
+            LocalProtocolError: :meth:`can_open` is false or ``data`` is too large.
+                Nothing is queued and no stream id is used up.
         """
         self._need(self.can_open(), "OPEN")
-        payload = _checked(f.checked_request_head, head)
+        size = len(data)
+        if size > self.sendable(0):
+            raise LocalProtocolError(f"{size} bytes in OPEN exceed the credit or frame size")
         stream_id = self._last_stream_id + 2 if self._last_stream_id else 1
         self._last_stream_id = stream_id
-        stream = self._streams[stream_id] = self._new_stream()
-        stream.sending = advance(Half.IDLE, head_move(end_stream))
-        self._emit(FrameType.OPEN, stream_id, payload, end_stream)
+        stream = self._new_stream(advance(Half.IDLE, head_move(end_stream)), Half.BODY)
+        self._streams[stream_id] = stream
+        self._useful += 1
+        if size:
+            stream.send_window.spend(size)
+            self._send_session.spend(size)
+        self._emit(FrameType.OPEN, stream_id, f.encode_open(kind, data), end_stream)
         return stream_id
 
-    def send_response(self, stream_id: int, head: f.ResponseHead, end_stream: bool = False) -> None:
-        """Agent: the response head for ``stream_id``.
+    def send_data(
+        self, stream_id: int, data: bytes, end_stream: bool = False, close: bool = False
+    ) -> None:
+        """Send stream bytes; ``len(data)`` must not exceed :meth:`sendable`.
 
-        Raises:
-            StreamClosedError: the stream is closed (the relay reset it).
-            LocalProtocolError: a second response, or the head fails validation (codes
-                as in :meth:`open_stream`; reset the stream with TARGET_ERROR).
-        """
-        self._need(self.role is Role.AGENT, "RESPONSE")
-        stream = self._sending_stream(stream_id)
-        state = advance(stream.sending, head_move(end_stream))
-        payload = _checked(f.checked_response_head, head)
-        self._set_sending(stream_id, stream, state)
-        self._emit(FrameType.RESPONSE, stream_id, payload, end_stream)
-
-    def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
-        """Send body bytes; ``len(data)`` must not exceed :meth:`sendable`.
-
-        An empty ``data`` with ``end_stream`` is the END of this side's half. When the
-        last queued frame (not yet taken by :meth:`data_to_send`) is this stream's head
-        or DATA without FIN, the END is carried by that frame's FIN flag instead of an
-        empty DATA frame: the peer sees the same END, one message sooner.
+        An empty ``data`` with ``end_stream`` is the END of this side's half. ``close``
+        (agent only, with ``end_stream``) sets the CLOSE flag: the relay closes the public
+        connection after this response.
 
         Raises:
             StreamClosedError: the stream is closed (the peer reset it).
-            LocalProtocolError: more than :meth:`sendable`, before the head, after FIN.
+            LocalProtocolError: more than :meth:`sendable`, after FIN, or ``close``
+                where it is not allowed.
         """
+        if close:
+            self._need(self.role is Role.AGENT and end_stream, "CLOSE")
         stream = self._sending_stream(stream_id)
         state = advance(stream.sending, data_move(end_stream))
         size = len(data)
@@ -257,9 +266,8 @@ class Connection:
             stream.send_window.spend(size)
             self._send_session.spend(size)
         self._set_sending(stream_id, stream, state)
-        if not size and end_stream and self._fin_on_last(stream_id):
-            return
-        self._emit(FrameType.DATA, stream_id, data, end_stream)
+        flags = _DATA_FLAGS[end_stream, close]
+        self._out.append(f.encode_parts(FrameType.DATA, stream_id, data, flags))
 
     def send_reset(self, stream_id: int, code: ErrorCode, reason: str = "") -> None:
         """Abort a stream. A no-op if it is not open (the race with the peer is normal).
@@ -267,6 +275,7 @@ class Connection:
         Bytes already received on it still need :meth:`consumed` (the session window).
         """
         if self._streams.pop(stream_id, None) is not None:
+            self._useful += 1
             self._emit(FrameType.RESET, stream_id, f.encode_reason(code, reason))
 
     def consumed(self, stream_id: int, n: int) -> None:
@@ -328,43 +337,47 @@ class Connection:
             raise LocalProtocolError(f"OPEN with unusable stream id {sid}")
         if self.goaway_received or len(self._streams) >= self.max_streams:
             raise LocalProtocolError("OPEN beyond the stream limit or after GOAWAY")
-        head = f.decode_request_head(frame.payload)
+        kind, data = f.decode_open(frame.payload)
+        stream = self._new_stream(Half.BODY, advance(Half.IDLE, head_move(frame.fin)))
+        size = len(data)
+        self._recv_session.receive(size)
+        stream.recv_window.receive(size)
         self._last_stream_id = sid
-        stream = self._streams[sid] = self._new_stream()
-        self._advance_recv(sid, stream, head_move(frame.fin))
-        return [RequestReceived(sid, head, frame.fin)]
-
-    def _on_response(self, frame: f.Frame) -> list[Event]:
-        self._need(self.role is Role.RELAY, "RESPONSE")
-        sid = frame.stream_id
-        stream = self._streams.get(sid)
-        if stream is None:
-            self._check_opened(sid)
-            return []  # the stream was reset: drop what was in flight
-        head = f.decode_response_head(frame.payload)
-        self._advance_recv(sid, stream, head_move(frame.fin))
-        return [ResponseReceived(sid, head, frame.fin)]
+        self._useful += 1
+        self._streams[sid] = stream  # open until the agent's half is done too
+        return [StreamOpened(sid, kind, data, frame.fin)]
 
     def _on_data(self, frame: f.Frame) -> list[Event]:
-        sid, data, fin = frame.stream_id, frame.payload, frame.fin
+        sid, data = frame.stream_id, frame.payload
         self._need(self._welcome_done, "DATA")
-        self._recv_session.receive(len(data))
+        size = len(data)
+        self._recv_session.receive(size)
         stream = self._streams.get(sid)
         if stream is None:
             self._check_opened(sid)
-            self.consumed(sid, len(data))  # dropped: refund the session credit
+            self._idle()
+            self.consumed(sid, size)  # dropped: refund the session credit
             return []
-        if stream.receiving is Half.BODY:
-            stream.recv_window.receive(len(data))
+        fin = frame.fin
+        if size:
+            self._useful += 1
+            stream.recv_window.receive(size)
+        elif not fin:
+            self._idle()
+        close = frame.close
+        if close and self.role is not Role.RELAY:
+            raise LocalProtocolError("CLOSE is sent by the agent only")
         self._advance_recv(sid, stream, data_move(fin))
-        return [DataReceived(sid, data, fin)]
+        return [DataReceived(sid, data, fin, close)]
 
     def _on_reset(self, frame: f.Frame) -> list[Event]:
         code, reason = f.decode_reset(frame.payload)
         sid = frame.stream_id
         if self._streams.pop(sid, None) is None:
             self._check_opened(sid)
+            self._idle()
             return []
+        self._useful += 1
         return [StreamReset(sid, code, reason)]
 
     def _on_window(self, frame: f.Frame) -> list[Event]:
@@ -376,12 +389,20 @@ class Connection:
         stream = self._streams.get(sid)
         if stream is None:
             self._check_opened(sid)
+            self._idle()
             return []
         stream.send_window.grow(increment)
         return [WindowUpdated(sid, increment)]
 
     def _on_goaway(self, frame: f.Frame) -> list[Event]:
         last, code, reason = f.decode_goaway(frame.payload)
+        # One graceful GOAWAY, and one with an error code (which may follow it): any
+        # other repetition is a flood (each would be logged by the receiver).
+        if code is ErrorCode.NO_ERROR:
+            self._need(not self.goaway_received, "a second GOAWAY")
+        else:
+            self._need(not self._goaway_error_received, "a second GOAWAY")
+            self._goaway_error_received = True
         self.goaway_received = True
         return [GoAwayReceived(last, code, reason)]
 
@@ -416,49 +437,48 @@ class Connection:
             raise StreamClosedError(stream_id)
         return stream
 
-    def _new_stream(self) -> _Stream:
+    def _new_stream(self, sending: Half, receiving: Half) -> _Stream:
         return _Stream(
-            Half.IDLE,
-            Half.IDLE,
+            sending,
+            receiving,
             SendWindow(INITIAL_STREAM_WINDOW),
             RecvWindow(INITIAL_STREAM_WINDOW),
         )
+
+    def _idle(self) -> None:
+        """Count a received frame that made no progress; too many end the session."""
+        self._idle_frames += 1
+        if self._idle_frames > IDLE_FRAME_ALLOWANCE + IDLE_FRAMES_PER_STREAM * self._useful:
+            raise RemoteProtocolError(
+                "too many frames that make no progress", ErrorCode.ENHANCE_YOUR_CALM
+            )
 
     def _set_sending(self, stream_id: int, stream: _Stream, state: Half) -> None:
         stream.sending = state
         if stream.closed:
             del self._streams[stream_id]
+            self._useful += 1
 
     def _advance_recv(self, stream_id: int, stream: _Stream, move: Move) -> None:
         stream.receiving = advance(stream.receiving, move)
         if stream.closed:
             del self._streams[stream_id]
+            self._useful += 1
 
     def _need(self, condition: bool, what: str) -> None:
         if not condition:
             raise LocalProtocolError(f"{what} not allowed here ({self.role.value})")
 
-    def _fin_on_last(self, stream_id: int) -> bool:
-        """Set FIN on the last queued frame if it is ``stream_id``'s unsent OPEN, RESPONSE
-        or DATA without FIN. Returns whether it did."""
-        if not self._out:
-            return False
-        last = self._out[-1]
-        if last[0] not in _FIN_CARRIERS or last[1] & Flag.FIN:
-            return False
-        if last[4:8] != stream_id.to_bytes(4, "big"):
-            return False
-        # One copy of the payload (a slice would copy it once more before the join).
-        flags = bytes((last[1] | Flag.FIN,))
-        self._out[-1] = b"".join((last[:1], flags, memoryview(last)[2:]))
-        return True
-
     def _emit(self, ftype: FrameType, stream_id: int, payload: bytes, fin: bool = False) -> None:
         self._out.append(f.encode_parts(ftype, stream_id, payload, Flag.FIN if fin else Flag.NONE))
 
 
-#: Frame types whose FIN flag ends the sender's half (see :meth:`Connection.send_data`).
-_FIN_CARRIERS: Final = frozenset({FrameType.OPEN, FrameType.RESPONSE, FrameType.DATA})
+#: DATA flags by (end_stream, close).
+_DATA_FLAGS: Final = {
+    (False, False): Flag.NONE,
+    (True, False): Flag.FIN,
+    (True, True): Flag.FIN | Flag.CLOSE,
+}
 
 
 def _checked(encode: Callable[[_T], bytes], value: _T) -> bytes:

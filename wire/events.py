@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from wire.codes import ErrorCode
-from wire.frames import Hello, RequestHead, ResponseHead, Welcome
+from wire.codes import ErrorCode, StreamKind
+from wire.frames import Hello, Welcome
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -27,20 +27,13 @@ class WelcomeReceived:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class RequestReceived:
-    """Agent side: the relay opened ``stream_id`` for a public request."""
+class StreamOpened:
+    """Agent side: the relay opened ``stream_id``. ``data`` is the stream's first bytes
+    (flow-controlled like DATA: ``consumed`` them too); ``end_stream``: they are all."""
 
     stream_id: int
-    head: RequestHead
-    end_stream: bool
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ResponseReceived:
-    """Relay side: the agent's response head for ``stream_id``."""
-
-    stream_id: int
-    head: ResponseHead
+    kind: StreamKind
+    data: bytes
     end_stream: bool
 
 
@@ -52,6 +45,7 @@ class DataReceived:
     stream_id: int
     data: bytes
     end_stream: bool
+    close: bool = False  # with end_stream, from the agent: close the public connection
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -83,8 +77,7 @@ class GoAwayReceived:
 Event = (
     HelloReceived
     | WelcomeReceived
-    | RequestReceived
-    | ResponseReceived
+    | StreamOpened
     | DataReceived
     | StreamReset
     | WindowUpdated

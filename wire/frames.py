@@ -9,7 +9,7 @@ One frame travels as one binary WebSocket message::
 
 The payload is whatever follows the header in the message (no length field: the
 WebSocket message is the frame). Bodies are raw bytes; the binary payloads of RESET,
-WINDOW and GOAWAY are coded here, the JSON ones (heads, HELLO, WELCOME) in
+WINDOW and GOAWAY are coded here, OPEN's and the JSON ones (HELLO, WELCOME) in
 :mod:`wire.payloads`, re-exported here for convenience.
 """
 
@@ -33,52 +33,38 @@ from wire.codes import (
 from wire.errors import FrameError
 from wire.payloads import (
     CallerCredential,
-    Headers,
     Hello,
-    RequestHead,
-    ResponseHead,
     Welcome,
     checked_hello,
-    checked_request_head,
-    checked_response_head,
     checked_welcome,
     decode_hello,
-    decode_request_head,
-    decode_response_head,
+    decode_open,
     decode_welcome,
     encode_hello,
-    encode_request_head,
-    encode_response_head,
+    encode_open,
     encode_welcome,
 )
 
 __all__ = [
     "CallerCredential",
     "Frame",
-    "Headers",
     "Hello",
-    "RequestHead",
-    "ResponseHead",
     "Welcome",
     "checked_hello",
-    "checked_request_head",
-    "checked_response_head",
     "checked_welcome",
     "decode_frame",
     "decode_goaway",
     "decode_hello",
-    "decode_request_head",
+    "decode_open",
     "decode_reset",
-    "decode_response_head",
     "decode_welcome",
     "decode_window",
     "encode_frame",
     "encode_goaway",
     "encode_hello",
+    "encode_open",
     "encode_parts",
     "encode_reason",
-    "encode_request_head",
-    "encode_response_head",
     "encode_welcome",
     "encode_window",
 ]
@@ -100,6 +86,10 @@ class Frame:
     @property
     def fin(self) -> bool:
         return _FIN[self.flags]
+
+    @property
+    def close(self) -> bool:
+        return _CLOSE[self.flags]
 
 
 def encode_frame(frame: Frame) -> bytes:
@@ -124,10 +114,9 @@ _FLAG_MASK: Final = {int(t): int(ALLOWED_FLAGS.get(t, Flag.NONE)) for t in Frame
 _FLAGS: Final = tuple(Flag(i) for i in range(256))
 # Flag arithmetic runs Python code in enum.py; indexing a tuple does not.
 _FIN: Final = tuple(bool(i & Flag.FIN) for i in range(256))
+_CLOSE: Final = tuple(bool(i & Flag.CLOSE) for i in range(256))
 _SESSION_TYPES: Final = frozenset({FrameType.HELLO, FrameType.WELCOME, FrameType.GOAWAY})
-_STREAM_TYPES: Final = frozenset(
-    {FrameType.OPEN, FrameType.RESPONSE, FrameType.DATA, FrameType.RESET}
-)
+_STREAM_TYPES: Final = frozenset({FrameType.OPEN, FrameType.DATA, FrameType.RESET})
 
 
 def decode_frame(message: bytes) -> Frame:
@@ -137,9 +126,9 @@ def decode_frame(message: bytes) -> Frame:
 
     Raises:
         FrameError: a text message, short header, unknown type, flags the type does not
-            allow, non-zero reserved bits, a payload over :data:`MAX_PAYLOAD`, or a
-            stream id that the frame type forbids (0 for stream frames, non-zero for
-            session frames).
+            allow (or CLOSE without FIN), non-zero reserved bits, a payload over
+            :data:`MAX_PAYLOAD`, or a stream id that the frame type forbids (0 for
+            stream frames, non-zero for session frames).
     """
     if type(message) is not bytes:
         message = _as_bytes(message)
@@ -151,7 +140,7 @@ def decode_frame(message: bytes) -> Frame:
         raise FrameError(f"unknown frame type 0x{raw_type:02x}")
     if reserved:
         raise FrameError("reserved header bits are set")
-    if raw_flags & ~_FLAG_MASK[raw_type]:
+    if raw_flags & ~_FLAG_MASK[raw_type] or (raw_flags & Flag.CLOSE and not raw_flags & Flag.FIN):
         raise FrameError(f"flags 0x{raw_flags:02x} not allowed on {ftype.name}")
     if len(message) > MAX_FRAME_SIZE:
         raise FrameError(f"{ftype.name} payload over {MAX_PAYLOAD} bytes")

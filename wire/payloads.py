@@ -1,15 +1,17 @@
-"""JSON payloads: request and response heads (OPEN, RESPONSE), HELLO and WELCOME.
+"""Payloads: OPEN (binary), HELLO and WELCOME (JSON).
 
-Heads are compact JSON objects with headers as ordered ``[name, value]`` pairs, so
-duplicates such as Set-Cookie survive. Encoders emit ASCII (non-ASCII as ``\\u``
-escapes); decoders accept UTF-8 JSON and ignore unknown keys, so a later minor revision
-can add fields.
+OPEN carries the stream's kind in one byte, then the stream's first bytes (for an HTTP
+stream, the request head as the relay rewrote it, and as much of the body as came with
+it). No head is ever encoded as an object: the bytes are the caller's.
 
-Every payload has one validator shared by both directions: the decoder runs it on what
-the peer sent (a failure is the peer's :class:`wire.errors.FrameError`), and the
+HELLO and WELCOME are compact JSON objects, sent once per session. Encoders emit ASCII
+(non-ASCII as ``\\u`` escapes); decoders accept UTF-8 JSON and ignore unknown keys, so a
+later minor revision can add fields (session resumption will add some).
+
+Every JSON payload has one validator shared by both directions: the decoder runs it on
+what the peer sent (a failure is the peer's :class:`wire.errors.FrameError`), and the
 ``checked_*`` encoders run it on what we are about to send, so this side never emits a
-frame the peer would have to reject. A limit hit on the sending side carries
-LIMIT_EXCEEDED, so the relay can answer 431 rather than break the session.
+frame the peer would have to reject.
 """
 
 from __future__ import annotations
@@ -23,40 +25,20 @@ from typing import Any, Final, TypeVar
 from wire.codes import (
     MAX_AGENT_INFO,
     MAX_CALLER_AUTH,
-    MAX_HEAD_SIZE,
-    MAX_HEADERS,
-    MAX_PAYLOAD,
     ErrorCode,
+    StreamKind,
 )
 from wire.errors import FrameError
 
-# RFC 9110 token: header names and methods.
-_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# Header values are latin-1 text (bytes 0x00-0xFF) without CR, LF or NUL.
-_BAD_VALUE: Final = re.compile(r"[\r\n\x00]|[^\x00-\xff]")
-# A request target: origin-form, printable, no spaces or controls.
-_TARGET: Final = re.compile(r"/[\x21-\x7e\x80-\xff]*")
+#: Largest HELLO or WELCOME payload. Both are a few hundred bytes; the cap keeps a
+#: hostile peer's JSON from costing the other side more than a small parse.
+MAX_SESSION_PAYLOAD: Final = 64 * 1024
+
 _SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
+_KINDS: Final = {int(k): k for k in StreamKind}
+_KIND_BYTES: Final = {k: bytes((k,)) for k in StreamKind}
 
-Headers = tuple[tuple[str, str], ...]
 _T = TypeVar("_T")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RequestHead:
-    """A public request as the relay forwards it: method, origin-form target, headers."""
-
-    method: str
-    target: str
-    headers: Headers = ()
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ResponseHead:
-    """The local target's response status and headers."""
-
-    status: int
-    headers: Headers = ()
 
 
 def _dump(obj: Any) -> bytes:
@@ -64,8 +46,8 @@ def _dump(obj: Any) -> bytes:
 
 
 def _load(payload: bytes, what: str) -> dict[str, Any]:
-    if len(payload) > MAX_HEAD_SIZE:
-        raise FrameError(f"{what} over {MAX_HEAD_SIZE} bytes")
+    if len(payload) > MAX_SESSION_PAYLOAD:
+        raise FrameError(f"{what} over {MAX_SESSION_PAYLOAD} bytes")
     try:
         obj = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -75,81 +57,22 @@ def _load(payload: bytes, what: str) -> dict[str, Any]:
     return obj
 
 
-def _check_headers(raw: Any) -> Headers:
-    """Validate ``[name, value]`` pairs (lists from JSON, tuples from our own callers)."""
-    if not isinstance(raw, list | tuple):
-        raise FrameError("headers must be a list of [name, value] pairs")
-    if len(raw) > MAX_HEADERS:
-        raise FrameError(f"more than {MAX_HEADERS} headers", ErrorCode.LIMIT_EXCEEDED)
-    pairs: list[tuple[str, str]] = []
-    for item in raw:
-        if not (isinstance(item, list | tuple) and len(item) == 2):
-            raise FrameError("a header must be a [name, value] pair")
-        name, value = item
-        if not (isinstance(name, str) and _TOKEN.fullmatch(name)):
-            raise FrameError(f"invalid header name {name!r:.80}")
-        if not isinstance(value, str) or _BAD_VALUE.search(value):
-            raise FrameError(f"invalid value for header {name}")
-        pairs.append((name, value))
-    return tuple(pairs)
+# --- OPEN -----------------------------------------------------------------------------
 
 
-def _check_request(method: Any, target: Any, headers: Any) -> RequestHead:
-    if not (isinstance(method, str) and _TOKEN.fullmatch(method)):
-        raise FrameError("invalid request method")
-    if not (isinstance(target, str) and _TARGET.fullmatch(target)):
-        raise FrameError("invalid request target")
-    return RequestHead(method, target, _check_headers(headers))
+def encode_open(kind: StreamKind, data: bytes) -> bytes:
+    """OPEN payload: the kind byte, then the stream's first bytes (may be empty)."""
+    return _KIND_BYTES[kind] + data
 
 
-def _check_response(status: Any, headers: Any) -> ResponseHead:
-    if type(status) is not int or not 200 <= status <= 599:
-        raise FrameError("response status must be an integer in 200..599")
-    return ResponseHead(status, _check_headers(headers))
-
-
-def _fits(payload: bytes, what: str) -> bytes:
-    if len(payload) > MAX_HEAD_SIZE:
-        raise FrameError(f"{what} over {MAX_HEAD_SIZE} bytes", ErrorCode.LIMIT_EXCEEDED)
-    return payload
-
-
-def encode_request_head(head: RequestHead) -> bytes:
-    return _dump({"method": head.method, "target": head.target, "headers": head.headers})
-
-
-def checked_request_head(head: RequestHead) -> bytes:
-    """Validate and encode an OPEN payload.
-
-    Raises:
-        FrameError: with code LIMIT_EXCEEDED for more than :data:`MAX_HEADERS` headers or
-            an encoding over :data:`MAX_HEAD_SIZE`, else FRAME_ERROR (bad method, target,
-            header name, or a value with CR, LF or NUL).
-    """
-    _check_request(head.method, head.target, head.headers)
-    return _fits(encode_request_head(head), "request head")
-
-
-def decode_request_head(payload: bytes) -> RequestHead:
-    """Parse an OPEN payload. Raises :class:`FrameError` on any malformed field."""
-    obj = _load(payload, "request head")
-    return _check_request(obj.get("method"), obj.get("target"), obj.get("headers", []))
-
-
-def encode_response_head(head: ResponseHead) -> bytes:
-    return _dump({"status": head.status, "headers": head.headers})
-
-
-def checked_response_head(head: ResponseHead) -> bytes:
-    """Validate and encode a RESPONSE payload (errors as :func:`checked_request_head`)."""
-    _check_response(head.status, head.headers)
-    return _fits(encode_response_head(head), "response head")
-
-
-def decode_response_head(payload: bytes) -> ResponseHead:
-    """Parse a RESPONSE payload. Status must be an integer in 200..599."""
-    obj = _load(payload, "response head")
-    return _check_response(obj.get("status"), obj.get("headers", []))
+def decode_open(payload: bytes) -> tuple[StreamKind, bytes]:
+    """Split an OPEN payload. Raises FrameError for an empty payload or unknown kind."""
+    if not payload:
+        raise FrameError("OPEN without a stream kind")
+    kind = _KINDS.get(payload[0])
+    if kind is None:
+        raise FrameError(f"unknown stream kind {payload[0]}")
+    return kind, payload[1:]
 
 
 # --- session payloads ----------------------------------------------------------------
@@ -263,7 +186,7 @@ def _round_trip(value: _T, encode: Callable[[_T], bytes], decode: Callable[[byte
         payload = encode(value)
     except (TypeError, ValueError, AttributeError):
         raise FrameError(f"cannot encode {type(value).__name__}") from None
-    if len(payload) > MAX_PAYLOAD:
-        raise FrameError(f"payload over {MAX_PAYLOAD} bytes", ErrorCode.LIMIT_EXCEEDED)
+    if len(payload) > MAX_SESSION_PAYLOAD:
+        raise FrameError(f"payload over {MAX_SESSION_PAYLOAD} bytes", ErrorCode.LIMIT_EXCEEDED)
     decode(payload)  # the peer's own checks, run here first
     return payload

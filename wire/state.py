@@ -2,13 +2,13 @@
 
 Theory of operation
 -------------------
-A stream is a request/response exchange. It has two *halves*, one per direction, and
-each half is a tiny machine of its own: the sender of a half first sends a head (OPEN
-for the request half, RESPONSE for the response half), then any number of DATA frames,
-and ends the half with the FIN flag (on the head itself when there is no body, or on
-the last DATA frame; an empty DATA frame with FIN is an END). The relay always sends
-the request half and the agent the response half, so the table needs no roles: the
-connection tells it which half a frame belongs to.
+A stream is a byte pipe with two *halves*, one per direction, and each half is a tiny
+machine of its own. The relay's half starts with OPEN (the HEAD move: it carries the
+stream's first bytes), then any number of DATA frames, and ends with the FIN flag (on
+OPEN itself when those bytes are all, or on the last DATA frame; an empty DATA frame
+with FIN is an END). The agent's half has no head: it is in BODY from the moment the
+stream exists, so its first frame is DATA. The table needs no roles: the connection
+creates each half in its first state and tells the table which half a frame moves.
 
 Per half::
 

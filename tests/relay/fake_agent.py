@@ -1,47 +1,107 @@
-"""A small fake agent for the relay's tests: ``websockets`` + ``wire``, nothing else.
+"""A small fake agent for the relay's tests, on the shared tunnel runtime.
 
-It stands in for the real agent (``edge_agent``), which is built in parallel against the
-same contract and is never imported by the relay or its tests. It speaks the protocol
-honestly (flow control included) unless a test asks otherwise: ``grant_credit=False``
-stops returning credit for request bodies, and :meth:`FakeAgent.send_raw` puts arbitrary
-bytes on the WebSocket, for the hostile-agent tests.
+It stands in for the real agent (``edge_agent``), which the relay and its tests never
+import. It speaks the protocol honestly (flow control included) unless a test asks
+otherwise: ``grant_credit=False`` stops returning credit for request bytes, and
+:meth:`FakeAgent.send_raw` puts arbitrary bytes on the WebSocket, for the hostile-agent
+tests.
 
 A test gives it a ``handler(request)`` coroutine; the handler answers with
-``request.respond`` / ``request.send`` / ``request.reset``.
+``request.respond`` / ``request.send`` / ``request.reset``. Requests arrive as the raw
+bytes of protocol v2; :class:`FakeRequest` parses them (httptools) so that handlers see
+a method, a target, headers and a body, and frames its answer as HTTP/1.1 (chunked when
+the handler gives no Content-Length).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl as ssl_module
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
 
+import httptools
+
+import tunnel
 import wire
 from wire import ErrorCode
 
 Handler = Callable[["FakeRequest"], Awaitable[None]]
 
+_NO_BODY = frozenset({204, 304})
+
 
 class FakeRequest:
-    """One stream as the fake agent's handler sees it."""
+    """One stream as the fake agent's handler sees it (a tunnel.StreamHandler too)."""
 
-    def __init__(self, agent: FakeAgent, event: wire.RequestReceived) -> None:
+    def __init__(self, agent: FakeAgent, stream: tunnel.Stream) -> None:
         self.agent = agent
-        self.sid = event.stream_id
-        self.method = event.head.method
-        self.target = event.head.target
-        self.headers = list(event.head.headers)
+        self.stream = stream
+        self.sid = stream.sid
+        self.method = ""
+        self.target = ""
+        self.headers: list[tuple[str, str]] = []
+        self.raw = bytearray()  # every request byte, as it arrived
         self.body_queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self.received = 0  # request body bytes that arrived (consumed or not)
-        self.held = 0  # bytes not yet consumed (grant_credit=False)
-        if event.end_stream:
-            self.body_queue.put_nowait(None)
+        self.received = 0  # request body bytes that arrived
+        self.head_seen = asyncio.Event()
+        self.chunked = False
+        self.status: int | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._ended = False
+        if not agent.grant_credit:
+            stream.pause_reading()
 
     def header(self, name: str) -> list[str]:
         return [v for n, v in self.headers if n.lower() == name.lower()]
+
+    # -- httptools callbacks --------------------------------------------------------------
+
+    def on_url(self, url: bytes) -> None:
+        self.target += url.decode("latin-1")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self.method = self._parser.get_method().decode()
+        self.head_seen.set()
+
+    def on_body(self, body: bytes) -> None:
+        self.received += len(body)
+        self.body_queue.put_nowait(bytes(body))
+
+    def on_message_complete(self) -> None:
+        self._end_body()
+
+    # -- tunnel.StreamHandler ---------------------------------------------------------------
+
+    def data(self, data: bytes) -> None:
+        self.raw += data
+        with contextlib.suppress(httptools.HttpParserUpgrade):
+            self._parser.feed_data(data)
+
+    def end(self, close: bool) -> None:
+        self._end_body()
+
+    def aborted(self, code: ErrorCode, reason: str) -> None:
+        self.agent.resets[self.sid] = code
+        self.agent.reset_seen.set()
+        self.agent.cancel(self.sid)
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    def _end_body(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self.body_queue.put_nowait(None)
+
+    # -- the handler's side -----------------------------------------------------------------
 
     async def body_chunks(self) -> AsyncIterator[bytes]:
         while (chunk := await self.body_queue.get()) is not None:
@@ -53,33 +113,51 @@ class FakeRequest:
     async def respond(
         self, status: int, headers: list[tuple[str, str]] | None = None, end: bool = False
     ) -> None:
-        self.agent.conn.send_response(
-            self.sid, wire.ResponseHead(status, tuple(headers or ())), end
+        headers = list(headers or ())
+        names = {n.lower() for n, _ in headers}
+        self.status = status
+        self.chunked = (
+            "content-length" not in names and status not in _NO_BODY and self.method != "HEAD"
         )
-        self.agent.flush()
+        if self.chunked:
+            headers.append(("transfer-encoding", "chunked"))
+        lines = [f"HTTP/1.1 {status} X\r\n"] + [f"{n}: {v}\r\n" for n, v in headers] + ["\r\n"]
+        self.stream.write("".join(lines).encode("latin-1"))
+        if end:
+            await self.send(b"", end=True)
 
     async def send(self, data: bytes, end: bool = False) -> None:
-        """Send response body bytes, waiting for the relay's credit like a real agent."""
-        conn = self.agent.conn
-        view = memoryview(data)
-        while view:
-            n = conn.sendable(self.sid)
-            if n == 0:
-                if not conn.is_open(self.sid):
-                    raise ConnectionResetError(f"stream {self.sid} closed")
-                await self.agent.credit_changed()
-                continue
-            chunk = bytes(view[:n])
-            conn.send_data(self.sid, chunk, end and len(chunk) == len(view))
-            view = view[len(chunk) :]
-            self.agent.flush()
-        if end and not data:
-            conn.send_data(self.sid, b"", True)
-            self.agent.flush()
+        """Send response body bytes (the runtime waits for the relay's credit)."""
+        if self.stream.closed:
+            raise ConnectionResetError(f"stream {self.sid} closed")
+        if data:
+            self.stream.write(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
+        if end:
+            if self.chunked:
+                self.stream.write(b"0\r\n\r\n")
+            self.stream.end()
+        while self.stream.buffered > tunnel.stream.WRITE_HIGH and not self.stream.closed:
+            await asyncio.sleep(0.005)
 
     def reset(self, code: ErrorCode, reason: str = "") -> None:
-        self.agent.conn.send_reset(self.sid, code, reason)
-        self.agent.flush()
+        self.stream.reset(code, reason)
+
+
+class _Hooks(tunnel.SessionHooks):
+    def __init__(self, agent: FakeAgent) -> None:
+        self.agent = agent
+
+    def on_welcome(self, session: tunnel.Session, welcome: wire.Welcome) -> None:
+        self.agent.welcome = welcome
+
+    def on_opened(self, session: tunnel.Session, stream: tunnel.Stream) -> None:
+        self.agent.opened(stream)
+
+    def on_goaway(self, session: tunnel.Session, event: wire.GoAwayReceived) -> None:
+        self.agent.goaways.append(event)
+
+    def on_session_closed(self, session: tunnel.Session) -> None:
+        self.agent.closed.set()
 
 
 class FakeAgent:
@@ -96,7 +174,7 @@ class FakeAgent:
         hello_name: str | bool | None = True,
         caller_auth: tuple[wire.CallerCredential, ...] = (),
         grant_credit: bool = True,
-        ssl: Any = None,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         self.relay_url = relay_url
         self.handler = handler or _ok_handler
@@ -107,21 +185,20 @@ class FakeAgent:
         self.caller_auth = caller_auth
         self.grant_credit = grant_credit
         self.ssl = ssl
-        self.conn = wire.Connection(wire.Role.AGENT)
-        self.ws: ClientConnection | None = None
+        self.session = tunnel.Session(wire.Connection(wire.Role.AGENT), _Hooks(self))
+        self.link: tunnel.WsLink | None = None
         self.welcome: wire.Welcome | None = None
         self.requests: list[FakeRequest] = []
         self.resets: dict[int, ErrorCode] = {}
         self.goaways: list[wire.GoAwayReceived] = []
         self.closed = asyncio.Event()
         self.request_seen = asyncio.Event()
-        self.reading = asyncio.Event()  # clear it to stop reading the WebSocket
-        self.reading.set()
         self.reset_seen = asyncio.Event()
-        self._streams: dict[int, tuple[FakeRequest, asyncio.Task[None]]] = {}
-        self._credit = asyncio.Event()
-        self._out: asyncio.Queue[bytes] = asyncio.Queue()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+
+    @property
+    def conn(self) -> wire.Connection:
+        return self.session.conn
 
     @property
     def url(self) -> str:
@@ -140,24 +217,14 @@ class FakeAgent:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def start(self, subprotocol: bool = True) -> None:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        self.ws = await connect(
-            self.connect_url(),
-            subprotocols=[wire.SUBPROTOCOL] if subprotocol else None,  # type: ignore[list-item]
-            additional_headers=headers,
-            compression=None,
-            max_size=wire.MAX_FRAME_SIZE,
-            open_timeout=5,
-            ping_interval=20,
-            ping_timeout=20,
-            ssl=self.ssl,
+    async def start(self) -> None:
+        headers = [("Authorization", f"Bearer {self.token}")] if self.token else []
+        self.link, _ = await tunnel.connect_link(
+            self.connect_url(), headers=headers, ssl_context=self.ssl, open_timeout=5
         )
-        self._tasks.append(asyncio.create_task(self._write()))
+        self.link.attach(self.session)
         hello_name = self.name if self.hello_name is True else self.hello_name
-        self.conn.send_hello(wire.Hello(hello_name or None, self.caller_auth, "fake-agent"))
-        self.flush()
-        self._tasks.append(asyncio.create_task(self._read()))
+        self.session.send_hello(wire.Hello(hello_name or None, self.caller_auth, "fake-agent"))
 
     async def wait_welcome(self, within: float = 5.0) -> wire.Welcome:
         async with asyncio.timeout(within):
@@ -168,106 +235,69 @@ class FakeAgent:
         return self.welcome
 
     async def stop(self) -> None:
-        if self.ws is not None:
-            await self.ws.close()
-        for task in self._tasks + [t for _, t in self._streams.values()]:
+        if self.link is not None:
+            self.link.close(1000, "")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.link.closed), 2)
+            self.link.abort()
+        for task in list(self._tasks.values()):
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
 
     def flush(self) -> None:
-        for message in self.conn.data_to_send():
-            self._out.put_nowait(message)
+        """Send frames a test queued on :attr:`conn` by hand."""
+        self.session.kick()
 
     def send_raw(self, message: bytes) -> None:
-        """Queue an arbitrary WebSocket message, bypassing the protocol object."""
-        self._out.put_nowait(message)
+        """Send an arbitrary WebSocket message, bypassing the protocol object."""
+        assert self.link is not None
+        ws = self.link.ws
+        if isinstance(message, str):
+            ws.send_text(message.encode())
+        else:
+            ws.send_binary(message)
+        self.link._write()
 
-    async def credit_changed(self) -> None:
-        self._credit.clear()
-        await self._credit.wait()
+    def pause_reading(self) -> None:
+        """Stop reading the WebSocket (the relay's frames pile up)."""
+        assert self.link is not None and self.link.transport is not None
+        self.link.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        assert self.link is not None and self.link.transport is not None
+        self.link.transport.resume_reading()
 
     def release_credit(self) -> None:
-        """Consume every held request-body byte (after ``grant_credit=False``)."""
+        """Return the credit of every held request byte (after ``grant_credit=False``)."""
         self.grant_credit = True
-        for request, _ in self._streams.values():
-            if request.held:
-                self.conn.consumed(request.sid, request.held)
-                request.held = 0
-        self.flush()
+        for request in self.requests:
+            request.stream.resume_reading()
 
     @property
     def close_code(self) -> int | None:
-        return self.ws.close_code if self.ws is not None else None
+        if self.link is None:
+            return None
+        return self.link.ws.close_code
 
-    async def _write(self) -> None:
-        assert self.ws is not None
-        while True:
-            message = await self._out.get()
-            await self.ws.send(message)
+    def opened(self, stream: tunnel.Stream) -> None:
+        request = FakeRequest(self, stream)
+        stream.handler = request
+        self.requests.append(request)
+        self._tasks[stream.sid] = asyncio.get_running_loop().create_task(self._handle(request))
 
-    async def _read(self) -> None:
-        assert self.ws is not None
-        try:
-            while True:
-                await self.reading.wait()
-                message = await self.ws.recv()
-                assert isinstance(message, bytes)
-                for event in self.conn.receive(message):
-                    self._on_event(event)
-                self.flush()
-        except Exception:  # the connection ended; tests look at close_code / goaways
-            pass
-        finally:
-            self.closed.set()
-            self._credit.set()
-
-    def _on_event(self, event: Any) -> None:
-        if isinstance(event, wire.WelcomeReceived):
-            self.welcome = event.welcome
-        elif isinstance(event, wire.RequestReceived):
-            request = FakeRequest(self, event)
-            self.requests.append(request)
-            task = asyncio.create_task(self._handle(request))
-            self._streams[event.stream_id] = (request, task)
-            self.request_seen.set()
-        elif isinstance(event, wire.DataReceived):
-            self._on_data(event)
-        elif isinstance(event, wire.StreamReset):
-            self.resets[event.stream_id] = event.code
-            self.reset_seen.set()
-            entry = self._streams.pop(event.stream_id, None)
-            if entry is not None:
-                entry[1].cancel()
-        elif isinstance(event, wire.WindowUpdated):
-            self._credit.set()
-        elif isinstance(event, wire.GoAwayReceived):
-            self.goaways.append(event)
-
-    def _on_data(self, event: wire.DataReceived) -> None:
-        entry = self._streams.get(event.stream_id)
-        if entry is None:
-            self.conn.consumed(event.stream_id, len(event.data))
-            return
-        request = entry[0]
-        request.received += len(event.data)
-        if event.data:
-            request.body_queue.put_nowait(event.data)
-            if self.grant_credit:
-                self.conn.consumed(event.stream_id, len(event.data))
-            else:
-                request.held += len(event.data)
-        if event.end_stream:
-            request.body_queue.put_nowait(None)
+    def cancel(self, sid: int) -> None:
+        task = self._tasks.pop(sid, None)
+        if task is not None:
+            task.cancel()
 
     async def _handle(self, request: FakeRequest) -> None:
         try:
+            await request.head_seen.wait()
+            self.request_seen.set()
             await self.handler(request)
         except (asyncio.CancelledError, ConnectionResetError):
             pass
         finally:
-            self._streams.pop(request.sid, None)
+            self._tasks.pop(request.sid, None)
 
 
 async def _ok_handler(request: FakeRequest) -> None:
@@ -275,3 +305,5 @@ async def _ok_handler(request: FakeRequest) -> None:
     await request.respond(200, [("content-type", "text/plain")])
     await request.send(b"ok " + request.method.encode() + b" " + request.target.encode(), end=False)
     await request.send(b" " + str(len(body)).encode(), end=True)
+
+

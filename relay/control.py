@@ -1,0 +1,89 @@
+"""The relay's own paths, under ``/_edge/`` (on every host):
+
+* ``/_edge/connect``: the agents' WebSocket endpoint (:mod:`relay.agents`);
+* ``/_edge/healthz``: 200 while the process runs;
+* ``/_edge/readyz``: 200 while it accepts agents and requests, 503 while draining;
+* ``/_edge/metrics``: Prometheus text format.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import tunnel
+from relay import h1
+from relay.agents import AgentSession, authorize
+from relay.answers import error_response, json_response, text_response
+from relay.errors import AgentRefused, BadRequest, NotFound
+from wire.rules import CONNECT_PATH
+
+if TYPE_CHECKING:
+    from relay.public import PublicConnection
+
+log = logging.getLogger(__name__)
+
+_METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+def handle(conn: PublicConnection, head: h1.Head) -> None:
+    """Answer a request for a reserved path. Raises PublicError for refusals."""
+    path, _, query = head.target.partition(b"?")
+    app = conn.app
+    if path == CONNECT_PATH.encode():
+        if head.upgrade != b"websocket":
+            raise BadRequest("this endpoint takes a WebSocket upgrade")
+        _connect(conn, head, query.decode("latin-1"))
+        return
+    if path == b"/_edge/healthz":
+        answer = json_response(200, {"status": "ok"})
+    elif path == b"/_edge/readyz":
+        ready = not app.state.draining
+        body = {"status": "ready" if ready else "draining", "agents": app.agents()}
+        answer = json_response(200 if ready else 503, body)
+    elif path == b"/_edge/metrics":
+        answer = text_response(200, app.state.metrics.render().encode(), _METRICS_TYPE)
+    else:
+        raise NotFound()
+    conn.state.metrics.request_done(200)
+    conn.write(answer)
+    if head.keep_alive and head.framing is h1.Framing.NONE:
+        conn._next_request()
+    else:
+        conn.close()
+
+
+def _connect(conn: PublicConnection, head: h1.Head, query: str) -> None:
+    state = conn.state
+    ws, request = tunnel.read_upgrade(head.raw)
+    if request is None:
+        raise BadRequest("invalid WebSocket upgrade")
+    offered = tunnel.offered_subprotocols(request)
+    authorization = [v for n, v in head.headers if n == b"authorization"]
+    client = f"{conn.client_ip}"
+    try:
+        claim = authorize(state, query, authorization, offered)
+    except AgentRefused as exc:
+        state.metrics.agent_refusals[exc.status] += 1
+        log.info("agent_refused", extra={"status": exc.status, "code": exc.code, "client": client})
+        conn.write(error_response(exc, close=True))
+        conn.close()
+        return
+    transport = conn.transport
+    if transport is None:
+        return
+    rest = conn.adopt_upgrade()
+    agent = AgentSession(state, claim, client, conn.server_port)
+    settings = state.settings
+    link = tunnel.accept(
+        ws,
+        request,
+        transport,
+        ping_interval=settings.ws_ping_interval,
+        ping_timeout=settings.ws_ping_timeout,
+    )
+    if link is None:
+        return
+    link.attach(agent.session)
+    if rest:
+        link.data_received(rest)

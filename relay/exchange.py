@@ -1,0 +1,155 @@
+"""One public request forwarded down a tunnel stream, and its answer coming back.
+
+The request's bytes go down as the caller sent them (head rewritten by
+:func:`relay.h1.rewrite_head`); the response's bytes come back and are written to the
+caller unchanged. The relay looks at the response only through :class:`ResponseWatch`,
+an observe-only parse (httptools, C) that finds its status (metrics, request lines) and
+its end, and refuses anything but exactly one final response per exchange: an agent
+must never be able to put bytes on a public connection that the caller would read as
+the answer to its *next* request, which may be for another tunnel.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import httptools
+
+from wire import ErrorCode
+
+if TYPE_CHECKING:
+    from relay.public import PublicConnection
+    from tunnel import Stream
+
+
+class ResponseError(Exception):
+    """The agent's bytes are not one well-formed HTTP/1.1 response."""
+
+
+class ResponseWatch:
+    """Observe-only check of one exchange's response bytes.
+
+    Args:
+        head_only: the request was HEAD (the response has no body, whatever it says).
+        upgrade: the request asked for an upgrade (a 101 is allowed).
+    """
+
+    __slots__ = ("complete", "head_only", "keep_alive", "parser", "status", "upgrade", "upgraded")
+
+    def __init__(self, head_only: bool, upgrade: bool) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.head_only = head_only
+        self.upgrade = upgrade
+        self.status = 0  # the final status, once its head is complete
+        self.complete = False
+        self.keep_alive = False
+        self.upgraded = False
+
+    def feed(self, data: bytes) -> None:
+        """Check ``data``. Raises ResponseError when it breaks the rules."""
+        if self.upgraded:
+            return
+        if self.complete:
+            raise ResponseError("bytes after the end of the response")
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self.status != 101:
+                raise ResponseError("an upgrade the request did not ask for") from None
+            self.upgraded = True
+        except httptools.HttpParserError as exc:
+            raise ResponseError(f"malformed response: {exc}") from None
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            raise ResponseError("a second response")
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200 and status != 101:
+            return  # interim (100, 103): the final head follows
+        if status == 101 and not self.upgrade:
+            raise ResponseError("101 to a request that did not ask for an upgrade")
+        self.status = status
+        self.keep_alive = self.parser.should_keep_alive()
+        if self.head_only:
+            self.complete = True
+
+    def on_message_complete(self) -> None:
+        if self.status and self.status != 101:
+            self.complete = True
+
+
+class Exchange:
+    """The stream handler of one forwarded request (see :class:`tunnel.StreamHandler`)."""
+
+    __slots__ = (
+        "conn",
+        "keep_alive",
+        "method",
+        "name",
+        "path",
+        "request_done",
+        "sent",
+        "started",
+        "stream",
+        "watch",
+    )
+
+    def __init__(
+        self,
+        conn: PublicConnection,
+        name: str,
+        method: bytes,
+        path: bytes,
+        keep_alive: bool,
+        upgrade: bool,
+        started: float,
+    ) -> None:
+        self.conn = conn
+        self.name = name
+        self.method = method
+        self.path = path
+        self.keep_alive = keep_alive
+        self.watch = ResponseWatch(method == b"HEAD", upgrade)
+        self.started = started
+        self.sent = 0  # response bytes written to the caller
+        self.request_done = False  # the caller's request bytes all went down
+        self.stream: Stream | None = None
+
+    @property
+    def status(self) -> int:
+        return self.watch.status
+
+    # -- tunnel.StreamHandler ---------------------------------------------------------------
+
+    def data(self, data: bytes) -> None:
+        try:
+            self.watch.feed(data)
+        except ResponseError as exc:
+            self.conn.agent_broke(self, str(exc))
+            return
+        if not self.sent:
+            self.conn.first_byte(self)
+        self.sent += len(data)
+        self.conn.write(data)
+        if self.watch.upgraded:
+            self.conn.upgraded(self)
+
+    def end(self, close: bool) -> None:
+        watch = self.watch
+        if not watch.complete and not watch.upgraded and not (close and watch.status):
+            self.conn.agent_broke(self, "the response ended early")
+            return
+        self.conn.response_done(self, close or not watch.keep_alive)
+
+    def aborted(self, code: ErrorCode, reason: str) -> None:
+        self.conn.exchange_aborted(self, code, reason)
+
+    def pause_writing(self) -> None:
+        self.conn.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.conn.resume_reading()

@@ -1,0 +1,128 @@
+"""Opening a tunnel WebSocket as a client (the agent, test agents, simulated agents).
+
+The upgrade is websockets' ``ClientProtocol`` (its request, its checks of the answer:
+accept key, subprotocol, extensions) over a plain asyncio connection; once it is open
+the same protocol object moves into a :class:`tunnel.link.WsLink`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Sequence
+from typing import Final, cast
+
+from websockets.client import ClientProtocol
+from websockets.frames import Frame
+from websockets.http11 import Response
+from websockets.protocol import State as WsState
+from websockets.typing import Subprotocol
+from websockets.uri import parse_uri
+
+import wire
+from tunnel.link import WsLink, set_nodelay
+
+#: Largest handshake answer read before giving up (a relay's JSON error is ~200 bytes).
+MAX_HANDSHAKE_RESPONSE: Final = 64 * 1024
+
+
+class HandshakeRefused(Exception):
+    """The server answered the upgrade with something other than 101 (see ``response``)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(f"upgrade refused with {response.status_code}")
+        self.response = response
+
+
+class HandshakeFailed(Exception):
+    """The answer was a 101 that breaks the rules (key, subprotocol), or not HTTP."""
+
+
+class _Upgrade(asyncio.Protocol):
+    def __init__(self, ws: ClientProtocol, headers: Sequence[tuple[str, str]]) -> None:
+        self.ws = ws
+        self.headers = headers
+        self.transport: asyncio.Transport | None = None
+        self.done: asyncio.Future[Sequence[object]] = asyncio.get_running_loop().create_future()
+        self._received = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        set_nodelay(transport)
+        request = self.ws.connect()
+        for name, value in self.headers:
+            request.headers[name] = value
+        self.ws.send_request(request)
+        self.transport.write(b"".join(self.ws.data_to_send()))
+
+    def data_received(self, data: bytes) -> None:
+        self._received += len(data)
+        self.ws.receive_data(data)
+        events = self.ws.events_received()
+        if events and not self.done.done():
+            self.done.set_result(events)
+        elif self._received > MAX_HANDSHAKE_RESPONSE and not self.done.done():
+            self.done.set_exception(HandshakeFailed("the handshake answer is too large"))
+
+    def eof_received(self) -> bool | None:
+        self.ws.receive_eof()
+        events = self.ws.events_received()
+        if not self.done.done():
+            if events:
+                self.done.set_result(events)
+            else:
+                self.done.set_exception(HandshakeFailed("connection closed during the upgrade"))
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc or ConnectionResetError("connection lost in upgrade"))
+
+
+async def connect_link(
+    uri: str,
+    *,
+    headers: Sequence[tuple[str, str]] = (),
+    ssl_context: ssl.SSLContext | None = None,
+    ping_interval: float | None = 20.0,
+    ping_timeout: float | None = 20.0,
+    open_timeout: float = 10.0,
+) -> tuple[WsLink, Response]:
+    """Connect to ``ws[s]://host[:port]/path`` and upgrade with the tunnel subprotocol.
+
+    Returns the open link (attach a session to it) and the server's 101 answer.
+
+    Raises:
+        HandshakeRefused: any other status (its response carries the body).
+        HandshakeFailed: a malformed or rule-breaking answer.
+        OSError, ssl.SSLError, TimeoutError: from the connection itself.
+    """
+    parsed = parse_uri(uri)
+    ws = ClientProtocol(
+        parsed,
+        subprotocols=[Subprotocol(wire.SUBPROTOCOL)],
+        extensions=None,  # no permessage-deflate
+        max_size=wire.MAX_FRAME_SIZE,
+    )
+    loop = asyncio.get_running_loop()
+    context = ssl_context if parsed.secure else None
+    if parsed.secure and context is None:
+        context = ssl.create_default_context()
+    async with asyncio.timeout(open_timeout):
+        transport, upgrade = await loop.create_connection(
+            lambda: _Upgrade(ws, headers), parsed.host, parsed.port, ssl=context
+        )
+        try:
+            events = await upgrade.done
+        except BaseException:
+            transport.abort()
+            raise
+    response = cast(Response, events[0])
+    if ws.state is not WsState.OPEN:
+        transport.abort()
+        if response.status_code != 101:
+            raise HandshakeRefused(response)
+        raise HandshakeFailed(str(ws.handshake_exc or "upgrade failed"))
+    link = WsLink(ws, ping_interval=ping_interval, ping_timeout=ping_timeout)
+    link.adopt(transport, frames=cast(list[Frame], events[1:]))
+    return link, response

@@ -1,0 +1,341 @@
+"""The tunnel session: THE asyncio driver of one ``wire.Connection``.
+
+The relay, the agent, the test fakes and the benchmark's simulated agents all run their
+tunnel through this class; they differ only in their :class:`SessionHooks`.
+
+Theory of operation
+-------------------
+* **Reader.** The link (:mod:`tunnel.link`) hands every received WebSocket message to
+  :meth:`Session.receive`, which runs ``wire`` and dispatches the events to the streams'
+  handlers synchronously: nothing on the read path awaits, so one slow consumer never
+  stalls the other streams (it pauses its own reading, which keeps its credit).
+* **Writer.** Nothing is written when it happens. Every change (bytes queued on a
+  stream, credit returned, a RESET) marks the session dirty and schedules one
+  :meth:`_flush` at the end of the loop turn, which frames what may go now and hands
+  the link all of it as one write. The writer pulls from the streams, so frame layout is
+  decided in one place: a FIN rides on the last DATA frame, many small writes of one
+  stream become one frame.
+* **Priority.** Each flush serves the streams that have sent the fewest bytes first
+  (request heads, small responses, SSE events) and gives each stream one frame per
+  round, so a bulk stream waits behind them for at most one frame. The link's write
+  budget (its buffered bytes under a high-water mark) bounds how much is framed ahead
+  of the socket; bytes not framed yet stay in their streams, whose producers are paused.
+* **Credit** is returned by :class:`tunnel.stream.Stream` when its handler takes the
+  bytes (see there), never by hand elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Final, Protocol
+
+import wire
+from tunnel.stream import Stream, StreamHandler
+from wire import (
+    DataReceived,
+    ErrorCode,
+    GoAwayReceived,
+    HelloReceived,
+    StreamKind,
+    StreamOpened,
+    StreamReset,
+    WelcomeReceived,
+    WindowUpdated,
+)
+
+log = logging.getLogger(__name__)
+
+#: WebSocket close codes used after a GOAWAY.
+WS_NORMAL: Final = 1000
+WS_GOING_AWAY: Final = 1001
+WS_PROTOCOL_ERROR: Final = 1002
+WS_POLICY: Final = 1008
+
+
+class Link(Protocol):
+    """What the session needs from the WebSocket under it (:class:`tunnel.link.WsLink`)."""
+
+    def send(self, messages: list[bytes]) -> None:
+        """Write every message, in order, as one binary WebSocket message each."""
+
+    def budget(self) -> int:
+        """Bytes that may be framed now before the socket is considered backed up."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the WebSocket closing handshake (after what was sent)."""
+
+
+class SessionHooks:
+    """What the owner of a session reacts to. Subclass and override; all synchronous."""
+
+    def on_hello(self, session: Session, hello: wire.Hello) -> None:
+        """Relay: a HELLO arrived (the first, or one re-sent after WELCOME)."""
+
+    def on_welcome(self, session: Session, welcome: wire.Welcome) -> None:
+        """Agent: the relay accepted the session."""
+
+    def on_opened(self, session: Session, stream: Stream) -> None:
+        """Agent: the relay opened ``stream``. Set ``stream.handler`` here: the stream's
+        first bytes are delivered to it right after this returns."""
+
+    def on_goaway(self, session: Session, event: GoAwayReceived) -> None:
+        """The peer takes no new streams."""
+
+    def on_stream_closed(self, session: Session, stream: Stream) -> None:
+        """``stream`` is closed (both halves done, or reset)."""
+
+    def on_session_closed(self, session: Session) -> None:
+        """The session ended (closed by us or the link is gone); streams were aborted."""
+
+
+class Session:
+    """One tunnel session over one link.
+
+    Args:
+        conn: the protocol state (its role decides relay or agent).
+        hooks: the owner's reactions.
+    """
+
+    def __init__(self, conn: wire.Connection, hooks: SessionHooks) -> None:
+        self.conn = conn
+        self.hooks = hooks
+        self.link: Link | None = None
+        self.streams: dict[int, Stream] = {}
+        self.is_closed = False
+        self._ready: list[Stream] = []
+        self._blocked: set[Stream] = set()  # pending bytes, no credit
+        self._scheduled = False
+        self._loop = asyncio.get_running_loop()
+
+    def attach(self, link: Link) -> None:
+        self.link = link
+
+    # -- the owner's side -----------------------------------------------------------------
+
+    def open(
+        self, kind: StreamKind, handler: StreamHandler, data: bytes = b"", end: bool = False
+    ) -> Stream:
+        """Relay: open a stream whose first bytes are ``data`` (FIN after them if ``end``).
+
+        Raises ``wire.LocalProtocolError`` when :meth:`wire.Connection.can_open` is false.
+        """
+        first = data[: self.conn.sendable(0)]
+        sid = self.conn.open_stream(kind, first, end and len(first) == len(data))
+        stream = self.streams[sid] = Stream(self, sid, kind)
+        stream.handler = handler
+        if len(first) < len(data):
+            stream.write(data[len(first) :])
+            if end:
+                stream.end()
+        elif end:
+            stream.local_done = True
+            stream.end()
+        self._schedule()
+        return stream
+
+    def send_hello(self, hello: wire.Hello) -> None:
+        self.conn.send_hello(hello)
+        self._schedule()
+
+    def send_welcome(self, welcome: wire.Welcome) -> None:
+        self.conn.send_welcome(welcome)
+        self._schedule()
+
+    def goaway(self, code: ErrorCode = ErrorCode.NO_ERROR, reason: str = "") -> None:
+        """Announce that this side takes no new streams; open ones may finish."""
+        if not self.is_closed:
+            self.conn.send_goaway(code, reason)
+            self._schedule()
+
+    def close(self, code: ErrorCode, reason: str, ws_code: int = WS_NORMAL) -> None:
+        """GOAWAY with ``code``, write what is queued, close the link; streams abort."""
+        if self.is_closed:
+            return
+        self.conn.send_goaway(code, reason)
+        self._flush()
+        self._abort_all(code, reason)
+        if self.link is not None:
+            self.link.close(ws_code, reason[:120])
+
+    def fail(self, code: ErrorCode, reason: str) -> None:
+        """The peer broke the protocol: GOAWAY with ``code`` and close."""
+        log.warning("protocol_error", extra={"code": code.name, "detail": reason})
+        self.close(code, reason, WS_PROTOCOL_ERROR)
+
+    def kick(self) -> None:
+        """Send frames queued on :attr:`conn` directly (tests that drive ``wire`` by hand)."""
+        self._schedule()
+
+    # -- the streams' side ----------------------------------------------------------------
+
+    def ready(self, stream: Stream) -> None:
+        if not stream.queued and stream not in self._blocked:
+            stream.queued = True
+            self._ready.append(stream)
+        self._schedule()
+
+    def consumed(self, stream: Stream, n: int) -> None:
+        self.conn.consumed(stream.sid, n)
+        if self.conn.pending_output:
+            self._schedule()
+
+    def reset_stream(self, stream: Stream, code: ErrorCode, reason: str) -> None:
+        self.conn.send_reset(stream.sid, code, reason)
+        self._finish(stream)
+        self._schedule()
+
+    # -- the link's side ------------------------------------------------------------------
+
+    def receive(self, message: bytes) -> None:
+        """One WebSocket message from the peer."""
+        if self.is_closed:
+            return
+        try:
+            events = self.conn.receive(message)
+        except wire.RemoteProtocolError as exc:
+            self.fail(exc.code, str(exc))
+            return
+        for event in events:
+            if type(event) is DataReceived:
+                self._on_data(event.stream_id, event.data, event.end_stream, event.close)
+            else:
+                self._on_event(event)
+        if self.conn.pending_output:
+            self._schedule()
+
+    def writable(self) -> None:
+        """The link's buffer drained below its low-water mark."""
+        if self._ready:
+            self._schedule()
+
+    def lost(self) -> None:
+        """The link is gone (closed, reset, or timed out)."""
+        if self.is_closed:
+            return
+        self._abort_all(ErrorCode.INTERNAL_ERROR, "tunnel connection lost")
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    def _on_data(self, sid: int, data: bytes, fin: bool, close: bool) -> None:
+        stream = self.streams.get(sid)
+        if stream is None:  # unknown here but open in wire: cannot happen; keep credit
+            if data:
+                self.conn.consumed(sid, len(data))
+            return
+        if data:
+            credit = stream.deliver(data)
+            if credit:
+                self.conn.consumed(sid, credit)
+        if fin and not stream.closed:
+            stream.remote_done = True
+            stream.handler.end(close)
+            if stream.local_done and not stream.closed:
+                self._finish(stream)
+
+    def _on_event(self, event: wire.Event) -> None:
+        if isinstance(event, StreamOpened):
+            stream = self.streams[event.stream_id] = Stream(self, event.stream_id, event.kind)
+            self.hooks.on_opened(self, stream)
+            self._on_data(event.stream_id, event.data, event.end_stream, False)
+        elif isinstance(event, WindowUpdated):
+            self._on_window(event.stream_id)
+        elif isinstance(event, StreamReset):
+            reset = self.streams.get(event.stream_id)
+            if reset is not None:
+                self._finish(reset)
+                reset.handler.aborted(event.code, event.reason)
+        elif isinstance(event, GoAwayReceived):
+            self.hooks.on_goaway(self, event)
+        elif isinstance(event, HelloReceived):
+            self.hooks.on_hello(self, event.hello)
+        elif isinstance(event, WelcomeReceived):
+            self.hooks.on_welcome(self, event.welcome)
+
+    def _on_window(self, sid: int) -> None:
+        if sid == 0:
+            blocked, self._blocked = self._blocked, set()
+            for stream in blocked:
+                self.ready(stream)
+            return
+        waiting = self.streams.get(sid)
+        if waiting is not None and waiting in self._blocked:
+            self._blocked.discard(waiting)
+            self.ready(waiting)
+
+    def _finish(self, stream: Stream) -> None:
+        """Forget a stream that is closed (both halves done, or reset)."""
+        stream.closed = True
+        stream.out.clear()
+        stream.buffered = 0
+        self.streams.pop(stream.sid, None)
+        self._blocked.discard(stream)
+        held = stream.release_held()
+        if held:
+            self.conn.consumed(stream.sid, held)
+        self.hooks.on_stream_closed(self, stream)
+
+    def _abort_all(self, code: ErrorCode, reason: str) -> None:
+        self.is_closed = True
+        for stream in list(self.streams.values()):
+            self._finish(stream)
+            stream.handler.aborted(code, reason)
+        self._ready.clear()
+        self.hooks.on_session_closed(self)
+
+    # -- the writer -------------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        if not self._scheduled and not self.is_closed:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        link = self.link
+        if link is None:
+            return
+        if self._ready:
+            self._pump(link.budget())
+        out = self.conn.data_to_send()
+        if out:
+            link.send(out)
+        if self._ready and link.budget() > 0:
+            self._schedule()  # more to send: next turn, after the loop's other work
+
+    def _pump(self, budget: int) -> None:
+        ready = self._ready
+        if len(ready) > 1:
+            ready.sort(key=_sent)
+        conn = self.conn
+        while ready and budget > 0:
+            later: list[Stream] = []
+            for stream in ready:
+                if stream.closed or not stream.pending:
+                    stream.queued = False
+                    continue
+                if budget <= 0:
+                    later.append(stream)
+                    continue
+                sendable = conn.sendable(stream.sid)
+                if stream.out and not sendable:
+                    stream.queued = False
+                    self._blocked.add(stream)
+                    continue
+                data, fin, close = stream.take(min(sendable, budget))
+                conn.send_data(stream.sid, data, fin, close)
+                budget -= len(data) + 16
+                if fin:
+                    stream.local_done = True
+                    if stream.remote_done:
+                        self._finish(stream)
+                if stream.pending and not stream.closed:
+                    later.append(stream)
+                else:
+                    stream.queued = False
+            ready = later
+        self._ready = ready
+
+
+def _sent(stream: Stream) -> int:
+    return stream.sent

@@ -1,0 +1,210 @@
+"""One stream of a tunnel session: a byte pipe with flow control, both directions.
+
+A :class:`Stream` is what the relay's public side and the agent's forwarding talk to.
+It never touches the socket: it tells its :class:`tunnel.session.Session` what changed,
+and the session's writer frames its bytes when the loop turn ends.
+
+Sending (this side -> peer): :meth:`Stream.write` queues bytes and never blocks;
+:meth:`Stream.end` half-closes after them; :meth:`Stream.reset` aborts. The queue is
+bounded by the producer: past :data:`WRITE_HIGH` queued bytes the stream calls its
+handler's ``pause_writing()`` (stop reading your source), below :data:`WRITE_LOW`
+``resume_writing()``.
+
+Receiving (peer -> this side): the session calls the handler's ``data()`` / ``end()`` /
+``aborted()`` synchronously, from the reader, in order. Credit for received bytes goes
+back **once, by construction**: when ``data()`` returns, unless the handler called
+:meth:`Stream.pause_reading` (its own sink is backed up), in which case it goes back at
+:meth:`Stream.resume_reading`, or when the stream closes. A handler therefore never
+counts bytes, and a slow sink stops the peer after one window.
+
+One closed state: :attr:`Stream.closed` is true once both halves are done or the
+stream was reset (by either side or by the session's end); after that every call is a
+no-op and nothing more reaches the handler but, for an abort, one ``aborted()``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Final, Protocol
+
+from wire import ErrorCode, StreamKind
+
+if TYPE_CHECKING:
+    from tunnel.session import Session
+
+#: Queued outgoing bytes above which the producer is asked to pause, and below which it
+#: is asked to resume. One initial stream window: a producer that keeps the queue this
+#: full keeps the stream's credit busy without holding more than a window in memory.
+WRITE_HIGH: Final = 256 * 1024
+WRITE_LOW: Final = 64 * 1024
+
+
+class StreamHandler(Protocol):
+    """What a stream's consumer implements. Called synchronously; never awaits."""
+
+    def data(self, data: bytes) -> None: ...
+
+    def end(self, close: bool) -> None:
+        """The peer's half is complete. ``close``: the CLOSE flag (agent -> relay)."""
+
+    def aborted(self, code: ErrorCode, reason: str) -> None:
+        """The stream was reset by the peer, or the session ended. Called once."""
+
+    def pause_writing(self) -> None: ...
+
+    def resume_writing(self) -> None: ...
+
+
+class NullHandler:
+    """Drops what arrives (its credit still goes back). A stream's handler until set."""
+
+    def data(self, data: bytes) -> None:
+        pass
+
+    def end(self, close: bool) -> None:
+        pass
+
+    def aborted(self, code: ErrorCode, reason: str) -> None:
+        pass
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+
+NULL_HANDLER: Final = NullHandler()
+
+
+class Stream:
+    """One stream. Created by :class:`tunnel.session.Session`, never directly."""
+
+    __slots__ = (
+        "_close_flag",
+        "_ending",
+        "_held",
+        "_read_paused",
+        "_write_paused",
+        "buffered",
+        "closed",
+        "handler",
+        "kind",
+        "local_done",
+        "out",
+        "queued",
+        "remote_done",
+        "sent",
+        "session",
+        "sid",
+    )
+
+    def __init__(self, session: Session, sid: int, kind: StreamKind) -> None:
+        self.session = session
+        self.sid = sid
+        self.kind = kind
+        self.handler: StreamHandler = NULL_HANDLER
+        self.out: deque[bytes] = deque()  # queued outgoing bytes, in order
+        self.buffered = 0  # bytes in ``out``
+        self.sent = 0  # bytes framed so far (the writer serves small streams first)
+        self.queued = False  # in the session's ready list
+        self.closed = False
+        self.local_done = False  # our FIN was framed
+        self.remote_done = False  # the peer's FIN arrived
+        self._ending = False  # end() called: FIN after ``out``
+        self._close_flag = False
+        self._read_paused = False
+        self._held = 0  # bytes delivered while reading was paused: credit owed
+        self._write_paused = False
+
+    # -- sending ------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` for the peer. Dropped after :meth:`end`, or once closed."""
+        if self.closed or self._ending or not data:
+            return
+        self.out.append(data)
+        self.buffered += len(data)
+        self.session.ready(self)
+        if self.buffered > WRITE_HIGH and not self._write_paused:
+            self._write_paused = True
+            self.handler.pause_writing()
+
+    def end(self, close: bool = False) -> None:
+        """Half-close after the queued bytes. ``close``: the CLOSE flag (agent only)."""
+        if self.closed or self._ending:
+            return
+        self._ending = True
+        self._close_flag = close
+        self.session.ready(self)
+
+    def reset(self, code: ErrorCode = ErrorCode.CANCEL, reason: str = "") -> None:
+        """Abort both halves now; queued bytes are dropped. The handler is not called."""
+        if not self.closed:
+            self.session.reset_stream(self, code, reason)
+
+    @property
+    def ending(self) -> bool:
+        """:meth:`end` was called (the FIN may still be waiting for credit)."""
+        return self._ending
+
+    # -- receiving ------------------------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        """Keep the credit of bytes delivered from now on until :meth:`resume_reading`."""
+        self._read_paused = True
+
+    def resume_reading(self) -> None:
+        self._read_paused = False
+        held, self._held = self._held, 0
+        if held and not self.closed:
+            self.session.consumed(self, held)
+
+    # -- the session's side -----------------------------------------------------------------
+
+    def take(self, limit: int) -> tuple[bytes, bool, bool]:
+        """Up to ``limit`` queued bytes as one payload, whether it ends our half (FIN),
+        and the CLOSE flag. Called by the session's writer only."""
+        out = self.out
+        if len(out) == 1 and len(out[0]) <= limit:
+            data = out.popleft()
+        else:
+            parts: list[bytes] = []
+            size = 0
+            while out and size < limit:
+                piece = out.popleft()
+                room = limit - size
+                if len(piece) > room:
+                    out.appendleft(piece[room:])
+                    piece = piece[:room]
+                parts.append(piece)
+                size += len(piece)
+            data = b"".join(parts)
+        self.buffered -= len(data)
+        self.sent += len(data)
+        if self._write_paused and self.buffered < WRITE_LOW:
+            self._write_paused = False
+            self.handler.resume_writing()
+        fin = self._ending and not out
+        return data, fin, fin and self._close_flag
+
+    @property
+    def pending(self) -> bool:
+        """Bytes or a FIN wait to be framed."""
+        return bool(self.out) or (self._ending and not self.local_done)
+
+    def deliver(self, data: bytes) -> int:
+        """Give received bytes to the handler. Returns the credit to return now."""
+        self.handler.data(data)
+        if self._read_paused and not self.closed:
+            self._held += len(data)
+            return 0
+        return len(data)
+
+    def release_held(self) -> int:
+        """The stream is closing: credit still held, to return for the session window."""
+        held, self._held = self._held, 0
+        return held
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.sid} {self.kind.name} closed={self.closed}>"
