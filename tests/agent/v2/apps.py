@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
 
-Scope = dict[str, Any]
+Scope = MutableMapping[str, Any]
 
 
 def _query(scope: Scope) -> dict[str, str]:
@@ -27,7 +28,8 @@ class V2Origin:
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         assert scope["type"] == "http"
-        route = getattr(self, "_" + scope["path"].strip("/").split("/")[0], self._missing)
+        path = scope["path"][len(scope.get("root_path", "")) :]
+        route = getattr(self, "_" + path.strip("/").split("/")[0], self._missing)
         await route(scope, receive, send)
 
     async def _missing(self, scope: Scope, receive: Any, send: Any) -> None:

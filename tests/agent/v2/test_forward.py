@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.client import ClientProtocol
+from websockets.frames import Frame
 from websockets.uri import parse_uri
 
 from edge_agent.errors import ConfigError
@@ -339,7 +340,7 @@ async def test_upgrade_becomes_a_raw_pipe_to_a_websocket_server() -> None:
             await stream.wait_for(lambda: bool(stream.out))
             data, stream.out[:] = bytes(stream.out), b""
             client.receive_data(data)
-            return [e.data for e in client.events_received() if hasattr(e, "data")]
+            return [bytes(e.data) for e in client.events_received() if isinstance(e, Frame)]
 
         await receive()  # the 101 handshake response
         assert client.handshake_exc is None
