@@ -1,0 +1,361 @@
+"""ObjectBridge: an in-memory HTTP/1.1 server over a v2 stream, for Targets that need objects.
+
+Most v2 streams are piped as bytes (:mod:`edge_agent.forward`). Some targets work on
+message objects instead: the in-process ASGI app (:class:`edge_agent.asgi.AsgiTarget`)
+and the Molecule wrappers (de-duplication, pause gate, inbound-secret check), which take
+a :class:`~edge_agent.target.LocalRequest` and return a
+:class:`~edge_agent.target.LocalResponse`. The bridge turns the stream's request bytes
+into the one, and the other into response bytes.
+
+Request: parsed with httptools (method, raw target, headers as latin-1 pairs, body
+streamed as it comes). The body holds at most :data:`BODY_BUFFER` bytes the Target has
+not consumed, plus one window: past it the stream's reading pauses, and resumes as the
+Target takes chunks. A FIN (or an abort) before the body's end makes the body raise
+:class:`~edge_agent.errors.RequestAborted`, never look complete.
+
+Response: status line, the Target's headers minus hop-by-hop ones, then the body with
+its Content-Length when the Target gave one, else chunked (close-delimited, with the
+CLOSE flag, for an HTTP/1.0 request). HEAD, 1xx, 204 and 304 responses carry no body.
+``Connection: close`` is added, and the stream ended with CLOSE, when the request did
+not keep the connection alive. Writes wait while the runtime says the stream is over its
+high mark (``pause_writing``).
+
+Errors: a :class:`~edge_agent.errors.TargetError` before the first response byte resets
+the stream with its code (CONNECT_ERROR, TARGET_TIMEOUT, UNAVAILABLE, ...), after it
+TARGET_ERROR, as do a body shorter or longer than its Content-Length and any other
+exception (logged). ``aborted()`` cancels the Target's work: ``handle()`` if it has not
+returned, else the body iterator is closed and ``LocalResponse.close`` awaited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Final
+
+import httptools
+
+from edge_agent.errors import RequestAborted, TargetError, TargetFailed
+from edge_agent.headers import strip_hop_by_hop
+from edge_agent.port import ExchangeRecord, StreamHandler, StreamPort
+from edge_agent.target import EmptyBody, LocalRequest, LocalResponse, Target
+from wire import ErrorCode
+
+logger = logging.getLogger(__name__)
+
+#: Request body bytes held for a Target that has not consumed them yet; past this the
+#: stream's reading pauses (the relay stops after what its window still allows).
+BODY_BUFFER: Final = 256 * 1024
+
+#: Longest request head (line + headers) accepted. The relay limits heads already; a
+#: longer one is reset as TARGET_ERROR.
+MAX_HEAD: Final = 64 * 1024
+
+_NO_BODY_STATUS: Final = frozenset({204, 304})
+
+
+class _StreamGone(Exception):
+    """The stream was reset or aborted while the Target was still answering."""
+
+
+class ObjectBridge:
+    """Makes the :class:`StreamHandler` of each v2 stream bound for ``target``.
+
+    Args:
+        target: the object Target (an AsgiTarget, or a Molecule wrapper around one).
+        on_done: called with an :class:`ExchangeRecord` once per stream.
+    """
+
+    def __init__(
+        self, target: Target, *, on_done: Callable[[ExchangeRecord], None] | None = None
+    ) -> None:
+        self.target = target
+        self.on_done = on_done
+
+    def handler(self, stream: StreamPort) -> StreamHandler:
+        return _Exchange(self, stream)
+
+    async def aclose(self) -> None:
+        await self.target.aclose()
+
+
+class _Body:
+    """The request body as an async iterator, fed by the stream (see the module docstring)."""
+
+    def __init__(self, stream: StreamPort) -> None:
+        self._stream = stream
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._paused = False
+        self._ended = False
+        self._error: TargetError | None = None
+        self._ready = asyncio.Event()
+
+    def feed(self, data: bytes) -> None:
+        if self._ended or self._error is not None:
+            return
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._size > BODY_BUFFER and not self._paused:
+            self._paused = True
+            self._stream.pause_reading()
+        self._ready.set()
+
+    def end(self, error: TargetError | None = None) -> None:
+        """A clean end (``error`` None), or a cut-off body (held chunks are dropped)."""
+        if self._ended or self._error is not None:
+            return
+        if error is None:
+            self._ended = True
+        else:
+            self._error = error
+            self._chunks.clear()
+            self._size = 0
+            self._resume()
+        self._ready.set()
+
+    def __aiter__(self) -> _Body:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self._ended:
+                raise StopAsyncIteration
+            self._ready.clear()
+            await self._ready.wait()
+        chunk = self._chunks.popleft()
+        self._size -= len(chunk)
+        if self._size <= BODY_BUFFER // 2:
+            self._resume()
+        return chunk
+
+    def _resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._stream.resume_reading()
+
+
+class _Exchange:
+    """One stream: the request parsed, the Target called, the response written."""
+
+    def __init__(self, bridge: ObjectBridge, stream: StreamPort) -> None:
+        self.bridge = bridge
+        self.stream = stream
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.headers: list[tuple[str, str]] = []
+        self.head_size = 0
+        self.framed = False  # Content-Length or Transfer-Encoding: the request has a body
+        self.body = _Body(stream)
+        self.parsed = False  # the whole request message was read
+        self.method = ""
+        self.keep_alive = True
+        self.version = "1.1"
+        self.task: asyncio.Task[None] | None = None
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.sent = 0  # response bytes written
+        self.bytes_in = 0
+        self.status: int | None = None
+        self.over = False  # ended, reset or aborted: nothing more goes to the stream
+        self.error: str | None = None
+        self.recorded = False
+        self.started = time.monotonic()
+
+    # -- StreamHandler ----------------------------------------------------------------
+
+    def data(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        if self.parsed or self.over:
+            return  # bytes after the request (an upgrade's, or garbage): not ours
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # on_message_complete has run; what follows the head is not forwarded
+        except (httptools.HttpParserError, TargetFailed) as exc:
+            self._fail(ErrorCode.TARGET_ERROR, f"invalid request bytes: {exc}")
+
+    def end(self, close: bool) -> None:
+        if not self.parsed:
+            self.body.end(RequestAborted("the request ended before its body was complete"))
+            if self.task is None:
+                self._fail(ErrorCode.TARGET_ERROR, "the request ended before its head")
+
+    def aborted(self, code: ErrorCode, reason: str) -> None:
+        self.over = True
+        self.error = self.error or f"aborted by the relay: {code.name} {reason}".rstrip()
+        self.body.end(RequestAborted("the request was aborted"))
+        if self.task is not None:
+            self.task.cancel()
+        else:
+            self._record()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    # -- httptools callbacks ------------------------------------------------------------
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self._count(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value))
+        lname = name.lower()
+        if lname == b"content-length" or lname == b"transfer-encoding":
+            self.framed = True
+        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self.method = self.parser.get_method().decode("latin-1")
+        self.version = self.parser.get_http_version()
+        self.keep_alive = self.parser.should_keep_alive()
+        body: AsyncIterator[bytes] = self.body if self.framed else EmptyBody()
+        request = LocalRequest(
+            self.stream.sid, self.method, self.url.decode("latin-1"), self.headers, body
+        )
+        self.task = asyncio.get_running_loop().create_task(self._run(request))
+
+    def on_body(self, body: bytes) -> None:
+        self.body.feed(body)
+
+    def on_message_complete(self) -> None:
+        self.parsed = True
+        self.body.end()
+
+    def _count(self, n: int) -> None:
+        self.head_size += n
+        if self.head_size > MAX_HEAD:
+            raise TargetFailed("request head too long")
+
+    # -- the Target's side ----------------------------------------------------------------
+
+    async def _run(self, request: LocalRequest) -> None:
+        try:
+            response = await self.bridge.target.handle(request)
+            await self._respond(response)
+        except _StreamGone:
+            pass  # reset or aborted while the Target was answering: nothing to send
+        except TargetError as exc:
+            code = exc.code if self.sent == 0 else ErrorCode.TARGET_ERROR
+            self._fail(code, str(exc))
+        except Exception as exc:  # a bug in a Target must not take the session down
+            logger.exception("target_error", extra={"stream_id": self.stream.sid})
+            self._fail(ErrorCode.TARGET_ERROR, f"{type(exc).__name__}: {exc}")
+        finally:
+            self.body.end(RequestAborted("the exchange is over"))
+            self._record()
+
+    async def _respond(self, response: LocalResponse) -> None:
+        try:
+            await self._send_response(response)
+        finally:
+            aclose = getattr(response.body, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            if response.close is not None:
+                await response.close()
+
+    async def _send_response(self, response: LocalResponse) -> None:
+        self.status = response.status
+        headers = strip_hop_by_hop(response.headers)
+        length = _content_length(headers)
+        no_body = (
+            self.method == "HEAD" or response.status < 200 or response.status in _NO_BODY_STATUS
+        )
+        chunked = not no_body and length is None and self.version == "1.1"
+        close = not self.keep_alive or (not no_body and length is None and not chunked)
+        self._write(_head(response.status, headers, chunked, close))
+        if no_body:
+            self._end(close)
+            return
+        sent = 0
+        async for chunk in response.body:
+            if chunk:
+                sent += len(chunk)
+                if not self.writable.is_set():
+                    await self.writable.wait()
+                self._write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+        if length is not None and sent != length:
+            raise TargetFailed(f"response body of {sent} bytes, Content-Length {length}")
+        if chunked:
+            self._write(b"0\r\n\r\n")
+        self._end(close)
+
+    def _write(self, data: bytes) -> None:
+        if self.over:
+            raise _StreamGone()
+        self.sent += len(data)
+        self.stream.write(data)
+
+    def _end(self, close: bool) -> None:
+        if not self.over:
+            self.over = True
+            self.stream.end(close=close)
+
+    def _fail(self, code: ErrorCode, reason: str) -> None:
+        self.error = self.error or reason
+        if not self.over:
+            self.over = True
+            self.stream.reset(code, reason[:200])
+            logger.info(
+                "stream_reset",
+                extra={"stream_id": self.stream.sid, "code": code.name, "error": reason[:200]},
+            )
+        self.parsed = True
+        self.body.end(RequestAborted("the stream was reset"))
+        if self.task is None:
+            self._record()
+        elif self.task is not asyncio.current_task():
+            self.task.cancel()
+
+    def _record(self) -> None:
+        on_done = self.bridge.on_done
+        if on_done is not None and not self.recorded:
+            self.recorded = True
+            on_done(
+                ExchangeRecord(
+                    self.stream.sid,
+                    self.method,
+                    self.url.decode("latin-1"),
+                    self.status,
+                    (time.monotonic() - self.started) * 1000.0,
+                    self.bytes_in,
+                    self.sent,
+                    self.error,
+                )
+            )
+
+
+def _content_length(headers: list[tuple[str, str]]) -> int | None:
+    for name, value in headers:
+        if name.lower() == "content-length":
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise TargetFailed(f"invalid Content-Length {value!r}") from None
+    return None
+
+
+def _head(status: int, headers: list[tuple[str, str]], chunked: bool, close: bool) -> bytes:
+    try:
+        reason = http.HTTPStatus(status).phrase
+    except ValueError:
+        reason = ""
+    lines = [f"HTTP/1.1 {status} {reason}\r\n"]
+    lines += [f"{name}: {value}\r\n" for name, value in headers]
+    if chunked:
+        lines.append("transfer-encoding: chunked\r\n")
+    if close:
+        lines.append("connection: close\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1")
