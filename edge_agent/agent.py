@@ -62,6 +62,7 @@ from typing import Any, Final, cast
 from edge_agent import __version__, caller_auth
 from edge_agent.asgi import AsgiTarget
 from edge_agent.asgi_lifespan import AsgiApp
+from edge_agent.bridge import ObjectBridge
 from edge_agent.connect import ConnectOptions, check_name
 from edge_agent.errors import ConfigError
 from edge_agent.molecule.card import build_agent_card, load_agent_card, rewrite_card_urls
@@ -85,8 +86,8 @@ from edge_agent.molecule.session import (
     SessionEvents,
 )
 from edge_agent.molecule.tokens import TokenStore
+from edge_agent.port import ExchangeRecord
 from edge_agent.session import DRAIN_TIMEOUT
-from edge_agent.streams import RequestRecord
 from edge_agent.target import HttpTarget, Target
 from edge_agent.tls import TlsOptions
 from edge_agent.tunnel import ReconnectPolicy, TunnelClient
@@ -119,7 +120,7 @@ class AgentHooks:
     on_paused: Callable[[], None] | None = None
     on_resumed: Callable[[], None] | None = None
     #: One call per finished request (as ``edge-agent http`` prints them).
-    on_request: Callable[[RequestRecord], None] | None = None
+    on_request: Callable[[ExchangeRecord], None] | None = None
     #: The command is about to start: its argv and the names of the secrets it gets.
     on_command: Callable[[Sequence[str], Sequence[str]], None] | None = None
 
@@ -210,13 +211,12 @@ class EdgeAgent:
             relay_url,
             relay_token,
             workspace_id,
-            self._inbound,
+            ObjectBridge(self._inbound, on_done=self.hooks.on_request),
             policy=reconnect or ReconnectPolicy(),
             options=ConnectOptions(tls=relay_tls or TlsOptions()),
             caller_auth=self._user_auth,
             agent=f"edge-agent/{__version__}",
             on_ready=self._on_welcome,
-            on_request=self.hooks.on_request,
         )
         self._client: PlatformClient | None = None
         self._session: PlatformSession | None = None

@@ -165,6 +165,7 @@ class _Exchange:
         self.status: int | None = None
         self.over = False  # ended, reset or aborted: nothing more goes to the stream
         self.error: str | None = None
+        self.reset: ErrorCode | None = None
         self.recorded = False
         self.started = time.monotonic()
 
@@ -190,6 +191,7 @@ class _Exchange:
     def aborted(self, code: ErrorCode, reason: str) -> None:
         self.over = True
         self.error = self.error or f"aborted by the relay: {code.name} {reason}".rstrip()
+        self.reset = self.reset or code
         self.body.end(RequestAborted("the request was aborted"))
         if self.task is not None:
             self.task.cancel()
@@ -304,9 +306,10 @@ class _Exchange:
 
     def _fail(self, code: ErrorCode, reason: str) -> None:
         self.error = self.error or reason
+        self.reset = self.reset or code
         if not self.over:
             self.over = True
-            self.stream.reset(code, reason[:200])
+            self.stream.reset(code, reason[:200], after_queued=True)
             logger.info(
                 "stream_reset",
                 extra={"stream_id": self.stream.sid, "code": code.name, "error": reason[:200]},
@@ -332,6 +335,7 @@ class _Exchange:
                     self.bytes_in,
                     self.sent,
                     self.error,
+                    self.reset,
                 )
             )
 

@@ -19,14 +19,16 @@ import click
 
 from edge_agent import __version__, caller_auth
 from edge_agent.asgi import AsgiTarget
+from edge_agent.bridge import ObjectBridge
 from edge_agent.config import HttpSettings, load_file, resolve_http
 from edge_agent.connect import ConnectOptions
 from edge_agent.errors import ConfigError
+from edge_agent.forward import HttpForwarder
 from edge_agent.logs import setup_logging
+from edge_agent.port import ExchangeRecord
 from edge_agent.runner import on_stop_signals, run_main
-from edge_agent.session import DRAIN_TIMEOUT
-from edge_agent.streams import RequestRecord
-from edge_agent.target import HttpTarget, Target
+from edge_agent.session import DRAIN_TIMEOUT, StreamTarget
+from edge_agent.target import HttpTarget, Target, target_url
 from edge_agent.tls import TlsOptions
 from edge_agent.tunnel import TunnelClient
 from wire import Welcome
@@ -134,14 +136,15 @@ def http(config: str | None, **flags: Any) -> None:
 
 async def serve_http(settings: HttpSettings) -> None:
     """The ``http`` command once settings are resolved: serve until drained or stopped."""
-    target, label = _target(settings)
+    lines = RequestLines("")
+    target, label, app = make_target(settings.target, settings.app, lines.request)
+    lines.label = label
     if settings.insecure:
         click.echo(
             "WARNING: --insecure: the relay's TLS certificate is NOT verified; anyone on the "
             "path can read and change this tunnel's traffic",
             err=True,
         )
-    lines = RequestLines(label)
     tls = TlsOptions(settings.ca_file, settings.insecure, settings.pin_sha256)
     client = TunnelClient(
         settings.relay,
@@ -152,12 +155,11 @@ async def serve_http(settings: HttpSettings) -> None:
         caller_auth=[caller_auth.parse(spec) for spec in settings.caller_auth],
         agent=f"edge-agent/{__version__}",
         on_ready=lines.ready,
-        on_request=lines.request,
     )
     on_stop_signals(Stopper(client).signal)
     try:
-        if isinstance(target, AsgiTarget):
-            await target.start()
+        if app is not None:
+            await app.start()
         await client.run()
     finally:
         await target.aclose()
@@ -173,14 +175,25 @@ def _connect_options(settings: HttpSettings, tls: TlsOptions) -> ConnectOptions:
     return ConnectOptions(tls=tls, **keepalive)
 
 
-def _target(settings: HttpSettings) -> tuple[Target, str]:
-    return make_target(settings.target, settings.app)
-
-
-def make_target(target: str | None, app: str | None) -> tuple[Target, str]:
-    """The Target for a port/URL or a ``module:attr`` app, and its label for output."""
+def make_target(
+    target: str | None, app: str | None, on_done: Callable[[ExchangeRecord], None] | None = None
+) -> tuple[StreamTarget, str, AsgiTarget | None]:
+    """Where streams go for a port/URL or a ``module:attr`` app, its label for output,
+    and the app's target (to start its lifespan) if it is an app."""
     if app:
         if os.getcwd() not in sys.path:  # as uvicorn: import the app from the current dir
+            sys.path.insert(0, os.getcwd())
+        asgi = AsgiTarget(app)
+        return ObjectBridge(asgi, on_done=on_done), app, asgi
+    assert target is not None
+    forwarder = HttpForwarder(target, on_done=on_done)
+    return forwarder, target_url(target), None
+
+
+def object_target(target: str | None, app: str | None) -> tuple[Target, str]:
+    """An object Target (for wrappers such as the Molecule ones) and its label."""
+    if app:
+        if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
         return AsgiTarget(app), app
     assert target is not None
@@ -225,12 +238,12 @@ class RequestLines:
             for url in welcome.urls:
                 click.echo(f"Forwarding {url} -> {self.label}")
 
-    def request(self, record: RequestRecord) -> None:
+    def request(self, record: ExchangeRecord) -> None:
         outcome = " ".join(
             part
             for part in (
                 str(record.status) if record.status is not None else "",
-                record.reset.name if record.reset is not None else "",
+                record.error or "",
             )
             if part
         )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 import socket
 import ssl
 from typing import Final

@@ -129,6 +129,10 @@ class HttpForwarder:
         if conn in self._idle:
             self._idle.remove(conn)
 
+    async def aclose(self) -> None:
+        """:meth:`close`, as the agent's stream targets are closed."""
+        self.close()
+
     def close(self) -> None:
         """Close idle connections and stop connects in progress; in-use ones finish."""
         for task in self._connecting:

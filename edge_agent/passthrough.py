@@ -174,7 +174,7 @@ class Passthrough:
 
     def aborted(self, code: ErrorCode, reason: str) -> None:
         self._drop_connection(abort=True)
-        self._finish(f"aborted by the relay: {code.name} {reason}".rstrip())
+        self._finish(f"aborted by the relay: {code.name} {reason}".rstrip(), code)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -353,11 +353,11 @@ class Passthrough:
             self._finish(None)
 
     def _fail(self, error: TargetError) -> None:
+        code = error.code if self.bytes_out == 0 else ErrorCode.TARGET_ERROR
         if not self.done:
-            code = error.code if self.bytes_out == 0 else ErrorCode.TARGET_ERROR
-            self.stream.reset(code, str(error))
+            self.stream.reset(code, str(error), after_queued=True)
         self._drop_connection(abort=True)
-        self._finish(str(error))
+        self._finish(str(error), code)
 
     def _drop_connection(self, abort: bool) -> None:
         conn, self.conn = self.conn, None
@@ -369,7 +369,7 @@ class Passthrough:
             else:
                 conn.transport.close()
 
-    def _finish(self, error: str | None) -> None:
+    def _finish(self, error: str | None, reset: ErrorCode | None = None) -> None:
         if self.done:
             return
         self.done = True
@@ -384,6 +384,7 @@ class Passthrough:
                     self.bytes_in,
                     self.bytes_out,
                     error,
+                    reset,
                 )
             )
 

@@ -4,7 +4,8 @@ A v2 stream carries the raw HTTP/1.1 bytes of one exchange. The tunnel runtime o
 stream; a consumer (:class:`edge_agent.forward.HttpForwarder`, the object bridge in
 :mod:`edge_agent.bridge`) sees it only through :class:`StreamPort`, and the runtime talks
 back through the :class:`StreamHandler` the consumer returns. Both are structural: the
-runtime's own classes satisfy them without importing this module.
+runtime's :class:`tunnel.Stream` satisfies :class:`StreamPort` (tests use a lighter
+fake), and the handler protocol is the runtime's own :class:`tunnel.StreamHandler`.
 
 Call order the runtime guarantees to a handler: any number of :meth:`StreamHandler.data`
 calls, then at most one :meth:`StreamHandler.end`; :meth:`StreamHandler.aborted` at any
@@ -17,7 +18,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Protocol
 
+from tunnel import StreamHandler
 from wire import ErrorCode
+
+__all__ = ["ExchangeRecord", "StreamHandler", "StreamPort"]
 
 
 class StreamPort(Protocol):
@@ -38,25 +42,11 @@ class StreamPort(Protocol):
 
     def end(self, close: bool = False) -> None: ...
 
-    def reset(self, code: ErrorCode, reason: str = "") -> None: ...
+    def reset(self, code: ErrorCode, reason: str = "", after_queued: bool = False) -> None: ...
 
     def pause_reading(self) -> None: ...
 
     def resume_reading(self) -> None: ...
-
-
-class StreamHandler(Protocol):
-    """What the runtime calls on a stream's consumer (see the module docstring)."""
-
-    def data(self, data: bytes) -> None: ...
-
-    def end(self, close: bool) -> None: ...
-
-    def aborted(self, code: ErrorCode, reason: str) -> None: ...
-
-    def pause_writing(self) -> None: ...
-
-    def resume_writing(self) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -78,3 +68,4 @@ class ExchangeRecord:
     bytes_in: int
     bytes_out: int
     error: str | None
+    reset: ErrorCode | None = None  # the RESET code that ended the stream, if any

@@ -25,7 +25,10 @@ from yarl import URL
 from edge_agent.errors import ConfigError
 from edge_agent.headers import strip_hop_by_hop
 from edge_agent.http1 import Exchange, Pool
-from wire import DEFAULT_MAX_STREAMS, MAX_HEADERS
+from wire import DEFAULT_MAX_STREAMS
+
+#: Most header fields in a response head from the target; more is TARGET_ERROR.
+MAX_HEADERS: Final = 256
 
 
 @dataclasses.dataclass(slots=True)

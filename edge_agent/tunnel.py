@@ -31,6 +31,7 @@ from tenacity import (
     stop_never,
     wait_exponential_jitter,
 )
+
 import tunnel
 from edge_agent.connect import ConnectOptions, check_name, open_tunnel
 from edge_agent.errors import ConfigError, SessionEndedEarly, TunnelError

@@ -175,7 +175,11 @@ class AgentSession(tunnel.SessionHooks):
     def on_goaway(self, session: tunnel.Session, event: wire.GoAwayReceived) -> None:
         log.info(
             "agent_goaway",
-            extra={"agent": self.name, "code": event.code.name, "last_stream": event.last_stream_id},
+            extra={
+                "agent": self.name,
+                "code": event.code.name,
+                "last_stream": event.last_stream_id,
+            },
         )
         # Streams the agent never saw were not processed: safe for the caller to retry.
         for sid, stream in list(session.streams.items()):

@@ -118,4 +118,3 @@ class Settings:
         if self.domain:
             urls.append(f"https://{name}.{self.domain}/")
         return tuple(urls)
-

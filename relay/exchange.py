@@ -120,6 +120,10 @@ class Exchange:
         self.stream: Stream | None = None
 
     @property
+    def head_only(self) -> bool:
+        return self.watch.head_only
+
+    @property
     def status(self) -> int:
         return self.watch.status
 

@@ -31,7 +31,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Final, cast
 
-import wire
 from relay import control, h1
 from relay.answers import CLOSE_AFTER, error_response
 from relay.config import RESERVED_NAMES
@@ -327,7 +326,7 @@ class PublicConnection(asyncio.Protocol):
                 stream.reset(ErrorCode.NO_ERROR)
                 close = True
         self._done(exchange, exchange.status)
-        if close or not exchange.keep_alive or exchange.watch.upgraded or exchange.method == b"HEAD":
+        if close or not exchange.keep_alive or exchange.watch.upgraded or exchange.head_only:
             self.close()
         else:
             self._next_request()

@@ -21,6 +21,7 @@ import signal
 import socket
 import ssl
 import threading
+from collections.abc import Iterator
 from typing import Final
 
 from relay.app import RelayApp
@@ -119,7 +120,7 @@ class RelayServer:
         await self.app.stop()
 
     @contextlib.contextmanager
-    def _signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[misc]
+    def _signals(self) -> Iterator[None]:
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
             yield
             return

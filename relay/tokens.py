@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from relay.config import RESERVED_NAMES
-from wire.rules import valid_name
 from relay.errors import RelayConfigError
+from wire.rules import valid_name
 
 #: File name inside the state folder.
 TOKENS_FILE: Final = "tokens.json"

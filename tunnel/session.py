@@ -323,8 +323,14 @@ class Session:
                     self._blocked.add(stream)
                     continue
                 data, fin, close = stream.take(min(sendable, budget))
-                conn.send_data(stream.sid, data, fin, close)
                 budget -= len(data) + 16
+                if fin and stream.reset_after is not None:
+                    if data:
+                        conn.send_data(stream.sid, data)
+                    self.reset_stream(stream, *stream.reset_after)
+                    stream.queued = False
+                    continue
+                conn.send_data(stream.sid, data, fin, close)
                 if fin:
                     stream.local_done = True
                     if stream.remote_done:

@@ -93,6 +93,7 @@ class Stream:
         "local_done",
         "out",
         "queued",
+        "reset_after",
         "remote_done",
         "sent",
         "session",
@@ -112,6 +113,7 @@ class Stream:
         self.local_done = False  # our FIN was framed
         self.remote_done = False  # the peer's FIN arrived
         self._ending = False  # end() called: FIN after ``out``
+        self.reset_after: tuple[ErrorCode, str] | None = None  # RESET instead of that FIN
         self._close_flag = False
         self._read_paused = False
         self._held = 0  # bytes delivered while reading was paused: credit owed
@@ -138,10 +140,20 @@ class Stream:
         self._close_flag = close
         self.session.ready(self)
 
-    def reset(self, code: ErrorCode = ErrorCode.CANCEL, reason: str = "") -> None:
-        """Abort both halves now; queued bytes are dropped. The handler is not called."""
-        if not self.closed:
-            self.session.reset_stream(self, code, reason)
+    def reset(
+        self, code: ErrorCode = ErrorCode.CANCEL, reason: str = "", after_queued: bool = False
+    ) -> None:
+        """Abort both halves; the handler is not called. Queued bytes are dropped, unless
+        ``after_queued``: then they go first and the RESET replaces the FIN (a response
+        that failed half-way reaches the peer as far as it got, then the error)."""
+        if self.closed:
+            return
+        if after_queued and self.out:
+            self.reset_after = (code, reason)
+            self._ending = True
+            self.session.ready(self)
+            return
+        self.session.reset_stream(self, code, reason)
 
     @property
     def ending(self) -> bool:

@@ -21,7 +21,7 @@ import click
 
 from edge_agent import caller_auth
 from edge_agent.agent import AgentHooks, EdgeAgent
-from edge_agent.cli import RequestLines, Stopper, make_target, output_options, tls_options
+from edge_agent.cli import RequestLines, Stopper, object_target, output_options, tls_options
 from edge_agent.config import load_file
 from edge_agent.errors import ConfigError
 from edge_agent.logs import setup_logging
@@ -142,7 +142,7 @@ def run(config: str | None, **flags: Any) -> None:
 
 async def serve_run(settings: RunSettings) -> int:
     """The ``run`` command once settings are resolved; returns the exit code."""
-    target, label = make_target(settings.to, settings.app)
+    target, label = object_target(settings.to, settings.app)
     printer = RunPrinter(settings, label)
     agent = EdgeAgent(
         platform_url=settings.platform,

@@ -2,13 +2,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
-from edge_agent.streams import RequestRecord
-from edge_agent.target import HttpTarget, Target
+from edge_agent.bridge import ObjectBridge
+from edge_agent.forward import HttpForwarder
+from edge_agent.port import ExchangeRecord
+from edge_agent.session import StreamTarget
+from edge_agent.target import Target
 from edge_agent.tunnel import ReconnectPolicy, TunnelClient
 from tests.agent.fake_relay import FakeRelay
 from tests.agent.origin import OriginApp, run_uvicorn
@@ -26,7 +29,7 @@ class AgentRun:
 
     def __init__(self, client: TunnelClient) -> None:
         self.client = client
-        self.records: list[RequestRecord] = []
+        self.records: list[ExchangeRecord] = []
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> AgentRun:
@@ -38,15 +41,24 @@ class AgentRun:
         await asyncio.wait_for(self.task, within)
 
 
-def make_agent(relay_url: str, target: Target, **kwargs: Any) -> AgentRun:
+def as_stream_target(
+    target: Target | HttpForwarder, on_done: Callable[[ExchangeRecord], None]
+) -> StreamTarget:
+    """A forwarder (records go to ``on_done``), or an object Target behind the bridge."""
+    if isinstance(target, HttpForwarder):
+        target.on_done = on_done
+        return target
+    return ObjectBridge(target, on_done=on_done)
+
+
+def make_agent(relay_url: str, target: Target | HttpForwarder, **kwargs: Any) -> AgentRun:
     kwargs.setdefault("policy", FAST)
-    records: list[RequestRecord] = []
+    records: list[ExchangeRecord] = []
     client = TunnelClient(
         relay_url,
         kwargs.pop("token", TOKEN),
         kwargs.pop("name", "demo"),
-        target,
-        on_request=records.append,
+        as_stream_target(target, records.append),
         **kwargs,
     )
     run = AgentRun(client)
@@ -77,12 +89,14 @@ async def origin(origin_app: OriginApp) -> AsyncIterator[str]:
 @pytest.fixture
 async def agent(relay: FakeRelay, origin: str) -> AsyncIterator[AgentRun]:
     """An agent forwarding to the uvicorn origin, connected to the fake relay."""
-    async with running_agent(relay.url, HttpTarget(origin)) as run:
+    async with running_agent(relay.url, HttpForwarder(origin)) as run:
         yield run
 
 
 @contextlib.asynccontextmanager
-async def running_agent(relay_url: str, target: Target, **kwargs: Any) -> AsyncIterator[AgentRun]:
+async def running_agent(
+    relay_url: str, target: Target | HttpForwarder, **kwargs: Any
+) -> AsyncIterator[AgentRun]:
     """An agent started on ``target``; on the way out it is stopped and ``target`` closed."""
     run = make_agent(relay_url, target, **kwargs).start()
     try:

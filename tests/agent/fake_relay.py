@@ -1,43 +1,37 @@
-"""A fake relay for the agent tests.
+"""A fake relay for the agent tests, on the shared tunnel runtime.
 
 The real relay (``relay/``) is built separately and ``edge_agent`` must not depend on
-it, so these tests drive the agent against this small stand-in: a websockets server
+it, so these tests drive the agent against this small stand-in: an asyncio server
 speaking the agent-facing side of the contract (upgrade at ``/_edge/connect`` with the
 subprotocol and a bearer token, 401/403 with the relay's JSON error body before the
-upgrade, HELLO/WELCOME, streams through ``wire.Connection(Role.RELAY)`` with real flow
-control). It has no public HTTP side: tests open streams directly with :meth:`FakeSession.open`.
+upgrade, HELLO/WELCOME, streams with real flow control). It has no public HTTP side:
+tests open streams directly with :meth:`FakeSession.open`, which sends the raw HTTP/1.1
+request bytes (protocol v2) and parses the agent's response bytes (httptools).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import ssl
 import time
 from collections.abc import AsyncIterable
-from dataclasses import dataclass, field
+from typing import cast
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+import httptools
 from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
-from websockets.typing import Subprotocol
 
+import tunnel
 from wire import (
-    MAX_FRAME_SIZE,
-    SUBPROTOCOL,
     Connection,
-    DataReceived,
     ErrorCode,
     GoAwayReceived,
     Hello,
-    HelloReceived,
-    RequestHead,
-    ResponseHead,
-    ResponseReceived,
     Role,
-    StreamReset,
+    StreamKind,
     Welcome,
-    WindowUpdated,
 )
 
 
@@ -48,32 +42,51 @@ class StreamWasReset(Exception):
         self.reason = reason
 
 
-@dataclass
+@dataclasses.dataclass(frozen=True)
+class ResponseHead:
+    status: int
+    headers: tuple[tuple[str, str], ...]
+
+
 class FakeStream:
-    session: FakeSession
-    stream_id: int
-    head: asyncio.Future[ResponseHead]
-    chunks: asyncio.Queue[tuple[bytes, bool, float]] = field(default_factory=asyncio.Queue)
-    window: asyncio.Event = field(default_factory=asyncio.Event)
-    reset: StreamWasReset | None = None
-    uploaded: int = 0  # request body bytes sent so far
-    upload_task: asyncio.Task[None] | None = None
+    """One request the fake relay sent, and the agent's answer (a StreamHandler)."""
+
+    def __init__(self, session: FakeSession, head_only: bool) -> None:
+        self.session = session
+        self.stream: tunnel.Stream | None = None
+        self.head: asyncio.Future[ResponseHead] = asyncio.get_running_loop().create_future()
+        self.chunks: asyncio.Queue[tuple[bytes, bool, float]] = asyncio.Queue()
+        self.reset: StreamWasReset | None = None
+        self.uploaded = 0  # request body bytes sent so far
+        self.upload_task: asyncio.Task[None] | None = None
+        self.raw = bytearray()  # the response bytes as they arrived
+        self.close_flag = False
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self._headers: list[tuple[str, str]] = []
+        self._head_only = head_only
+        self._parser = httptools.HttpResponseParser(self)
+
+    @property
+    def stream_id(self) -> int:
+        assert self.stream is not None
+        return self.stream.sid
 
     async def response(self, within: float = 10.0) -> ResponseHead:
         """The response head; raises StreamWasReset if the agent reset the stream."""
         return await asyncio.wait_for(asyncio.shield(self.head), within)
 
     async def read(self, within: float = 10.0) -> tuple[bytes, bool, float]:
-        """Next DATA payload (and whether it ended the body, and when it arrived).
+        """Next body piece (and whether it ended the body, and when it arrived).
 
-        Credit is returned at once (the test is the consumer).
+        Credit for what arrived goes back when the test reads (the test is the consumer).
         """
         data, end, when = await asyncio.wait_for(self.chunks.get(), within)
+        if self.stream is not None:
+            self.stream.resume_reading()
+            self.stream.pause_reading()
         if self.reset is not None and not data and not end:
             raise self.reset
-        if data:
-            self.session.conn.consumed(self.stream_id, len(data))
-            await self.session.flush()
         return data, end, when
 
     async def body(self, within: float = 10.0) -> bytes:
@@ -84,73 +97,107 @@ class FakeStream:
             if end:
                 return b"".join(parts)
 
-    def _on_reset(self, code: ErrorCode, reason: str) -> None:
+    # -- httptools callbacks ----------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200 and status != 101:
+            self._headers = []
+            return
+        if not self.head.done():
+            self.head.set_result(ResponseHead(status, tuple(self._headers)))
+        if self._head_only:
+            self.chunks.put_nowait((b"", True, time.monotonic()))
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.put_nowait((bytes(body), False, time.monotonic()))
+
+    def on_message_complete(self) -> None:
+        if self.head.done() and not self._head_only:
+            self.chunks.put_nowait((b"", True, time.monotonic()))
+
+    # -- tunnel.StreamHandler -------------------------------------------------------------------
+
+    def data(self, data: bytes) -> None:
+        self.raw += data
+        with contextlib.suppress(httptools.HttpParserUpgrade):
+            self._parser.feed_data(data)
+
+    def end(self, close: bool) -> None:
+        self.close_flag = close
+        if close and self.head.done():  # a body delimited by the end of the connection
+            self.chunks.put_nowait((b"", True, time.monotonic()))
+
+    def aborted(self, code: ErrorCode, reason: str) -> None:
         self.reset = StreamWasReset(code, reason)
         if not self.head.done():
             self.head.set_exception(self.reset)
         self.chunks.put_nowait((b"", False, time.monotonic()))
-        self.window.set()
+        self.writable.set()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+
+def request_bytes(
+    method: str, target: str, headers: list[tuple[str, str]], chunked: bool
+) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1\r\n"]
+    names = {n.lower() for n, _ in headers}
+    if "host" not in names:
+        lines.append("host: relay.test\r\n")
+    lines.extend(f"{n}: {v}\r\n" for n, v in headers)
+    if chunked:
+        lines.append("transfer-encoding: chunked\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+class _Hooks(tunnel.SessionHooks):
+    def __init__(self, fake: FakeSession) -> None:
+        self.fake = fake
+
+    def on_hello(self, session: tunnel.Session, hello: Hello) -> None:
+        self.fake.on_hello(hello)
+
+    def on_goaway(self, session: tunnel.Session, event: GoAwayReceived) -> None:
+        self.fake.goaways.append(event)
+
+    def on_session_closed(self, session: tunnel.Session) -> None:
+        self.fake.closed.set()
 
 
 class FakeSession:
-    def __init__(self, ws: ServerConnection, relay: FakeRelay) -> None:
-        self.ws = ws
+    def __init__(self, relay: FakeRelay) -> None:
         self.relay = relay
-        self.conn = Connection(Role.RELAY)
+        self.session = tunnel.Session(Connection(Role.RELAY, relay.max_streams), _Hooks(self))
+        self.link: tunnel.WsLink | None = None
         self.hellos: list[Hello] = []
         self.goaways: list[GoAwayReceived] = []
         self.streams: dict[int, FakeStream] = {}
         self.welcomed = asyncio.Event()
         self.closed = asyncio.Event()
         self.hello_seen = asyncio.Event()
-        self._lock = asyncio.Lock()
 
-    async def flush(self) -> None:
-        async with self._lock:
-            for message in self.conn.data_to_send():
-                await self.ws.send(message)
+    @property
+    def conn(self) -> Connection:
+        return self.session.conn
 
-    async def serve(self) -> None:
-        try:
-            async for message in self.ws:
-                assert isinstance(message, bytes)
-                for event in self.conn.receive(message):
-                    await self._dispatch(event)
-                await self.flush()
-        finally:
-            self.closed.set()
-            for stream in self.streams.values():
-                if stream.reset is None and not stream.head.done():
-                    stream._on_reset(ErrorCode.INTERNAL_ERROR, "tunnel closed")
-
-    async def _dispatch(self, event: object) -> None:
-        if isinstance(event, HelloReceived):
-            self.hellos.append(event.hello)
-            self.hello_seen.set()
-            if not self.conn.established:
-                name = event.hello.name or "auto"
-                urls = (f"{self.relay.public_url}/a/{name}/",)
-                self.conn.send_welcome(Welcome(name, urls, self.relay.max_streams, 1 << 30))
-                self.welcomed.set()
-                self.relay.new_session.set()
-        elif isinstance(event, ResponseReceived):
-            stream = self.streams[event.stream_id]
-            stream.head.set_result(event.head)
-            if event.end_stream:
-                stream.chunks.put_nowait((b"", True, time.monotonic()))
-        elif isinstance(event, DataReceived):
-            when = time.monotonic()
-            self.streams[event.stream_id].chunks.put_nowait((event.data, event.end_stream, when))
-        elif isinstance(event, StreamReset):
-            self.streams[event.stream_id]._on_reset(event.code, event.reason)
-        elif isinstance(event, WindowUpdated):
-            targets = self.streams.values() if event.stream_id == 0 else []
-            for stream in targets:
-                stream.window.set()
-            if event.stream_id in self.streams:
-                self.streams[event.stream_id].window.set()
-        elif isinstance(event, GoAwayReceived):
-            self.goaways.append(event)
+    def on_hello(self, hello: Hello) -> None:
+        self.hellos.append(hello)
+        self.hello_seen.set()
+        if not self.conn.established:
+            name = hello.name or "auto"
+            urls = (f"{self.relay.public_url}/a/{name}/",)
+            self.session.send_welcome(Welcome(name, urls, self.relay.max_streams, 1 << 30))
+            self.welcomed.set()
+            self.relay.new_session.set()
 
     async def open(
         self,
@@ -160,14 +207,19 @@ class FakeSession:
         body: bytes | AsyncIterable[bytes] | None = None,
     ) -> FakeStream:
         """Open a stream as the relay would for a public request."""
-        head = RequestHead(method, target, tuple(headers or ()))
-        sid = self.conn.open_stream(head, end_stream=body is None)
-        stream = FakeStream(self, sid, asyncio.get_running_loop().create_future())
-        self.streams[sid] = stream
-        await self.flush()
+        headers = list(headers or ())
+        given_length = any(n.lower() == "content-length" for n, _ in headers)
+        if isinstance(body, bytes) and not given_length:
+            headers.append(("content-length", str(len(body))))
+        chunked = body is not None and not isinstance(body, bytes) and not given_length
+        head = request_bytes(method, target, headers, chunked)
+        fake = FakeStream(self, method == "HEAD")
+        fake.stream = self.session.open(StreamKind.HTTP, fake, head, end=body is None)
+        fake.stream.pause_reading()
+        self.streams[fake.stream.sid] = fake
         if body is not None:
-            stream.upload_task = asyncio.create_task(self._upload(stream, body))
-        return stream
+            fake.upload_task = asyncio.create_task(self._upload(fake, body, chunked))
+        return fake
 
     async def request(
         self,
@@ -180,39 +232,56 @@ class FakeSession:
         head = await stream.response()
         return head, await stream.body()
 
-    async def _upload(self, stream: FakeStream, body: bytes | AsyncIterable[bytes]) -> None:
-        sid = stream.stream_id
+    async def _upload(
+        self, fake: FakeStream, body: bytes | AsyncIterable[bytes], chunked: bool
+    ) -> None:
+        stream = fake.stream
+        assert stream is not None
         chunks = _one(body) if isinstance(body, bytes) else body
         async for chunk in chunks:
-            view = memoryview(chunk)
-            while view:
-                if stream.reset is not None or not self.conn.is_open(sid):
-                    return
-                n = self.conn.sendable(sid)
-                if n == 0:
-                    stream.window.clear()
-                    await stream.window.wait()
-                    continue
-                self.conn.send_data(sid, bytes(view[:n]))
-                stream.uploaded += n
-                view = view[n:]
-                await self.flush()
-        if stream.reset is None and self.conn.is_open(sid):
-            self.conn.send_data(sid, b"", end_stream=True)
-            await self.flush()
+            if stream.closed:
+                return
+            if chunk:
+                stream.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                fake.uploaded += len(chunk)
+            await fake.writable.wait()
+        if chunked:
+            stream.write(b"0\r\n\r\n")
+        stream.end()
 
     async def reset(self, stream: FakeStream, code: ErrorCode = ErrorCode.CANCEL) -> None:
-        self.conn.send_reset(stream.stream_id, code, "caller went away")
+        assert stream.stream is not None
+        stream.stream.reset(code, "caller went away")
         stream.reset = StreamWasReset(code, "sent by the relay")
-        await self.flush()
 
     async def goaway(self, code: ErrorCode = ErrorCode.NO_ERROR) -> None:
-        self.conn.send_goaway(code, "relay says goodbye")
-        await self.flush()
+        self.session.goaway(code, "relay says goodbye")
+
+    async def flush(self) -> None:
+        self.session.kick()
 
 
 async def _one(data: bytes) -> AsyncIterable[bytes]:
     yield data
+
+
+class _Upgrade(asyncio.Protocol):
+    """Reads the upgrade request head, then hands the connection to the fake relay."""
+
+    def __init__(self, relay: FakeRelay) -> None:
+        self.relay = relay
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end >= 0 and self.transport is not None:
+            head, rest = self.buffer[: end + 4], self.buffer[end + 4 :]
+            self.relay.upgrade(self.transport, head, rest)
 
 
 class FakeRelay:
@@ -239,7 +308,8 @@ class FakeRelay:
         self.sessions: list[FakeSession] = []
         self.new_session = asyncio.Event()
         self.port = 0
-        self._server: Server | None = None
+        self._server: asyncio.Server | None = None
+        self._links: list[tunnel.WsLink] = []
 
     @property
     def url(self) -> str:
@@ -247,23 +317,18 @@ class FakeRelay:
         return f"{scheme}://127.0.0.1:{self.port}"
 
     async def start(self, port: int = 0) -> FakeRelay:
-        self._server = await serve(
-            self._handler,
-            "127.0.0.1",
-            port,
-            subprotocols=[Subprotocol(SUBPROTOCOL)],
-            process_request=self._process_request,
-            compression=None,
-            max_size=MAX_FRAME_SIZE,
-            ssl=self.ssl_context,
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Upgrade(self), "127.0.0.1", port, ssl=self.ssl_context
         )
-        self.port = next(iter(self._server.sockets)).getsockname()[1]
+        self.port = self._server.sockets[0].getsockname()[1]
         return self
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+            for link in self._links:
+                link.abort()
             self._server = None
 
     async def session(self, index: int = -1, within: float = 10.0) -> FakeSession:
@@ -284,38 +349,49 @@ class FakeRelay:
         done = [s for s in self.sessions if s.welcomed.is_set()]
         return done[-1] if done else None
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def upgrade(self, transport: asyncio.Transport, head: bytes, rest: bytes) -> None:
         self.attempts.append(time.monotonic())
-        if request.path.split("?")[0] != "/_edge/connect":
-            return _error(connection, 404, "not_found", "no such endpoint")
-        if self.refuse_status is not None:
-            return _error(connection, self.refuse_status, "refused", "refused by the test")
-        if self.tokens is None:
-            return None
-        auth = request.headers.get("Authorization", "")
-        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
-        if token not in self.tokens:
-            return _error(connection, 401, "invalid_token", "missing or invalid token")
-        name = request.path.partition("name=")[2]
-        if name and name != self.tokens[token]:
-            return _error(connection, 403, "name_forbidden", "token is for another name")
-        return None
-
-    async def _handler(self, ws: ServerConnection) -> None:
-        if self.flap:
-            await ws.close()
+        ws, request = tunnel.read_upgrade(head)
+        refusal = None if request is None else self._refusal(request.path, request.headers)
+        if request is None or refusal is not None:
+            status, code, message = refusal or (400, "bad_request", "not an upgrade")
+            transport.write(_error(status, code, message))
+            transport.close()
             return
-        session = FakeSession(ws, self)
+        link = tunnel.accept(ws, request, transport, rest)
+        if link is None:
+            return
+        self._links.append(link)
+        if self.flap:
+            link.close(1000, "")
+            return
+        session = FakeSession(self)
+        session.link = link
+        link.attach(session.session)
         self.sessions.append(session)
         self.new_session.set()
-        await session.serve()
+
+    def _refusal(self, path: str, headers: Headers) -> tuple[int, str, str] | None:
+        if path.split("?")[0] != "/_edge/connect":
+            return 404, "not_found", "no such endpoint"
+        if self.refuse_status is not None:
+            return self.refuse_status, "refused", "refused by the test"
+        if self.tokens is None:
+            return None
+        auth = headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
+        if token not in self.tokens:
+            return 401, "invalid_token", "missing or invalid token"
+        name = path.partition("name=")[2]
+        if name and name != self.tokens[token]:
+            return 403, "name_forbidden", "token is for another name"
+        return None
 
 
-def _error(connection: ServerConnection, status: int, code: str, message: str) -> Response:
-    body = json.dumps({"error": {"code": code, "message": message}})
-    response = connection.respond(status, body)
-    response.headers = Headers(
-        [("Content-Type", "application/json"), ("x-edge-error", code)]
-        + [(k, v) for k, v in response.headers.raw_items() if k.lower() != "content-type"]
+def _error(status: int, code: str, message: str) -> bytes:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    head = (
+        f"HTTP/1.1 {status} Refused\r\ncontent-type: application/json\r\n"
+        f"x-edge-error: {code}\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
     )
-    return response
+    return head.encode() + body

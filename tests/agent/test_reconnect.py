@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from edge_agent.errors import AuthError, ConfigError
-from edge_agent.target import HttpTarget
+from edge_agent.forward import HttpForwarder
 from edge_agent.tunnel import ReconnectPolicy
 from tests.agent.conftest import TOKEN, make_agent, stop_agent
 from tests.agent.fake_relay import FakeRelay
@@ -17,7 +17,7 @@ from tests.agent.fake_relay import FakeRelay
 async def test_reconnects_after_the_relay_comes_back(origin: str) -> None:
     relay = await FakeRelay(tokens={TOKEN: "demo"}).start()
     port = relay.port
-    target = HttpTarget(origin)
+    target = HttpForwarder(origin)
     run = make_agent(relay.url, target).start()
     try:
         first = await relay.session()
@@ -43,7 +43,7 @@ async def test_backoff_grows_against_a_flapping_relay(
     """A relay that accepts and closes at once must not be hammered: sessions that end
     early do not reset the backoff."""
     relay = await FakeRelay(tokens={TOKEN: "demo"}, flap=True).start()
-    target = HttpTarget(origin)
+    target = HttpForwarder(origin)
     policy = ReconnectPolicy(initial=0.05, max_delay=0.4, jitter=0.0, healthy_after=5.0)
     caplog.set_level(logging.INFO, logger="edge_agent.tunnel")
     run = make_agent(relay.url, target, policy=policy).start()
@@ -70,7 +70,7 @@ async def test_backoff_grows_against_a_flapping_relay(
 async def test_auth_refusal_is_fatal(
     relay: FakeRelay, origin: str, token: str, name: str, status: int, code: str
 ) -> None:
-    target = HttpTarget(origin)
+    target = HttpForwarder(origin)
     run = make_agent(relay.url, target, token=token, name=name).start()
     try:
         with pytest.raises(AuthError) as info:
@@ -86,7 +86,7 @@ async def test_auth_refusal_is_fatal(
 
 async def test_other_4xx_is_a_config_error(origin: str) -> None:
     relay = await FakeRelay(refuse_status=400).start()
-    target = HttpTarget(origin)
+    target = HttpForwarder(origin)
     run = make_agent(relay.url, target).start()
     try:
         with pytest.raises(ConfigError):
@@ -99,7 +99,7 @@ async def test_other_4xx_is_a_config_error(origin: str) -> None:
 
 async def test_5xx_and_429_are_retried(origin: str) -> None:
     relay = await FakeRelay(tokens={TOKEN: "demo"}, refuse_status=503).start()
-    target = HttpTarget(origin)
+    target = HttpForwarder(origin)
     run = make_agent(relay.url, target).start()
     try:
         await asyncio.sleep(0.4)
@@ -118,7 +118,7 @@ async def test_5xx_and_429_are_retried(origin: str) -> None:
 
 async def test_backoff_resets_after_a_healthy_session(origin: str) -> None:
     relay = await FakeRelay(tokens={TOKEN: "demo"}).start()
-    target = HttpTarget(origin)
+    target = HttpForwarder(origin)
     policy = ReconnectPolicy(
         initial=2.0, max_delay=5.0, jitter=0.0, healthy_after=0.3, restart_delay=0.1
     )
@@ -126,7 +126,8 @@ async def test_backoff_resets_after_a_healthy_session(origin: str) -> None:
     try:
         first = await relay.session()
         await asyncio.sleep(0.5)  # healthy
-        await first.ws.close()
+        assert first.link is not None
+        first.link.close(1000, "")
         # A backoff that kept growing would wait >= 2 s; a healthy session waits 0..0.1 s.
         second = await relay.session(index=1, within=1.5)
         assert second.hellos[0].name == "demo"
@@ -139,7 +140,7 @@ async def test_backoff_resets_after_a_healthy_session(origin: str) -> None:
 
 async def test_stop_interrupts_the_backoff_sleep(origin: str) -> None:
     relay = await FakeRelay(refuse_status=503).start()
-    target = HttpTarget(origin)
+    target = HttpForwarder(origin)
     policy = ReconnectPolicy(initial=30.0, max_delay=60.0, jitter=0.0)
     run = make_agent(relay.url, target, policy=policy).start()
     try:

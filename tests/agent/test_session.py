@@ -8,16 +8,16 @@ import pytest
 
 from edge_agent import caller_auth
 from edge_agent.errors import AuthError, ConfigError, NameTakenError
-from edge_agent.target import HttpTarget
+from edge_agent.forward import HttpForwarder
 from tests.agent.conftest import AgentRun, make_agent, stop_agent
-from tests.agent.fake_relay import FakeRelay, StreamWasReset
+from tests.agent.fake_relay import FakeRelay, StreamWasReset, request_bytes
 from tests.agent.origin import OriginApp
 from wire import CallerCredential, ErrorCode, Welcome
 
 
 async def test_public_urls_and_ready_hook(relay: FakeRelay, origin: str) -> None:
     welcomes: list[Welcome] = []
-    target = HttpTarget(origin)
+    target = HttpForwarder(origin)
     run = make_agent(relay.url, target, on_ready=welcomes.append).start()
     try:
         session = await relay.session()
@@ -26,11 +26,16 @@ async def test_public_urls_and_ready_hook(relay: FakeRelay, origin: str) -> None
         assert run.client.public_urls == ("https://relay.test/a/demo/",)
         assert [w.name for w in welcomes] == ["demo"]
         assert session.hellos[0].name == "demo"
-        _head, body = await session.request("POST", "/echo", body=b"12345")
+        stream = await session.open("POST", "/echo", body=b"12345")
+        await stream.response()
+        await stream.body()
         await asyncio.sleep(0.05)
         [record] = run.records
         assert (record.method, record.target, record.status) == ("POST", "/echo", 201)
-        assert record.bytes_in == 5 and record.bytes_out == len(body) and record.reset is None
+        # Raw bytes each way, heads included: what crossed the tunnel.
+        assert record.bytes_out == len(stream.raw) and record.reset is None
+        head = request_bytes("POST", "/echo", [("content-length", "5")], chunked=False)
+        assert record.bytes_in == len(head) + 5
     finally:
         await stop_agent(run)
         await target.aclose()
@@ -90,7 +95,7 @@ async def test_drain_deadline_cancels_stragglers(
 
 async def test_caller_auth_is_sent_and_replaced(relay: FakeRelay, origin: str) -> None:
     first = caller_auth.parse("bearer:s3cret-token")
-    target = HttpTarget(origin)
+    target = HttpForwarder(origin)
     run = make_agent(relay.url, target, caller_auth=[first]).start()
     try:
         session = await relay.session()

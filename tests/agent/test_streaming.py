@@ -9,7 +9,7 @@ import json
 import os
 from collections.abc import AsyncIterator
 
-from edge_agent.target import HttpTarget
+from edge_agent.forward import HttpForwarder
 from tests.agent.conftest import TOKEN, AgentRun, make_agent, stop_agent
 from tests.agent.fake_relay import FakeRelay
 from tests.agent.origin import OriginApp
@@ -100,7 +100,7 @@ async def test_many_concurrent_streams_and_a_stalled_reader(origin: str) -> None
     """300 requests at once on one tunnel complete while another stream's reader is
     stalled with a full window: the agent's reader never waits on a single stream."""
     relay = await FakeRelay(tokens={TOKEN: "demo"}, max_streams=1024).start()
-    target = HttpTarget(origin)
+    target = HttpForwarder(origin)
     run = make_agent(relay.url, target).start()
     try:
         session = await relay.session()

@@ -10,7 +10,7 @@ import pytest
 
 from edge_agent.connect import ConnectOptions
 from edge_agent.errors import ConfigError, TlsError
-from edge_agent.target import HttpTarget
+from edge_agent.forward import HttpForwarder
 from edge_agent.tls import TlsOptions, normalize_pin
 from tests.agent.certs import Pki, make_pki
 from tests.agent.conftest import TOKEN, make_agent, stop_agent
@@ -32,7 +32,7 @@ async def tls_relay(pki: Pki) -> AsyncIterator[FakeRelay]:
 
 
 async def _serve_one(relay: FakeRelay, origin: str, tls: TlsOptions) -> int:
-    target = HttpTarget(origin)
+    target = HttpForwarder(origin)
     run = make_agent(relay.url, target, options=ConnectOptions(tls=tls)).start()
     try:
         session = await relay.session(within=5)
@@ -44,7 +44,7 @@ async def _serve_one(relay: FakeRelay, origin: str, tls: TlsOptions) -> int:
 
 
 async def _fails(relay: FakeRelay, origin: str, tls: TlsOptions) -> TlsError:
-    target = HttpTarget(origin)
+    target = HttpForwarder(origin)
     run = make_agent(relay.url, target, options=ConnectOptions(tls=tls)).start()
     try:
         with pytest.raises(TlsError) as info:

@@ -20,7 +20,6 @@ import contextlib
 import ssl as ssl_module
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-
 import httptools
 
 import tunnel
@@ -50,6 +49,8 @@ class FakeRequest:
         self.status: int | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._ended = False
+        self.writable = asyncio.Event()  # cleared while the stream holds too much
+        self.writable.set()
         if not agent.grant_credit:
             stream.pause_reading()
 
@@ -86,15 +87,16 @@ class FakeRequest:
         self._end_body()
 
     def aborted(self, code: ErrorCode, reason: str) -> None:
+        self.writable.set()
         self.agent.resets[self.sid] = code
         self.agent.reset_seen.set()
         self.agent.cancel(self.sid)
 
     def pause_writing(self) -> None:
-        pass
+        self.writable.clear()
 
     def resume_writing(self) -> None:
-        pass
+        self.writable.set()
 
     def _end_body(self) -> None:
         if not self._ended:
@@ -136,8 +138,7 @@ class FakeRequest:
             if self.chunked:
                 self.stream.write(b"0\r\n\r\n")
             self.stream.end()
-        while self.stream.buffered > tunnel.stream.WRITE_HIGH and not self.stream.closed:
-            await asyncio.sleep(0.005)
+        await self.writable.wait()
 
     def reset(self, code: ErrorCode, reason: str = "") -> None:
         self.stream.reset(code, reason)
@@ -305,5 +306,3 @@ async def _ok_handler(request: FakeRequest) -> None:
     await request.respond(200, [("content-type", "text/plain")])
     await request.send(b"ok " + request.method.encode() + b" " + request.target.encode(), end=False)
     await request.send(b" " + str(len(body)).encode(), end=True)
-
-

@@ -60,7 +60,7 @@ class FakeStream:
         self.finished.set()
         self.changed.set()
 
-    def reset(self, code: ErrorCode, reason: str = "") -> None:
+    def reset(self, code: ErrorCode, reason: str = "", after_queued: bool = False) -> None:
         assert self.closed is None and self.reset_code is None, "reset after end"
         self.reset_code = code
         self.reset_reason = reason
