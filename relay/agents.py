@@ -187,6 +187,12 @@ class AgentSession(tunnel.SessionHooks):
                 stream.reset(ErrorCode.REFUSED_STREAM)
                 stream.handler.aborted(ErrorCode.REFUSED_STREAM, "agent draining")
 
+    def on_protocol_error(self, session: tunnel.Session, code: ErrorCode, reason: str) -> None:
+        self.state.metrics.protocol_errors += 1
+        log.warning(
+            "protocol_error", extra={"agent": self.name, "code": code.name, "detail": reason}
+        )
+
     def on_stream_closed(self, session: tunnel.Session, stream: tunnel.Stream) -> None:
         if self.phase is Phase.DRAINING and not session.streams:
             self.close(ErrorCode.NO_ERROR, "drained", tunnel.WS_NORMAL)
@@ -247,7 +253,7 @@ class AgentSession(tunnel.SessionHooks):
         self._timer = None
         if self.phase is Phase.HELLO:
             log.info("agent_no_hello", extra={"client": self.client})
-            self.close(ErrorCode.PROTOCOL_ERROR, "no HELLO in time", tunnel.WS_POLICY)
+            self.close(ErrorCode.PROTOCOL_ERROR, "no HELLO in time", tunnel.WS_PROTOCOL_ERROR)
 
     def retire(self, code: ErrorCode, reason: str, deadline: float) -> None:
         """GOAWAY: take no new streams, let in-flight ones finish, close when they did

@@ -45,10 +45,9 @@ def handle(conn: PublicConnection, head: h1.Head) -> None:
         answer = text_response(200, app.state.metrics.render().encode(), _METRICS_TYPE)
     else:
         raise NotFound()
-    conn.state.metrics.request_done(200)
     conn.write(answer)
     if head.keep_alive and head.framing is h1.Framing.NONE:
-        conn._next_request()
+        conn.next_request()
     else:
         conn.close()
 

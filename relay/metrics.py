@@ -18,8 +18,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.requests: collections.Counter[str] = collections.Counter()  # by status class
-        self.bytes_in = 0  # request body bytes read from public callers
-        self.bytes_out = 0  # response body bytes written to public callers
+        self.bytes_in = 0  # request bytes sent down tunnels (heads as rewritten, bodies)
+        self.bytes_out = 0  # response bytes written to public callers (heads included)
         self.resets: collections.Counter[tuple[str, str]] = collections.Counter()  # (by, code)
         self.sessions_replaced = 0
         self.sessions_total = 0
@@ -50,9 +50,9 @@ class Metrics:
         )
         _family(
             out,
-            "edge_body_bytes_total",
+            "edge_tunnel_bytes_total",
             "counter",
-            "Body bytes: in = read from public callers, out = written to them.",
+            "Bytes through tunnels, heads included: in = from public callers, out = to them.",
             [('direction="in"', self.bytes_in), ('direction="out"', self.bytes_out)],
         )
         _family(

@@ -33,13 +33,12 @@ from typing import TYPE_CHECKING, Final, cast
 
 from relay import control, h1
 from relay.answers import CLOSE_AFTER, error_response
-from relay.config import RESERVED_NAMES
+from relay.config import MAX_REQUEST_HEADERS, RESERVED_NAMES
 from relay.errors import (
     AgentOffline,
     AgentUnavailable,
     BadRequest,
     BodyTooLarge,
-    HeadersTooLarge,
     PublicError,
     RelayConfigError,
     RelayDraining,
@@ -66,6 +65,10 @@ PATH_PREFIX: Final = b"/a/"
 
 #: Status recorded (metrics) for a request whose caller left before any answer.
 CALLER_GONE: Final = 499
+
+#: Bytes a caller may send past the request being served (pipelined requests) before
+#: the relay stops reading its connection until the exchange ends.
+PIPELINE_LIMIT: Final = 64 * 1024
 
 #: Bytes of a refused request's body the relay reads and drops before it closes the
 #: connection anyway (so that the caller, still uploading, can read the answer).
@@ -119,7 +122,7 @@ class PublicConnection(asyncio.Protocol):
         self.tls = tls
         settings = self.state.settings
         self.reader = h1.RequestReader(
-            max_head=settings.max_header_bytes, max_headers=h1.MAX_REQUEST_HEADERS
+            max_head=settings.max_header_bytes, max_headers=MAX_REQUEST_HEADERS
         )
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
@@ -129,6 +132,8 @@ class PublicConnection(asyncio.Protocol):
         self.discarding = 0  # >0: dropping a refused request's body; close at its end
         self.keep_discarded = False
         self.body_received = 0
+        self.waiting = 0  # bytes received after the current request, while it is served
+        self.started = False  # bytes of a next request arrived (head timeout: 408)
         self.closing = False
         self._reading_paused = False
         self._writing_paused = False
@@ -149,6 +154,13 @@ class PublicConnection(asyncio.Protocol):
         self._arm("head", self.state.settings.header_timeout)
 
     def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            self.started = True
+        elif exchange.request_done:
+            self.waiting += len(data)
+            if self.waiting > PIPELINE_LIMIT:
+                self.pause_reading()
         try:
             self.events.extend(self.reader.feed(data))
         except h1.H1Error as exc:
@@ -184,8 +196,7 @@ class PublicConnection(asyncio.Protocol):
         while events and not self.closing:
             event = events[0]
             if type(event) is h1.Head and (self.exchange is not None or self.discarding):
-                self.pause_reading()  # a pipelined request waits for this exchange
-                return
+                return  # a pipelined request waits for this exchange
             events.popleft()
             if type(event) is h1.Head:
                 self._on_head(event)
@@ -197,6 +208,7 @@ class PublicConnection(asyncio.Protocol):
     def _on_head(self, head: h1.Head) -> None:
         self._disarm()
         self.body_received = 0
+        self.started = False
         try:
             if head.target.startswith(RESERVED_PREFIX.encode()):
                 control.handle(self, head)
@@ -218,7 +230,7 @@ class PublicConnection(asyncio.Protocol):
         if self.body_received > self.state.settings.max_request_body:
             self._fail_exchange(exchange, BodyTooLarge())
             return
-        self.state.metrics.bytes_in += body.decoded
+        self.state.metrics.bytes_in += len(body.data)
         exchange.stream.write(body.data)
         if not exchange.watch.upgraded:
             self._arm("body", self.state.settings.body_idle_timeout)
@@ -227,7 +239,7 @@ class PublicConnection(asyncio.Protocol):
         if self.discarding:
             self.discarding = 0
             if self.keep_discarded:
-                self._next_request()
+                self.next_request()
             else:
                 self.close()
             return
@@ -238,7 +250,9 @@ class PublicConnection(asyncio.Protocol):
         exchange.request_done = True
         if not exchange.watch.upgrade:
             exchange.stream.end()
-        self.pause_reading()  # nothing more until the response is done
+        # Reading goes on (a caller that leaves is noticed at once); what a pipelining
+        # caller sends meanwhile waits in the reader, up to PIPELINE_LIMIT bytes.
+        self.waiting = 0
 
     # -- forwarding ---------------------------------------------------------------------------
 
@@ -263,7 +277,7 @@ class PublicConnection(asyncio.Protocol):
             port=self.server_port,
             prefix=where.prefix,
             trusted=False,
-            strip_authorization=strip_auth,
+            strip=(b"authorization",) if strip_auth else (),
         )
         self._open(session, head, where, raw)
 
@@ -282,6 +296,7 @@ class PublicConnection(asyncio.Protocol):
         self.exchange = exchange
         no_body = head.framing is h1.Framing.NONE and not upgrade
         exchange.stream = session.session.open(StreamKind.HTTP, exchange, raw, end=no_body)
+        self.state.metrics.bytes_in += len(raw)
         exchange.request_done = no_body
         self._arm("response", self.state.settings.response_timeout)
 
@@ -308,32 +323,37 @@ class PublicConnection(asyncio.Protocol):
     def upgraded(self, exchange: Exchange) -> None:
         """A 101 went to the caller: from now on the connection is a raw pipe."""
         self._disarm()
-        if not exchange.request_done:
-            self.reader.switch_to_raw()
-            self.resume_reading()
+        stream = exchange.stream
+        for event in self.reader.switch_to_raw():
+            if stream is not None and type(event) is h1.Body:
+                stream.write(event.data)
+        self.resume_reading()
 
     def response_done(self, exchange: Exchange, close: bool) -> None:
         if exchange is not self.exchange:
             return
         stream = exchange.stream
-        if stream is not None and not exchange.request_done:
-            if exchange.watch.upgrade and not exchange.watch.upgraded:
-                stream.end()  # no upgrade after all: the request had no body
-                exchange.request_done = True
-            else:
-                # The response ended before the request: the caller's remaining body is
-                # unread, so the connection cannot carry another request.
-                stream.reset(ErrorCode.NO_ERROR)
-                close = True
+        if exchange.watch.upgrade and not exchange.watch.upgraded:
+            # No upgrade after all: the request ended with its head; parse on.
+            if stream is not None and not stream.ending:
+                stream.end()
+            exchange.request_done = True
+            self.events.extend(self.reader.resume())
+        elif stream is not None and not exchange.request_done:
+            # The response ended before the request: the caller's remaining body is
+            # unread, so the connection cannot carry another request.
+            stream.reset(ErrorCode.NO_ERROR)
+            close = True
         self._done(exchange, exchange.status)
         if close or not exchange.keep_alive or exchange.watch.upgraded or exchange.head_only:
             self.close()
         else:
-            self._next_request()
+            self.next_request()
 
     def exchange_aborted(self, exchange: Exchange, code: ErrorCode, reason: str) -> None:
         if exchange is not self.exchange:
             return
+        self.state.metrics.reset("agent", code)
         if exchange.sent:
             self._cut(exchange, f"agent reset the stream ({code.name})")
             return
@@ -352,8 +372,9 @@ class PublicConnection(asyncio.Protocol):
 
     def _fail_exchange(self, exchange: Exchange, error: PublicError) -> None:
         """The relay gives up on a request (limit, timeout) on the caller's side."""
-        if exchange.stream is not None:
+        if exchange.stream is not None and not exchange.stream.closed:
             exchange.stream.reset(ErrorCode.CANCEL)
+            self.state.metrics.reset("relay", ErrorCode.CANCEL)
         if exchange.sent:
             self._cut(exchange, error.message)
         else:
@@ -387,7 +408,7 @@ class PublicConnection(asyncio.Protocol):
         if close:
             self.close()
         elif not self.discarding:
-            self._next_request()
+            self.next_request()
 
     def _start_discard(self, keep: bool) -> None:
         self.discarding = 1
@@ -404,7 +425,7 @@ class PublicConnection(asyncio.Protocol):
         self.exchange = None
         self.state.metrics.request_done(status)
 
-    def _next_request(self) -> None:
+    def next_request(self) -> None:
         self._arm("idle", self.state.settings.keep_alive_timeout)
         self.resume_reading()
         self._pump()
@@ -416,6 +437,7 @@ class PublicConnection(asyncio.Protocol):
         self.exchange = None
         if exchange.stream is not None and not exchange.stream.closed:
             exchange.stream.reset(ErrorCode.CANCEL)
+            self.state.metrics.reset("relay", ErrorCode.CANCEL)
         self.state.metrics.request_done(exchange.status if exchange.sent else CALLER_GONE)
 
     # -- timers -------------------------------------------------------------------------------
@@ -443,17 +465,14 @@ class PublicConnection(asyncio.Protocol):
             self._fail_exchange(exchange, ResponseTimeout())
         elif kind == "body" and exchange is not None:
             self._fail_exchange(exchange, RequestTimeout("the request body stalled"))
-        elif kind == "head" and self.reader.started:
+        elif kind in ("head", "idle") and self.started:
             self._refuse(RequestTimeout("the request head took too long"))
         else:  # idle keep-alive, a silent new connection, or a stalled discard
             self.close()
 
     # -- connection control -------------------------------------------------------------------
 
-    def _refuse_malformed(self, exc: h1.H1Error) -> None:
-        error: PublicError = (
-            HeadersTooLarge() if isinstance(exc, h1.HeadTooLarge) else BadRequest(str(exc))
-        )
+    def _refuse_malformed(self, error: h1.H1Error) -> None:
         exchange = self.exchange
         if exchange is not None:  # a broken body: the stream cannot end cleanly
             self._fail_exchange(exchange, error)
@@ -498,4 +517,7 @@ class PublicConnection(asyncio.Protocol):
         self.closing = True
         self._disarm()
         self.app.connections.discard(self)
-        return self.reader.leftover()
+        held = self.reader.switch_to_raw()
+        held.extend(e for e in self.events if type(e) is h1.Body)
+        self.events.clear()
+        return b"".join(e.data for e in held if type(e) is h1.Body)

@@ -87,10 +87,12 @@ async def connect_link(
     ping_interval: float | None = 20.0,
     ping_timeout: float | None = 20.0,
     open_timeout: float = 10.0,
+    subprotocols: Sequence[str] = (wire.SUBPROTOCOL,),
 ) -> tuple[WsLink, Response]:
     """Connect to ``ws[s]://host[:port]/path`` and upgrade with the tunnel subprotocol.
 
     Returns the open link (attach a session to it) and the server's 101 answer.
+    ``subprotocols`` other than the default are for tests of refusals.
 
     Raises:
         HandshakeRefused: any other status (its response carries the body).
@@ -100,7 +102,7 @@ async def connect_link(
     parsed = parse_uri(uri)
     ws = ClientProtocol(
         parsed,
-        subprotocols=[Subprotocol(wire.SUBPROTOCOL)],
+        subprotocols=[Subprotocol(p) for p in subprotocols] or None,
         extensions=None,  # no permessage-deflate
         max_size=wire.MAX_FRAME_SIZE,
     )

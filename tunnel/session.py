@@ -82,6 +82,10 @@ class SessionHooks:
     def on_goaway(self, session: Session, event: GoAwayReceived) -> None:
         """The peer takes no new streams."""
 
+    def on_protocol_error(self, session: Session, code: ErrorCode, reason: str) -> None:
+        """The peer broke the protocol; the session is being closed with ``code``."""
+        log.warning("protocol_error", extra={"code": code.name, "detail": reason})
+
     def on_stream_closed(self, session: Session, stream: Stream) -> None:
         """``stream`` is closed (both halves done, or reset)."""
 
@@ -160,7 +164,8 @@ class Session:
 
     def fail(self, code: ErrorCode, reason: str) -> None:
         """The peer broke the protocol: GOAWAY with ``code`` and close."""
-        log.warning("protocol_error", extra={"code": code.name, "detail": reason})
+        if not self.is_closed:
+            self.hooks.on_protocol_error(self, code, reason)
         self.close(code, reason, WS_PROTOCOL_ERROR)
 
     def kick(self) -> None:

@@ -129,9 +129,10 @@ class ErrorCode(enum.IntEnum):
 
 
 #: Frames that make no progress (a RESET or DATA for a stream already closed, an empty
-#: DATA without FIN, a repeated WINDOW of 0 is already a FRAME_ERROR) that a peer may send
-#: beyond what its useful traffic explains: each stream either side opened or closed and
-#: each DATA frame that carried bytes allow :data:`IDLE_FRAMES_PER_STREAM` more. Past the
+#: DATA without FIN, any WINDOW) that a peer may send beyond what useful traffic
+#: explains: each stream either side opened or closed, each DATA frame with bytes either
+#: side sent, allow :data:`IDLE_FRAMES_PER_STREAM` more (an honest peer sends one WINDOW
+#: per half window it drained, so never more than a few per DATA frame). Past the
 #: allowance the session is closed with ENHANCE_YOUR_CALM. An honest peer sends at most a
 #: few such frames per stream (the races after a RESET); a flood of them would otherwise
 #: cost the receiver a loop of Python per frame and nothing to the sender.

@@ -265,6 +265,7 @@ class Connection:
                 raise LocalProtocolError(f"{size} bytes of DATA exceed the credit or frame size")
             stream.send_window.spend(size)
             self._send_session.spend(size)
+            self._useful += 1  # the peer's credit for these bytes is progress
         self._set_sending(stream_id, stream, state)
         flags = _DATA_FLAGS[end_stream, close]
         self._out.append(f.encode_parts(FrameType.DATA, stream_id, data, flags))
@@ -383,13 +384,13 @@ class Connection:
     def _on_window(self, frame: f.Frame) -> list[Event]:
         increment = f.decode_window(frame.payload)
         sid = frame.stream_id
+        self._idle()  # credit is progress only when our DATA used it (see send_data)
         if sid == 0:
             self._send_session.grow(increment)
             return [WindowUpdated(0, increment)]
         stream = self._streams.get(sid)
         if stream is None:
             self._check_opened(sid)
-            self._idle()
             return []
         stream.send_window.grow(increment)
         return [WindowUpdated(sid, increment)]

@@ -145,9 +145,7 @@ class FakeStream:
         self.writable.set()
 
 
-def request_bytes(
-    method: str, target: str, headers: list[tuple[str, str]], chunked: bool
-) -> bytes:
+def request_bytes(method: str, target: str, headers: list[tuple[str, str]], chunked: bool) -> bytes:
     lines = [f"{method} {target} HTTP/1.1\r\n"]
     names = {n.lower() for n, _ in headers}
     if "host" not in names:

@@ -93,7 +93,7 @@ async def test_response_bytes_pass_through_with_their_framing(relay: FakeRelay) 
     async with canned_server(canned) as url:
         async with running_agent(relay.url, HttpForwarder(url)):
             session = await relay.session()
-            head, raw = await session.request("GET", "/")
+            _head, raw = await session.request("GET", "/")
     assert raw == b"hello"
     stream = session.streams[max(session.streams)]
     assert bytes(stream.raw) == canned  # byte for byte, framing and Connection included

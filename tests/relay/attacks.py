@@ -5,7 +5,6 @@ while the evil tunnel's caller reads nothing."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -24,25 +23,37 @@ def frame(ftype: FrameType, sid: int, payload: bytes = b"", flags: Flag = Flag.N
     return encode_parts(ftype, sid, payload, flags)
 
 
-def head(headers: list[list[str]], status: int = 200) -> bytes:
-    return json.dumps({"status": status, "headers": headers}).encode()
+def data(sid: int, payload: bytes, fin: bool = False) -> bytes:
+    """A DATA frame: raw response bytes (protocol v2), FIN if ``fin``."""
+    return frame(FrameType.DATA, sid, payload, Flag.FIN if fin else Flag.NONE)
 
 
 def beyond_the_window(agent: FakeAgent, request: FakeRequest | None) -> None:
     assert request is not None
-    agent.send_raw(frame(FrameType.RESPONSE, request.sid, head([])))
-    for _ in range(400):  # 25 MiB with no credit: past every window the relay granted
-        agent.send_raw(frame(FrameType.DATA, request.sid, b"\0" * wire.MAX_PAYLOAD))
+    agent.send_raw(data(request.sid, b"HTTP/1.1 200 OK\r\ncontent-length: 99999999\r\n\r\n"))
+    for _ in range(100):  # 25 MiB with no credit: past every window the relay granted
+        agent.send_raw(data(request.sid, b"\0" * wire.MAX_PAYLOAD))
 
 
-def two_responses(agent: FakeAgent, request: FakeRequest | None) -> None:
-    assert request is not None
-    for _ in range(2):
-        agent.send_raw(frame(FrameType.RESPONSE, request.sid, head([])))
+#: Response bytes an agent may send that are not one well-formed HTTP/1.1 response:
+#: the relay refuses them before the caller reads a byte of them (502), and the
+#: session, which broke no rule of the tunnel protocol, stays up.
+BAD_RESPONSES: dict[str, bytes] = {
+    "NUL in a header name": b"HTTP/1.1 200 OK\r\nx\x00a: 1\r\ncontent-length: 0\r\n\r\n",
+    "bare LF in a header": b"HTTP/1.1 200 OK\r\nx-a: 1\nx-b: 2\r\ncontent-length: 0\r\n\r\n",
+    "two responses on one stream": (
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n"
+        b"content-length: 4\r\n\r\nevil"
+    ),
+    "not HTTP at all": b"SSH-2.0-OpenSSH_9.2\r\n",
+    "an unasked upgrade": b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n",
+    "ends before its body": b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc",
+}
 
 
 def window_flood(count: int) -> Attack:
-    """``count`` WINDOW frames of one byte each on the connection."""
+    """``count`` WINDOW frames of one byte each on the connection (frames that make no
+    progress: the relay closes the session with ENHANCE_YOUR_CALM)."""
 
     def attack(agent: FakeAgent, request: FakeRequest | None) -> None:
         for _ in range(count):

@@ -1,4 +1,4 @@
-"""Fixtures: a real relay (uvicorn on an ephemeral 127.0.0.1 port) inside the test's loop."""
+"""Fixtures: a real relay (its asyncio server on an ephemeral loopback port) in the test loop."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ async def start_relay(settings: Settings) -> RunningRelay:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     settings.port = port
-    server = build(settings, loop="asyncio", handle_signals=False)
+    server = build(settings, handle_signals=False)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     async with asyncio.timeout(10):
         while not server.started:

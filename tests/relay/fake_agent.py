@@ -218,10 +218,14 @@ class FakeAgent:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def start(self) -> None:
+    async def start(self, subprotocols: tuple[str, ...] = (wire.SUBPROTOCOL,)) -> None:
         headers = [("Authorization", f"Bearer {self.token}")] if self.token else []
         self.link, _ = await tunnel.connect_link(
-            self.connect_url(), headers=headers, ssl_context=self.ssl, open_timeout=5
+            self.connect_url(),
+            headers=headers,
+            ssl_context=self.ssl,
+            open_timeout=5,
+            subprotocols=subprotocols,
         )
         self.link.attach(self.session)
         hello_name = self.name if self.hello_name is True else self.hello_name

@@ -8,8 +8,9 @@ import json
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
+import tunnel
 import wire
 from relay.tokens import TokenStore
 from tests.relay.conftest import RelayFactory, RunningRelay, eventually
@@ -17,10 +18,12 @@ from tests.relay.fake_agent import FakeAgent, FakeRequest
 from wire import ErrorCode
 
 
-async def refused(agent: FakeAgent, subprotocol: bool = True) -> tuple[int, str]:
+async def refused(
+    agent: FakeAgent, subprotocols: tuple[str, ...] = (wire.SUBPROTOCOL,)
+) -> tuple[int, str]:
     """Start ``agent`` expecting a plain-HTTP refusal: (status, relay error code)."""
-    with pytest.raises(InvalidStatus) as info:
-        await agent.start(subprotocol=subprotocol)
+    with pytest.raises(tunnel.HandshakeRefused) as info:
+        await agent.start(subprotocols)
     response = info.value.response
     assert response.headers["x-edge-error"]
     return response.status_code, json.loads(response.body)["error"]["code"]
@@ -58,7 +61,10 @@ async def test_bad_name_and_missing_subprotocol_are_400(relay: RunningRelay) -> 
     token = relay.issue("demo")
     assert await refused(FakeAgent(relay.url, token=token, name="Bad_Name")) == (400, "bad_name")
     agent = FakeAgent(relay.url, token=token, name="demo")
-    assert await refused(agent, subprotocol=False) == (400, "subprotocol_required")
+    assert await refused(agent, subprotocols=()) == (400, "subprotocol_required")
+    agent = FakeAgent(relay.url, token=token, name="demo")
+    v1 = (wire.SUBPROTOCOL_V1,)
+    assert await refused(agent, subprotocols=v1) == (400, "protocol_version")
 
 
 async def test_token_names_its_tunnel_without_a_query(relay: RunningRelay) -> None:
@@ -185,9 +191,9 @@ async def _raw_agent(relay: RunningRelay, token: str) -> ClientConnection:
 
 async def test_agent_gone_before_hello_leaves_nothing_behind(relay: RunningRelay) -> None:
     ws = await _raw_agent(relay, relay.issue("demo"))
-    ws.transport.abort()  # no close frame: uvicorn reports the disconnect exactly once
-    await eventually(lambda: not relay.server.server_state.tasks)
-    assert relay.app._agents() == 0
+    ws.transport.abort()  # no close frame
+    await eventually(lambda: not relay.app.connections)
+    assert relay.app.agents() == 0 and not relay.state.registry.local_sessions()
 
 
 async def test_no_hello_in_time_is_a_protocol_error(relay_factory: RelayFactory) -> None:
@@ -199,4 +205,4 @@ async def test_no_hello_in_time_is_a_protocol_error(relay_factory: RelayFactory)
     with pytest.raises(ConnectionClosed):
         await asyncio.wait_for(ws.recv(), 5)
     assert ws.close_code == 1002
-    await eventually(lambda: not relay.server.server_state.tasks)
+    await eventually(lambda: not relay.app.connections)
