@@ -1,8 +1,9 @@
-"""Many simulated agents in one process: the wire protocol over websockets, no forwarding.
+"""Many simulated agents in one process: the tunnel runtime, no forwarding.
 
-Each agent opens the relay's agent WebSocket exactly as ``edge-agent`` does (subprotocol,
-deflate off, frame-sized messages, 20 s pings), sends HELLO, waits for WELCOME, then
-idles. A stream the relay opens anyway is refused (RESET UNAVAILABLE).
+Each agent opens the relay's agent WebSocket exactly as ``edge-agent`` does (the shared
+``tunnel`` runtime: subprotocol, deflate off, frame-sized messages, 20 s pings), sends
+HELLO, waits for WELCOME, then idles. A stream the relay opens anyway is refused
+(RESET UNAVAILABLE).
 
 Reconnects follow the real agent's policy: ``edge_agent.tunnel.ReconnectPolicy`` when
 the package provides it (its values, and the same algorithm as ``TunnelClient``):
@@ -30,21 +31,9 @@ import time
 from typing import IO, Final
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_exponential_jitter
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
-from websockets.typing import Subprotocol
 
-from wire import (
-    MAX_FRAME_SIZE,
-    SUBPROTOCOL,
-    Connection,
-    ErrorCode,
-    Hello,
-    ProtocolError,
-    RequestReceived,
-    Role,
-    WelcomeReceived,
-)
+import tunnel
+from wire import Connection, ErrorCode, Hello, Role, Welcome
 
 #: Handshakes in flight at once per process (keeps the first connect wave orderly).
 CONNECT_CONCURRENCY: Final = 64
@@ -92,6 +81,19 @@ class Events:
         self.out.flush()
 
 
+class _Hooks(tunnel.SessionHooks):
+    def __init__(self) -> None:
+        self.welcomed = asyncio.Event()
+        self.up_at: float | None = None
+
+    def on_welcome(self, session: tunnel.Session, welcome: Welcome) -> None:
+        self.up_at = time.monotonic()
+        self.welcomed.set()
+
+    def on_opened(self, session: tunnel.Session, stream: tunnel.Stream) -> None:
+        stream.reset(ErrorCode.UNAVAILABLE)
+
+
 class SimAgent:
     def __init__(
         self, url: str, name: str, policy: Policy, events: Events, gate: asyncio.Semaphore
@@ -122,60 +124,31 @@ class SimAgent:
     async def _session(self) -> None:
         try:
             async with self.gate:
-                ws = await self._connect()
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
+                link, _ = await tunnel.connect_link(self.url, open_timeout=10)
+        except (OSError, TimeoutError, tunnel.HandshakeRefused, tunnel.HandshakeFailed) as exc:
             raise Transient(str(exc)) from exc
-        up_at = None
         try:
-            up_at = await self._serve(ws)
-        except (ConnectionClosed, TimeoutError, ProtocolError) as exc:
-            raise Transient(str(exc)) from exc
+            up_at = await self._serve(link)
         finally:
-            await ws.close()
+            link.abort()
         if up_at is None or time.monotonic() - up_at < self.policy.healthy_after:
             raise Transient("session ended early")
 
-    async def _connect(self) -> ClientConnection:
-        return await connect(
-            self.url,
-            subprotocols=[Subprotocol(SUBPROTOCOL)],
-            compression=None,
-            max_size=MAX_FRAME_SIZE,
-            open_timeout=10,
-            ping_interval=20,
-            ping_timeout=20,
-            proxy=None,
-        )
-
-    async def _serve(self, ws: ClientConnection) -> float | None:
+    async def _serve(self, link: tunnel.WsLink) -> float | None:
         """Run one session; returns when it closes. The result is when WELCOME came."""
-        conn = Connection(Role.AGENT)
-        conn.send_hello(Hello(self.name, agent="bench-simagent"))
-        await _flush(ws, conn)
-        up_at: float | None = None
-        async with asyncio.timeout(WELCOME_TIMEOUT) as deadline:
-            try:
-                async for message in ws:
-                    if not isinstance(message, bytes):
-                        continue
-                    for event in conn.receive(message):
-                        if isinstance(event, WelcomeReceived):
-                            up_at = time.monotonic()
-                            deadline.reschedule(None)
-                            self.events.emit("up", self.name)
-                        elif isinstance(event, RequestReceived):
-                            conn.send_reset(event.stream_id, ErrorCode.UNAVAILABLE)
-                    await _flush(ws, conn)
-            except ConnectionClosed:
-                pass
-        if up_at is not None:
-            self.events.emit("down", self.name)
-        return up_at
-
-
-async def _flush(ws: ClientConnection, conn: Connection) -> None:
-    for message in conn.data_to_send():
-        await ws.send(message)
+        hooks = _Hooks()
+        session = tunnel.Session(Connection(Role.AGENT), hooks)
+        link.attach(session)
+        session.send_hello(Hello(self.name, agent="bench-simagent"))
+        welcomed = asyncio.ensure_future(hooks.welcomed.wait())
+        await asyncio.wait({welcomed, link.closed}, timeout=WELCOME_TIMEOUT)
+        welcomed.cancel()
+        if hooks.up_at is None:
+            return None
+        self.events.emit("up", self.name)
+        await link.closed
+        self.events.emit("down", self.name)
+        return hooks.up_at
 
 
 def _connect_url(relay: str) -> str:

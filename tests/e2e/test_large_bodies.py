@@ -21,7 +21,8 @@ import aiohttp
 import pytest
 
 import wire
-from relay.session import OUTBOX_HIGH
+from tunnel.link import WRITE_HIGH as LINK_HIGH
+from tunnel.stream import WRITE_HIGH as STREAM_HIGH
 from tests.e2e.client import session
 from tests.e2e.conftest import Tunnel, open_tunnel
 from tests.e2e.origin import Origin, pattern
@@ -33,7 +34,11 @@ MIB = 1024**2
 #: Growth of a process's RSS during a 1 GiB transfer that the flow-control windows
 #: explain (see the module docstring).
 WINDOWS = (
-    wire.INITIAL_SESSION_WINDOW + wire.MAX_STREAM_WINDOW + OUTBOX_HIGH + 16 * wire.MAX_FRAME_SIZE
+    wire.INITIAL_SESSION_WINDOW
+    + wire.MAX_STREAM_WINDOW
+    + LINK_HIGH
+    + STREAM_HIGH
+    + 16 * wire.MAX_FRAME_SIZE
 )
 ALLOCATOR_SLACK = 32 * MIB
 GROWTH_BOUND = 2 * WINDOWS + ALLOCATOR_SLACK
