@@ -40,6 +40,14 @@ from wire import ErrorCode
 if TYPE_CHECKING:
     from edge_agent.forward import HttpForwarder
 
+#: Request bytes kept for a replay: a request on a *reused* connection that the server
+#: closed before any response byte (it was closing that idle connection as the request
+#: went out) is sent again once on a new connection, if its method is idempotent and
+#: it was no longer than this.
+MAX_REPLAY: Final = 64 * 1024
+
+_IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
 #: Longest request head this side buffers while looking for the request line (or, in
 #: the Host-rewriting modes, for the end of the head). The relay has already limited
 #: the head; a longer one is reset as TARGET_ERROR.
@@ -123,6 +131,8 @@ class Passthrough:
         self.on_done = on_done
         self.conn: TargetConnection | None = None
         self.pending: list[bytes] = []  # request bytes that came before the connection
+        self.replay: list[bytes] | None = None  # request bytes sent on a reused connection
+        self.replay_size = 0
         self.head: bytes | None = b""  # request head bytes until the request line is read
         self.method = b""
         self.target = b""
@@ -153,6 +163,8 @@ class Passthrough:
         conn = self.conn
         if conn is not None:
             conn.send(data)
+            if self.replay is not None:
+                self._keep(data)
         elif data:
             self.pending.append(data)
 
@@ -188,13 +200,15 @@ class Passthrough:
 
     # -- the forwarder's side: connection -----------------------------------------------
 
-    def attach(self, conn: TargetConnection) -> None:
-        """Use ``conn`` (pooled or new) for this exchange; flushes what was held."""
+    def attach(self, conn: TargetConnection, reused: bool) -> None:
+        """Use ``conn`` (pooled when ``reused``, else new); flushes what was held."""
         if self.done or (self.response_done and not self.upgraded):
             self.forwarder.release(conn)  # aborted while connecting: keep it for the next
             return
         self.conn = conn
         conn.exchange = self
+        if reused:
+            self.replay = []
         if self.write_paused:
             conn.transport.pause_reading()
         if self.pending:
@@ -262,6 +276,10 @@ class Passthrough:
             self.response_done = True  # a body delimited by the end of the connection
             self.keep_alive = False
             self._respond_done()
+        elif self.bytes_out == 0 and self._may_replay():
+            self.pending, self.replay = self.replay or [], None
+            self.update_reading()
+            self.forwarder.connect(self)
         elif self.bytes_out == 0:
             self._fail(TargetFailed("local target closed the connection before answering"))
         else:
@@ -314,6 +332,16 @@ class Passthrough:
         if host is None:
             return data
         return splice_host(buf[: end + 2], host) + buf[end + 2 :]
+
+    def _keep(self, data: bytes) -> None:
+        self.replay_size += len(data)
+        if self.replay_size > MAX_REPLAY:
+            self.replay = None
+        elif self.replay is not None:
+            self.replay.append(data)
+
+    def _may_replay(self) -> bool:
+        return self.replay is not None and self.head is None and self.method in _IDEMPOTENT
 
     def _send(self, data: bytes) -> None:
         if self.conn is not None:

@@ -23,6 +23,7 @@ from tests.agent.v2.apps import V2Origin, pattern
 from tests.agent.v2.support import (
     FakeStream,
     RawServer,
+    Script,
     canned,
     open_stream,
     parse_response,
@@ -252,6 +253,44 @@ async def test_unfinished_request_is_not_pooled() -> None:
         fwd.close()
 
 
+def closes_idle_connections() -> Script:
+    """The first connection answers once, then closes as the next request arrives
+    (a server timing out an idle keep-alive connection); later ones answer normally."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    async def script(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: RawServer
+    ) -> None:
+        first = state.connections == 1
+        await read_head(reader, state)
+        writer.write(answer)
+        if first:
+            await reader.readuntil(b"\r\n\r\n")
+            return  # closed without a byte of answer
+        await reader.read()
+
+    return script
+
+
+@pytest.mark.parametrize(("method", "replayed"), [("GET", True), ("POST", False)])
+async def test_reused_connection_closed_by_the_server(method: str, replayed: bool) -> None:
+    async with raw_server(closes_idle_connections()) as server:
+        fwd = HttpForwarder(server.url)
+        stream = open_stream(fwd.handler)
+        send(stream, get("/"))
+        await stream.wait()
+        stream = open_stream(fwd.handler)
+        head = f"{method} /again HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode()
+        send(stream, head)
+        await stream.wait()
+        if replayed:
+            assert parse_response(bytes(stream.out)).body == b"ok"
+            assert server.connections == 2 and server.requests[-1] == head
+        else:
+            assert stream.reset_code == ErrorCode.TARGET_ERROR and not stream.out
+        fwd.close()
+
+
 async def test_target_down_is_connect_error(records: list[ExchangeRecord]) -> None:
     fwd = HttpForwarder(f"127.0.0.1:{free_port()}", on_done=records.append)
     stream = open_stream(fwd.handler)
@@ -307,6 +346,23 @@ async def test_invalid_response_is_target_error() -> None:
         send(stream, get("/"))
         await stream.wait()
         assert stream.reset_code == ErrorCode.TARGET_ERROR
+
+
+async def test_aborted_while_connecting_keeps_the_new_connection() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    async with raw_server(canned(answer, close=False)) as server:
+        fwd = HttpForwarder(server.url)
+        stream = open_stream(fwd.handler)
+        assert stream.handler is not None
+        stream.handler.data(get("/"))
+        stream.handler.aborted(ErrorCode.CANCEL, "")
+        await asyncio.sleep(0.1)
+        assert len(fwd._idle) == 1 and not server.requests  # nothing was sent on it
+        stream = open_stream(fwd.handler)
+        send(stream, get("/"))
+        await stream.wait()
+        assert bytes(stream.out) == answer and server.connections == 1
+        fwd.close()
 
 
 async def test_aborted_disconnects_the_local_request(
