@@ -416,6 +416,33 @@ async def test_upgrade_becomes_a_raw_pipe_to_a_websocket_server() -> None:
         fwd.close()
 
 
+async def test_upgrade_pipe_half_closes_each_direction() -> None:
+    """The relay's FIN becomes the target's EOF; the target still answers after it, and
+    its own EOF ends the stream."""
+
+    async def upgrade(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: RawServer
+    ) -> None:
+        await read_head(reader, state)
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: raw\r\nConnection: Upgrade\r\n\r\n"
+        )
+        received = await reader.read()  # until the agent's half-close
+        writer.write(b"got " + received)
+        writer.write_eof()
+
+    async with raw_server(upgrade) as server:
+        fwd = HttpForwarder(server.url)
+        stream = open_stream(fwd.handler)
+        send(stream, get("/", "Upgrade: raw", "Connection: Upgrade"), end=False)
+        await stream.wait_for(lambda: b"\r\n\r\n" in stream.out)
+        send(stream, b"ping ", b"pong")  # then the relay's FIN
+        await stream.wait()
+        assert bytes(stream.out).endswith(b"\r\n\r\ngot ping pong")
+        assert stream.closed is False and stream.reset_code is None
+        fwd.close()
+
+
 async def test_paused_stream_stops_reading_the_target(forwarder: HttpForwarder) -> None:
     total = 16 * MiB
     stream = open_stream(forwarder.handler, high=256 * 1024)
