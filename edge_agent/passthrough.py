@@ -148,7 +148,8 @@ class Passthrough:
         self.response_done = False  # the observe-only parser saw the response's end
         self.upgraded = False
         self.target_eof = False
-        self.done = False  # the record was given; nothing is sent on the stream any more
+        self.done = False  # the record was given; the response half is over
+        self.gone = False  # reset by us or aborted by the relay: the stream is closed
         self.reading_paused = False  # our pause_reading() on the stream is in force
         self.write_paused = False  # the runtime's pause_writing() is in force
 
@@ -183,8 +184,10 @@ class Passthrough:
             self._close_pipe_if_done()
         elif self.response_done:
             self._release()
+            self.update_reading()
 
     def aborted(self, code: ErrorCode, reason: str) -> None:
+        self.gone = True
         self._drop_connection(abort=True)
         self._finish(f"aborted by the relay: {code.name} {reason}".rstrip())
 
@@ -220,10 +223,15 @@ class Passthrough:
         self._fail(error)
 
     def update_reading(self) -> None:
-        """Pause the stream's credit while there is no connection or its socket is backed up."""
+        """Pause the stream's credit while the connection is being made or its socket is
+        backed up; once the response is over, only while the rest of the request is still
+        written to a connection that is backed up."""
         conn = self.conn
-        want = conn is None or conn.write_paused
-        if want != self.reading_paused and not self.done:
+        if self.response_done:
+            want = conn is not None and conn.write_paused
+        else:
+            want = conn is None or conn.write_paused
+        if want != self.reading_paused and not self.gone:
             self.reading_paused = want
             if want:
                 self.stream.pause_reading()
@@ -265,6 +273,10 @@ class Passthrough:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.conn = None
+        self._settle(exc)
+        self.update_reading()
+
+    def _settle(self, exc: Exception | None) -> None:
         if self.upgraded:
             if not self.target_eof:
                 self.target_eof = True
@@ -278,7 +290,6 @@ class Passthrough:
             self._respond_done()
         elif self.bytes_out == 0 and self._may_replay():
             self.pending, self.replay = self.replay or [], None
-            self.update_reading()
             self.forwarder.connect(self)
         elif self.bytes_out == 0:
             self._fail(TargetFailed("local target closed the connection before answering"))
@@ -358,6 +369,7 @@ class Passthrough:
         self._finish(None)
         if self.request_done:
             self._release()
+        self.update_reading()
 
     def _release(self) -> None:
         conn, self.conn = self.conn, None
@@ -381,7 +393,8 @@ class Passthrough:
             self._finish(None)
 
     def _fail(self, error: TargetError) -> None:
-        if not self.done:
+        if not self.done and not self.gone:
+            self.gone = True
             code = error.code if self.bytes_out == 0 else ErrorCode.TARGET_ERROR
             self.stream.reset(code, str(error))
         self._drop_connection(abort=True)
