@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -56,6 +57,9 @@ BODY_BUFFER: Final = 256 * 1024
 MAX_HEAD: Final = 64 * 1024
 
 _NO_BODY_STATUS: Final = frozenset({204, 304})
+
+#: Characters that would split or end a header line (response splitting).
+_UNSAFE: Final = re.compile(r"[\r\n\0]")
 
 
 class _StreamGone(Exception):
@@ -353,6 +357,8 @@ def _head(status: int, headers: list[tuple[str, str]], chunked: bool, close: boo
         reason = ""
     lines = [f"HTTP/1.1 {status} {reason}\r\n"]
     lines += [f"{name}: {value}\r\n" for name, value in headers]
+    if any(_UNSAFE.search(line, 0, len(line) - 2) for line in lines):
+        raise TargetFailed("a response header contains CR, LF or NUL")
     if chunked:
         lines.append("transfer-encoding: chunked\r\n")
     if close:

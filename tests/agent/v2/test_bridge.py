@@ -189,21 +189,25 @@ async def test_errors_map_to_reset_codes(
     assert records[0].error is not None
 
 
-async def test_short_body_for_its_content_length_is_target_error() -> None:
-    class Short:
+@pytest.mark.parametrize(
+    "headers", [[("Content-Length", "10")], [("X-Evil", "a\r\nSet-Cookie: b=c")]]
+)
+async def test_bad_responses_are_target_errors(headers: list[tuple[str, str]]) -> None:
+    class Bad:
         async def handle(self, request: LocalRequest) -> LocalResponse:
             async def body() -> AsyncIterator[bytes]:
                 yield b"abc"
 
-            return LocalResponse(200, [("Content-Length", "10")], body())
+            return LocalResponse(200, headers, body())
 
         async def aclose(self) -> None:
             pass
 
-    stream = open_stream(ObjectBridge(Short()).handler)
+    stream = open_stream(ObjectBridge(Bad()).handler)
     send(stream, request("GET", "/"))
     await stream.wait()
     assert stream.reset_code == ErrorCode.TARGET_ERROR
+    assert b"Set-Cookie" not in stream.out
 
 
 async def test_fin_before_the_body_end_aborts_the_body() -> None:
