@@ -31,10 +31,11 @@ each stream holds at most one connection), HTTP/2 to the target.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 from collections.abc import Callable
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 from yarl import URL
 
@@ -45,7 +46,8 @@ from edge_agent.errors import (
     TargetTimeout,
     TargetUnreachable,
 )
-from edge_agent.passthrough import Passthrough, TargetConnection
+from edge_agent.http_bytes import ResponseObserver
+from edge_agent.passthrough import Passthrough
 from edge_agent.port import ExchangeRecord, StreamHandler, StreamPort
 from edge_agent.target import CONNECT_TIMEOUT, KEEPALIVE_TIMEOUT, target_url
 
@@ -179,6 +181,69 @@ class HttpForwarder:
             raise TargetUnreachable(f"cannot connect to the local target: {exc}") from exc
         self.connections_made += 1
         return conn
+
+
+class TargetConnection(asyncio.Protocol):
+    """One connection to the target; serves one :class:`Passthrough` at a time."""
+
+    def __init__(self, forwarder: HttpForwarder) -> None:
+        self.forwarder = forwarder
+        self.transport: asyncio.Transport = cast(asyncio.Transport, None)
+        self.exchange: Passthrough | None = None
+        self.observer = ResponseObserver()
+        self.lost = False
+        self.write_paused = False
+        self.idle_since = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            self.abort()  # bytes on an idle connection: it is out of step, never reuse it
+        else:
+            exchange.response_data(data)
+
+    def eof_received(self) -> bool | None:
+        exchange = self.exchange
+        return exchange.response_eof() if exchange is not None else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.connection_lost(self, exc)
+        else:
+            self.forwarder.discard(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.exchange is not None:
+            self.exchange.update_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.exchange is not None:
+            self.exchange.update_reading()
+
+    def send(self, data: bytes) -> None:
+        """Write toward the target; a transport that is already failing is aborted (the
+        exchange learns it from ``connection_lost``), never raised into the runtime."""
+        if self.lost:
+            return
+        try:
+            self.transport.write(data)
+        except (RuntimeError, OSError):
+            self.abort()
+
+    def abort(self) -> None:
+        self.lost = True
+        self.transport.abort()
 
 
 def _tls_context(ca_file: str | None, insecure: bool) -> ssl.SSLContext:

@@ -3,42 +3,36 @@
 Theory of operation. A :class:`Passthrough` is the :class:`~edge_agent.port.StreamHandler`
 of one stream. Request bytes go to the target connection as they come (held in a list
 while the connection is being made, with the stream's reading paused so that at most
-one window is held). Response bytes go to ``stream.write`` as they come, one write per
-``data_received``, and are also fed to an observe-only httptools parser that never
-changes them; it only finds the end of the response:
+one window is held; paused again whenever the connection's socket is backed up).
+Response bytes go to ``stream.write`` as they come, one write per ``data_received``
+(the target's reading paused while the runtime says the stream is over its high mark),
+and are shown to the connection's :class:`~edge_agent.http_bytes.ResponseObserver`,
+which finds the response's end without changing a byte. After a 101 the stream is a
+raw pipe both ways, each direction half-closed by its own EOF (``write_eof`` toward
+the target, ``stream.end`` toward the relay).
 
-* 1xx interim heads pass through and the parser moves on to the next head;
-* HEAD: the response ends with its head (the method is read from the request line);
-* 204/304, Content-Length, chunked (trailers included): llhttp's message end;
-* no framing at all: the end of the connection (``connection_lost`` without error);
-* 101: from then on the stream is a raw pipe both ways, each direction half-closed by
-  its own EOF (``write_eof`` toward the target, ``stream.end`` toward the relay).
-
-At the response's end the stream is ended with CLOSE unless llhttp says the connection
-stays alive. The connection goes back to the pool only when the relay's FIN was seen,
-the response was complete and keep-alive holds; anything else closes or aborts it, so a
-half-used connection is never reused. Failures before the first response byte reset
-the stream with the error's own code (CONNECT_ERROR, TARGET_TIMEOUT, TARGET_ERROR);
-after it always TARGET_ERROR. :meth:`Passthrough.aborted` aborts the local connection,
-which the local server sees as a disconnect.
+At the response's end the stream is ended with CLOSE unless the response keeps the
+connection alive. The connection goes back to the pool only when the relay's FIN was
+seen, the response was complete and keep-alive holds; anything else closes or aborts
+it, so a half-used connection is never reused. Failures before the first response
+byte reset the stream with the error's own code (CONNECT_ERROR, TARGET_TIMEOUT,
+TARGET_ERROR); after it always TARGET_ERROR. :meth:`Passthrough.aborted` aborts the
+local connection, which the local server sees as a disconnect.
 """
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, cast
-
-import httptools
+from typing import TYPE_CHECKING, Final
 
 from edge_agent.errors import TargetError, TargetFailed
+from edge_agent.http_bytes import request_line, splice_host
 from edge_agent.port import ExchangeRecord, StreamPort
 from wire import ErrorCode
 
 if TYPE_CHECKING:
-    from edge_agent.forward import HttpForwarder
+    from edge_agent.forward import HttpForwarder, TargetConnection
 
 #: Request bytes kept for a replay: a request on a *reused* connection that the server
 #: closed before any response byte (it was closing that idle connection as the request
@@ -52,68 +46,6 @@ _IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b
 #: the Host-rewriting modes, for the end of the head). The relay has already limited
 #: the head; a longer one is reset as TARGET_ERROR.
 MAX_REQUEST_HEAD: Final = 64 * 1024
-
-
-class TargetConnection(asyncio.Protocol):
-    """One connection to the target; serves one :class:`Passthrough` at a time."""
-
-    def __init__(self, forwarder: HttpForwarder) -> None:
-        self.forwarder = forwarder
-        self.transport: asyncio.Transport = cast(asyncio.Transport, None)
-        self.exchange: Passthrough | None = None
-        self.lost = False
-        self.write_paused = False
-        self.idle_since = 0.0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
-        self.transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def data_received(self, data: bytes) -> None:
-        exchange = self.exchange
-        if exchange is None:
-            self.abort()  # bytes on an idle connection: it is out of step, never reuse it
-        else:
-            exchange.response_data(data)
-
-    def eof_received(self) -> bool | None:
-        exchange = self.exchange
-        return exchange.response_eof() if exchange is not None else None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        exchange, self.exchange = self.exchange, None
-        if exchange is not None:
-            exchange.connection_lost(exc)
-        else:
-            self.forwarder.discard(self)
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-        if self.exchange is not None:
-            self.exchange.update_reading()
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        if self.exchange is not None:
-            self.exchange.update_reading()
-
-    def send(self, data: bytes) -> None:
-        """Write toward the target; a transport that is already failing is aborted (the
-        exchange learns it from ``connection_lost``), never raised into the runtime."""
-        if self.lost:
-            return
-        try:
-            self.transport.write(data)
-        except (RuntimeError, OSError):
-            self.abort()
-
-    def abort(self) -> None:
-        self.lost = True
-        self.transport.abort()
 
 
 class Passthrough:
@@ -139,10 +71,7 @@ class Passthrough:
         self.started = time.monotonic()
         self.bytes_in = 0
         self.bytes_out = 0
-        self.parser: httptools.HttpResponseParser | None = None
         self.status = 0  # final status; 0 until its head is complete
-        self.framed = False  # Content-Length or Transfer-Encoding seen in the final head
-        self.conn_close = False  # "Connection: close" seen in the final head
         self.keep_alive = False
         self.request_done = False  # the relay's FIN
         self.response_done = False  # the observe-only parser saw the response's end
@@ -210,6 +139,7 @@ class Passthrough:
             return
         self.conn = conn
         conn.exchange = self
+        conn.observer.start(self.method == b"HEAD")
         if reused:
             self.replay = []
         if self.write_paused:
@@ -249,19 +179,19 @@ class Passthrough:
             self.stream.write(data)
             return
         self.stream.write(data)
-        parser = self.parser
-        if parser is None:
-            parser = self.parser = httptools.HttpResponseParser(self)
+        conn = self.conn
+        if conn is None:
+            return
+        observer = conn.observer
         try:
-            parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._upgrade()
+            observer.feed(data)
+        except TargetFailed as exc:
+            self._fail(exc)
             return
-        except httptools.HttpParserError as exc:
-            self._fail(TargetFailed(f"local target sent an invalid response: {exc}"))
-            return
-        if self.response_done:
-            self._respond_done()
+        if observer.complete:
+            self.status = observer.status
+            self.keep_alive = observer.keep_alive
+            self._respond_done(observer.upgrade)
 
     def response_eof(self) -> bool | None:
         if self.upgraded:
@@ -271,12 +201,12 @@ class Passthrough:
             return True  # keep our half open: the relay may still send
         return None
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def connection_lost(self, conn: TargetConnection, exc: Exception | None) -> None:
         self.conn = None
-        self._settle(exc)
+        self._settle(conn, exc)
         self.update_reading()
 
-    def _settle(self, exc: Exception | None) -> None:
+    def _settle(self, conn: TargetConnection, exc: Exception | None) -> None:
         if self.upgraded:
             if not self.target_eof:
                 self.target_eof = True
@@ -284,10 +214,9 @@ class Passthrough:
             self._finish(None)
         elif self.response_done:
             self._finish(None)  # waiting for the relay's FIN; nothing left to pool
-        elif self.status >= 200 and not self.framed and exc is None:
-            self.response_done = True  # a body delimited by the end of the connection
-            self.keep_alive = False
-            self._respond_done()
+        elif conn.observer.ends_at_eof() and exc is None:
+            self.status = conn.observer.status  # a body delimited by the end of the connection
+            self._respond_done(upgrade=False)
         elif self.bytes_out == 0 and self._may_replay():
             self.pending, self.replay = self.replay or [], None
             self.forwarder.connect(self)
@@ -295,33 +224,6 @@ class Passthrough:
             self._fail(TargetFailed("local target closed the connection before answering"))
         else:
             self._fail(TargetFailed("local target closed the connection mid-response"))
-
-    # -- httptools callbacks (observe only) ---------------------------------------------
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        n = len(name)
-        if n == 14 or n == 17:
-            low = name.lower()
-            if low == b"content-length" or low == b"transfer-encoding":
-                self.framed = True
-        elif n == 10 and name.lower() == b"connection" and b"close" in value.lower():
-            self.conn_close = True
-
-    def on_headers_complete(self) -> None:
-        parser = cast(httptools.HttpResponseParser, self.parser)
-        status = parser.get_status_code()
-        if status < 200 and status != 101:  # interim: passed through, the real head follows
-            self.framed = self.conn_close = False
-            return
-        self.status = status
-        self.keep_alive = parser.should_keep_alive()
-        if self.method == b"HEAD":  # no body, whatever the head announces
-            self.keep_alive = not self.conn_close and parser.get_http_version() == "1.1"
-            self.response_done = True
-
-    def on_message_complete(self) -> None:
-        if self.status:
-            self.response_done = True
 
     # -- internals -------------------------------------------------------------------------
 
@@ -337,9 +239,9 @@ class Passthrough:
             self.head = buf
             return data if host is None else b""
         self.head = None
-        line = buf[: buf.find(b"\r\n")]
-        self.method, _, rest = line.partition(b" ")
-        self.target = rest.rpartition(b" ")[0]
+        self.method, self.target = request_line(buf)
+        if self.conn is not None:
+            self.conn.observer.start(self.method == b"HEAD")
         if host is None:
             return data
         return splice_host(buf[: end + 2], host) + buf[end + 2 :]
@@ -360,11 +262,11 @@ class Passthrough:
         elif data:
             self.pending.append(data)
 
-    def _respond_done(self) -> None:
-        if self.status == 101:
-            self._upgrade()
+    def _respond_done(self, upgrade: bool) -> None:
+        self.response_done = True
+        if upgrade:
+            self.upgraded = True
             return
-        self.parser = None
         self.stream.end(close=not self.keep_alive)
         self._finish(None)
         if self.request_done:
@@ -382,10 +284,6 @@ class Passthrough:
             self.forwarder.release(conn)
         else:
             conn.transport.close()
-
-    def _upgrade(self) -> None:
-        self.upgraded = self.response_done = True
-        self.parser = None
 
     def _close_pipe_if_done(self) -> None:
         if self.target_eof and self.request_done and self.conn is not None:
@@ -427,23 +325,3 @@ class Passthrough:
                     error,
                 )
             )
-
-
-def splice_host(head: bytes, host: bytes) -> bytes:
-    """``head`` (request line and header lines, each ending in CRLF, no blank line) with
-    every Host line replaced by one ``Host: host`` in the first one's place (added
-    after the request line if there was none)."""
-    lines = head.split(b"\r\n")
-    out = [lines[0]]
-    placed = False
-    for line in lines[1:-1]:
-        if line[:5].lower() == b"host:":
-            if not placed:
-                out.append(b"Host: " + host)
-                placed = True
-            continue
-        out.append(line)
-    if not placed:
-        out.insert(1, b"Host: " + host)
-    out.append(b"")
-    return b"\r\n".join(out)
