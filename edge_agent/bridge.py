@@ -128,7 +128,7 @@ class _Exchange:
     def aborted(self, code: ErrorCode, reason: str) -> None:
         self.over = True
         self.error = self.error or f"aborted by the relay: {code.name} {reason}".rstrip()
-        self.body.end(RequestAborted("the request was aborted"))
+        self.body.end(RequestAborted("the request was aborted"), stream_open=False)
         if self.task is not None:
             self.task.cancel()
         else:
@@ -250,7 +250,7 @@ class _Exchange:
                 extra={"stream_id": self.stream.sid, "code": code.name, "error": reason[:200]},
             )
         self.parsed = True
-        self.body.end(RequestAborted("the stream was reset"))
+        self.body.end(RequestAborted("the stream was reset"), stream_open=False)
         if self.task is None:
             self._record()
         elif self.task is not asyncio.current_task():

@@ -43,8 +43,9 @@ class RequestBody:
             self._stream.pause_reading()
         self._ready.set()
 
-    def end(self, error: TargetError | None = None) -> None:
-        """A clean end (``error`` None), or a cut-off body (held chunks are dropped)."""
+    def end(self, error: TargetError | None = None, *, stream_open: bool = True) -> None:
+        """A clean end (``error`` None), or a cut-off body: held chunks are dropped and,
+        while the stream is still open, its reading resumes (later bytes are dropped)."""
         if self._ended or self._error is not None:
             return
         if error is None:
@@ -53,7 +54,9 @@ class RequestBody:
             self._error = error
             self._chunks.clear()
             self._size = 0
-            self._resume()
+            if stream_open:
+                self._resume()
+            self._paused = False
         self._ready.set()
 
     def __aiter__(self) -> RequestBody:

@@ -355,7 +355,7 @@ async def test_aborted_while_connecting_keeps_the_new_connection() -> None:
         stream = open_stream(fwd.handler)
         assert stream.handler is not None
         stream.handler.data(get("/"))
-        stream.handler.aborted(ErrorCode.CANCEL, "")
+        stream.abort(ErrorCode.CANCEL, "")
         await asyncio.sleep(0.1)
         assert len(fwd._idle) == 1 and not server.requests  # nothing was sent on it
         stream = open_stream(fwd.handler)
@@ -373,7 +373,7 @@ async def test_aborted_disconnects_the_local_request(
     await asyncio.wait_for(app.waiting.wait(), 10)
     await stream.wait_for(lambda: b"first" in stream.out)
     assert stream.handler is not None
-    stream.handler.aborted(ErrorCode.CANCEL, "caller left")
+    stream.abort(ErrorCode.CANCEL, "caller left")
     await asyncio.wait_for(app.disconnected.wait(), 10)
     assert stream.closed is None and stream.reset_code is None  # nothing sent after abort
     assert records[0].error is not None and "CANCEL" in records[0].error
@@ -483,7 +483,7 @@ async def test_target_that_does_not_read_pauses_the_stream() -> None:
         assert stream.reading_paused and sent < 64 * MiB
         release.set()
         await stream.wait_for(lambda: not stream.reading_paused)
-        stream.handler.aborted(ErrorCode.CANCEL, "")
+        stream.abort(ErrorCode.CANCEL, "")
         fwd.close()
 
 
@@ -539,3 +539,19 @@ async def test_https_target_verified_with_target_ca(tmp_path: Path) -> None:
     assert untrusted.reset_code == ErrorCode.TARGET_ERROR
     insecure = await run(insecure=True)
     assert parse_response(bytes(insecure.out)).body == b"secret"
+
+
+async def test_concurrent_streams_each_get_their_own_response(
+    forwarder: HttpForwarder, records: list[ExchangeRecord]
+) -> None:
+    streams = [open_stream(forwarder.handler, sid=i) for i in range(64)]
+    for i, stream in enumerate(streams):
+        send(stream, get(f"/bytes?n={1000 + i}"))
+    await asyncio.gather(*(stream.wait() for stream in streams))
+    for i, stream in enumerate(streams):
+        assert parse_response(bytes(stream.out)).body == pattern(0, 1000 + i)
+    for i in range(64):  # a second round reuses the pooled connections
+        again = open_stream(forwarder.handler, sid=100 + i)
+        send(again, get("/bytes?n=5"))
+        await again.wait()
+    assert forwarder.connections_made == 64 and len(records) == 128
