@@ -31,6 +31,7 @@ each stream holds at most one connection), HTTP/2 to the target.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 import time
@@ -49,7 +50,9 @@ from edge_agent.errors import (
 from edge_agent.http_bytes import ResponseObserver
 from edge_agent.passthrough import Passthrough
 from edge_agent.port import ExchangeRecord, StreamHandler, StreamPort
-from edge_agent.target import CONNECT_TIMEOUT, KEEPALIVE_TIMEOUT, target_url
+from edge_agent.target import CONNECT_TIMEOUT, KEEPALIVE_TIMEOUT, POOL_LIMIT, target_url
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ExchangeRecord", "HostHeader", "HttpForwarder", "StreamHandler", "StreamPort"]
 
@@ -58,8 +61,9 @@ __all__ = ["ExchangeRecord", "HostHeader", "HttpForwarder", "StreamHandler", "St
 #: target's own ``host[:port]``. Any other string: replaced by that value.
 HostHeader = Literal["preserve", "rewrite"] | str
 
-#: Idle connections kept per forwarder; more are closed when they come back.
-MAX_IDLE: Final = 64
+#: Idle connections kept per forwarder: one per stream the relay may open at once by
+#: default; more are closed when they come back.
+MAX_IDLE: Final = POOL_LIMIT
 
 
 class HttpForwarder:
@@ -127,12 +131,18 @@ class HttpForwarder:
         task.add_done_callback(self._connecting.discard)
 
     def release(self, conn: TargetConnection) -> None:
-        """Back to the pool after a complete keep-alive exchange."""
-        if conn.lost or len(self._idle) >= MAX_IDLE:
+        """Back to the pool after a complete keep-alive exchange. The pool is a stack
+        (the most recent connection is reused first), so the oldest sit at the bottom:
+        those idle for longer than ``keepalive`` are closed here, without a timer."""
+        now = time.monotonic()
+        idle = self._idle
+        while idle and now - idle[0].idle_since >= self.keepalive:
+            idle.pop(0).transport.close()
+        if conn.lost or len(idle) >= MAX_IDLE:
             conn.transport.close()
             return
-        conn.idle_since = time.monotonic()
-        self._idle.append(conn)
+        conn.idle_since = now
+        idle.append(conn)
 
     def discard(self, conn: TargetConnection) -> None:
         """An idle connection was closed by the server."""
@@ -252,6 +262,10 @@ def _tls_context(ca_file: str | None, insecure: bool) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the target CA file {ca_file!r}: {exc}") from exc
     if insecure:
+        logger.warning(
+            "target_tls_verification_disabled",
+            extra={"warning": "--target-insecure: the target's certificate is NOT verified"},
+        )
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context

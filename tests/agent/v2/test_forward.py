@@ -505,9 +505,13 @@ async def test_host_header_modes(mode: str, expected: bytes | None) -> None:
         fwd.close()
 
 
-def test_invalid_host_header_value() -> None:
+def test_invalid_settings() -> None:
     with pytest.raises(ConfigError):
         HttpForwarder("8000", host_header="a\r\nb: c")
+    with pytest.raises(ConfigError):
+        HttpForwarder("http://127.0.0.1:8000/prefix")
+    with pytest.raises(ConfigError):
+        HttpForwarder("https://127.0.0.1:8443", ca_file="/nonexistent/ca.pem")
 
 
 async def test_https_target_verified_with_target_ca(tmp_path: Path) -> None:
@@ -555,3 +559,20 @@ async def test_concurrent_streams_each_get_their_own_response(
         send(again, get("/bytes?n=5"))
         await again.wait()
     assert forwarder.connections_made == 64 and len(records) == 128
+
+
+async def test_idle_connections_past_keepalive_are_closed() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    async with raw_server(canned(*[answer] * 3, close=False)) as server:
+        fwd = HttpForwarder(server.url, keepalive=0.05)
+        streams = [open_stream(fwd.handler) for _ in range(2)]
+        for stream in streams:
+            send(stream, get("/"))
+        await asyncio.gather(*(stream.wait() for stream in streams))
+        assert len(fwd._idle) == 2
+        await asyncio.sleep(0.1)
+        stream = open_stream(fwd.handler)  # both are stale: a new connection
+        send(stream, get("/"))
+        await stream.wait()
+        assert server.connections == 3 and len(fwd._idle) == 1  # the stale ones were closed
+        fwd.close()
