@@ -12,11 +12,12 @@ message objects, and the per-request cost is a budget (~30 us of CPU for the who
 agent process per small request). Measured with ``python -m bench.forward_cpu`` on the
 2-vCPU benchmark VM (uvloop; the target a raw keep-alive server in another process, so
 only this side's CPU counts; 5,000 small GETs through a lean fake stream; the VM is
-shared and noisy, so ranges of the quiet runs): 11-18 us of process CPU per request at
-c=1 and about 10 us at c=64, where a bare asyncio Protocol doing the same socket
-writes and reads costs 9-11 us and 6.7 us. The forwarder's own work (handler, pool,
-observe-only parse), measured without sockets, is 3.0-4.5 us per request, about 1 us
-more with an ``on_done`` record. edge_agent.http1's object path cost about 40 us.
+shared and noisy, so ranges over runs): 11-14 us of process CPU per request at c=1
+(12.6-13.3 us with an ``on_done`` record), where a bare asyncio Protocol doing the same
+socket writes and reads costs 9.0-9.3 us; at c=64 10-19 us against 6.7-11 us for the
+bare loop, depending on the machine's load. The forwarder's own work (handler, pool,
+observe-only parse), measured without sockets, is 3.0-3.5 us per request, about 1 us
+more with the record. edge_agent.http1's object path cost about 40 us.
 
 A request on a reused connection that the server closes before answering (it was
 closing the idle connection as the request went out) is sent once more on a new
