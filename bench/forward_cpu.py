@@ -25,8 +25,7 @@ from typing import cast
 
 import uvloop
 
-from edge_agent.forward import ExchangeRecord, HttpForwarder
-from edge_agent.passthrough import TargetConnection
+from edge_agent.forward import ExchangeRecord, HttpForwarder, TargetConnection
 from wire import ErrorCode
 
 REQUEST = b"GET /small HTTP/1.1\r\nHost: public.example\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"

@@ -8,9 +8,10 @@ a :class:`~edge_agent.target.LocalRequest` and return a
 into the one, and the other into response bytes.
 
 Request: parsed with httptools (method, raw target, headers as latin-1 pairs, body
-streamed as it comes). The body holds at most :data:`BODY_BUFFER` bytes the Target has
-not consumed, plus one window: past it the stream's reading pauses, and resumes as the
-Target takes chunks. A FIN (or an abort) before the body's end makes the body raise
+streamed as it comes). The body holds at most
+:data:`~edge_agent.bridge_io.BODY_BUFFER` bytes the Target has not consumed, plus one
+window: past it the stream's reading pauses, and resumes as the Target takes chunks.
+A FIN (or an abort) before the body's end makes the body raise
 :class:`~edge_agent.errors.RequestAborted`, never look complete.
 
 Response: status line, the Target's headers minus hop-by-hop ones, then the body with
@@ -30,15 +31,14 @@ returned, else the body iterator is closed and ``LocalResponse.close`` awaited.
 from __future__ import annotations
 
 import asyncio
-import http
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 import httptools
 
+from edge_agent.bridge_io import RequestBody, content_length, response_head
 from edge_agent.errors import RequestAborted, TargetError, TargetFailed
 from edge_agent.headers import strip_hop_by_hop
 from edge_agent.port import ExchangeRecord, StreamHandler, StreamPort
@@ -46,10 +46,6 @@ from edge_agent.target import EmptyBody, LocalRequest, LocalResponse, Target
 from wire import ErrorCode
 
 logger = logging.getLogger(__name__)
-
-#: Request body bytes held for a Target that has not consumed them yet; past this the
-#: stream's reading pauses (the relay stops after what its window still allows).
-BODY_BUFFER: Final = 256 * 1024
 
 #: Longest request head (line + headers) accepted. The relay limits heads already; a
 #: longer one is reset as TARGET_ERROR.
@@ -83,64 +79,6 @@ class ObjectBridge:
         await self.target.aclose()
 
 
-class _Body:
-    """The request body as an async iterator, fed by the stream (see the module docstring)."""
-
-    def __init__(self, stream: StreamPort) -> None:
-        self._stream = stream
-        self._chunks: deque[bytes] = deque()
-        self._size = 0
-        self._paused = False
-        self._ended = False
-        self._error: TargetError | None = None
-        self._ready = asyncio.Event()
-
-    def feed(self, data: bytes) -> None:
-        if self._ended or self._error is not None:
-            return
-        self._chunks.append(data)
-        self._size += len(data)
-        if self._size > BODY_BUFFER and not self._paused:
-            self._paused = True
-            self._stream.pause_reading()
-        self._ready.set()
-
-    def end(self, error: TargetError | None = None) -> None:
-        """A clean end (``error`` None), or a cut-off body (held chunks are dropped)."""
-        if self._ended or self._error is not None:
-            return
-        if error is None:
-            self._ended = True
-        else:
-            self._error = error
-            self._chunks.clear()
-            self._size = 0
-            self._resume()
-        self._ready.set()
-
-    def __aiter__(self) -> _Body:
-        return self
-
-    async def __anext__(self) -> bytes:
-        while not self._chunks:
-            if self._error is not None:
-                raise self._error
-            if self._ended:
-                raise StopAsyncIteration
-            self._ready.clear()
-            await self._ready.wait()
-        chunk = self._chunks.popleft()
-        self._size -= len(chunk)
-        if self._size <= BODY_BUFFER // 2:
-            self._resume()
-        return chunk
-
-    def _resume(self) -> None:
-        if self._paused:
-            self._paused = False
-            self._stream.resume_reading()
-
-
 class _Exchange:
     """One stream: the request parsed, the Target called, the response written."""
 
@@ -152,7 +90,7 @@ class _Exchange:
         self.headers: list[tuple[str, str]] = []
         self.head_size = 0
         self.framed = False  # Content-Length or Transfer-Encoding: the request has a body
-        self.body = _Body(stream)
+        self.body = RequestBody(stream)
         self.parsed = False  # the whole request message was read
         self.method = ""
         self.keep_alive = True
@@ -192,7 +130,7 @@ class _Exchange:
         self.over = True
         self.error = self.error or f"aborted by the relay: {code.name} {reason}".rstrip()
         self.reset = self.reset or code
-        self.body.end(RequestAborted("the request was aborted"))
+        self.body.end(RequestAborted("the request was aborted"), stream_open=False)
         if self.task is not None:
             self.task.cancel()
         else:
@@ -270,13 +208,13 @@ class _Exchange:
     async def _send_response(self, response: LocalResponse) -> None:
         self.status = response.status
         headers = strip_hop_by_hop(response.headers)
-        length = _content_length(headers)
+        length = content_length(headers)
         no_body = (
             self.method == "HEAD" or response.status < 200 or response.status in _NO_BODY_STATUS
         )
         chunked = not no_body and length is None and self.version == "1.1"
         close = not self.keep_alive or (not no_body and length is None and not chunked)
-        self._write(_head(response.status, headers, chunked, close))
+        self._write(response_head(response.status, headers, chunked, close))
         if no_body:
             self._end(close)
             return
@@ -315,7 +253,7 @@ class _Exchange:
                 extra={"stream_id": self.stream.sid, "code": code.name, "error": reason[:200]},
             )
         self.parsed = True
-        self.body.end(RequestAborted("the stream was reset"))
+        self.body.end(RequestAborted("the stream was reset"), stream_open=False)
         if self.task is None:
             self._record()
         elif self.task is not asyncio.current_task():
@@ -338,28 +276,3 @@ class _Exchange:
                     self.reset,
                 )
             )
-
-
-def _content_length(headers: list[tuple[str, str]]) -> int | None:
-    for name, value in headers:
-        if name.lower() == "content-length":
-            try:
-                return int(value.strip())
-            except ValueError:
-                raise TargetFailed(f"invalid Content-Length {value!r}") from None
-    return None
-
-
-def _head(status: int, headers: list[tuple[str, str]], chunked: bool, close: bool) -> bytes:
-    try:
-        reason = http.HTTPStatus(status).phrase
-    except ValueError:
-        reason = ""
-    lines = [f"HTTP/1.1 {status} {reason}\r\n"]
-    lines += [f"{name}: {value}\r\n" for name, value in headers]
-    if chunked:
-        lines.append("transfer-encoding: chunked\r\n")
-    if close:
-        lines.append("connection: close\r\n")
-    lines.append("\r\n")
-    return "".join(lines).encode("latin-1")

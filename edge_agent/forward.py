@@ -12,25 +12,32 @@ message objects, and the per-request cost is a budget (~30 us of CPU for the who
 agent process per small request). Measured with ``python -m bench.forward_cpu`` on the
 2-vCPU benchmark VM (uvloop; the target a raw keep-alive server in another process, so
 only this side's CPU counts; 5,000 small GETs through a lean fake stream; the VM is
-shared and noisy, so ranges of the quiet runs): 11-18 us of process CPU per request at
-c=1 and about 10 us at c=64, where a bare asyncio Protocol doing the same socket
-writes and reads costs 9-11 us and 6.7 us. The forwarder's own work (handler, pool,
-observe-only parse), measured without sockets, is 3.0-4.5 us per request, about 1 us
-more with an ``on_done`` record. edge_agent.http1's object path cost about 40 us.
+shared and noisy, so ranges over runs): 11-14 us of process CPU per request at c=1
+(12.6-13.3 us with an ``on_done`` record), where a bare asyncio Protocol doing the same
+socket writes and reads costs 9.0-9.3 us; at c=64 10-19 us against 6.7-11 us for the
+bare loop, depending on the machine's load. The forwarder's own work (handler, pool,
+observe-only parse), measured without sockets, is 3.0-3.5 us per request, about 1 us
+more with the record. edge_agent.http1's object path cost about 40 us.
+
+A request on a reused connection that the server closes before answering (it was
+closing the idle connection as the request went out) is sent once more on a new
+connection when its method is idempotent and it fits in
+:data:`~edge_agent.passthrough.MAX_REPLAY`; ``keepalive`` below the server's idle
+timeout makes that rare.
 
 Not done here: a cap on connections in use (the relay caps streams per agent, and
-each stream holds at most one connection), retrying a request whose pooled connection
-the server closed at that very moment (``keepalive`` is kept below common server idle
-timeouts instead), HTTP/2 to the target.
+each stream holds at most one connection), HTTP/2 to the target.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 from yarl import URL
 
@@ -41,9 +48,12 @@ from edge_agent.errors import (
     TargetTimeout,
     TargetUnreachable,
 )
-from edge_agent.passthrough import Passthrough, TargetConnection
+from edge_agent.http_bytes import ResponseObserver
+from edge_agent.passthrough import Passthrough
 from edge_agent.port import ExchangeRecord, StreamHandler, StreamPort
-from edge_agent.target import CONNECT_TIMEOUT, KEEPALIVE_TIMEOUT, target_url
+from edge_agent.target import CONNECT_TIMEOUT, KEEPALIVE_TIMEOUT, POOL_LIMIT, target_url
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ExchangeRecord", "HostHeader", "HttpForwarder", "StreamHandler", "StreamPort"]
 
@@ -52,8 +62,9 @@ __all__ = ["ExchangeRecord", "HostHeader", "HttpForwarder", "StreamHandler", "St
 #: target's own ``host[:port]``. Any other string: replaced by that value.
 HostHeader = Literal["preserve", "rewrite"] | str
 
-#: Idle connections kept per forwarder; more are closed when they come back.
-MAX_IDLE: Final = 64
+#: Idle connections kept per forwarder: one per stream the relay may open at once by
+#: default; more are closed when they come back.
+MAX_IDLE: Final = POOL_LIMIT
 
 
 class HttpForwarder:
@@ -108,21 +119,31 @@ class HttpForwarder:
         exchange = Passthrough(self, stream, self.on_done)
         conn = self._take()
         if conn is not None:
-            exchange.attach(conn)
+            exchange.attach(conn, reused=True)
         else:
             exchange.update_reading()
-            task = asyncio.get_running_loop().create_task(self._connect(exchange))
-            self._connecting.add(task)
-            task.add_done_callback(self._connecting.discard)
+            self.connect(exchange)
         return exchange
 
+    def connect(self, exchange: Passthrough) -> None:
+        """Make a new connection for ``exchange`` in a task (``attach`` or ``connect_failed``)."""
+        task = asyncio.get_running_loop().create_task(self._connect(exchange))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
     def release(self, conn: TargetConnection) -> None:
-        """Back to the pool after a complete keep-alive exchange."""
-        if conn.lost or len(self._idle) >= MAX_IDLE:
+        """Back to the pool after a complete keep-alive exchange. The pool is a stack
+        (the most recent connection is reused first), so the oldest sit at the bottom:
+        those idle for longer than ``keepalive`` are closed here, without a timer."""
+        now = time.monotonic()
+        idle = self._idle
+        while idle and now - idle[0].idle_since >= self.keepalive:
+            idle.pop(0).transport.close()
+        if conn.lost or len(idle) >= MAX_IDLE:
             conn.transport.close()
             return
-        conn.idle_since = time.monotonic()
-        self._idle.append(conn)
+        conn.idle_since = now
+        idle.append(conn)
 
     def discard(self, conn: TargetConnection) -> None:
         """An idle connection was closed by the server."""
@@ -158,7 +179,7 @@ class HttpForwarder:
         except asyncio.CancelledError:
             exchange.connect_failed(TargetFailed("the forwarder was closed"))
             raise
-        exchange.attach(conn)
+        exchange.attach(conn, reused=False)
 
     async def _open(self) -> TargetConnection:
         loop = asyncio.get_running_loop()
@@ -177,12 +198,79 @@ class HttpForwarder:
         return conn
 
 
+class TargetConnection(asyncio.Protocol):
+    """One connection to the target; serves one :class:`Passthrough` at a time."""
+
+    def __init__(self, forwarder: HttpForwarder) -> None:
+        self.forwarder = forwarder
+        self.transport: asyncio.Transport = cast(asyncio.Transport, None)
+        self.exchange: Passthrough | None = None
+        self.observer = ResponseObserver()
+        self.lost = False
+        self.write_paused = False
+        self.idle_since = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            self.abort()  # bytes on an idle connection: it is out of step, never reuse it
+        else:
+            exchange.response_data(data)
+
+    def eof_received(self) -> bool | None:
+        exchange = self.exchange
+        return exchange.response_eof() if exchange is not None else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.connection_lost(self, exc)
+        else:
+            self.forwarder.discard(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.exchange is not None:
+            self.exchange.update_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.exchange is not None:
+            self.exchange.update_reading()
+
+    def send(self, data: bytes) -> None:
+        """Write toward the target; a transport that is already failing is aborted (the
+        exchange learns it from ``connection_lost``), never raised into the runtime."""
+        if self.lost:
+            return
+        try:
+            self.transport.write(data)
+        except (RuntimeError, OSError):
+            self.abort()
+
+    def abort(self) -> None:
+        self.lost = True
+        self.transport.abort()
+
+
 def _tls_context(ca_file: str | None, insecure: bool) -> ssl.SSLContext:
     try:
         context = ssl.create_default_context(cafile=ca_file)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the target CA file {ca_file!r}: {exc}") from exc
     if insecure:
+        logger.warning(
+            "target_tls_verification_disabled",
+            extra={"warning": "--target-insecure: the target's certificate is NOT verified"},
+        )
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context

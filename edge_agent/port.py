@@ -57,7 +57,8 @@ class ExchangeRecord:
     none arrived); ``status`` is the final response status (101 for an upgrade), None if
     no final head arrived; ``bytes_in``/``bytes_out`` count raw bytes (heads included) in
     each direction; ``error`` is None for a clean end, else why the stream was reset or
-    aborted.
+    aborted. The callback runs synchronously inside the handler (often from the
+    session's reader): it must be cheap and must not raise.
     """
 
     sid: int

@@ -21,12 +21,12 @@ import aiohttp
 import pytest
 
 import wire
-from tunnel.link import WRITE_HIGH as LINK_HIGH
-from tunnel.stream import WRITE_HIGH as STREAM_HIGH
 from tests.e2e.client import session
 from tests.e2e.conftest import Tunnel, open_tunnel
 from tests.e2e.origin import Origin, pattern
 from tests.e2e.procs import PeakRss, Procs
+from tunnel.link import WRITE_HIGH as LINK_HIGH
+from tunnel.stream import WRITE_HIGH as STREAM_HIGH
 
 GIB = 1024**3
 MIB = 1024**2

@@ -37,10 +37,12 @@ class FakeStream:
         self.reading_paused = False
         self.pauses = 0
         self.writing_paused = False
+        self.aborted = False  # the runtime called handler.aborted(): the stream is gone
         self.finished = asyncio.Event()  # ended or reset
         self.changed = asyncio.Event()
 
     def write(self, data: bytes) -> None:
+        assert not self.aborted, "write after abort"
         assert self.closed is None and self.reset_code is None, "write after end/reset"
         assert isinstance(data, bytes)
         self.out += data
@@ -55,12 +57,14 @@ class FakeStream:
         self.changed.set()
 
     def end(self, close: bool = False) -> None:
+        assert not self.aborted, "end after abort"
         assert self.closed is None and self.reset_code is None, "end twice"
         self.closed = close
         self.finished.set()
         self.changed.set()
 
     def reset(self, code: ErrorCode, reason: str = "", after_queued: bool = False) -> None:
+        assert not self.aborted, "reset after abort"
         assert self.closed is None and self.reset_code is None, "reset after end"
         self.reset_code = code
         self.reset_reason = reason
@@ -68,15 +72,23 @@ class FakeStream:
         self.changed.set()
 
     def pause_reading(self) -> None:
+        assert not self.aborted and self.reset_code is None, "pause after the stream closed"
         assert not self.reading_paused
         self.reading_paused = True
         self.pauses += 1
         self.changed.set()
 
     def resume_reading(self) -> None:
+        assert not self.aborted and self.reset_code is None, "resume after the stream closed"
         assert self.reading_paused
         self.reading_paused = False
         self.changed.set()
+
+    def abort(self, code: ErrorCode = ErrorCode.CANCEL, reason: str = "") -> None:
+        """The relay reset the stream (or the session was lost)."""
+        self.aborted = True
+        assert self.handler is not None
+        self.handler.aborted(code, reason)
 
     def drain(self) -> None:
         """The relay took every buffered byte."""

@@ -143,7 +143,7 @@ async def test_aborted_cancels_the_app(bridge: ObjectBridge, app: V2Origin) -> N
     send(stream, request("GET", "/wait"))
     await asyncio.wait_for(app.waiting.wait(), 10)
     assert stream.handler is not None
-    stream.handler.aborted(ErrorCode.CANCEL, "caller left")
+    stream.abort(ErrorCode.CANCEL, "caller left")
     await asyncio.wait_for(app.disconnected.wait(), 10)
     assert stream.closed is None and stream.reset_code is None
 
@@ -189,21 +189,25 @@ async def test_errors_map_to_reset_codes(
     assert records[0].error is not None
 
 
-async def test_short_body_for_its_content_length_is_target_error() -> None:
-    class Short:
+@pytest.mark.parametrize(
+    "headers", [[("Content-Length", "10")], [("X-Evil", "a\r\nSet-Cookie: b=c")]]
+)
+async def test_bad_responses_are_target_errors(headers: list[tuple[str, str]]) -> None:
+    class Bad:
         async def handle(self, request: LocalRequest) -> LocalResponse:
             async def body() -> AsyncIterator[bytes]:
                 yield b"abc"
 
-            return LocalResponse(200, [("Content-Length", "10")], body())
+            return LocalResponse(200, headers, body())
 
         async def aclose(self) -> None:
             pass
 
-    stream = open_stream(ObjectBridge(Short()).handler)
+    stream = open_stream(ObjectBridge(Bad()).handler)
     send(stream, request("GET", "/"))
     await stream.wait()
     assert stream.reset_code == ErrorCode.TARGET_ERROR
+    assert b"Set-Cookie" not in stream.out
 
 
 async def test_fin_before_the_body_end_aborts_the_body() -> None:
@@ -266,3 +270,30 @@ async def test_dedup_wrapper_answers_a_resend_from_its_cache() -> None:
         answers.append(parse_response(bytes(stream.out)).body)
     assert answers == [b'{"ok":1}'] * 2 and calls == ["m-1"]
     await bridge.aclose()
+
+
+async def test_abort_while_the_body_is_held_cancels_the_target() -> None:
+    cancelled = asyncio.Event()
+
+    class Stuck:
+        async def handle(self, request: LocalRequest) -> LocalResponse:
+            try:
+                await asyncio.Event().wait()  # never reads the body
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            raise AssertionError("unreachable")
+
+        async def aclose(self) -> None:
+            pass
+
+    stream = open_stream(ObjectBridge(Stuck()).handler)
+    send(stream, request("POST", "/", f"Content-Length: {MiB}"), end=False)
+    chunk = b"x" * 65536
+    while not stream.reading_paused:
+        send(stream, chunk, end=False)
+    await asyncio.sleep(0)
+    stream.abort()  # FakeStream asserts nothing touches the stream after this
+    await asyncio.wait_for(cancelled.wait(), 5)
+    await asyncio.sleep(0.01)
+    assert stream.reset_code is None and stream.closed is None

@@ -23,6 +23,7 @@ from tests.agent.v2.apps import V2Origin, pattern
 from tests.agent.v2.support import (
     FakeStream,
     RawServer,
+    Script,
     canned,
     open_stream,
     parse_response,
@@ -252,6 +253,44 @@ async def test_unfinished_request_is_not_pooled() -> None:
         fwd.close()
 
 
+def closes_idle_connections() -> Script:
+    """The first connection answers once, then closes as the next request arrives
+    (a server timing out an idle keep-alive connection); later ones answer normally."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    async def script(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: RawServer
+    ) -> None:
+        first = state.connections == 1
+        await read_head(reader, state)
+        writer.write(answer)
+        if first:
+            await reader.readuntil(b"\r\n\r\n")
+            return  # closed without a byte of answer
+        await reader.read()
+
+    return script
+
+
+@pytest.mark.parametrize(("method", "replayed"), [("GET", True), ("POST", False)])
+async def test_reused_connection_closed_by_the_server(method: str, replayed: bool) -> None:
+    async with raw_server(closes_idle_connections()) as server:
+        fwd = HttpForwarder(server.url)
+        stream = open_stream(fwd.handler)
+        send(stream, get("/"))
+        await stream.wait()
+        stream = open_stream(fwd.handler)
+        head = f"{method} /again HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode()
+        send(stream, head)
+        await stream.wait()
+        if replayed:
+            assert parse_response(bytes(stream.out)).body == b"ok"
+            assert server.connections == 2 and server.requests[-1] == head
+        else:
+            assert stream.reset_code == ErrorCode.TARGET_ERROR and not stream.out
+        fwd.close()
+
+
 async def test_target_down_is_connect_error(records: list[ExchangeRecord]) -> None:
     fwd = HttpForwarder(f"127.0.0.1:{free_port()}", on_done=records.append)
     stream = open_stream(fwd.handler)
@@ -309,6 +348,23 @@ async def test_invalid_response_is_target_error() -> None:
         assert stream.reset_code == ErrorCode.TARGET_ERROR
 
 
+async def test_aborted_while_connecting_keeps_the_new_connection() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    async with raw_server(canned(answer, close=False)) as server:
+        fwd = HttpForwarder(server.url)
+        stream = open_stream(fwd.handler)
+        assert stream.handler is not None
+        stream.handler.data(get("/"))
+        stream.abort(ErrorCode.CANCEL, "")
+        await asyncio.sleep(0.1)
+        assert len(fwd._idle) == 1 and not server.requests  # nothing was sent on it
+        stream = open_stream(fwd.handler)
+        send(stream, get("/"))
+        await stream.wait()
+        assert bytes(stream.out) == answer and server.connections == 1
+        fwd.close()
+
+
 async def test_aborted_disconnects_the_local_request(
     forwarder: HttpForwarder, app: V2Origin, records: list[ExchangeRecord]
 ) -> None:
@@ -317,7 +373,7 @@ async def test_aborted_disconnects_the_local_request(
     await asyncio.wait_for(app.waiting.wait(), 10)
     await stream.wait_for(lambda: b"first" in stream.out)
     assert stream.handler is not None
-    stream.handler.aborted(ErrorCode.CANCEL, "caller left")
+    stream.abort(ErrorCode.CANCEL, "caller left")
     await asyncio.wait_for(app.disconnected.wait(), 10)
     assert stream.closed is None and stream.reset_code is None  # nothing sent after abort
     assert records[0].error is not None and "CANCEL" in records[0].error
@@ -357,6 +413,33 @@ async def test_upgrade_becomes_a_raw_pipe_to_a_websocket_server() -> None:
         assert stream.closed is False and stream.reset_code is None
         assert stream.handler is not None
         stream.handler.end(False)  # the relay's half ends too
+        fwd.close()
+
+
+async def test_upgrade_pipe_half_closes_each_direction() -> None:
+    """The relay's FIN becomes the target's EOF; the target still answers after it, and
+    its own EOF ends the stream."""
+
+    async def upgrade(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: RawServer
+    ) -> None:
+        await read_head(reader, state)
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: raw\r\nConnection: Upgrade\r\n\r\n"
+        )
+        received = await reader.read()  # until the agent's half-close
+        writer.write(b"got " + received)
+        writer.write_eof()
+
+    async with raw_server(upgrade) as server:
+        fwd = HttpForwarder(server.url)
+        stream = open_stream(fwd.handler)
+        send(stream, get("/", "Upgrade: raw", "Connection: Upgrade"), end=False)
+        await stream.wait_for(lambda: b"\r\n\r\n" in stream.out)
+        send(stream, b"ping ", b"pong")  # then the relay's FIN
+        await stream.wait()
+        assert bytes(stream.out).endswith(b"\r\n\r\ngot ping pong")
+        assert stream.closed is False and stream.reset_code is None
         fwd.close()
 
 
@@ -400,7 +483,7 @@ async def test_target_that_does_not_read_pauses_the_stream() -> None:
         assert stream.reading_paused and sent < 64 * MiB
         release.set()
         await stream.wait_for(lambda: not stream.reading_paused)
-        stream.handler.aborted(ErrorCode.CANCEL, "")
+        stream.abort(ErrorCode.CANCEL, "")
         fwd.close()
 
 
@@ -422,9 +505,13 @@ async def test_host_header_modes(mode: str, expected: bytes | None) -> None:
         fwd.close()
 
 
-def test_invalid_host_header_value() -> None:
+def test_invalid_settings() -> None:
     with pytest.raises(ConfigError):
         HttpForwarder("8000", host_header="a\r\nb: c")
+    with pytest.raises(ConfigError):
+        HttpForwarder("http://127.0.0.1:8000/prefix")
+    with pytest.raises(ConfigError):
+        HttpForwarder("https://127.0.0.1:8443", ca_file="/nonexistent/ca.pem")
 
 
 async def test_https_target_verified_with_target_ca(tmp_path: Path) -> None:
@@ -456,3 +543,36 @@ async def test_https_target_verified_with_target_ca(tmp_path: Path) -> None:
     assert untrusted.reset_code == ErrorCode.TARGET_ERROR
     insecure = await run(insecure=True)
     assert parse_response(bytes(insecure.out)).body == b"secret"
+
+
+async def test_concurrent_streams_each_get_their_own_response(
+    forwarder: HttpForwarder, records: list[ExchangeRecord]
+) -> None:
+    streams = [open_stream(forwarder.handler, sid=i) for i in range(64)]
+    for i, stream in enumerate(streams):
+        send(stream, get(f"/bytes?n={1000 + i}"))
+    await asyncio.gather(*(stream.wait() for stream in streams))
+    for i, stream in enumerate(streams):
+        assert parse_response(bytes(stream.out)).body == pattern(0, 1000 + i)
+    for i in range(64):  # a second round reuses the pooled connections
+        again = open_stream(forwarder.handler, sid=100 + i)
+        send(again, get("/bytes?n=5"))
+        await again.wait()
+    assert forwarder.connections_made == 64 and len(records) == 128
+
+
+async def test_idle_connections_past_keepalive_are_closed() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    async with raw_server(canned(*[answer] * 3, close=False)) as server:
+        fwd = HttpForwarder(server.url, keepalive=0.05)
+        streams = [open_stream(fwd.handler) for _ in range(2)]
+        for stream in streams:
+            send(stream, get("/"))
+        await asyncio.gather(*(stream.wait() for stream in streams))
+        assert len(fwd._idle) == 2
+        await asyncio.sleep(0.1)
+        stream = open_stream(fwd.handler)  # both are stale: a new connection
+        send(stream, get("/"))
+        await stream.wait()
+        assert server.connections == 3 and len(fwd._idle) == 1  # the stale ones were closed
+        fwd.close()
