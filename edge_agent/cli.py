@@ -243,14 +243,17 @@ class RequestLines:
             part
             for part in (
                 str(record.status) if record.status is not None else "",
-                record.error or "",
+                record.reset.name if record.reset is not None else "",
             )
             if part
         )
         target = _printable(record.target)
-        click.echo(
+        line = (
             f"{record.method} {target} {outcome} {record.duration_ms:.0f} ms {record.bytes_out} B"
         )
+        if record.error:  # why, on the same line: "TARGET_ERROR 65 ms" alone says nothing
+            line += f" ({_printable(record.error)[:200]})"
+        click.echo(line)
 
 
 def _printable(text: str) -> str:

@@ -20,7 +20,7 @@ from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
 import wire
-from tunnel.link import WsLink, set_nodelay
+from tunnel.link import WS_LOGGER, WsLink, set_nodelay
 
 #: Largest handshake answer read before giving up (a relay's JSON error is ~200 bytes).
 MAX_HANDSHAKE_RESPONSE: Final = 64 * 1024
@@ -105,6 +105,7 @@ async def connect_link(
         subprotocols=[Subprotocol(p) for p in subprotocols] or None,
         extensions=None,  # no permessage-deflate
         max_size=wire.MAX_FRAME_SIZE,
+        logger=WS_LOGGER,
     )
     loop = asyncio.get_running_loop()
     context = ssl_context if parsed.secure else None

@@ -39,6 +39,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
+class _RedactAuthorization(logging.Filter):
+    """websockets logs handshake headers at DEBUG; never let a token through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 2 and str(args[0]).lower() == "authorization":
+            record.args = (args[0], "[redacted]")
+        return True
+
+
+#: The logger given to websockets' protocol objects (handshakes, closes) on both ends.
+WS_LOGGER: Final = logging.getLogger("tunnel.websocket")
+WS_LOGGER.addFilter(_RedactAuthorization())
+
 #: Bytes buffered in the transport above which the session frames nothing more, and
 #: below which it resumes. Small, so a request head queued behind a download waits for
 #: at most this much socket time.

@@ -14,7 +14,7 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 import wire
-from tunnel.link import WsLink
+from tunnel.link import WS_LOGGER, WsLink
 
 
 def offered_subprotocols(request: Request) -> list[str]:
@@ -31,6 +31,7 @@ def read_upgrade(raw_head: bytes) -> tuple[ServerProtocol, Request | None]:
         subprotocols=[Subprotocol(wire.SUBPROTOCOL)],
         extensions=None,  # no permessage-deflate
         max_size=wire.MAX_FRAME_SIZE,
+        logger=WS_LOGGER,
     )
     ws.receive_data(raw_head)
     events = ws.events_received()

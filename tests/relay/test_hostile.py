@@ -11,7 +11,6 @@ import pytest
 
 import tunnel
 import wire
-from relay import logs
 from tests.relay.attacks import (
     BAD_RESPONSES,
     Attack,
@@ -24,6 +23,7 @@ from tests.relay.attacks import (
 from tests.relay.conftest import RelayFactory, RunningRelay
 from tests.relay.fake_agent import FakeAgent, FakeRequest
 from tests.relay.rawhttp import error_code, exchange, status_of
+from tunnel import logs
 from wire import ErrorCode, FrameType
 
 # (attack, needs a request first, expected GOAWAY code)

@@ -153,12 +153,9 @@ def _relay_state(tmp_path: Path, names: list[str]) -> tuple[RelayState, dict[str
     return state, tokens
 
 
-def _agent_scope(token: str) -> dict[str, object]:
-    return {
-        "headers": [(b"authorization", f"Bearer {token}".encode())],
-        "query_string": b"",
-        "subprotocols": [wire.SUBPROTOCOL],
-    }
+def _authorize(token: str, state: RelayState) -> relay.agents.Claim:
+    authorization = [f"Bearer {token}".encode()]
+    return relay.agents.authorize(state, "", authorization, [wire.SUBPROTOCOL])
 
 
 def test_agent_tokens_are_checked_with_compare_digest_against_every_record(
@@ -171,13 +168,13 @@ def test_agent_tokens_are_checked_with_compare_digest_against_every_record(
         spy.calls = 0
         state.store.authenticate(presented)
         assert spy.calls == 4  # every record, whichever matches: no early exit
-    assert relay.agents.authorize(_agent_scope(tokens["two"]), state).name == "two"
+    assert _authorize(tokens["two"], state).name == "two"
 
     monkeypatch.setattr(hmac, "compare_digest", Spy(answer=False))
     with pytest.raises(AgentUnauthorized):
-        relay.agents.authorize(_agent_scope(tokens["two"]), state)
+        _authorize(tokens["two"], state)
     monkeypatch.setattr(hmac, "compare_digest", Spy(answer=True))
-    assert relay.agents.authorize(_agent_scope("mer_anything"), state).name is not None
+    assert _authorize("mer_anything", state).name is not None
 
 
 def test_caller_credentials_are_checked_with_compare_digest(
@@ -187,16 +184,16 @@ def test_caller_credentials_are_checked_with_compare_digest(
         wire.CallerCredential("bearer", hashlib.sha256(b"s3cret").hexdigest()),
         wire.CallerCredential("basic", hashlib.sha256(b"u:p").hexdigest()),
     )
-    scope = {"headers": [(b"authorization", b"Bearer s3cret")]}
+    headers = [(b"authorization", b"Bearer s3cret")]
     spy = Spy()
     monkeypatch.setattr(hmac, "compare_digest", spy)
-    relay.headers.check_caller(scope, creds, "t")
+    relay.headers.check_caller(headers, creds, "t")
     assert spy.calls == 1  # the bearer digest; schemes are public, not compared in secret
     monkeypatch.setattr(hmac, "compare_digest", Spy(answer=False))
     with pytest.raises(CallerUnauthorized):
-        relay.headers.check_caller(scope, creds, "t")
+        relay.headers.check_caller(headers, creds, "t")
     monkeypatch.setattr(hmac, "compare_digest", Spy(answer=True))
-    relay.headers.check_caller({"headers": [(b"authorization", b"Bearer nope")]}, creds, "t")
+    relay.headers.check_caller([(b"authorization", b"Bearer nope")], creds, "t")
 
 
 def test_the_agents_inbound_secret_is_checked_with_compare_digest(
