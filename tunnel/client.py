@@ -126,6 +126,7 @@ async def connect_link(
         if response.status_code != 101:
             raise HandshakeRefused(response)
         raise HandshakeFailed(str(ws.handshake_exc or "upgrade failed"))
-    link = WsLink(ws, ping_interval=ping_interval, ping_timeout=ping_timeout)
-    link.adopt(transport, frames=cast(list[Frame], events[1:]))
+    link = WsLink(True, ping_interval=ping_interval, ping_timeout=ping_timeout)
+    frames = cast(list[Frame], events[1:])
+    link.adopt(transport, messages=[(f.opcode.value, bytes(f.data)) for f in frames])
     return link, response

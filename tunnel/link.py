@@ -1,14 +1,15 @@
-"""The WebSocket under a tunnel session: an ``asyncio.Protocol`` over websockets' sans-I/O
-``Protocol`` (the same library on both ends; its framing, its close handshake).
+"""The WebSocket under a tunnel session: an ``asyncio.Protocol`` that frames messages
+with :mod:`tunnel.wsframe` once the handshake (websockets' protocol objects, see
+:mod:`tunnel.client` and :mod:`tunnel.server`) is done.
 
-Settings written on purpose (the library's defaults are wrong for a tunnel):
+Settings written on purpose (the library defaults are wrong for a tunnel):
 
-* ``max_size`` = :data:`wire.MAX_FRAME_SIZE`: one frame is one message, never larger
+* largest message = :data:`wire.MAX_FRAME_SIZE`: one frame is one message, never larger
   (websockets' default is 1 MiB);
 * no extensions offered or accepted: permessage-deflate costs 10-20x in throughput on
   bodies that are mostly compressed already;
-* keepalive: a ping every ``ping_interval`` seconds; no pong (nor any other byte)
-  within ``ping_timeout`` closes the link (a dead NAT mapping is found this way).
+* keepalive: a ping every ``ping_interval`` seconds; no byte at all (pong included)
+  within ``ping_timeout`` after it closes the link (a dead NAT mapping is found so).
 
 Writes: each :meth:`WsLink.send` is one ``transport.write`` of the joined frames (on
 an SSL transport ``writelines`` cost ten times more CPU than one joined buffer). The
@@ -18,6 +19,9 @@ frames no more than the room under the high mark (:meth:`WsLink.budget`).
 Reads: at most :data:`MAX_MESSAGES_PER_TURN` messages are processed per loop turn;
 the rest wait (the socket is paused) until the next turn, so one peer that floods small
 frames cannot monopolise the event loop that every other tunnel shares.
+
+Closing: the RFC 6455 handshake (a close frame each way, the server closes TCP first),
+cut short after :data:`CLOSE_TIMEOUT` seconds.
 """
 
 from __future__ import annotations
@@ -28,11 +32,8 @@ import logging
 import socket
 from typing import TYPE_CHECKING, Final, cast
 
-from websockets.frames import Frame, Opcode
-from websockets.protocol import Protocol as WsProtocol
-from websockets.protocol import State as WsState
-
 import wire
+from tunnel import wsframe
 
 if TYPE_CHECKING:
     from tunnel.session import Session
@@ -50,7 +51,7 @@ class _RedactAuthorization(logging.Filter):
         return True
 
 
-#: The logger given to websockets' protocol objects (handshakes, closes) on both ends.
+#: The logger given to websockets' protocol objects (handshakes) on both ends.
 WS_LOGGER: Final = logging.getLogger("tunnel.websocket")
 WS_LOGGER.addFilter(_RedactAuthorization())
 
@@ -77,27 +78,31 @@ class WsLink(asyncio.Protocol):
     """An open WebSocket carrying one tunnel session.
 
     Args:
-        ws: websockets' protocol object, in state OPEN (the handshake is done).
+        client: this side opened the WebSocket (it masks what it sends).
         ping_interval: seconds between keepalive pings (None: no pings).
         ping_timeout: seconds without any received byte after a ping before closing.
     """
 
     def __init__(
         self,
-        ws: WsProtocol,
+        client: bool,
         *,
         ping_interval: float | None = 20.0,
         ping_timeout: float | None = 20.0,
     ) -> None:
-        self.ws = ws
+        self.client = client
         self.session: Session | None = None
         self.transport: asyncio.Transport | None = None
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        self.close_code: int | None = None  # the code of the peer's close frame
         self.closed = asyncio.get_running_loop().create_future()
         self._loop = asyncio.get_running_loop()
-        self._pending: collections.deque[Frame] = collections.deque()
+        self._masks = wsframe.Masks() if client else None
+        self._parser = wsframe.Parser(wire.MAX_FRAME_SIZE, masked=not client)
+        self._pending: collections.deque[tuple[int, bytes]] = collections.deque()
         self._paused_reading = False
+        self._close_sent = False
         self._ping_handle: asyncio.TimerHandle | None = None
         self._pong_deadline: asyncio.TimerHandle | None = None
         self._close_handle: asyncio.TimerHandle | None = None
@@ -113,15 +118,18 @@ class WsLink(asyncio.Protocol):
             self._process()
 
     def adopt(
-        self, transport: asyncio.BaseTransport, rest: bytes = b"", frames: list[Frame] | None = None
+        self,
+        transport: asyncio.BaseTransport,
+        rest: bytes = b"",
+        messages: list[tuple[int, bytes]] | None = None,
     ) -> None:
         """Take over ``transport`` after a handshake read by someone else: ``rest`` is
-        what that reader received past the handshake, ``frames`` what ``ws`` already
+        what that reader received past the handshake, ``messages`` what it already
         parsed past it."""
         transport.set_protocol(self)
         self.connection_made(transport)
-        if frames:
-            self._pending.extend(frames)
+        if messages:
+            self._pending.extend(messages)
             self._process()
         if rest:
             self.data_received(rest)
@@ -137,15 +145,19 @@ class WsLink(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._received += len(data)
-        self.ws.receive_data(data)
-        self._pending.extend(cast(list[Frame], self.ws.events_received()))
+        try:
+            self._pending.extend(self._parser.feed(data))
+        except wsframe.WsError as exc:
+            log.info("tunnel_websocket_error", extra={"code": exc.code, "detail": exc.reason})
+            self._pending.clear()
+            self.close(exc.code, exc.reason)
+            if self.transport is not None:
+                self.transport.pause_reading()
+            return
         self._process()
 
     def eof_received(self) -> bool | None:
-        self.ws.receive_eof()
-        self._pending.extend(cast(list[Frame], self.ws.events_received()))
-        self._process()
-        return None
+        return None  # close the transport: connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
         for handle in (self._ping_handle, self._pong_deadline, self._close_handle):
@@ -166,22 +178,35 @@ class WsLink(asyncio.Protocol):
     # -- the session's side ---------------------------------------------------------------
 
     def send(self, messages: list[bytes]) -> None:
-        ws = self.ws
-        if ws.state is not WsState.OPEN or self.transport is None:
+        transport = self.transport
+        if self._close_sent or transport is None or transport.is_closing():
             return
-        for message in messages:
-            ws.send_binary(message)
-        self._write()
+        masks = self._masks
+        if len(messages) == 1:
+            transport.write(wsframe.encode(wsframe.OP_BINARY, messages[0], masks))
+        else:
+            op = wsframe.OP_BINARY
+            transport.write(b"".join([wsframe.encode(op, m, masks) for m in messages]))
+
+    def send_text(self, text: bytes) -> None:
+        """A text message (tests of a peer that breaks the protocol)."""
+        self._control(wsframe.OP_TEXT, text)
+
+    def send_raw(self, data: bytes) -> None:
+        """Bytes as they are (tests of a peer that breaks the protocol)."""
+        if self.transport is not None:
+            self.transport.write(data)
 
     def budget(self) -> int:
-        if self.transport is None or self.transport.is_closing():
+        if self._close_sent or self.transport is None or self.transport.is_closing():
             return 0
         return WRITE_HIGH - self.transport.get_write_buffer_size()
 
     def close(self, code: int, reason: str) -> None:
-        if self.ws.state is WsState.OPEN:
-            self.ws.send_close(code, reason)
-            self._write()
+        """Send a close frame (once); the connection ends when the peer answers."""
+        if not self._close_sent:
+            self._control(wsframe.OP_CLOSE, wsframe.close_payload(code, reason))
+            self._close_sent = True
         if self._close_handle is None and self.transport is not None:
             self._close_handle = self._loop.call_later(CLOSE_TIMEOUT, self.abort)
 
@@ -198,19 +223,34 @@ class WsLink(asyncio.Protocol):
             return  # kept until attach()
         count = 0
         while pending and count < MAX_MESSAGES_PER_TURN:
-            frame = pending.popleft()
+            opcode, payload = pending.popleft()
             count += 1
-            if frame.opcode is Opcode.BINARY:
-                session.receive(bytes(frame.data))
-            elif frame.opcode is Opcode.TEXT:
-                session.fail(wire.ErrorCode.PROTOCOL_ERROR, "text message on the tunnel")
+            if opcode == wsframe.OP_BINARY:
+                session.receive(payload)
+            else:
+                self._other(opcode, payload, session)
         if pending and not self._paused_reading and self.transport is not None:
             self._paused_reading = True
             self.transport.pause_reading()
             self._loop.call_soon(self._resume)
-        self._write()  # pongs and the closing handshake
-        if self.ws.state is WsState.CLOSED and self.transport is not None:
-            self.transport.close()
+
+    def _other(self, opcode: int, payload: bytes, session: Session) -> None:
+        if opcode == wsframe.OP_PING:
+            self._control(wsframe.OP_PONG, payload)
+        elif opcode == wsframe.OP_CLOSE:
+            self._peer_closed(payload)
+        elif opcode == wsframe.OP_TEXT:
+            session.fail(wire.ErrorCode.PROTOCOL_ERROR, "text message on the tunnel")
+
+    def _peer_closed(self, payload: bytes) -> None:
+        self.close_code, _reason = wsframe.parse_close(payload)
+        self._pending.clear()
+        if not self._close_sent:
+            code = self.close_code if self.close_code != 1005 else 1000
+            self.close(code, "")
+        transport = self.transport
+        if transport is not None and not self.client:
+            transport.close()  # the server closes TCP first (RFC 6455 section 7.1.1)
 
     def _resume(self) -> None:
         self._paused_reading = False
@@ -219,26 +259,20 @@ class WsLink(asyncio.Protocol):
         if not self._paused_reading and self.transport is not None:
             self.transport.resume_reading()
 
-    def _write(self) -> None:
-        out = self.ws.data_to_send()
+    def _control(self, opcode: int, payload: bytes) -> None:
         transport = self.transport
-        if not out or transport is None or transport.is_closing():
+        if self._close_sent or transport is None or transport.is_closing():
             return
-        data = out[0] if len(out) == 1 else b"".join(out)
-        if data:
-            transport.write(data)
-        if not out[-1] and transport.can_write_eof():  # b"": websockets' end of stream
-            transport.write_eof()
+        transport.write(wsframe.encode(opcode, payload, self._masks))
 
     def _arm_ping(self) -> None:
         if self.ping_interval:
             self._ping_handle = self._loop.call_later(self.ping_interval, self._ping)
 
     def _ping(self) -> None:
-        if self.ws.state is not WsState.OPEN:
+        if self._close_sent:
             return
-        self.ws.send_ping(b"")
-        self._write()
+        self._control(wsframe.OP_PING, b"")
         if self.ping_timeout:
             seen = self._received
             self._pong_deadline = self._loop.call_later(self.ping_timeout, self._check, seen)

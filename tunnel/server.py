@@ -57,6 +57,6 @@ def accept(
     if response.status_code != 101:
         transport.close()
         return None
-    link = WsLink(ws, ping_interval=ping_interval, ping_timeout=ping_timeout)
+    link = WsLink(False, ping_interval=ping_interval, ping_timeout=ping_timeout)
     link.adopt(transport, rest)
     return link

@@ -255,12 +255,10 @@ class FakeAgent:
     def send_raw(self, message: bytes) -> None:
         """Send an arbitrary WebSocket message, bypassing the protocol object."""
         assert self.link is not None
-        ws = self.link.ws
         if isinstance(message, str):
-            ws.send_text(message.encode())
+            self.link.send_text(message.encode())
         else:
-            ws.send_binary(message)
-        self.link._write()
+            self.link.send([message])
 
     def pause_reading(self) -> None:
         """Stop reading the WebSocket (the relay's frames pile up)."""
@@ -281,7 +279,7 @@ class FakeAgent:
     def close_code(self) -> int | None:
         if self.link is None:
             return None
-        return self.link.ws.close_code
+        return self.link.close_code
 
     def opened(self, stream: tunnel.Stream) -> None:
         request = FakeRequest(self, stream)
