@@ -188,8 +188,8 @@ class Passthrough:
         except TargetFailed as exc:
             self._fail(exc)
             return
+        self.status = observer.status  # known once the head is complete (request lines)
         if observer.complete:
-            self.status = observer.status
             self.keep_alive = observer.keep_alive
             self._respond_done(observer.upgrade)
 

@@ -11,7 +11,7 @@ the answer to its *next* request, which may be for another tunnel.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import httptools
 
@@ -20,6 +20,10 @@ from wire import ErrorCode
 if TYPE_CHECKING:
     from relay.public import PublicConnection
     from tunnel import Stream
+
+
+#: Largest response head to a HEAD request (it is checked on its own bytes).
+MAX_HEAD_RESPONSE: Final = 64 * 1024
 
 
 class ResponseError(Exception):
@@ -34,7 +38,16 @@ class ResponseWatch:
         upgrade: the request asked for an upgrade (a 101 is allowed).
     """
 
-    __slots__ = ("complete", "head_only", "keep_alive", "parser", "status", "upgrade", "upgraded")
+    __slots__ = (
+        "complete",
+        "head",
+        "head_only",
+        "keep_alive",
+        "parser",
+        "status",
+        "upgrade",
+        "upgraded",
+    )
 
     def __init__(self, head_only: bool, upgrade: bool) -> None:
         self.parser = httptools.HttpResponseParser(self)
@@ -44,6 +57,7 @@ class ResponseWatch:
         self.complete = False
         self.keep_alive = False
         self.upgraded = False
+        self.head = bytearray()  # HEAD only: the bytes so far (one head, small)
 
     def feed(self, data: bytes) -> None:
         """Check ``data``. Raises ResponseError when it breaks the rules."""
@@ -51,6 +65,22 @@ class ResponseWatch:
             return
         if self.complete:
             raise ResponseError("bytes after the end of the response")
+        if self.head_only:
+            self._feed_head(data)
+            return
+        self._parse(data)
+
+    def _feed_head(self, data: bytes) -> None:
+        # The parser would read a body that a HEAD response does not have: it must end
+        # exactly at its blank line, checked here on the bytes themselves.
+        self.head += data
+        if len(self.head) > MAX_HEAD_RESPONSE:
+            raise ResponseError("the response head to a HEAD request is too large")
+        self._parse(data)
+        if self.complete and not self.head.endswith(b"\r\n\r\n"):
+            raise ResponseError("bytes after the end of a response to HEAD")
+
+    def _parse(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:

@@ -66,6 +66,11 @@ PATH_PREFIX: Final = b"/a/"
 #: Status recorded (metrics) for a request whose caller left before any answer.
 CALLER_GONE: Final = 499
 
+#: Bytes buffered for a caller above which its stream stops returning credit (the agent
+#: stops after one window), and below which it resumes.
+WRITE_HIGH: Final = 1024 * 1024
+WRITE_LOW: Final = 256 * 1024
+
 #: Bytes a caller may send past the request being served (pipelined requests) before
 #: the relay stops reading its connection until the exchange ends.
 PIPELINE_LIMIT: Final = 64 * 1024
@@ -146,6 +151,9 @@ class PublicConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         set_nodelay(transport)
+        # uvloop's default (64 KiB high) paused a download after each frame: the
+        # stream's credit then waited for the caller's socket, one frame at a time.
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
         sock = transport.get_extra_info("sockname")
@@ -340,12 +348,18 @@ class PublicConnection(asyncio.Protocol):
             exchange.request_done = True
             self.events.extend(self.reader.resume())
         elif stream is not None and not exchange.request_done:
-            # The response ended before the request: the caller's remaining body is
-            # unread, so the connection cannot carry another request.
+            # The response ended before the request (an early 404, 413...): the rest of
+            # the caller's body goes nowhere, and is read and dropped so that the
+            # connection can carry the next request (the caller was told nothing else).
             stream.reset(ErrorCode.NO_ERROR)
-            close = True
+            self._done(exchange, exchange.status)
+            if close or not exchange.keep_alive:
+                self.close()
+            else:
+                self._start_discard(keep=True)
+            return
         self._done(exchange, exchange.status)
-        if close or not exchange.keep_alive or exchange.watch.upgraded or exchange.head_only:
+        if close or not exchange.keep_alive or exchange.watch.upgraded:
             self.close()
         else:
             self.next_request()

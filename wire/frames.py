@@ -115,6 +115,8 @@ _FLAGS: Final = tuple(Flag(i) for i in range(256))
 # Flag arithmetic runs Python code in enum.py; indexing a tuple does not.
 _FIN: Final = tuple(bool(i & Flag.FIN) for i in range(256))
 _CLOSE: Final = tuple(bool(i & Flag.CLOSE) for i in range(256))
+_FIN_BIT: Final = int(Flag.FIN)
+_CLOSE_BIT: Final = int(Flag.CLOSE)
 _SESSION_TYPES: Final = frozenset({FrameType.HELLO, FrameType.WELCOME, FrameType.GOAWAY})
 _STREAM_TYPES: Final = frozenset({FrameType.OPEN, FrameType.DATA, FrameType.RESET})
 
@@ -140,7 +142,7 @@ def decode_frame(message: bytes) -> Frame:
         raise FrameError(f"unknown frame type 0x{raw_type:02x}")
     if reserved:
         raise FrameError("reserved header bits are set")
-    if raw_flags & ~_FLAG_MASK[raw_type] or (raw_flags & Flag.CLOSE and not raw_flags & Flag.FIN):
+    if raw_flags & ~_FLAG_MASK[raw_type] or (raw_flags & _CLOSE_BIT and not raw_flags & _FIN_BIT):
         raise FrameError(f"flags 0x{raw_flags:02x} not allowed on {ftype.name}")
     if len(message) > MAX_FRAME_SIZE:
         raise FrameError(f"{ftype.name} payload over {MAX_PAYLOAD} bytes")
