@@ -7,6 +7,7 @@ The tree::
     ├── ConfigError              settings no retry can fix: bad URL or name, another 4xx
     │   └── TlsError             certificate not trusted, or the pinned fingerprint differs
     ├── NameTakenError           another session replaced ours (GOAWAY REPLACED): fatal
+    ├── MoleculeError            the platform session: see edge_agent.molecule.errors
     ├── TunnelError              the session failed; the agent reconnects with backoff
     │   ├── RelayUnavailable     network error, timeout, 5xx or 429 while connecting
     │   └── SessionEndedEarly    a session ended before it proved healthy

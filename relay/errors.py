@@ -13,12 +13,12 @@ The tree::
     │   ├── TooManyStreams           429 too_many_streams
     │   ├── RateLimited              429 rate_limited
     │   ├── HeadersTooLarge          431 headers_too_large
-    │   ├── TargetUnreachable        502 target_unreachable (RESET CONNECT_ERROR)
-    │   ├── TargetFailed             502 target_failed (any other RESET before the head)
+    │   ├── UpstreamUnreachable      502 target_unreachable (RESET CONNECT_ERROR)
+    │   ├── UpstreamFailed           502 target_failed (any other RESET before the head)
     │   ├── AgentOffline             503 agent_offline (+ Retry-After)
     │   ├── AgentUnavailable         503 agent_unavailable (+ Retry-After)
     │   ├── RelayDraining            503 relay_draining (+ Retry-After; shutting down)
-    │   ├── TargetTimeout            504 target_timeout (RESET TARGET_TIMEOUT)
+    │   ├── UpstreamTimeout          504 target_timeout (RESET TARGET_TIMEOUT)
     │   └── ResponseTimeout          504 response_timeout (no head within the limit)
     ├── AgentRefused                 an agent's upgrade refused before the WebSocket opens
     │   ├── BadAgentRequest          400 bad_name / subprotocol_required / protocol_version
@@ -26,6 +26,10 @@ The tree::
     │   ├── NameForbidden            403 name_forbidden (token for another name, reserved)
     │   └── RelayNotAccepting        503 relay_draining (shutting down: retry later)
     └── RelayConfigError             bad settings, unreadable token store or certificate
+
+``Upstream*`` name what the caller is told about the agent's local target (the agent's
+own ``edge_agent.errors.Target*`` are the failures it sees there; the codes on the wire
+stay ``target_*``). :mod:`relay.h1` adds its own PublicErrors for malformed requests.
 
 :func:`http_error` is the only place where an error becomes a status, a body and headers;
 :func:`error_for_reset` is the only place where an agent's RESET code becomes a
@@ -109,7 +113,7 @@ class HeadersTooLarge(PublicError):
     code, status, default_message = "headers_too_large", 431, "the request headers are too large"
 
 
-class TargetUnreachable(PublicError):
+class UpstreamUnreachable(PublicError):
     code, status, default_message = (
         "target_unreachable",
         502,
@@ -117,7 +121,7 @@ class TargetUnreachable(PublicError):
     )
 
 
-class TargetFailed(PublicError):
+class UpstreamFailed(PublicError):
     code, status, default_message = "target_failed", 502, "the agent's target failed"
 
 
@@ -133,7 +137,7 @@ class RelayDraining(PublicError):
     code, status, default_message = "relay_draining", 503, "the relay is shutting down"
 
 
-class TargetTimeout(PublicError):
+class UpstreamTimeout(PublicError):
     code, status, default_message = "target_timeout", 504, "the agent's target timed out"
 
 
@@ -199,8 +203,8 @@ def http_error(exc: PublicError | AgentRefused) -> tuple[int, list[tuple[bytes, 
 
 
 _RESET_ERRORS: Final[dict[ErrorCode, type[PublicError]]] = {
-    ErrorCode.CONNECT_ERROR: TargetUnreachable,
-    ErrorCode.TARGET_TIMEOUT: TargetTimeout,
+    ErrorCode.CONNECT_ERROR: UpstreamUnreachable,
+    ErrorCode.TARGET_TIMEOUT: UpstreamTimeout,
     ErrorCode.UNAVAILABLE: AgentUnavailable,
     ErrorCode.REFUSED_STREAM: AgentUnavailable,
     ErrorCode.LIMIT_EXCEEDED: RateLimited,
@@ -209,4 +213,4 @@ _RESET_ERRORS: Final[dict[ErrorCode, type[PublicError]]] = {
 
 def error_for_reset(code: ErrorCode) -> PublicError:
     """The caller's answer when the agent resets a stream before its response head."""
-    return _RESET_ERRORS.get(code, TargetFailed)()
+    return _RESET_ERRORS.get(code, UpstreamFailed)()

@@ -44,9 +44,9 @@ from relay.errors import (
     RelayDraining,
     RequestTimeout,
     ResponseTimeout,
-    TargetFailed,
     TooManyStreams,
     UnknownTunnel,
+    UpstreamFailed,
     error_for_reset,
 )
 from relay.exchange import Exchange
@@ -380,7 +380,7 @@ class PublicConnection(asyncio.Protocol):
         if exchange.sent:
             self._cut(exchange, detail)
         else:
-            self._answer_failed(exchange, TargetFailed("the agent sent an invalid response"))
+            self._answer_failed(exchange, UpstreamFailed("the agent sent an invalid response"))
 
     # -- ending an exchange -------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 The tree::
 
-    MoleculeError                  base of everything ``edge_agent.molecule`` raises
+    MoleculeError                  base of everything ``edge_agent.molecule`` raises,
+    │                              under edge_agent.errors.AgentError
     ├── PlatformUnavailable        network error, timeout, 5xx: transient, retry later
     │   ├── RateLimited            429; ``retry_after`` says when to try again
     │   └── UnexpectedResponse     an answer that is not the contract's JSON (a proxy,
@@ -30,9 +31,11 @@ an inbound secret or a secret value.
 
 from __future__ import annotations
 
+from edge_agent.errors import AgentError
 
-class MoleculeError(Exception):
-    """Base class of every error raised by ``edge_agent.molecule``."""
+
+class MoleculeError(AgentError):
+    """Base class of every error raised by ``edge_agent.molecule`` (an AgentError)."""
 
 
 class PlatformUnavailable(MoleculeError):
