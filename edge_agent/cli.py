@@ -1,95 +1,37 @@
 """The ``edge-agent`` command line.
 
 ``edge-agent http TARGET`` puts a local port (or an in-process ASGI app) on the relay
-and prints its public URL, then one line per request. Other commands register on the
-:func:`main` group (see the bottom of this module); the option decorators here are
-shared so every command spells relay, TLS and logging flags the same way.
+and prints its public URL, then one line per request. The other commands are listed in
+:data:`edge_agent.console.LAZY_COMMANDS` and imported when asked for; the option
+decorators they share live in :mod:`edge_agent.console`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import importlib
-import os
 import sys
-from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import click
 
 from edge_agent import __version__, caller_auth
-from edge_agent.asgi import AsgiTarget
-from edge_agent.bridge import ObjectBridge
 from edge_agent.config import HttpSettings, load_file, resolve_http
 from edge_agent.connect import ConnectOptions
+from edge_agent.console import (
+    LazyGroup,
+    RequestLines,
+    Stopper,
+    make_target,
+    output_options,
+    relay_options,
+)
 from edge_agent.errors import ConfigError
-from edge_agent.forward import HttpForwarder
 from edge_agent.logs import setup_logging
-from edge_agent.port import ExchangeRecord
 from edge_agent.runner import on_stop_signals, run_main
-from edge_agent.session import DRAIN_TIMEOUT, StreamTarget
-from edge_agent.target import HttpTarget, Target, target_url
 from edge_agent.tls import TlsOptions
 from edge_agent.tunnel import TunnelClient
-from wire import Welcome
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
-def relay_options(func: F) -> F:
-    """``--relay``, ``--token`` and the TLS flags (values None when not given)."""
-    options = [
-        click.option("--relay", metavar="URL", help="Relay base URL [env: EDGE_RELAY_URL]."),
-        click.option("--token", metavar="TOKEN", help="Relay token [env: EDGE_RELAY_TOKEN]."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return tls_options(func)
-
-
-def tls_options(func: F) -> F:
-    """``--ca-file``, ``--insecure`` and ``--pin-sha256`` (values None when not given)."""
-    options = [
-        click.option("--ca-file", type=click.Path(dir_okay=False), help="PEM CA for the relay."),
-        click.option("--insecure", is_flag=True, default=None, help="Do NOT verify TLS (dev)."),
-        click.option("--pin-sha256", metavar="HEX", help="Relay certificate SHA-256 pin."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def output_options(func: F) -> F:
-    """``--config``, ``-v`` and ``--log-format`` (values None when not given)."""
-    options = [
-        click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file."),
-        click.option("-v", "--verbose", count=True, default=None, help="More logs (-vv: debug)."),
-        click.option("--log-format", type=click.Choice(["text", "json"]), default=None),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-class _Commands(click.Group):
-    """The command group; the optional commands are imported when first asked for.
-
-    ``edge-agent http`` never needs them, and importing them (httpx, the platform
-    client) cost the agent process about 4 MiB of its idle RSS.
-    """
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        found = super().get_command(ctx, cmd_name)
-        if found is None and _register_optional_commands():
-            found = super().get_command(ctx, cmd_name)
-        return found
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        _register_optional_commands()
-        return super().list_commands(ctx)
-
-
-@click.group(cls=_Commands)
+@click.group(cls=LazyGroup)
 @click.version_option(__version__, prog_name="edge-agent")
 def main() -> None:
     """Give a service on this machine a public URL through an edge relay."""
@@ -173,129 +115,3 @@ def _connect_options(settings: HttpSettings, tls: TlsOptions) -> ConnectOptions:
         if (value := getattr(settings, key)) is not None
     }
     return ConnectOptions(tls=tls, **keepalive)
-
-
-def make_target(
-    target: str | None, app: str | None, on_done: Callable[[ExchangeRecord], None] | None = None
-) -> tuple[StreamTarget, str, AsgiTarget | None]:
-    """Where streams go for a port/URL or a ``module:attr`` app, its label for output,
-    and the app's target (to start its lifespan) if it is an app."""
-    if app:
-        if os.getcwd() not in sys.path:  # as uvicorn: import the app from the current dir
-            sys.path.insert(0, os.getcwd())
-        asgi = AsgiTarget(app)
-        return ObjectBridge(asgi, on_done=on_done), app, asgi
-    assert target is not None
-    forwarder = HttpForwarder(target, on_done=on_done)
-    return forwarder, target_url(target), None
-
-
-def object_target(target: str | None, app: str | None) -> tuple[Target, str]:
-    """An object Target (for wrappers such as the Molecule ones) and its label."""
-    if app:
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
-        return AsgiTarget(app), app
-    assert target is not None
-    http_target = HttpTarget(target)
-    return http_target, http_target.base_url
-
-
-class Drainable(Protocol):
-    """What :class:`Stopper` stops: a :class:`TunnelClient`, or anything shaped like it."""
-
-    async def drain(self, deadline: float = DRAIN_TIMEOUT) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-class Stopper:
-    """First SIGINT/SIGTERM: drain (finish in-flight requests); second: stop now."""
-
-    def __init__(self, client: Drainable, deadline: float = DRAIN_TIMEOUT) -> None:
-        self.client = client
-        self.deadline = deadline
-        self._drain: asyncio.Task[None] | None = None
-
-    def signal(self) -> None:
-        if self._drain is None:
-            click.echo("Draining: finishing requests in flight (again to quit now)", err=True)
-            self._drain = asyncio.create_task(self.client.drain(self.deadline))
-        else:
-            self.client.stop()
-
-
-class RequestLines:
-    """Prints the public URL(s) on each new WELCOME and one line per finished request.
-
-    Request lines are written once per loop turn, not flushed one by one: under load a
-    flush (a system call) per request was a tenth of the agent's CPU.
-    """
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self._shown: tuple[str, ...] = ()
-        self._pending: list[str] = []
-
-    def _emit(self, line: str) -> None:
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._pending.append(line)
-
-    def _flush(self) -> None:
-        lines, self._pending = self._pending, []
-        out = sys.stdout
-        out.write("\n".join(lines) + "\n")
-        out.flush()
-
-    def ready(self, welcome: Welcome) -> None:
-        if welcome.urls != self._shown:
-            self._shown = welcome.urls
-            for url in welcome.urls:
-                click.echo(f"Forwarding {url} -> {self.label}")
-
-    def request(self, record: ExchangeRecord) -> None:
-        outcome = " ".join(
-            part
-            for part in (
-                str(record.status) if record.status is not None else "",
-                record.reset.name if record.reset is not None else "",
-            )
-            if part
-        )
-        target = _printable(record.target)
-        line = (
-            f"{record.method} {target} {outcome} {record.duration_ms:.0f} ms {record.bytes_out} B"
-        )
-        if record.error:  # why, on the same line: "TARGET_ERROR 65 ms" alone says nothing
-            line += f" ({_printable(record.error)[:200]})"
-        self._emit(line)
-
-
-def _printable(text: str) -> str:
-    """Escape bytes >= 0x7f so a request target cannot drive the terminal."""
-    if text.isascii():
-        return text
-    return text.encode("latin-1", "replace").decode("ascii", "backslashreplace")
-
-
-# More commands register here. The Molecule platform session adds `edge-agent run` and
-# `edge-agent peers` with a `register(main)` function in edge_agent/molecule/cli.py;
-# until that module exists, the group has `http` only. Imported on first use (_Commands).
-_optional_registered = False
-
-
-def _register_optional_commands() -> bool:
-    """Add the optional commands once. Returns whether this call added any."""
-    global _optional_registered
-    if _optional_registered:
-        return False
-    _optional_registered = True
-    try:
-        molecule_cli = importlib.import_module("edge_agent.molecule.cli")
-    except ModuleNotFoundError as exc:
-        if exc.name != "edge_agent.molecule.cli":
-            raise
-        return False
-    molecule_cli.register(main)
-    return True

@@ -21,8 +21,8 @@ import click
 
 from edge_agent import caller_auth
 from edge_agent.agent import AgentHooks, EdgeAgent
-from edge_agent.cli import RequestLines, Stopper, object_target, output_options, tls_options
 from edge_agent.config import load_file
+from edge_agent.console import RequestLines, Stopper, object_target, output_options, tls_options
 from edge_agent.errors import ConfigError
 from edge_agent.logs import setup_logging
 from edge_agent.molecule.card import build_agent_card, load_agent_card
@@ -54,13 +54,6 @@ from edge_agent.tls import TlsOptions, client_context
 EXIT_PLATFORM: Final = 5
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def register(main: click.Group) -> None:
-    """Add the platform commands to the ``edge-agent`` group."""
-    main.add_command(run)
-    main.add_command(peers)
-    main.add_command(card)
 
 
 def platform_options(func: F) -> F:
