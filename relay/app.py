@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 import tunnel
+from relay import h1
 from relay.agents import Phase, token_still_valid
 from relay.errors import RelayConfigError
 from relay.state import RelayState
@@ -34,6 +35,10 @@ class RelayApp:
     def __init__(self, state: RelayState) -> None:
         self.state = state
         self.connections: set[PublicConnection] = set()
+        try:
+            self.trusted_proxies = h1.parse_cidrs(state.settings.trusted_proxies)
+        except ValueError as exc:
+            raise RelayConfigError(f"--trusted-proxy: {exc}") from exc
         self._watcher: asyncio.Task[None] | None = None
         metrics = state.metrics
         metrics.gauge("edge_agents_connected", "Agent sessions connected.", self.agents)

@@ -38,6 +38,7 @@ _SERVE_KEYS: Final = frozenset(
         "drain_timeout",
         "ping_interval",
         "ping_timeout",
+        "trusted_proxy",
     }
 )
 _GLOBAL_KEYS: Final = frozenset({"verbose", "log_format"})
@@ -184,6 +185,14 @@ def _state_dir_option(func: Any) -> Any:
     help="Largest request body (413 beyond).",
 )
 @click.option(
+    "--trusted-proxy",
+    envvar="EDGE_RELAY_TRUSTED_PROXY",
+    multiple=True,
+    metavar="CIDR",
+    help="A front proxy (Caddy, a load balancer) whose X-Forwarded-*/Forwarded are kept "
+    "and appended to; repeatable. Default: none, the caller's own are dropped.",
+)
+@click.option(
     "--max-streams",
     envvar="EDGE_RELAY_MAX_STREAMS",
     type=click.IntRange(1, 65536),
@@ -241,6 +250,7 @@ def serve(ctx: click.Context, /, **opts: Any) -> None:
         drain_timeout=opts["drain_timeout"],
         ws_ping_interval=opts["ping_interval"],
         ws_ping_timeout=opts["ping_timeout"],
+        trusted_proxies=tuple(opts["trusted_proxy"]),
     )
     if settings.open_mode:
         click.echo(

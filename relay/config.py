@@ -95,6 +95,8 @@ class Settings:
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     body_idle_timeout: float = DEFAULT_BODY_IDLE_TIMEOUT
     keep_alive_timeout: float = KEEP_ALIVE_TIMEOUT
+    #: CIDRs of front proxies whose forwarding headers are believed (``--trusted-proxy``).
+    trusted_proxies: tuple[str, ...] = ()
     token_poll_interval: float = TOKEN_POLL_INTERVAL
     hello_timeout: float = HELLO_TIMEOUT
     ws_ping_interval: float = WS_PING_INTERVAL

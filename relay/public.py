@@ -131,6 +131,7 @@ class PublicConnection(asyncio.Protocol):
         )
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
+        self.trusted = False  # the caller is a trusted front proxy (--trusted-proxy)
         self.server_port = 0
         self.exchange: Exchange | None = None
         self.events: collections.deque[h1.Event] = collections.deque()
@@ -156,6 +157,8 @@ class PublicConnection(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
+        proxies = self.app.trusted_proxies
+        self.trusted = bool(proxies) and h1.trusted_proxy(self.client_ip, proxies)
         sock = transport.get_extra_info("sockname")
         self.server_port = sock[1] if sock else 0
         self.app.connections.add(self)
@@ -284,7 +287,7 @@ class PublicConnection(asyncio.Protocol):
             host=head.host,
             port=self.server_port,
             prefix=where.prefix,
-            trusted=False,
+            trusted=self.trusted,
             strip=(b"authorization",) if strip_auth else (),
         )
         self._open(session, head, where, raw)

@@ -344,3 +344,25 @@ async def test_many_concurrent_requests_on_one_tunnel(relay: RunningRelay) -> No
             results = await asyncio.gather(*(one(i) for i in range(concurrent)))
     assert all_in.is_set()
     assert results == [(200, f"/{i}") for i in range(concurrent)]
+
+
+async def test_a_trusted_front_proxy_keeps_its_forwarding_headers(
+    relay_factory: RelayFactory,
+) -> None:
+    relay: RunningRelay = await relay_factory(trusted_proxies=("127.0.0.0/8",))
+    seen: list[FakeRequest] = []
+
+    async def handler(request: FakeRequest) -> None:
+        seen.append(request)
+        await echo(request)
+
+    async with FakeAgent(relay.url, handler, token=relay.issue("demo"), name="demo") as agent:
+        await agent.wait_welcome()
+        async with relay.client() as client:
+            headers = {"x-forwarded-for": "203.0.113.9", "x-forwarded-proto": "https"}
+            assert (await client.get("/a/demo/", headers=headers)).status_code == 200
+    request = seen[0]
+    assert request.header("x-forwarded-for") == ["203.0.113.9, 127.0.0.1"]
+    assert request.header("x-forwarded-proto") == ["https"]
+    # Forwarded gets the relay's own hop appended (the proxy sent none here).
+    assert request.header("forwarded")[-1].split(",")[-1].strip().startswith("for=127.0.0.1")
