@@ -145,6 +145,8 @@ class PublicConnection(asyncio.Protocol):
         self._writing_paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_kind = ""
+        self._timer_at = 0.0  # when the pending handle fires
+        self._deadline = 0.0  # when the armed timeout expires
         self._loop = asyncio.get_running_loop()
 
     # -- asyncio.Protocol -------------------------------------------------------------------
@@ -187,6 +189,9 @@ class PublicConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.app.connections.discard(self)
         self._disarm()
+        if self._timer is not None:  # do not keep a closed connection alive until then
+            self._timer.cancel()
+            self._timer = None
         if self.exchange is not None:
             self._caller_gone()
 
@@ -459,24 +464,40 @@ class PublicConnection(asyncio.Protocol):
 
     # -- timers -------------------------------------------------------------------------------
 
+    # One lazy timer per connection: arming records a deadline, and the timer handle is
+    # replaced only when the new deadline is earlier than the pending one (a timer that
+    # fires early re-arms itself for the deadline). A request used to create and cancel
+    # two or three handles.
+
     def _arm(self, kind: str, seconds: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
         self._timer_kind = kind
-        self._timer = self._loop.call_later(seconds, self._timeout)
+        self._deadline = deadline = self._loop.time() + seconds
+        if self._timer is not None:
+            if deadline >= self._timer_at:
+                return
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_kind = ""
+        self._timer_kind = ""  # a pending handle fires, finds nothing, and goes
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self._timer_kind:
+            return
+        if self._loop.time() < self._deadline:
+            self._timer_at = self._deadline
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+            return
+        self._timeout()
 
     def _disarm_kind(self, kind: str) -> None:
         if self._timer_kind == kind:
             self._disarm()
 
     def _timeout(self) -> None:
-        kind, self._timer, self._timer_kind = self._timer_kind, None, ""
+        kind, self._timer_kind = self._timer_kind, ""
         exchange = self.exchange
         if kind == "response" and exchange is not None:
             self._fail_exchange(exchange, ResponseTimeout())
