@@ -305,7 +305,8 @@ class RequestReader:
 
     def _trailers(self, view: bytes | bytearray, pos: int) -> int:
         avail = len(view) - pos
-        if not self._scanned and view[pos : pos + 2] == b"\r\n":
+        if view[pos : pos + 2] == b"\r\n":  # no trailers
+            self._scanned = 0
             self._state = _HEAD
             return pos + 2
         stop = view.find(b"\r\n\r\n", pos + max(self._scanned - 3, 0), pos + self.max_trailers)
