@@ -71,17 +71,20 @@ def parse_head(head: bytes, max_headers: int) -> Head:
         BadRequest: a rule in the module docstring is broken.
         HeadTooLarge: more than ``max_headers`` header lines.
     """
-    crlf = head.count(b"\r\n")
-    if head.count(b"\n") != crlf or head.count(b"\r") != crlf:
-        raise _diagnose(head)
-    if crlf - 2 > max_headers:
-        raise HeadTooLarge(f"more than {max_headers} header lines")
     eol = head.index(b"\r\n")
     method, target, version = _request_line(head[:eol])
     block = head[eol + 2 : -2]
     pairs = _FIELDS.findall(block)
-    if len(pairs) != crlf - 2:
+    # Each matched line holds exactly one CR and one LF, as do the request line (its
+    # parts admit neither) and the final empty line: any other CR or LF, or a line that
+    # did not match (it ends in an LF of its own), makes the counts differ.
+    lines = len(pairs) + 2
+    if head.count(b"\n") != lines or head.count(b"\r") != lines:
+        if head.count(b"\r\n") - 2 > max_headers:
+            raise HeadTooLarge(f"more than {max_headers} header lines")
         raise _diagnose(block)
+    if lines - 2 > max_headers:
+        raise HeadTooLarge(f"more than {max_headers} header lines")
     headers = [(n.lower(), v) for n, v in pairs]
     if b" \r\n" in block or b"\t\r\n" in block:  # trailing OWS is rare: strip only then
         headers = [(n, v.rstrip(b" \t")) for n, v in headers]
@@ -91,17 +94,24 @@ def parse_head(head: bytes, max_headers: int) -> Head:
 def _request_line(line: bytes) -> tuple[bytes, bytes, bytes]:
     parts = line.split(b" ")
     if len(parts) != 3 or not parts[0] or parts[0].translate(None, _TCHAR):
-        raise BadRequest("invalid request line")
+        raise _bad_line(line, "invalid request line")
     method, target, version = parts
     if version not in _VERSIONS:
-        if version.startswith(b"HTTP/"):
+        if version.startswith(b"HTTP/") and version.translate(None, _TARGET_BYTES) == b"":
             raise BadRequest("unsupported HTTP version (only HTTP/1.0 and HTTP/1.1)")
-        raise BadRequest("invalid request line")
+        raise _bad_line(line, "invalid request line")
     if target[:1] != b"/":
-        raise BadRequest("the request target must be in origin form (/path?query)")
+        raise _bad_line(line, "the request target must be in origin form (/path?query)")
     if target.translate(None, _TARGET_BYTES):
-        raise BadRequest("invalid request target")
+        raise _bad_line(line, "invalid request target")
     return method, target, version
+
+
+def _bad_line(line: bytes, reason: str) -> BadRequest:
+    """A bad request line: named after a control byte in it if it has one."""
+    if line.translate(None, _CTL + b"\r\n") != line:
+        return _diagnose(line)
+    return BadRequest(reason)
 
 
 def _meaning(

@@ -240,9 +240,10 @@ class RequestReader:
         start = pos + max(self._scanned - 3, 0)
         stop = view.find(b"\r\n\r\n", start, pos + self.max_head)
         if stop < 0:
+            # Bad bytes inside the limit are a 400 however the reads were cut.
+            self._look(view, pos, pos + self._scanned, min(len(view), pos + self.max_head))
             if avail >= self.max_head:
                 raise HeadTooLarge()
-            self._look(view, pos, pos + self._scanned, len(view))
             self._scanned = avail
             return pos
         stop += 4
