@@ -58,6 +58,8 @@ _HOST: Final = re.compile(
     rb"(?:\[[0-9A-Za-z:._~!$&'()*+,;=%-]+\]|[0-9A-Za-z._~!$&'()*+,;=%-]*)(?::[0-9]*)?"
 )
 
+_REG_NAME: Final = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-._~!$&'()*+,;=%"
+
 # The headers whose meaning the relay needs; the others are only carried.
 _SPECIAL: Final = frozenset(
     {b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect"}
@@ -178,9 +180,10 @@ def _host(hosts: list[bytes], http11: bool) -> bytes:
         if http11:
             raise BadRequest("an HTTP/1.1 request needs a Host header")
         return b""
-    if not _HOST.fullmatch(hosts[0]):
+    host = hosts[0]
+    if host.translate(None, _REG_NAME) and not _HOST.fullmatch(host):  # no port: one pass
         raise BadRequest("invalid Host header")
-    return hosts[0]
+    return host
 
 
 def _framing(lengths: list[bytes], codings: list[bytes], http11: bool) -> tuple[Framing, int]:
