@@ -187,6 +187,7 @@ def _host(hosts: list[bytes], http11: bool) -> bytes:
 
 
 def _framing(lengths: list[bytes], codings: list[bytes], http11: bool) -> tuple[Framing, int]:
+    """Framing of a request that has Content-Length or Transfer-Encoding lines."""
     if codings:
         if not http11:
             raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
@@ -195,8 +196,6 @@ def _framing(lengths: list[bytes], codings: list[bytes], http11: bool) -> tuple[
         if len(codings) != 1 or codings[0].lower() != b"chunked":
             raise BadRequest("unsupported Transfer-Encoding (only a single chunked)")
         return Framing.CHUNKED, 0
-    if not lengths:
-        return Framing.NONE, 0
     if any(v != lengths[0] for v in lengths) or not _DIGITS.fullmatch(lengths[0]):
         raise BadRequest("invalid Content-Length")
     return Framing.LENGTH, int(lengths[0])

@@ -183,6 +183,13 @@ def test_a_declined_upgrade_resumes_http() -> None:
     assert not reader.paused
 
 
+def test_resume_without_a_pause_does_nothing() -> None:
+    reader = RequestReader()
+    reader.feed(GET[:5])
+    assert reader.resume() == []
+    assert heads(reader.feed(GET[5:]))[0].raw == GET
+
+
 def test_bytes_held_while_paused_are_bounded() -> None:
     reader = RequestReader(max_head=1000)
     reader.feed(WS)
