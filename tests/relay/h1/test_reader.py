@@ -115,6 +115,18 @@ def test_the_limit_counts_the_bytes_of_one_request_only() -> None:
         assert ends(reader.feed(GET)) == 1
 
 
+def test_an_unfinished_head_is_searched_once() -> None:
+    """White-box: each read of an unfinished head is searched from where the last search
+    stopped (less 3 bytes, for a CRLF CRLF cut by the read), and nothing beyond the head
+    limit plus one read is ever held (issue 18.1: 138 MiB were)."""
+    reader = RequestReader()
+    start = b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: "
+    assert reader.feed(start) == []
+    for i in range(1, 100):
+        assert reader.feed(b"a" * 100) == []
+        assert reader._scanned == len(reader._buf) == len(start) + 100 * i
+
+
 def test_head_limit_is_linear_in_the_bytes_fed() -> None:
     """Byte-at-a-time feeding of a 64 KiB head limit costs about what one read costs
     (the search resumes where it stopped): never quadratic."""
