@@ -161,6 +161,14 @@ def test_http10_keeps_its_version_and_drops_upgrade() -> None:
     assert rewrite(h, target=b"/").startswith(b"GET / HTTP/1.0\r\nX-Forwarded-For")
 
 
+def test_no_host_no_forwarded_host() -> None:
+    out = rewrite(head(start="GET / HTTP/1.0"), host=b"", prefix=None)
+    assert out == (
+        b"GET /x?q=1 HTTP/1.0\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n"
+        b"X-Forwarded-Port: 443\r\nForwarded: for=203.0.113.7;proto=https\r\n\r\n"
+    )
+
+
 def test_the_rewritten_head_parses_again() -> None:
     h = head("Host: relay.test", "Connection: close", "Content-Length: 2")
     again = head_of(rewrite(h))
