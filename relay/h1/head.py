@@ -4,9 +4,11 @@
 (:class:`~relay.h1.RequestReader` finds them) and either returns a
 :class:`~relay.h1.Head` or raises. It is the hot path of every request, so the checks
 are a handful of C-level passes over the whole head rather than a loop per byte or per
-line: ``translate`` for forbidden bytes and header-name characters, ``count`` for bare
-CR and LF, two ``findall`` for names and values, one Python loop over the headers for
-the few whose meaning the relay needs. When a check fails, the slower
+line: ``translate`` for the request line's parts, one anchored ``findall`` that matches
+only valid header lines (token name, colon, value of allowed bytes, CRLF), ``count`` of
+CR and LF against the lines it matched (any other CR or LF, or a line it did not match,
+shows as a difference), and one Python loop over the few headers whose meaning the
+relay needs. When a check fails, the slower
 :func:`_diagnose` says which rule broke (that path is never hot).
 
 The rules (each one refuses with :class:`~relay.h1.BadRequest` unless said otherwise):
