@@ -4,9 +4,11 @@
 (:class:`~relay.h1.RequestReader` finds them) and either returns a
 :class:`~relay.h1.Head` or raises. It is the hot path of every request, so the checks
 are a handful of C-level passes over the whole head rather than a loop per byte or per
-line: ``translate`` for forbidden bytes and header-name characters, ``count`` for bare
-CR and LF, two ``findall`` for names and values, one Python loop over the headers for
-the few whose meaning the relay needs. When a check fails, the slower
+line: ``translate`` for the request line's parts, one anchored ``findall`` that matches
+only valid header lines (token name, colon, value of allowed bytes, CRLF), ``count`` of
+CR and LF against the lines it matched (any other CR or LF, or a line it did not match,
+shows as a difference), and one Python loop over the few headers whose meaning the
+relay needs. When a check fails, the slower
 :func:`_diagnose` says which rule broke (that path is never hot).
 
 The rules (each one refuses with :class:`~relay.h1.BadRequest` unless said otherwise):
@@ -58,6 +60,8 @@ _HOST: Final = re.compile(
     rb"(?:\[[0-9A-Za-z:._~!$&'()*+,;=%-]+\]|[0-9A-Za-z._~!$&'()*+,;=%-]*)(?::[0-9]*)?"
 )
 
+_REG_NAME: Final = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-._~!$&'()*+,;=%"
+
 # The headers whose meaning the relay needs; the others are only carried.
 _SPECIAL: Final = frozenset(
     {b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect"}
@@ -71,17 +75,20 @@ def parse_head(head: bytes, max_headers: int) -> Head:
         BadRequest: a rule in the module docstring is broken.
         HeadTooLarge: more than ``max_headers`` header lines.
     """
-    crlf = head.count(b"\r\n")
-    if head.count(b"\n") != crlf or head.count(b"\r") != crlf:
-        raise _diagnose(head)
-    if crlf - 2 > max_headers:
-        raise HeadTooLarge(f"more than {max_headers} header lines")
     eol = head.index(b"\r\n")
     method, target, version = _request_line(head[:eol])
     block = head[eol + 2 : -2]
     pairs = _FIELDS.findall(block)
-    if len(pairs) != crlf - 2:
+    # Each matched line holds exactly one CR and one LF, as do the request line (its
+    # parts admit neither) and the final empty line: any other CR or LF, or a line that
+    # did not match (it ends in an LF of its own), makes the counts differ.
+    lines = len(pairs) + 2
+    if head.count(b"\n") != lines or head.count(b"\r") != lines:
+        if head.count(b"\r\n") - 2 > max_headers:
+            raise HeadTooLarge(f"more than {max_headers} header lines")
         raise _diagnose(block)
+    if lines - 2 > max_headers:
+        raise HeadTooLarge(f"more than {max_headers} header lines")
     headers = [(n.lower(), v) for n, v in pairs]
     if b" \r\n" in block or b"\t\r\n" in block:  # trailing OWS is rare: strip only then
         headers = [(n, v.rstrip(b" \t")) for n, v in headers]
@@ -91,17 +98,24 @@ def parse_head(head: bytes, max_headers: int) -> Head:
 def _request_line(line: bytes) -> tuple[bytes, bytes, bytes]:
     parts = line.split(b" ")
     if len(parts) != 3 or not parts[0] or parts[0].translate(None, _TCHAR):
-        raise BadRequest("invalid request line")
+        raise _bad_line(line, "invalid request line")
     method, target, version = parts
     if version not in _VERSIONS:
-        if version.startswith(b"HTTP/"):
+        if version.startswith(b"HTTP/") and version.translate(None, _TARGET_BYTES) == b"":
             raise BadRequest("unsupported HTTP version (only HTTP/1.0 and HTTP/1.1)")
-        raise BadRequest("invalid request line")
+        raise _bad_line(line, "invalid request line")
     if target[:1] != b"/":
-        raise BadRequest("the request target must be in origin form (/path?query)")
+        raise _bad_line(line, "the request target must be in origin form (/path?query)")
     if target.translate(None, _TARGET_BYTES):
-        raise BadRequest("invalid request target")
+        raise _bad_line(line, "invalid request target")
     return method, target, version
+
+
+def _bad_line(line: bytes, reason: str) -> BadRequest:
+    """A bad request line: named after a control byte in it if it has one."""
+    if line.translate(None, _CTL + b"\r\n") != line:
+        return _diagnose(line)
+    return BadRequest(reason)
 
 
 def _meaning(
@@ -168,12 +182,14 @@ def _host(hosts: list[bytes], http11: bool) -> bytes:
         if http11:
             raise BadRequest("an HTTP/1.1 request needs a Host header")
         return b""
-    if not _HOST.fullmatch(hosts[0]):
+    host = hosts[0]
+    if host.translate(None, _REG_NAME) and not _HOST.fullmatch(host):  # no port: one pass
         raise BadRequest("invalid Host header")
-    return hosts[0]
+    return host
 
 
 def _framing(lengths: list[bytes], codings: list[bytes], http11: bool) -> tuple[Framing, int]:
+    """Framing of a request that has Content-Length or Transfer-Encoding lines."""
     if codings:
         if not http11:
             raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
@@ -182,8 +198,6 @@ def _framing(lengths: list[bytes], codings: list[bytes], http11: bool) -> tuple[
         if len(codings) != 1 or codings[0].lower() != b"chunked":
             raise BadRequest("unsupported Transfer-Encoding (only a single chunked)")
         return Framing.CHUNKED, 0
-    if not lengths:
-        return Framing.NONE, 0
     if any(v != lengths[0] for v in lengths) or not _DIGITS.fullmatch(lengths[0]):
         raise BadRequest("invalid Content-Length")
     return Framing.LENGTH, int(lengths[0])

@@ -23,7 +23,7 @@ import re
 from typing import Final
 
 from relay.h1.errors import BadRequest, ClosedMidRequest, H1Error, HeadTooLarge
-from relay.h1.events import END, Body, Event, Framing
+from relay.h1.events import END, Body, Event, Framing, Head
 from relay.h1.head import check_partial, parse_head
 
 _HEAD, _LENGTH, _CHUNK_LINE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _PAUSED, _RAW = range(8)
@@ -123,13 +123,24 @@ class RequestReader:
         """
         if self._error is not None:
             raise self._dead()
-        if self._state == _RAW:
+        if self._state == _HEAD and not self._buf:
+            # The common case, one read holding exactly one head: skip the state machine.
+            stop = data.find(b"\r\n\r\n", 0, self.max_head) + 4
+            if stop == len(data) > 4 and data[0] != 0x0D:
+                events: list[Event] = []
+                try:
+                    self._started(parse_head(data, self.max_headers), events)
+                except H1Error as exc:
+                    self._die(exc)
+                    raise
+                return events
+        elif self._state == _RAW:
             return [Body(data, len(data))] if data else []
         view: bytes | bytearray = data
         if self._buf:
             self._buf += data
             view = self._buf
-        events: list[Event] = []
+        events = []
         try:
             pos = self._run(view, events)
         except H1Error as exc:
@@ -240,13 +251,18 @@ class RequestReader:
         start = pos + max(self._scanned - 3, 0)
         stop = view.find(b"\r\n\r\n", start, pos + self.max_head)
         if stop < 0:
+            # Bad bytes inside the limit are a 400 however the reads were cut.
+            self._look(view, pos, pos + self._scanned, min(len(view), pos + self.max_head))
             if avail >= self.max_head:
                 raise HeadTooLarge()
-            self._look(view, pos, pos + self._scanned, len(view))
             self._scanned = avail
             return pos
         stop += 4
-        head = parse_head(bytes(view[pos:stop]), self.max_headers)
+        self._started(parse_head(bytes(view[pos:stop]), self.max_headers), events)
+        return stop
+
+    def _started(self, head: Head, events: list[Event]) -> None:
+        """A head is complete: report it and expect its body (or its end)."""
         self._scanned = self._lines = 0
         events.append(head)
         self._upgrade = head.upgrade is not None
@@ -256,7 +272,6 @@ class RequestReader:
             self._state, self._remaining = _LENGTH, head.length
         else:
             self._end(events)
-        return stop
 
     def _look(self, view: bytes | bytearray, pos: int, start: int, end: int) -> None:
         """Early refusal of an unfinished head: bad bytes, or too many lines already.
@@ -305,7 +320,8 @@ class RequestReader:
 
     def _trailers(self, view: bytes | bytearray, pos: int) -> int:
         avail = len(view) - pos
-        if not self._scanned and view[pos : pos + 2] == b"\r\n":
+        if view[pos : pos + 2] == b"\r\n":  # no trailers
+            self._scanned = 0
             self._state = _HEAD
             return pos + 2
         stop = view.find(b"\r\n\r\n", pos + max(self._scanned - 3, 0), pos + self.max_trailers)

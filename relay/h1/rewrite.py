@@ -125,6 +125,8 @@ def rewrite_head(
         out.append(_OWN_PREFIXED % (ip, scheme, host, port, prefix, element))
     else:
         out.append(_OWN % (ip, scheme, host, port, element))
+    if not host:  # an HTTP/1.0 request without Host: no X-Forwarded-Host either
+        return b"\r\n".join(out).replace(b"\r\nX-Forwarded-Host: \r\n", b"\r\n")
     return b"\r\n".join(out)
 
 
