@@ -208,7 +208,15 @@ def test_open_payload_literals(payload: bytes, expected: tuple[StreamKind, bytes
     assert f.encode_open(*expected) == payload
 
 
-@pytest.mark.parametrize(("payload", "match"), [(b"", "without a stream kind"), (b"\x00", "kind 0"), (b"\x04x", "kind 4"), (b"\xff", "kind 255")])
+@pytest.mark.parametrize(
+    ("payload", "match"),
+    [
+        (b"", "without a stream kind"),
+        (b"\x00", "kind 0"),
+        (b"\x04x", "kind 4"),
+        (b"\xff", "kind 255"),
+    ],
+)
 def test_open_payload_needs_a_known_kind(payload: bytes, match: str) -> None:
     with pytest.raises(FrameError, match=match) as info:
         f.decode_open(payload)

@@ -19,10 +19,10 @@ from wire import (
     Connection,
     DataReceived,
     FrameType,
-    StreamKind,
-    StreamOpened,
     RemoteProtocolError,
     Role,
+    StreamKind,
+    StreamOpened,
 )
 from wire.frames import (
     encode_goaway,

@@ -102,7 +102,9 @@ class Honest:
 
 @WIRE
 @given(STEPS, st.integers(1, 30))
-def test_an_honest_session_never_trips_the_budget(steps: list[tuple[str, int, int]], rounds: int) -> None:
+def test_an_honest_session_never_trips_the_budget(
+    steps: list[tuple[str, int, int]], rounds: int
+) -> None:
     session = Honest()
     for _ in range(rounds):  # the same traffic again and again: a long session
         for action, pick, size in steps:

@@ -21,8 +21,6 @@ from wire import (
 )
 from wire.frames import decode_frame, decode_reset, encode_reason
 
-
-
 # -- frame size --------------------------------------------------------------------------
 
 
@@ -164,7 +162,7 @@ def test_empty_data_with_fin_and_data_with_bytes_are_progress() -> None:
 
 
 def test_the_code_is_enhance_your_calm() -> None:
-    assert ErrorCode.ENHANCE_YOUR_CALM == 14
+    assert int(ErrorCode.ENHANCE_YOUR_CALM) == 14
     relay, _ = pair()
     with pytest.raises(RemoteProtocolError) as info:
         for _ in range(IDLE_FRAME_ALLOWANCE + 1):

@@ -34,7 +34,9 @@ def test_invalid_names(name: str) -> None:
 
 def test_credential_sha256() -> None:
     assert credential_sha256("secret") == hashlib.sha256(b"secret").hexdigest()
-    assert credential_sha256("user:pässword") == hashlib.sha256("user:pässword".encode()).hexdigest()
+    assert (
+        credential_sha256("user:pässword") == hashlib.sha256("user:pässword".encode()).hexdigest()
+    )
     digest = credential_sha256("")
     assert len(digest) == 64 and digest == digest.lower()
 

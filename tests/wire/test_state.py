@@ -89,7 +89,7 @@ def test_the_agents_half_starts_in_body() -> None:
 @pytest.mark.parametrize("state", [Half.BODY, Half.DONE])
 @pytest.mark.parametrize("move", DATA_MOVES)
 def test_response_half_local_moves(state: Half, move: Move) -> None:
-    relay, agent, sid = response_half_in(state)
+    _relay, agent, sid = response_half_in(state)
     if (state, move) not in TRANSITIONS:
         # The agent's half is DONE but the relay's is not: the stream is still open.
         with pytest.raises(LocalProtocolError) as info:

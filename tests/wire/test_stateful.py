@@ -1,5 +1,6 @@
-"""A relay and an agent driven by hypothesis with random opens, data, consumes, resets
-and partial deliveries (frames stay in flight); OPENs carry first bytes, checking flow control after each step:
+"""A relay and an agent driven by hypothesis with random opens (with first bytes), data,
+consumes, resets and partial deliveries (frames stay in flight), checking flow control
+after each step:
 
 * no side ever holds more than it granted (per stream and per session);
 * credit is conserved: what the sender may still send, plus the DATA and WINDOW frames
