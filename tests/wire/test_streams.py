@@ -249,6 +249,18 @@ def test_close_is_the_agents_flag() -> None:
         agent.receive(raw(FrameType.DATA, sid, b"x", 0x03))
 
 
+def test_close_from_the_relay_on_a_closed_stream_is_still_a_protocol_error() -> None:
+    """CLOSE from the relay is a role violation, never a race after a RESET: the agent
+    refuses it even on a stream it already closed, instead of dropping it."""
+    relay, agent, sid = open_pair()
+    agent.send_reset(sid, ErrorCode.CANCEL)
+    pump(agent, relay)
+    assert agent.receive(raw(FrameType.DATA, sid, b"x", 0x01)) == []  # a race: dropped
+    with pytest.raises(RemoteProtocolError, match="CLOSE") as info:
+        agent.receive(raw(FrameType.DATA, sid, b"x", 0x03))
+    assert info.value.code is ErrorCode.PROTOCOL_ERROR
+
+
 def test_close_needs_fin_both_ways() -> None:
     relay, agent, sid = open_pair()
     with pytest.raises(LocalProtocolError, match="CLOSE"):
