@@ -351,6 +351,10 @@ class Connection:
     def _on_data(self, frame: f.Frame) -> list[Event]:
         sid, data = frame.stream_id, frame.payload
         self._need(self._welcome_done, "DATA")
+        close = frame.close
+        if close and self.role is not Role.RELAY:
+            # A role violation, not a race: checked before a closed stream's drop.
+            raise LocalProtocolError("CLOSE is sent by the agent only")
         size = len(data)
         self._recv_session.receive(size)
         stream = self._streams.get(sid)
@@ -365,9 +369,6 @@ class Connection:
             stream.recv_window.receive(size)
         elif not fin:
             self._idle()
-        close = frame.close
-        if close and self.role is not Role.RELAY:
-            raise LocalProtocolError("CLOSE is sent by the agent only")
         self._advance_recv(sid, stream, data_move(fin))
         return [DataReceived(sid, data, fin, close)]
 

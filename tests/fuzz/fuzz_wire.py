@@ -5,8 +5,9 @@ Run it with ``scripts/fuzz [SECONDS]`` (atheris, i.e. libFuzzer for Python). Eac
 is read as a little program: which target to drive, then a sequence of steps. A step is
 either a message for the Connection (raw bytes, or a frame assembled from fuzzed parts
 so the fuzzer gets past the header checks and into the state machine quickly) or a legal
-local move (open a stream, answer, send data within credit, consume, reset, GOAWAY,
-re-send HELLO).
+local move (open a stream with first bytes, send data within credit, with FIN or CLOSE,
+consume, reset, GOAWAY, re-send HELLO), a "pour" that fills a stream's window and
+drains it, or a flood of one message repeated past the idle-frame allowance.
 
 What counts as a crash:
 
@@ -34,6 +35,7 @@ if __name__ == "__main__":  # instrument ``wire`` before anything imports it
         import wire  # noqa: F401
 
 from wire import (
+    IDLE_FRAME_ALLOWANCE,
     INITIAL_SESSION_WINDOW,
     MAX_PAYLOAD,
     MAX_STREAM_WINDOW,
@@ -45,9 +47,9 @@ from wire import (
     FrameType,
     Hello,
     RemoteProtocolError,
-    RequestHead,
-    ResponseHead,
     Role,
+    StreamKind,
+    StreamOpened,
     Welcome,
 )
 from wire import frames as f
@@ -55,7 +57,7 @@ from wire.state import Half
 
 _HEADER = struct.Struct("!BBHI")
 _SHA = "0123456789abcdef" * 4
-_METHODS = ("GET", "POST", "PUT", "DELETE", "OPTIONS", "G E T", "", "\u00e9")
+_FIRST = (b"", b"GET / HTTP/1.1\r\nhost: a\r\n\r\n", b"\x16\x03\x01\x00\x05", b"SSH-2.0-x\r\n")
 _NAMES = ("demo", "other", None, "", "x" * 300, 5)
 _SCHEMES = ("bearer", "basic", "digest", 5)
 _DIGESTS = (_SHA, _SHA.upper(), "x", 7)
@@ -96,10 +98,6 @@ class Input:
 # -- messages ---------------------------------------------------------------------------
 
 
-def _headers(inp: Input) -> list[list[str]]:
-    return [[inp.text() or "x-a", inp.text()] for _ in range(inp.pick(5))]
-
-
 def _json(inp: Input, obj: object) -> bytes:
     if inp.pick(16) == 0:
         return inp.take(inp.pick(64))  # not JSON at all
@@ -120,12 +118,10 @@ def _payload(inp: Input, ftype: int) -> bytes:
             obj = {"name": name, "urls": urls, "max_streams": streams, "max_request_body": 9}
             return _json(inp, obj)
         case 3:
-            method = _METHODS[inp.pick(len(_METHODS))]
-            obj = {"method": method, "target": "/" + inp.text(), "headers": _headers(inp)}
-            return _json(inp, obj)
-        case 4:
-            status = (200, 404, 599, 100, 600, True)[inp.pick(6)]
-            return _json(inp, {"status": status, "headers": _headers(inp)})
+            kind = inp.pick(5)  # 0 and 4 are not stream kinds
+            if inp.pick(8) == 0:
+                return b"" if inp.byte() & 1 else bytes((kind,)) + bytes(MAX_PAYLOAD)
+            return bytes((kind,)) + _FIRST[inp.pick(len(_FIRST))] + inp.take(inp.pick(32))
         case 5:
             size = (0, 1, 100, 16384, MAX_PAYLOAD, MAX_PAYLOAD + 1)[inp.pick(6)]
             return bytes(size) if inp.byte() & 1 else inp.take(size)
@@ -158,7 +154,7 @@ def message(inp: Input, conn: Connection) -> bytes:
     """A raw message (1 in 8), or a frame with a fuzzed type, flags, stream id, payload."""
     if inp.pick(8) == 0:
         return inp.take(inp.pick(40))
-    ftype = inp.pick(10)  # 0 and 9 are not frame types
+    ftype = inp.pick(10)  # 0, 4 (v1's RESPONSE) and 9 are not frame types
     flags = inp.pick(4) if inp.pick(4) else inp.byte()
     reserved = 0 if inp.pick(16) else 1
     return _HEADER.pack(ftype, flags, reserved, _stream_id(inp, conn)) + _payload(inp, ftype)
@@ -173,8 +169,7 @@ def decode_everything(data: bytes) -> None:
     decoders = (
         f.decode_hello,
         f.decode_welcome,
-        f.decode_request_head,
-        f.decode_response_head,
+        f.decode_open,
         f.decode_reset,
         f.decode_window,
         f.decode_goaway,
@@ -219,7 +214,7 @@ class Driver:
 
     def receive(self, data: bytes) -> None:
         for event in self.conn.receive(data):
-            if isinstance(event, DataReceived) and event.data:
+            if isinstance(event, DataReceived | StreamOpened) and event.data:
                 self.held[event.stream_id] = self.held.get(event.stream_id, 0) + len(event.data)
 
     def step(self) -> bool:
@@ -229,7 +224,7 @@ class Driver:
             if action < 7:
                 self.receive(message(self.inp, self.conn))
             elif action == 12:
-                self.pour()
+                self.pour() if self.inp.pick(4) else self.flood()
             else:
                 self.local_move(action)
         except RemoteProtocolError:
@@ -249,7 +244,9 @@ class Driver:
             if not self.held[held_sid]:
                 del self.held[held_sid]
         elif action == 8 and conn.can_open():
-            conn.open_stream(RequestHead("POST", "/x", (("a", "b"),)), bool(inp.pick(2)))
+            kind = StreamKind(1 + inp.pick(3))
+            first = _FIRST[inp.pick(len(_FIRST))] + bytes(inp.u32() % (MAX_PAYLOAD + 1))
+            conn.open_stream(kind, first[: conn.sendable(0)], bool(inp.pick(2)))
         elif action == 9 and sid:
             self.send_on(sid)
         elif action == 10 and sid:
@@ -272,14 +269,20 @@ class Driver:
             self.receive(_HEADER.pack(FrameType.DATA, 0, 0, sid) + bytes(size))
             conn.consumed(sid, self.held.pop(sid, 0))
 
+    def flood(self) -> None:
+        """The same message many times over: frames that make no progress must end the
+        session with ENHANCE_YOUR_CALM after a bounded number, and nothing else."""
+        repeated = message(self.inp, self.conn)
+        for _ in range(IDLE_FRAME_ALLOWANCE + 64 * (1 + self.inp.pick(8))):
+            self.receive(repeated)
+
     def send_on(self, sid: int) -> None:
         conn, inp = self.conn, self.inp
-        sending = conn._streams[sid].sending
-        if sending is Half.IDLE and conn.role is Role.AGENT:
-            conn.send_response(sid, ResponseHead(200, (("x", "y"),)), bool(inp.pick(2)))
-        elif sending is Half.BODY:
+        if conn._streams[sid].sending is Half.BODY:
             n = min(conn.sendable(sid), inp.u32() % (MAX_PAYLOAD + 1))
-            conn.send_data(sid, bytes(n), bool(inp.pick(2)))
+            fin = bool(inp.pick(2))
+            close = fin and conn.role is Role.AGENT and bool(inp.pick(2))
+            conn.send_data(sid, bytes(n), fin, close)
 
     def session_move(self) -> None:
         conn = self.conn

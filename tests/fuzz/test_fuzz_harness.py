@@ -19,8 +19,8 @@ def saved(folder: str) -> list[Path]:
 
 
 def test_committed_corpus_replays() -> None:
-    """The minimized corpus of the last long run (``scripts/fuzz merge``): about 95 % of
-    the lines of ``wire`` in a few seconds."""
+    """The minimized corpus of the last run (``scripts/fuzz merge``): about 93 % of the
+    lines of ``wire`` in a couple of seconds."""
     corpus = saved("corpus")
     assert len(corpus) > 50
     for path in corpus:

@@ -16,9 +16,8 @@ from wire import (
     Flag,
     FrameType,
     Hello,
-    RequestHead,
-    ResponseHead,
     Role,
+    StreamKind,
     Welcome,
 )
 
@@ -37,9 +36,12 @@ STATEFUL = settings(WIRE, max_examples=60 if PROFILE == "ci" else 2_000, statefu
 
 NAME = "demo"
 WELCOME = Welcome(NAME, ("https://relay.example/a/demo/",), 8, 1 << 20)
-GET = RequestHead("GET", "/", (("host", "relay.example"),))
-POST = RequestHead("POST", "/upload", (("content-type", "application/octet-stream"),))
-OK = ResponseHead(200, (("content-type", "text/plain"),))
+HTTP = StreamKind.HTTP
+#: An HTTP stream's first bytes as the relay sends them: the head it rewrote, and body.
+GET = b"GET / HTTP/1.1\r\nhost: relay.example\r\n\r\n"
+POST = b"POST /upload HTTP/1.1\r\nhost: relay.example\r\ncontent-length: 5\r\n\r\n"
+#: The agent's response bytes, head and all, untouched.
+OK = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\n"
 
 _HEADER = struct.Struct("!BBHI")
 
@@ -53,6 +55,11 @@ def u32(value: int) -> bytes:
     return struct.pack("!I", value)
 
 
+def open_frame(stream_id: int, data: bytes = b"", flags: int = 0, kind: int = HTTP) -> bytes:
+    """An OPEN message: the kind byte, then the stream's first bytes."""
+    return raw(FrameType.OPEN, stream_id, bytes((kind,)) + data, flags)
+
+
 def pump(src: Connection, dst: Connection) -> list[Event]:
     """Deliver everything ``src`` queued to ``dst``; return the events it produced."""
     events: list[Event] = []
@@ -64,7 +71,7 @@ def pump(src: Connection, dst: Connection) -> list[Event]:
 def settle(relay: Connection, agent: Connection) -> list[Event]:
     """Pump both ways until neither side has anything queued; return all events."""
     events: list[Event] = []
-    while relay._out or agent._out:
+    while relay.pending_output or agent.pending_output:
         events += pump(relay, agent) + pump(agent, relay)
     return events
 
@@ -82,15 +89,19 @@ def pair(max_streams: int = WELCOME.max_streams) -> tuple[Connection, Connection
 def open_pair(
     request_fin: bool = False, response: bool = False
 ) -> tuple[Connection, Connection, int]:
-    """An established pair with one stream open (optionally answered)."""
+    """An established pair with one HTTP stream open (optionally answered, without FIN).
+
+    The OPEN carries no bytes, so both windows start full.
+    """
     relay, agent = pair()
-    sid = relay.open_stream(POST, end_stream=request_fin)
+    sid = relay.open_stream(HTTP, end_stream=request_fin)
     pump(relay, agent)
     if response:
-        agent.send_response(sid, OK)
+        agent.send_data(sid, OK)
         pump(agent, relay)
     return relay, agent, sid
 
 
 DATA = int(FrameType.DATA)
 FIN = int(Flag.FIN)
+CLOSE = int(Flag.CLOSE)

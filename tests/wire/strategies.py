@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import string
-
 from hypothesis import strategies as st
 
 from wire import (
@@ -15,21 +13,12 @@ from wire import (
     Flag,
     FrameType,
     Hello,
-    RequestHead,
-    ResponseHead,
+    StreamKind,
     Welcome,
 )
 from wire.codes import ALLOWED_FLAGS
 from wire.frames import Frame
 
-TOKEN = st.text(string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~", min_size=1, max_size=20)
-LATIN1 = "".join(chr(c) for c in range(256) if chr(c) not in "\r\n\0")
-VALUE = st.text(LATIN1, max_size=40)
-HEADERS = st.lists(st.tuples(TOKEN, VALUE), max_size=12).map(tuple)
-TARGET = st.text("".join(chr(c) for c in [*range(0x21, 0x7F), *range(0x80, 0x100)]), max_size=60)
-
-REQUEST_HEADS = st.builds(RequestHead, TOKEN, TARGET.map(lambda t: "/" + t), HEADERS)
-RESPONSE_HEADS = st.builds(ResponseHead, st.integers(200, 599), HEADERS)
 CREDENTIALS = st.builds(
     CallerCredential,
     st.sampled_from(["bearer", "basic"]),
@@ -49,6 +38,8 @@ WELCOMES = st.builds(
     st.integers(0, 2**40),
 )
 CODES = st.sampled_from(ErrorCode)
+KINDS = st.sampled_from(StreamKind)
+FIRST_BYTES = st.binary(max_size=200)  # an OPEN's first bytes: any, kept short
 REASONS = st.text(max_size=256)  # at most 1024 bytes of UTF-8: never cut
 STREAM_IDS = st.integers(1, 2**32 - 1)
 INCREMENTS = st.integers(1, 2**31 - 1)
@@ -66,7 +57,8 @@ def frames(draw: st.DrawFn) -> Frame:
         sid = draw(st.integers(0, 2**32 - 1))
     else:
         sid = draw(STREAM_IDS)
-    flags = draw(st.sampled_from([Flag.NONE, ALLOWED_FLAGS.get(ftype, Flag.NONE)]))
+    allowed = ALLOWED_FLAGS.get(ftype, Flag.NONE)
+    flags = draw(st.sampled_from([Flag.NONE, allowed & Flag.FIN, allowed]))
     size = draw(st.sampled_from([0, 1, 100, MAX_PAYLOAD]) | st.integers(0, MAX_PAYLOAD))
     payload = draw(st.binary(min_size=min(size, 64), max_size=min(size, 64)))
     return Frame(ftype, sid, payload * (size // max(len(payload), 1)) if payload else b"", flags)

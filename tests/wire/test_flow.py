@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from tests.wire.helpers import GET, OK, POST, open_pair, pair, pump, raw, u32
+from tests.wire.helpers import (
+    GET,
+    HTTP,
+    open_frame,
+    open_pair,
+    pair,
+    pump,
+    raw,
+    u32,
+)
 from wire import (
     INITIAL_SESSION_WINDOW,
     INITIAL_STREAM_WINDOW,
@@ -12,11 +21,14 @@ from wire import (
     MAX_STREAM_WINDOW,
     MAX_WINDOW,
     Connection,
+    DataReceived,
     ErrorCode,
     FlowControlError,
     FrameError,
     FrameType,
     LocalProtocolError,
+    StreamKind,
+    StreamOpened,
     WindowUpdated,
 )
 from wire.flow import RecvWindow, SendWindow
@@ -50,7 +62,7 @@ def test_receiver_grants_credit_as_it_drains_not_as_bytes_arrive() -> None:
     relay, agent, sid = open_pair()
     fill(relay, sid)
     events = pump(relay, agent)
-    assert sum(len(e.data) for e in events) == INITIAL_STREAM_WINDOW  # type: ignore[union-attr]
+    assert sum(len(e.data) for e in events if isinstance(e, DataReceived)) == INITIAL_STREAM_WINDOW
     assert agent.data_to_send() == []  # nothing drained yet: no credit
     agent.consumed(sid, INITIAL_STREAM_WINDOW // 2 - 1)
     assert agent.data_to_send() == []  # batched: below half a window
@@ -58,7 +70,7 @@ def test_receiver_grants_credit_as_it_drains_not_as_bytes_arrive() -> None:
     [window] = agent.data_to_send()
     assert window == raw(FrameType.WINDOW, sid, u32(INITIAL_STREAM_WINDOW // 2))
     assert relay.receive(window) == [WindowUpdated(sid, INITIAL_STREAM_WINDOW // 2)]
-    assert relay.sendable(sid) == MAX_PAYLOAD
+    assert relay.sendable(sid) == INITIAL_STREAM_WINDOW // 2
 
 
 def test_data_beyond_the_stream_window_is_a_flow_control_error() -> None:
@@ -116,9 +128,9 @@ def test_session_window_is_shared_by_streams() -> None:
     relay, agent = pair(max_streams=100)
     streams = INITIAL_SESSION_WINDOW // INITIAL_STREAM_WINDOW
     for _ in range(streams):
-        fill(relay, relay.open_stream(POST))
+        fill(relay, relay.open_stream(HTTP))
     assert relay._send_session.available == 0
-    last = relay.open_stream(POST)
+    last = relay.open_stream(HTTP)
     assert relay._streams[last].send_window.available == INITIAL_STREAM_WINDOW
     assert relay.sendable(last) == 0  # its own window is full; the session's is empty
     events = pump(relay, agent)
@@ -242,8 +254,109 @@ def test_send_data_over_max_payload_is_refused_even_with_credit() -> None:
 
 def test_both_directions_have_their_own_windows() -> None:
     relay, agent, sid = open_pair()
-    agent.send_response(sid, OK)
-    pump(agent, relay)
     assert fill(agent, sid) == INITIAL_STREAM_WINDOW
     assert relay.sendable(sid) == MAX_PAYLOAD
-    assert relay.open_stream(GET, end_stream=True) == sid + 2
+    assert relay.open_stream(HTTP, GET, end_stream=True) == sid + 2
+
+
+# -- OPEN's first bytes count against the windows ----------------------------------------
+
+
+def test_open_first_bytes_spend_stream_and_session_credit() -> None:
+    relay, agent = pair()
+    first = GET + b"x" * 1000
+    sid = relay.open_stream(HTTP, first)
+    assert relay._streams[sid].send_window.available == INITIAL_STREAM_WINDOW - len(first)
+    assert relay._send_session.available == INITIAL_SESSION_WINDOW - len(first)
+    assert relay.sendable(sid) == INITIAL_STREAM_WINDOW - len(first)
+    [event] = pump(relay, agent)
+    assert event == StreamOpened(sid, StreamKind.HTTP, first, False)
+    recv = agent._streams[sid].recv_window
+    assert (recv.remaining, recv.buffered) == (INITIAL_STREAM_WINDOW - len(first), len(first))
+    assert agent._recv_session.buffered == len(first)
+
+
+def test_open_first_bytes_are_consumed_like_data() -> None:
+    relay, agent = pair()
+    half = INITIAL_STREAM_WINDOW // 2
+    sid = relay.open_stream(HTTP, bytes(half))
+    pump(relay, agent)
+    agent.consumed(sid, half - 1)
+    assert agent.data_to_send() == []  # batched like any DATA
+    agent.consumed(sid, 1)
+    [window] = agent.data_to_send()
+    assert window == raw(FrameType.WINDOW, sid, u32(half))
+    assert relay.receive(window) == [WindowUpdated(sid, half)]
+    assert relay._streams[sid].send_window.available == INITIAL_STREAM_WINDOW
+    with pytest.raises(LocalProtocolError):
+        agent.consumed(sid, 1)  # nothing more is held
+
+
+def test_open_with_fin_holds_session_credit_until_consumed() -> None:
+    relay, agent = pair()
+    sid = relay.open_stream(HTTP, GET, end_stream=True)
+    pump(relay, agent)
+    assert agent._recv_session.buffered == len(GET)
+    agent.consumed(sid, len(GET))  # the request half is done: no stream WINDOW
+    assert agent.data_to_send() == []
+    assert (agent._recv_session.buffered, agent._recv_session.owed) == (0, len(GET))
+
+
+def test_sendable_zero_is_the_largest_first_payload() -> None:
+    relay, agent = pair()
+    largest = relay.sendable(0)
+    assert largest == MAX_PAYLOAD - 1  # the kind byte takes one byte of the frame
+    sid = relay.open_stream(HTTP, bytes(largest))
+    [message] = relay.data_to_send()
+    assert len(message) == 8 + MAX_PAYLOAD
+    assert agent.receive(message)[0] == StreamOpened(sid, StreamKind.HTTP, bytes(largest), False)
+    with pytest.raises(LocalProtocolError, match="exceed"):
+        relay.open_stream(HTTP, bytes(largest + 1))
+    assert relay.data_to_send() == []
+    assert relay.open_stream(HTTP) == sid + 2  # the refused OPEN used up no stream id
+
+
+def test_sendable_zero_follows_the_session_window() -> None:
+    relay, _agent = pair()
+    relay._send_session.available = 10
+    assert relay.sendable(0) == 10
+    with pytest.raises(LocalProtocolError):
+        relay.open_stream(HTTP, bytes(11))
+    sid = relay.open_stream(HTTP, bytes(10))
+    assert relay.sendable(0) == relay.sendable(sid) == 0
+
+
+def test_open_beyond_the_session_window_is_a_flow_control_error() -> None:
+    _relay, agent = pair()
+    agent._recv_session.remaining = 10  # as if the rest of the session were in flight
+    with pytest.raises(FlowControlError) as info:
+        agent.receive(open_frame(1, bytes(11)))
+    assert info.value.code is ErrorCode.FLOW_CONTROL_ERROR
+
+
+def test_open_bytes_and_data_share_the_stream_window() -> None:
+    relay, agent = pair()
+    sid = relay.open_stream(HTTP, bytes(1000))
+    pump(relay, agent)
+    # A relay that forgot the OPEN's bytes sends a whole window more: one byte too many.
+    with pytest.raises(FlowControlError):
+        agent.receive(raw(FrameType.DATA, sid, bytes(INITIAL_STREAM_WINDOW - 999)))
+
+
+def test_credit_is_the_acknowledged_offset() -> None:
+    """What the receiver granted back, plus the initial window, is how far the sender may
+    write; minus the window, it is how much the consumer took: the resumption basis."""
+    relay, agent = pair()
+    sid = relay.open_stream(HTTP, bytes(1000))
+    relay.send_data(sid, bytes(INITIAL_STREAM_WINDOW - 1000))
+    pump(relay, agent)
+    granted = 0
+    for taken in (100_000, 50_000, INITIAL_STREAM_WINDOW - 150_000):
+        agent.consumed(sid, taken)
+        for event in pump(agent, relay):
+            if isinstance(event, WindowUpdated) and event.stream_id == sid:
+                granted += event.increment
+        recv = agent._streams[sid].recv_window
+        acked = granted  # bytes the consumer took and the sender has heard of
+        assert acked + recv.owed == INITIAL_STREAM_WINDOW - recv.buffered
+        assert relay._streams[sid].send_window.available == granted

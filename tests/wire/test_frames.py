@@ -20,6 +20,7 @@ from wire import (
     FrameError,
     FrameType,
     RemoteProtocolError,
+    StreamKind,
 )
 from wire import frames as f
 from wire.frames import Frame, decode_frame, encode_frame, encode_parts
@@ -30,7 +31,10 @@ def test_header_layout() -> None:
     assert encode_frame(frame) == bytes.fromhex("05 01 0000 01020304") + b"body"
     assert encode_parts(FrameType.DATA, 0x01020304, b"body", Flag.FIN) == encode_frame(frame)
     assert decode_frame(encode_frame(frame)) == frame
-    assert frame.fin and not Frame(FrameType.DATA, 1).fin
+    assert frame.fin and not frame.close and not Frame(FrameType.DATA, 1).fin
+    closing = Frame(FrameType.DATA, 1, b"", Flag.FIN | Flag.CLOSE)
+    assert encode_frame(closing) == bytes.fromhex("05 03 0000 00000001")
+    assert decode_frame(encode_frame(closing)) == closing and closing.close and closing.fin
     assert HEADER_SIZE == 8 and MAX_FRAME_SIZE == HEADER_SIZE + MAX_PAYLOAD
 
 
@@ -40,7 +44,7 @@ def test_short_messages(message: bytes) -> None:
         decode_frame(message)
 
 
-@pytest.mark.parametrize("ftype", [0x00, 0x09, 0x7F, 0xFF])
+@pytest.mark.parametrize("ftype", [0x00, 0x04, 0x09, 0x7F, 0xFF])
 def test_unknown_frame_types(ftype: int) -> None:
     with pytest.raises(FrameError, match="unknown frame type"):
         decode_frame(raw(ftype, 1))
@@ -54,15 +58,32 @@ def test_reserved_bits_must_be_zero() -> None:
 
 
 @pytest.mark.parametrize("ftype", list(FrameType))
-@pytest.mark.parametrize("flags", [0x01, 0x02, 0x80, 0xFF])
+@pytest.mark.parametrize("flags", [0x01, 0x02, 0x03, 0x04, 0x80, 0xFF])
 def test_flags_each_type_allows(ftype: FrameType, flags: int) -> None:
     sid = 0 if ftype in (FrameType.HELLO, FrameType.WELCOME, FrameType.GOAWAY) else 1
-    allowed = ftype in (FrameType.OPEN, FrameType.RESPONSE, FrameType.DATA) and flags == 0x01
+    allowed = (ftype is FrameType.OPEN and flags == 0x01) or (
+        ftype is FrameType.DATA and flags in (0x01, 0x03)
+    )
     if allowed:
-        assert decode_frame(raw(ftype, sid, b"", flags)).fin
+        frame = decode_frame(raw(ftype, sid, b"\x01", flags))
+        assert frame.fin and frame.close is (flags == 0x03)
     else:
         with pytest.raises(FrameError, match="flags"):
-            decode_frame(raw(ftype, sid, b"", flags))
+            decode_frame(raw(ftype, sid, b"\x01", flags))
+
+
+def test_close_only_with_fin_and_only_on_data() -> None:
+    assert decode_frame(bytes.fromhex("05 03 0000 00000001")).close
+    with pytest.raises(FrameError, match="flags 0x02 not allowed on DATA"):
+        decode_frame(bytes.fromhex("05 02 0000 00000001"))
+    with pytest.raises(FrameError, match="flags 0x03 not allowed on OPEN"):
+        decode_frame(bytes.fromhex("03 03 0000 00000001 01"))
+
+
+def test_type_0x04_was_response_and_is_gone() -> None:
+    assert 0x04 not in set(FrameType)
+    with pytest.raises(FrameError, match="unknown frame type 0x04"):
+        decode_frame(bytes.fromhex("04 00 0000 00000001") + b"{}")
 
 
 @pytest.mark.parametrize("ftype", [FrameType.HELLO, FrameType.WELCOME, FrameType.GOAWAY])
@@ -71,9 +92,7 @@ def test_session_frames_need_stream_zero(ftype: FrameType) -> None:
         decode_frame(raw(ftype, 1))
 
 
-@pytest.mark.parametrize(
-    "ftype", [FrameType.OPEN, FrameType.RESPONSE, FrameType.DATA, FrameType.RESET]
-)
+@pytest.mark.parametrize("ftype", [FrameType.OPEN, FrameType.DATA, FrameType.RESET])
 def test_stream_frames_need_a_stream_id(ftype: FrameType) -> None:
     with pytest.raises(FrameError, match="needs a stream id"):
         decode_frame(raw(ftype, 0))
@@ -150,7 +169,7 @@ def test_payload_decoders_raise_only_protocol_errors(ftype: FrameType, payload: 
 @given(s.JSON)
 def test_json_decoders_raise_only_frame_errors(value: object) -> None:
     payload = json.dumps(value).encode()
-    for decode in (f.decode_hello, f.decode_welcome, f.decode_request_head, f.decode_response_head):
+    for decode in (f.decode_hello, f.decode_welcome):
         try:
             decode(payload)
         except FrameError:
@@ -160,8 +179,7 @@ def test_json_decoders_raise_only_frame_errors(value: object) -> None:
 DECODERS = (
     f.decode_hello,
     f.decode_welcome,
-    f.decode_request_head,
-    f.decode_response_head,
+    f.decode_open,
     f.decode_reset,
     f.decode_goaway,
     f.decode_window,
@@ -169,16 +187,44 @@ DECODERS = (
 
 
 @WIRE
-@given(s.REQUEST_HEADS)
-def test_request_heads_round_trip(head: f.RequestHead) -> None:
-    assert f.decode_request_head(f.checked_request_head(head)) == head
-    assert f.decode_request_head(f.encode_request_head(head)) == head
+@given(s.KINDS, s.FIRST_BYTES)
+def test_open_payloads_round_trip(kind: StreamKind, data: bytes) -> None:
+    payload = f.encode_open(kind, data)
+    assert payload[0] == kind and payload[1:] == data
+    assert f.decode_open(payload) == (kind, data)
 
 
-@WIRE
-@given(s.RESPONSE_HEADS)
-def test_response_heads_round_trip(head: f.ResponseHead) -> None:
-    assert f.decode_response_head(f.checked_response_head(head)) == head
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b"\x01", (StreamKind.HTTP, b"")),
+        (b"\x01GET / HTTP/1.1\r\n\r\n", (StreamKind.HTTP, b"GET / HTTP/1.1\r\n\r\n")),
+        (b"\x02\x00\xff", (StreamKind.TCP, b"\x00\xff")),
+        (b"\x03\x16\x03\x01", (StreamKind.TLS, b"\x16\x03\x01")),
+    ],
+)
+def test_open_payload_literals(payload: bytes, expected: tuple[StreamKind, bytes]) -> None:
+    assert f.decode_open(payload) == expected
+    assert f.encode_open(*expected) == payload
+
+
+@pytest.mark.parametrize(
+    ("payload", "match"),
+    [
+        (b"", "without a stream kind"),
+        (b"\x00", "kind 0"),
+        (b"\x04x", "kind 4"),
+        (b"\xff", "kind 255"),
+    ],
+)
+def test_open_payload_needs_a_known_kind(payload: bytes, match: str) -> None:
+    with pytest.raises(FrameError, match=match) as info:
+        f.decode_open(payload)
+    assert info.value.code is ErrorCode.FRAME_ERROR
+
+
+def test_stream_kinds_are_the_documented_bytes() -> None:
+    assert {k.name: int(k) for k in StreamKind} == {"HTTP": 1, "TCP": 2, "TLS": 3}
 
 
 @WIRE
@@ -212,9 +258,19 @@ def test_window_round_trips(increment: int) -> None:
 
 
 def test_payload_codecs_emit_compact_ascii_json() -> None:
-    head = f.RequestHead("GET", "/é", (("x", "ÿ"),))
-    assert (
-        f.encode_request_head(head)
-        == rb'{"method":"GET","target":"/\u00e9","headers":[["x","\u00ff"]]}'
-    )
+    hello = f.Hello("d\u00e9mo", (), "x")
+    assert f.encode_hello(hello) == rb'{"name":"d\u00e9mo","caller_auth":[],"agent":"x"}'
     assert struct.unpack("!I", f.encode_window(7)) == (7,)
+
+
+def test_session_payloads_ignore_unknown_keys() -> None:
+    """A later revision (session resumption) may add keys; receivers ignore them."""
+    hello = b'{"name":"demo","resume":{"session":"abc","acked":{"1":5}},"agent":"a"}'
+    assert f.decode_hello(hello) == f.Hello("demo", (), "a")
+    welcome = b'{"name":"d","urls":[],"max_streams":1,"max_request_body":0,"session":"s"}'
+    assert f.decode_welcome(welcome) == f.Welcome("d", (), 1, 0)
+
+
+def test_session_payload_size_cap() -> None:
+    with pytest.raises(FrameError, match="over"):
+        f.decode_hello(b" " * (64 * 1024 + 1))

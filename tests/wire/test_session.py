@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from tests.wire.helpers import GET, NAME, OK, WELCOME, open_pair, pair, pump, raw, u32
+from tests.wire.helpers import (
+    GET,
+    HTTP,
+    NAME,
+    OK,
+    WELCOME,
+    open_frame,
+    open_pair,
+    pair,
+    pump,
+    raw,
+    settle,
+    u32,
+)
 from wire import (
     CallerCredential,
     Connection,
@@ -16,13 +29,14 @@ from wire import (
     HelloReceived,
     LocalProtocolError,
     RemoteProtocolError,
-    RequestReceived,
     Role,
+    StreamKind,
+    StreamOpened,
     StreamReset,
     Welcome,
     WelcomeReceived,
 )
-from wire.frames import encode_goaway, encode_hello, encode_request_head, encode_welcome
+from wire.frames import encode_goaway, encode_hello, encode_welcome
 
 BEARER = CallerCredential("bearer", "ab" * 32)
 BASIC = CallerCredential("basic", "cd" * 32)
@@ -149,14 +163,14 @@ def test_relay_goaway_stops_new_streams_and_lets_old_ones_finish() -> None:
     relay.send_goaway(ErrorCode.NO_ERROR, "shutting down")
     assert not relay.can_open()
     with pytest.raises(LocalProtocolError):
-        relay.open_stream(GET)
+        relay.open_stream(HTTP, GET)
     [message] = relay.data_to_send()
     assert message == raw(FrameType.GOAWAY, 0, u32(sid) + u32(0) + b"shutting down")
     assert agent.receive(message) == [GoAwayReceived(sid, ErrorCode.NO_ERROR, "shutting down")]
     # The open stream still completes, both ways.
     relay.send_data(sid, b"body", end_stream=True)
-    agent.send_response(sid, OK)
-    agent.send_data(sid, b"answer", end_stream=True)
+    agent.send_data(sid, OK)
+    agent.send_data(sid, b"hello", end_stream=True)
     pump(relay, agent)
     pump(agent, relay)
     assert relay.open_streams == agent.open_streams == 0
@@ -167,20 +181,20 @@ def test_agent_receiving_open_after_the_relays_goaway() -> None:
     relay.send_goaway()
     pump(relay, agent)
     with pytest.raises(RemoteProtocolError) as info:
-        agent.receive(raw(FrameType.OPEN, sid + 2, encode_request_head(GET)))
+        agent.receive(open_frame(sid + 2, GET))
     assert info.value.code is ErrorCode.PROTOCOL_ERROR
 
 
 def test_agent_goaway_drains_and_refuses_opens_that_crossed_it() -> None:
     relay, agent, sid = open_pair()
     agent.send_goaway(ErrorCode.NO_ERROR, "draining")
-    crossing = relay.open_stream(GET, end_stream=True)  # sent before the GOAWAY arrives
+    crossing = relay.open_stream(HTTP, GET, end_stream=True)  # sent before the GOAWAY arrives
     assert pump(agent, relay) == [GoAwayReceived(sid, ErrorCode.NO_ERROR, "draining")]
     assert not relay.can_open()
     with pytest.raises(LocalProtocolError):
-        relay.open_stream(GET)
+        relay.open_stream(HTTP, GET)
     # The agent still gets the crossing OPEN; it answers REFUSED_STREAM (safe to retry).
-    assert pump(relay, agent) == [RequestReceived(crossing, GET, True)]
+    assert pump(relay, agent) == [StreamOpened(crossing, StreamKind.HTTP, GET, True)]
     agent.send_reset(crossing, ErrorCode.REFUSED_STREAM, "draining")
     assert pump(agent, relay) == [StreamReset(crossing, ErrorCode.REFUSED_STREAM, "draining")]
 
@@ -197,6 +211,47 @@ def test_goaway_graceful_then_error_each_at_most_once() -> None:
         GoAwayReceived(0, ErrorCode.PROTOCOL_ERROR, "bad frame"),
     ]
     assert agent.goaway_received and relay.goaway_sent
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (ErrorCode.NO_ERROR, ErrorCode.NO_ERROR),
+        (ErrorCode.PROTOCOL_ERROR, ErrorCode.PROTOCOL_ERROR),
+        (ErrorCode.PROTOCOL_ERROR, ErrorCode.INTERNAL_ERROR),
+        (ErrorCode.REPLACED, ErrorCode.NO_ERROR),  # an error GOAWAY is never followed
+    ],
+)
+def test_a_second_goaway_of_the_same_kind_is_a_protocol_error(
+    first: ErrorCode, second: ErrorCode
+) -> None:
+    relay, agent = pair()
+    assert agent.receive(raw(FrameType.GOAWAY, 0, encode_goaway(0, first, ""))) == [
+        GoAwayReceived(0, first, "")
+    ]
+    with pytest.raises(RemoteProtocolError) as info:
+        agent.receive(raw(FrameType.GOAWAY, 0, encode_goaway(0, second, "again")))
+    assert info.value.code is ErrorCode.PROTOCOL_ERROR
+    assert relay.goaway_received is False
+
+
+def test_graceful_then_error_goaway_is_accepted_once_each() -> None:
+    relay, _agent = pair()
+    graceful = raw(FrameType.GOAWAY, 0, encode_goaway(0, ErrorCode.NO_ERROR, "bye"))
+    error = raw(FrameType.GOAWAY, 0, encode_goaway(0, ErrorCode.ENHANCE_YOUR_CALM, "calm"))
+    assert relay.receive(graceful) == [GoAwayReceived(0, ErrorCode.NO_ERROR, "bye")]
+    assert relay.receive(error) == [GoAwayReceived(0, ErrorCode.ENHANCE_YOUR_CALM, "calm")]
+    with pytest.raises(RemoteProtocolError):
+        relay.receive(error)
+
+
+def test_what_send_goaway_emits_the_peer_always_accepts() -> None:
+    relay, agent = pair()
+    for code in (ErrorCode.NO_ERROR, ErrorCode.CANCEL, ErrorCode.NO_ERROR, ErrorCode.CANCEL):
+        relay.send_goaway(code)
+        agent.send_goaway(code)
+        settle(relay, agent)  # raises if either side sent a GOAWAY the other refuses
+    assert relay.goaway_received and agent.goaway_received
 
 
 def test_goaway_before_the_handshake_refuses_the_session() -> None:
