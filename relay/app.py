@@ -5,7 +5,8 @@ Reserved paths live under ``/_edge/`` (on every host):
 * ``/_edge/connect``: the agents' WebSocket endpoint (:mod:`relay.agents`);
 * ``/_edge/healthz``: 200 while the process runs;
 * ``/_edge/readyz``: 200 while it accepts agents and requests, 503 while draining;
-* ``/_edge/metrics``: Prometheus text format.
+* ``/_edge/metrics``: Prometheus text format;
+* ``/_edge/tls-ask``: may a TLS proxy get a certificate for a name (:mod:`relay.tlsask`).
 
 Everything else is a public request for a tunnel (:mod:`relay.public`). Relay-made
 errors are answered here, in one place, from :func:`relay.errors.http_error`.
@@ -27,6 +28,7 @@ from relay.errors import BadRequest, NotFound, PublicError, RelayConfigError
 from relay.public import handle_public
 from relay.session import WS_GOING_AWAY, WS_POLICY, State
 from relay.state import RelayState
+from relay.tlsask import TLS_ASK_PATH, tls_ask
 from wire import ErrorCode
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,9 @@ class RelayApp:
                 (b"content-length", str(len(text)).encode()),
             ]
             await send_response(send, 200, headers, text)
+        elif path == TLS_ASK_PATH:
+            ask = tls_ask(self.state.store, self.state.settings.domain, scope["query_string"])
+            await send_response(send, ask.status, ask.headers, ask.body)
         elif path == CONNECT_PATH:
             raise BadRequest("this endpoint takes a WebSocket upgrade")
         else:
