@@ -249,7 +249,7 @@ def _printable(text: str) -> str:
 
 # More commands register here. The Molecule platform session adds `edge-agent run` and
 # `edge-agent peers` with a `register(main)` function in edge_agent/molecule/cli.py;
-# until that module exists, the group has `http` only. Imported on first use (_Commands).
+# edge_agent/service/cli.py adds `edge-agent service`. Imported on first use (_Commands).
 _optional_registered = False
 
 
@@ -259,6 +259,7 @@ def _register_optional_commands() -> bool:
     if _optional_registered:
         return False
     _optional_registered = True
+    importlib.import_module("edge_agent.service.cli").register(main)
     try:
         molecule_cli = importlib.import_module("edge_agent.molecule.cli")
     except ModuleNotFoundError as exc:
