@@ -69,3 +69,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         agent.url = agent.wait_url()
         yield Stack(origin, relay, caddy, agent)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print why deployment tests were skipped (a missing daemon or package), even
+    without ``-rs``: a skip here means a part of deploy/ went untested."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    reasons = sorted(
+        {
+            str(report.longrepr[2]).removeprefix("Skipped: ")
+            for report in skipped
+            if "tests/deploy/" in report.nodeid and isinstance(report.longrepr, tuple)
+        }
+    )
+    for reason in reasons:
+        terminalreporter.write_line(f"tests/deploy skipped: {reason}")

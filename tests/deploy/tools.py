@@ -54,9 +54,10 @@ def _install(command: str, package: str) -> str | None:
 
 def _apt_install(package: str) -> str | None:
     """Install ``package``; refresh the package index first only when that fails."""
-    if _apt("install", "-y", "--no-upgrade", package) is None:
+    install = ("install", "-y", "--no-upgrade", "--no-install-recommends", package)
+    if _apt(*install) is None:
         return None
-    return _apt("update") or _apt("install", "-y", "--no-upgrade", package)
+    return _apt("update") or _apt(*install)
 
 
 def _apt(*args: str) -> str | None:
