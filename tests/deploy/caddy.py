@@ -44,7 +44,7 @@ class Caddy(Proc):
         config = home / "Caddyfile"
         config.write_text(caddyfile_for_tests(free_port(), self.port))
         env = clean_env(
-            EDGE_RELAY_HOST=relay_host,
+            EDGE_RELAY_PUBLIC_HOST=relay_host,
             EDGE_RELAY_DOMAIN=domain,
             EDGE_RELAY_UPSTREAM=upstream,
             XDG_DATA_HOME=str(home / "data"),

@@ -37,7 +37,9 @@ def compose(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_compose_file_is_valid() -> None:
-    done = compose("config", EDGE_RELAY_HOST="relay.example.com", EDGE_RELAY_DOMAIN="t.example.com")
+    done = compose(
+        "config", EDGE_RELAY_PUBLIC_HOST="relay.example.com", EDGE_RELAY_DOMAIN="t.example.com"
+    )
     assert done.returncode == 0, done.stderr
     for line in (
         "EDGE_RELAY_PUBLIC_URL: https://relay.example.com",
@@ -53,7 +55,7 @@ def test_compose_file_is_valid() -> None:
 def test_compose_refuses_to_start_without_names() -> None:
     done = compose("config")
     assert done.returncode != 0
-    assert "set EDGE_RELAY_HOST" in done.stderr
+    assert "set EDGE_RELAY_PUBLIC_HOST" in done.stderr
 
 
 def instructions() -> list[tuple[str, str]]:

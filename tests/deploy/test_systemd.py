@@ -112,3 +112,17 @@ def test_sysusers_entry_matches_the_unit() -> None:
     entry = (SYSTEMD / "edge-relay.sysusers").read_text().splitlines()[-1].split()
     assert entry[:2] == ["u", "edge-relay"]
     assert "/var/lib/edge-relay" in entry
+
+
+def test_caddy_dropin_verifies_with_debians_unit(tmp_path: Path) -> None:
+    require("caddy", "caddy")  # brings Debian's caddy.service
+    debian = Path("/lib/systemd/system/caddy.service")
+    unit = tmp_path / "caddy.service"
+    unit.write_text(debian.read_text())
+    dropins = tmp_path / "caddy.service.d"
+    dropins.mkdir()
+    conf = (SYSTEMD / "caddy.service.d" / "edge-relay.conf").read_text()
+    (dropins / "edge-relay.conf").write_text(conf)
+    done = analyze("verify", "--man=no", str(unit))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert "EnvironmentFile=/etc/default/caddy" in conf.splitlines()
