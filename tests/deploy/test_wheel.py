@@ -8,6 +8,8 @@ Downloads go through pip's cache, so a second run needs no network.
 
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
 import os
 import subprocess
 import sys
@@ -70,10 +72,41 @@ def test_wheel_and_sdist_contents(dist: Path) -> None:
     assert not [line for line in unconditional if any(d in line for d in DEV_ONLY)]
 
 
-def test_fresh_venv(dist: Path, tmp_path: Path) -> None:
-    venv = tmp_path / "venv"
-    run([sys.executable, "-m", "venv", venv], cwd=tmp_path)
-    run([venv / "bin" / "pip", "install", "--quiet", wheel(dist)], cwd=tmp_path)
+@dataclasses.dataclass(frozen=True)
+class Installs:
+    venv: Path  # a fresh venv with the wheel installed by pip
+    pipx_bin: Path  # pipx's folder of command links
+    root: Path
+
+
+@pytest.fixture(scope="module")
+def installs(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Installs:
+    """Both installs at once: each spends most of its time waiting for pip."""
+    root = tmp_path_factory.mktemp("installs")
+    made = Installs(root / "venv", root / "bin", root)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        jobs = [pool.submit(_venv_install, dist, made), pool.submit(_pipx_install, dist, made)]
+        for job in jobs:
+            job.result()
+    return made
+
+
+def _venv_install(dist: Path, made: Installs) -> None:
+    run([sys.executable, "-m", "venv", made.venv], cwd=made.root)
+    run([made.venv / "bin" / "pip", "install", "--quiet", wheel(dist)], cwd=made.root)
+
+
+def _pipx_install(dist: Path, made: Installs) -> None:
+    homes = {
+        "PIPX_HOME": str(made.root / "pipx"),
+        "PIPX_BIN_DIR": str(made.pipx_bin),
+        "PIPX_MAN_DIR": str(made.root / "man"),
+    }
+    run([Path(sys.executable).parent / "pipx", "install", wheel(dist)], made.root, **homes)
+
+
+def test_fresh_venv(installs: Installs, tmp_path: Path) -> None:
+    venv = installs.venv
     for command in COMMANDS:
         assert "Usage:" in run([venv / "bin" / command, "--help"], cwd=tmp_path)
     assert "version 0.1.0" in run([venv / "bin" / "edge-relay", "--version"], cwd=tmp_path)
@@ -96,15 +129,8 @@ def _service_template_renders(edge_agent: Path, tmp_path: Path) -> None:
     assert f"ExecStart={edge_agent} http --config {config}" in unit
 
 
-def test_pipx(dist: Path, tmp_path: Path) -> None:
-    pipx = Path(sys.executable).parent / "pipx"
-    homes = {
-        "PIPX_HOME": str(tmp_path / "pipx"),
-        "PIPX_BIN_DIR": str(tmp_path / "bin"),
-        "PIPX_MAN_DIR": str(tmp_path / "man"),
-    }
-    run([pipx, "install", wheel(dist)], cwd=tmp_path, **homes)
+def test_pipx(installs: Installs, tmp_path: Path) -> None:
     for command in COMMANDS:
-        path = tmp_path / "bin" / command
+        path = installs.pipx_bin / command
         assert os.access(path, os.X_OK), command
         assert "Usage:" in run([path, "--help"], cwd=tmp_path)
