@@ -25,7 +25,7 @@ import pytest
 
 from relay.tokens import TokenStore
 from tests.deploy.caddy import CADDYFILE, Caddy
-from tests.deploy.test_service import exec_start, user_manager_available
+from tests.deploy.userunit import exec_start, user_manager_available
 from tests.e2e.origin import Origin
 from tests.e2e.procs import BIN, ROOT, Proc, Procs, clean_env, free_port
 

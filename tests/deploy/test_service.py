@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import plistlib
-import shlex
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -24,6 +23,7 @@ from edge_agent.service import launchd, schtasks, systemd
 from edge_agent.service.spec import ServiceSpec
 from edge_agent.service.steps import Remove, Run, Write, apply
 from tests.deploy.tools import require
+from tests.deploy.userunit import exec_start, user_manager_available
 from tests.e2e.procs import BIN, Proc, Procs, RelayProc, clean_env, issue_token
 
 TOKEN = "mer_" + "t" * 43
@@ -52,13 +52,6 @@ def service_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
-
-
-def user_manager_available() -> bool:
-    done = subprocess.run(
-        ["systemctl", "--user", "show-environment"], capture_output=True, timeout=10, check=False
-    )
-    return done.returncode == 0
 
 
 # -- what install refuses -------------------------------------------------------------
@@ -132,12 +125,6 @@ def test_unit_file_verifies_and_holds_no_secret(home: Path, tmp_path: Path) -> N
         check=False,
     )
     assert (verify.returncode, verify.stderr) == (0, "")
-
-
-def exec_start(unit: Path) -> list[str]:
-    """The ExecStart command as systemd reads it (its quoting, ``%%`` -> ``%``)."""
-    line = next(x for x in unit.read_text().splitlines() if x.startswith("ExecStart="))
-    return [arg.replace("%%", "%") for arg in shlex.split(line.removeprefix("ExecStart="))]
 
 
 @pytest.fixture
