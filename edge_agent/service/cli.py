@@ -50,7 +50,9 @@ def service() -> None:
 )
 @name_option
 @click.option(
-    "--executable", type=click.Path(dir_okay=False, path_type=Path), help="edge-agent command."
+    "--executable",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="edge-agent command.",
 )
 @click.option("--no-start", is_flag=True, help="Only write the service definition.")
 @click.option("--dry-run", is_flag=True, help="Print what would be done, do nothing.")
@@ -67,7 +69,7 @@ def install(
         )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    backend = backends.for_platform()
+    backend = _backend()
     steps = backend.install_steps(spec)
     if no_start:
         steps = [step for step in steps if not isinstance(step, Run)]
@@ -82,7 +84,7 @@ def install(
 def uninstall(name: str, dry_run: bool) -> None:
     """Stop and remove the service. The config file (and its token) is left alone."""
     spec = _spec_by_name(name)
-    backend = backends.for_platform()
+    backend = _backend()
     _do(backend.uninstall_steps(spec), dry_run, "nothing else was removed")
     if not dry_run:
         click.echo(f"removed {backend.KIND} {backend.definition(spec)}")
@@ -93,7 +95,7 @@ def uninstall(name: str, dry_run: bool) -> None:
 def status(name: str) -> None:
     """Whether the service is installed, and what the service manager says of it."""
     spec = _spec_by_name(name)
-    backend = backends.for_platform()
+    backend = _backend()
     path = backend.definition(spec)
     if not path.exists():
         click.echo(f"{name}: not installed (no {path})")
@@ -102,6 +104,13 @@ def status(name: str) -> None:
     code, output = run_command(backend.status_argv(spec))
     click.echo(output)
     sys.exit(code)
+
+
+def _backend() -> backends.Backend:
+    try:
+        return backends.for_platform()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _spec_by_name(name: str) -> ServiceSpec:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.service import launchd, schtasks, systemd
+from edge_agent.errors import ConfigError
+from edge_agent.service import backends, launchd, schtasks, systemd
 from edge_agent.service.spec import ServiceSpec
 from edge_agent.service.steps import Remove, Run, Write, apply
 from tests.deploy.tools import require
@@ -261,3 +262,11 @@ def test_systemd_quoting() -> None:
     assert systemd.quote("/a b/c") == '"/a b/c"'
     assert systemd.quote('/x"y\\z') == '"/x\\"y\\\\z"'
     assert systemd.quote("/50%/$HOME") == "/50%%/$$HOME"
+
+
+def test_backends_by_platform() -> None:
+    assert backends.for_platform("linux") is systemd
+    assert backends.for_platform("darwin") is launchd
+    assert backends.for_platform("win32") is schtasks
+    with pytest.raises(ConfigError, match="no service manager support for freebsd14"):
+        backends.for_platform("freebsd14")
