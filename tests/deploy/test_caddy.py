@@ -35,7 +35,11 @@ def test_host_routing_gets_an_on_demand_certificate(stack: Stack) -> None:
     assert answer.status_code == 200, answer.text
     seen = answer.json()
     assert (seen["raw_path"], seen["query_string"]) == ("/echo", "x=1")
-    assert [host] == [v for n, v in seen["headers"] if n == "x-forwarded-host"]
+    headers = dict(seen["headers"])
+    assert headers["x-forwarded-host"] == host
+    # docs/deploy.md: the relay trusts no proxy headers, so it reports Caddy's hop.
+    assert headers["x-forwarded-for"] == "127.0.0.1, 127.0.0.1"
+    assert headers["x-forwarded-proto"] == "http"
     cert = peer_certificate(stack, host)
     assert ("DNS", host) in cert["subjectAltName"]  # type: ignore[operator]
     assert "Caddy Local Authority" in str(cert["issuer"])
