@@ -327,7 +327,7 @@ def token_revoke(name: str, state_dir: Path) -> None:
 @_state_dir_option
 @click.option(
     "--ca-file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="PEM CA to verify the certificates with.  [default: the system's]",
 )
 @click.option("--test-name", help="Tunnel name for the on-demand certificate check.")

@@ -104,6 +104,13 @@ def test_public_url_is_required() -> None:
     assert "Missing option '--public-url'" in done.stderr
 
 
+def test_missing_ca_file_is_a_usage_error(tmp_path: Path) -> None:
+    missing = tmp_path / "ca.pem"
+    done = doctor("doctor", "--public-url", "https://localhost", "--ca-file", str(missing))
+    assert done.returncode == 2
+    assert "does not exist" in done.stderr
+
+
 def test_state_folder_checks(tmp_path: Path) -> None:
     state = tmp_path / "state"
     assert "issue a token" in check_state_dir(state).fix
