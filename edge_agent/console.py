@@ -71,6 +71,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "run": "edge_agent.molecule.cli:run",
     "peers": "edge_agent.molecule.cli:peers",
     "card": "edge_agent.molecule.cli:card",
+    "service": "edge_agent.service.cli:service",
 }
 
 

@@ -1,4 +1,5 @@
-"""``edge-relay``: serve the relay, manage agent tokens, make development certificates.
+"""``edge-relay``: serve the relay, manage agent tokens, make development certificates,
+check a setup (``doctor``).
 
 Settings come from flags, then ``EDGE_RELAY_*`` environment variables, then a TOML file
 (``--config FILE``, keys named like the flags: ``port = 8443``, ``public-url = "..."``,
@@ -18,6 +19,7 @@ from typing import Any, Final
 import click
 
 from relay import config as cfg
+from relay.doctor import MIN_DAYS
 from relay.errors import RelayConfigError
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ _SERVE_KEYS: Final = frozenset(
     }
 )
 _GLOBAL_KEYS: Final = frozenset({"verbose", "log_format"})
+_DOCTOR_KEYS: Final = frozenset({"public_url", "domain", "state_dir"})
 _PARAM: Final = {"open": "open_mode"}  # file key -> click parameter name
 _UNITS: Final = {
     "": 1,
@@ -84,11 +87,13 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     serve = {_PARAM.get(k, k): v for k, v in flat.items() if k in _SERVE_KEYS | _GLOBAL_KEYS}
     state = {k: v for k, v in flat.items() if k == "state_dir"}
     tokens = {"issue": state, "list": state, "revoke": state}
+    doctor = {k: v for k, v in flat.items() if k in _DOCTOR_KEYS}
     ctx.default_map = {
         **(ctx.default_map or {}),
         **{k: v for k, v in flat.items() if k in _GLOBAL_KEYS},
         "serve": serve,
         "token": tokens,
+        "doctor": doctor,
     }
     if ctx.info_name == "serve":
         ctx.default_map = serve
@@ -319,6 +324,43 @@ def token_revoke(name: str, state_dir: Path) -> None:
     if not removed:
         raise click.ClickException(f"{name} has no token")
     click.echo(f"revoked the token for {name}", err=True)
+
+
+@main.command()
+@click.option(
+    "--public-url",
+    envvar="EDGE_RELAY_PUBLIC_URL",
+    required=True,
+    help="The relay's public URL (as for serve).",
+)
+@click.option("--domain", envvar="EDGE_RELAY_DOMAIN", help="Wildcard domain (as for serve).")
+@_state_dir_option
+@click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PEM CA to verify the certificates with.  [default: the system's]",
+)
+@click.option("--test-name", help="Tunnel name for the on-demand certificate check.")
+@click.option(
+    "--min-days",
+    type=click.FloatRange(min=0),
+    default=MIN_DAYS,
+    help="Certificates must stay valid this many more days.",
+)
+def doctor(
+    public_url: str,
+    domain: str | None,
+    state_dir: Path,
+    ca_file: Path | None,
+    test_name: str | None,
+    min_days: float,
+) -> None:
+    """Check this relay's setup: DNS, reachability, certificates, state folder, tokens."""
+    from relay import doctor as checks
+
+    setup = checks.Setup(public_url, domain, Path(state_dir), ca_file, test_name, min_days)
+    if not checks.report(checks.run_checks(setup), click.echo):
+        sys.exit(1)
 
 
 @main.command()

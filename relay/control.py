@@ -3,7 +3,8 @@
 * ``/_edge/connect``: the agents' WebSocket endpoint (:mod:`relay.agents`);
 * ``/_edge/healthz``: 200 while the process runs;
 * ``/_edge/readyz``: 200 while it accepts agents and requests, 503 while draining;
-* ``/_edge/metrics``: Prometheus text format.
+* ``/_edge/metrics``: Prometheus text format;
+* ``/_edge/tls-ask?domain=NAME.DOMAIN``: Caddy's on-demand TLS question (:mod:`relay.tlsask`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import TYPE_CHECKING
 import tunnel
 from relay import h1
 from relay.agents import AgentSession, authorize
-from relay.answers import error_response, json_response, text_response
+from relay.answers import error_response, json_response, response, text_response
 from relay.errors import AgentRefused, BadRequest, NotFound
+from relay.tlsask import TLS_ASK_PATH, tls_ask
 from wire.rules import CONNECT_PATH
 
 if TYPE_CHECKING:
@@ -43,6 +45,9 @@ def handle(conn: PublicConnection, head: h1.Head) -> None:
         answer = json_response(200 if ready else 503, body)
     elif path == b"/_edge/metrics":
         answer = text_response(200, app.state.metrics.render().encode(), _METRICS_TYPE)
+    elif path == TLS_ASK_PATH.encode():
+        ask = tls_ask(app.state.store, app.state.settings.domain, query)
+        answer = response(ask.status, ask.headers, ask.body)
     else:
         raise NotFound()
     conn.write(answer)
