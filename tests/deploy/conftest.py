@@ -53,7 +53,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with Origin() as origin, Procs() as procs:
         port = free_port()
         public_url = f"https://{RELAY_HOST}:{port}"
-        relay = procs.add(RelayProc(home / "state", "--domain", DOMAIN, "--public-url", public_url))
+        relay = procs.add(
+            RelayProc(
+                home / "state",
+                *("--domain", DOMAIN, "--public-url", public_url),
+                *("--trusted-proxy", "127.0.0.1/32"),  # Caddy, as docs/deploy.md sets it
+            )
+        )
         token = issue_token(home / "state", "demo")
         caddy = procs.add(Caddy(home, f"127.0.0.1:{relay.port}", RELAY_HOST, DOMAIN, port))
         agent = procs.add(

@@ -37,9 +37,9 @@ def test_host_routing_gets_an_on_demand_certificate(stack: Stack) -> None:
     assert (seen["raw_path"], seen["query_string"]) == ("/echo", "x=1")
     headers = dict(seen["headers"])
     assert headers["x-forwarded-host"] == host
-    # docs/deploy.md: the relay trusts no proxy headers, so it reports Caddy's hop.
+    # docs/deploy.md: the relay trusts Caddy (--trusted-proxy): the caller, then its hop.
     assert headers["x-forwarded-for"] == "127.0.0.1, 127.0.0.1"
-    assert headers["x-forwarded-proto"] == "http"
+    assert headers["x-forwarded-proto"] == "https"
     cert = peer_certificate(stack, host)
     assert ("DNS", host) in cert["subjectAltName"]  # type: ignore[operator]
     assert "Caddy Local Authority" in str(cert["issuer"])
