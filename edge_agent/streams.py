@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 from edge_agent.errors import RequestAborted, TargetError, TargetFailed, TunnelError
+from edge_agent.inspect import tap
 from edge_agent.target import EmptyBody, LocalRequest, LocalResponse, Target
 from edge_agent.writer import Writer
 from wire import (
@@ -170,7 +171,7 @@ class Stream:
             self.request_body,
         )
         try:
-            response = await target.handle(request)
+            response = await tap.handle(target, request)  # target.handle, or observed
             await self._respond(response)
         except TargetError as exc:
             self._reset(exc.code if self.status is None else ErrorCode.TARGET_ERROR, exc)
