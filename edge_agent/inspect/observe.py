@@ -155,6 +155,7 @@ class _Parse:
         exchange = self.exchange
         exchange.method = self.req_parser.get_method().decode("latin-1")
         exchange.path = url
+        self.store.masker.learn(exchange.request.headers)
         self.store.changed(exchange)
 
     def request_ended(self) -> None:
@@ -171,6 +172,7 @@ class _Parse:
             return
         exchange = self.exchange
         exchange.status = status
+        self.store.masker.learn(exchange.response.headers)
         content_type = _header(exchange.response.headers, "content-type")
         if content_type.lower().startswith("text/event-stream"):
             exchange.kind = "sse"

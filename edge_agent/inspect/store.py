@@ -15,7 +15,8 @@ Secrets: the store keeps what was forwarded as it was (a replay must send the re
 ``Authorization``); :class:`Masker` hides secrets whenever something leaves the store
 (the JSON API, the page), unless ``reveal`` is set. It masks the values of
 :data:`MASKED_HEADERS` and every occurrence of a secret value given to
-:meth:`Masker.add_secrets`, in heads, paths, bodies and timelines.
+:meth:`Masker.add_secrets`, or seen in one of those headers (:meth:`Masker.learn`), in
+heads, paths, bodies and timelines.
 
 Change notification: :meth:`Store.changed` marks a row; listeners get the rows changed
 during the last :data:`NOTIFY_DELAY` seconds at once (a busy SSE stream does not become
@@ -48,6 +49,8 @@ MASKED_HEADERS: Final = frozenset({"authorization", "proxy-authorization", "cook
 MASK: Final = "[masked]"
 #: Secret values shorter than this are not masked (they would mask ordinary text).
 MIN_SECRET: Final = 4
+#: Credentials and cookie values seen in heads and remembered for masking.
+MAX_LEARNED: Final = 256
 
 State = Literal["open", "done", "error"]
 Listener = Callable[[str, int], None]  # ("new" | "update", exchange id)
@@ -114,13 +117,35 @@ class Masker:
 
     def __init__(self, reveal: bool = False, secrets: Iterable[str] = ()) -> None:
         self.reveal = reveal
+        self._given: set[str] = set()
+        self._learned: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._secrets: list[str] = []
         self.add_secrets(secrets)
 
     def add_secrets(self, values: Iterable[str]) -> None:
         """Mask these values wherever they appear (longest first, so no part is left)."""
-        found = {v for v in values if len(v) >= MIN_SECRET} | set(self._secrets)
-        self._secrets = sorted(found, key=len, reverse=True)
+        self._given |= {v for v in values if len(v) >= MIN_SECRET}
+        self._update()
+
+    def learn(self, headers: Iterable[tuple[str, str]]) -> None:
+        """Remember the credentials and cookie values in ``headers``, so that a body
+        that echoes one (a debugging endpoint, an error page) shows it masked too. The
+        last :data:`MAX_LEARNED` are remembered."""
+        if self.reveal:
+            return
+        added = False
+        for name, value in headers:
+            for secret in _credentials(name.lower(), value):
+                if len(secret) >= MIN_SECRET and secret not in self._learned:
+                    self._learned[secret] = None
+                    added = True
+        while len(self._learned) > MAX_LEARNED:
+            self._learned.popitem(last=False)
+        if added:
+            self._update()
+
+    def _update(self) -> None:
+        self._secrets = sorted(self._given | set(self._learned), key=len, reverse=True)
 
     def text(self, value: str) -> str:
         if self.reveal:
@@ -146,6 +171,17 @@ class Masker:
 
     def headers(self, pairs: Iterable[tuple[str, str]]) -> list[list[str]]:
         return [[self.text(n), self.header(n, v)] for n, v in pairs]
+
+
+def _credentials(lname: str, value: str) -> list[str]:
+    """The secret parts of a header value (none for a header that is not secret)."""
+    if lname in ("authorization", "proxy-authorization"):
+        return [value.partition(" ")[2].strip() or value.strip()]
+    if lname == "cookie":
+        return [pair.partition("=")[2].strip() for pair in value.split(";")]
+    if lname == "set-cookie":
+        return [value.partition(";")[0].partition("=")[2].strip()]
+    return []
 
 
 def _mask_pair(pair: str) -> str:

@@ -73,3 +73,11 @@ def test_listeners_hear_of_new_and_changed_rows() -> None:
     ex = store.new()
     store.changed(ex)
     assert heard == [("new", ex.id), ("update", ex.id)]  # no loop running: told at once
+
+
+def test_credentials_seen_in_heads_are_masked_in_bodies_too() -> None:
+    masker = Masker()
+    masker.learn([("Authorization", "Bearer tok-123456"), ("Cookie", "a=cookie-value; b=x")])
+    masker.learn([("Set-Cookie", "sid=session-9; Path=/")])
+    shown = masker.text("echo: Bearer tok-123456 cookie-value session-9 x")
+    assert shown == f"echo: Bearer {MASK} {MASK} {MASK} x"
