@@ -22,6 +22,7 @@ from edge_agent.asgi import AsgiTarget
 from edge_agent.config import HttpSettings, load_file, resolve_http
 from edge_agent.connect import ConnectOptions
 from edge_agent.errors import ConfigError
+from edge_agent.inspect.launch import InspectSettings, inspect_options, running, take_settings
 from edge_agent.logs import setup_logging
 from edge_agent.runner import on_stop_signals, run_main
 from edge_agent.session import DRAIN_TIMEOUT
@@ -116,6 +117,7 @@ def main() -> None:
     metavar="SECONDS",
     help="Drop the tunnel when a ping is unanswered this long (default 20).",
 )
+@inspect_options
 @output_options
 @click.version_option(__version__, prog_name="edge-agent")
 def http(config: str | None, **flags: Any) -> None:
@@ -124,15 +126,16 @@ def http(config: str | None, **flags: Any) -> None:
     Prints the public URL, then one line per request. Ctrl-C (or SIGTERM) stops taking
     requests, lets those in flight finish, and exits; a second Ctrl-C exits at once.
     """
+    inspect = take_settings(flags)
     try:
         settings = resolve_http(flags, file=load_file(config))
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     setup_logging(settings.verbose, "json" if settings.log_format == "json" else "text")
-    sys.exit(run_main(serve_http(settings)))
+    sys.exit(run_main(serve_http(settings, inspect)))
 
 
-async def serve_http(settings: HttpSettings) -> None:
+async def serve_http(settings: HttpSettings, inspect: InspectSettings | None = None) -> None:
     """The ``http`` command once settings are resolved: serve until drained or stopped."""
     target, label = _target(settings)
     if settings.insecure:
@@ -158,7 +161,8 @@ async def serve_http(settings: HttpSettings) -> None:
     try:
         if isinstance(target, AsgiTarget):
             await target.start()
-        await client.run()
+        async with running(inspect, target, lines.inspector_at):
+            await client.run()
     finally:
         await target.aclose()
 
@@ -217,13 +221,26 @@ class RequestLines:
 
     def __init__(self, label: str) -> None:
         self.label = label
+        self.inspector: str | None = None
         self._shown: tuple[str, ...] = ()
 
     def ready(self, welcome: Welcome) -> None:
         if welcome.urls != self._shown:
             self._shown = welcome.urls
-            for url in welcome.urls:
-                click.echo(f"Forwarding {url} -> {self.label}")
+            self.forwarding(*welcome.urls)
+
+    def forwarding(self, *urls: str) -> None:
+        """The public URL(s), and the inspector's beside them."""
+        for url in urls:
+            click.echo(f"Forwarding {url} -> {self.label}")
+        if self.inspector is not None:
+            click.echo(f"Inspector {self.inspector}")
+
+    def inspector_at(self, url: str) -> None:
+        """The inspector listens at ``url``: shown with the public URL (now, if it is out)."""
+        self.inspector = url
+        if self._shown:
+            click.echo(f"Inspector {url}")
 
     def request(self, record: RequestRecord) -> None:
         outcome = " ".join(
