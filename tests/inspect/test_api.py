@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -18,12 +18,6 @@ from edge_agent.target import EmptyBody, HttpTarget, LocalRequest, LocalResponse
 from tests.inspect.local import SEEN, Local
 
 SECRET = "Bearer sk-test-0123456789"
-
-
-@pytest.fixture(scope="module")
-def local() -> Iterator[Local]:
-    with Local() as server:
-        yield server
 
 
 @pytest.fixture
