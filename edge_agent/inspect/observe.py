@@ -45,15 +45,20 @@ class _Head:
     def __init__(self, parse: _Parse, side: Side) -> None:
         self.parse = parse
         self.side = side
-        self.url = bytearray()
+        self.url = b""
+        self.raw: list[tuple[bytes, bytes]] = []  # decoded at the end of the head
         self.ended = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(self.side.headers) < MAX_HEADER_LINES:
-            self.side.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self.raw.append((name, value))
+
+    def headers(self) -> list[tuple[str, str]]:
+        """The head's header lines, decoded (the first MAX_HEADER_LINES); resets them."""
+        raw, self.raw = self.raw[:MAX_HEADER_LINES], []
+        return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw]
 
     def on_body(self, body: bytes) -> None:
         self.side.keep(body, self.parse.store.body_limit)
@@ -65,6 +70,7 @@ class _Head:
 
 class _RequestHead(_Head):
     def on_headers_complete(self) -> None:
+        self.side.headers = self.headers()
         self.parse.request_head(self.url.decode("latin-1"))
 
     def on_message_complete(self) -> None:
@@ -74,6 +80,7 @@ class _RequestHead(_Head):
 
 class _ResponseHead(_Head):
     def on_headers_complete(self) -> None:
+        self.side.headers = self.headers()
         self.parse.response_head()
 
     def on_body(self, body: bytes) -> None:
@@ -168,7 +175,7 @@ class _Parse:
     def response_head(self) -> None:
         status = self.resp_parser.get_status_code()
         if status < 200 and status != 101:  # interim: the real head follows
-            self.exchange.response.headers.clear()
+            self.exchange.response.headers = []
             return
         exchange = self.exchange
         exchange.status = status
@@ -290,12 +297,18 @@ class Recorder:
     def request_bytes(self, xid: Hashable, data: bytes) -> None:
         parse = self._open.get(xid)
         if parse is not None and data:
-            self._guard(parse, parse.request_bytes, data)
+            try:
+                parse.request_bytes(data)
+            except Exception:  # a bug in the inspector must never reach the data path
+                self._failed(parse)
 
     def response_bytes(self, xid: Hashable, data: bytes) -> None:
         parse = self._open.get(xid)
         if parse is not None and data:
-            self._guard(parse, parse.response_bytes, data)
+            try:
+                parse.response_bytes(data)
+            except Exception:
+                self._failed(parse)
 
     def mark_duplicate(self, xid: Hashable) -> None:
         parse = self._open.get(xid)
@@ -311,6 +324,9 @@ class Recorder:
     def _guard(self, parse: _Parse, call: Any, arg: Any) -> None:
         try:
             call(arg)
-        except Exception:  # a bug in the inspector must never reach the data path
-            logger.exception("inspect_failed", extra={"exchange": parse.exchange.id})
-            parse.failed = [True, True]
+        except Exception:
+            self._failed(parse)
+
+    def _failed(self, parse: _Parse) -> None:
+        logger.exception("inspect_failed", extra={"exchange": parse.exchange.id})
+        parse.failed = [True, True]

@@ -135,7 +135,10 @@ class Masker:
             return
         added = False
         for name, value in headers:
-            for secret in _credentials(name.lower(), value):
+            lname = name.lower()
+            if lname not in MASKED_HEADERS:
+                continue
+            for secret in _credentials(lname, value):
                 if len(secret) >= MIN_SECRET and secret not in self._learned:
                     self._learned[secret] = None
                     added = True
