@@ -27,7 +27,6 @@ import importlib.resources
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any, Final, cast
 
 import httptools
@@ -50,6 +49,8 @@ EVENTS_PING: Final = 15.0
 #: Ports tried after the default one when it is taken.
 PORT_SEARCH: Final = 20
 
+_PAGES: Final = frozenset({"/", "/index.html"})
+_API: Final = frozenset({"/api/requests", "/api/events"})
 _DETAIL: Final = re.compile(r"^/api/requests/(\d+)$")
 _REPLAY: Final = re.compile(r"^/api/requests/(\d+)/replay$")
 
@@ -261,28 +262,21 @@ class InspectorServer:
 
     async def _route(self, conn: _Conn, request: Request) -> None:
         path, method = request.path, request.method
-        handler: Callable[[], Awaitable[None] | None] | None = None
-        if path in ("/", "/index.html"):
-            handler = lambda: conn.reply(  # noqa: E731
-                200, self.page(), "text/html; charset=utf-8", _PAGE_HEADERS
-            )
-        elif path == "/api/requests":
-            handler = lambda: conn.reply(200, self.rows())  # noqa: E731
-        elif path == "/api/events":
-            handler = lambda: self.events(conn)  # noqa: E731
-        elif match := _DETAIL.match(path):
-            handler = lambda: self.detail(conn, int(match.group(1)))  # noqa: E731
-        elif (match := _REPLAY.match(path)) and method == "POST":
-            await self.replay(conn, int(match.group(1)), request.body)
-            return
-        if handler is None:
+        replay, detail = _REPLAY.match(path), _DETAIL.match(path)
+        if not (replay or detail or path in _PAGES or path in _API):
             conn.reply(404, {"error": f"no route {method} {path}"})
-        elif method not in ("GET", "HEAD"):
+        elif method != ("POST" if replay else "GET"):
             conn.reply(405, {"error": f"{method} not allowed on {path}"})
+        elif replay:
+            self.replay(conn, int(replay.group(1)), request.body)
+        elif detail:
+            self.detail(conn, int(detail.group(1)))
+        elif path == "/api/events":
+            await self.events(conn)
+        elif path == "/api/requests":
+            conn.reply(200, self.rows())
         else:
-            result = handler()
-            if result is not None:
-                await result
+            conn.reply(200, self.page(), "text/html; charset=utf-8", _PAGE_HEADERS)
 
     def page(self) -> bytes:
         if self._page is None:
@@ -301,7 +295,7 @@ class InspectorServer:
         else:
             conn.reply(200, views.detail(exchange, self.store.masker))
 
-    async def replay(self, conn: _Conn, exchange_id: int, body: bytes) -> None:
+    def replay(self, conn: _Conn, exchange_id: int, body: bytes) -> None:
         if self.replayer is None:
             conn.reply(404, {"error": "replay is not available"})
             return

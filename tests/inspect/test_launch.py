@@ -12,6 +12,8 @@ from click.testing import CliRunner
 from edge_agent.cli import main
 from edge_agent.inspect import tap
 from edge_agent.inspect.launch import InspectSettings, parse_addr, running, take_settings
+from edge_agent.molecule.cli import RunPrinter
+from edge_agent.molecule.settings import resolve_run
 from edge_agent.target import HttpTarget
 
 
@@ -78,3 +80,16 @@ async def test_a_taken_explicit_address_leaves_the_agent_without_inspector(
 async def test_no_inspect_starts_nothing() -> None:
     async with running(InspectSettings(enabled=False), HttpTarget("9"), print) as inspector:
         assert inspector is None and tap.installed() is None
+
+
+def test_run_prints_the_inspector_beside_the_public_url(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    flags = {"relay": "http://r", "to": "8000", "platform": "http://p", "workspace_id": "w"}
+    printer = RunPrinter(resolve_run(flags, env={}), "http://127.0.0.1:8000")
+    printer.inspector_at("http://127.0.0.1:4040")
+    printer.public_url("https://relay.example/a/w/")
+    assert capsys.readouterr().out.splitlines() == [
+        "Forwarding https://relay.example/a/w/ -> http://127.0.0.1:8000",
+        "Inspector http://127.0.0.1:4040",
+    ]
