@@ -18,6 +18,9 @@ Secrets: the store keeps what was forwarded as it was (a replay must send the re
 :meth:`Masker.add_secrets`, or seen in one of those headers (:meth:`Masker.learn`), in
 heads, paths, bodies and timelines.
 
+Rows are parsed lazily (:mod:`~edge_agent.inspect.observe`): :meth:`Store.get` and
+:meth:`Store.newest_first` catch up the parse of what they return.
+
 Change notification: :meth:`Store.changed` marks a row; listeners get the rows changed
 during the last :data:`NOTIFY_DELAY` seconds at once (a busy SSE stream does not become
 one notification per event). With no listener nothing is scheduled.
@@ -215,6 +218,7 @@ class Store:
         self._listeners: set[Listener] = set()
         self._dirty: dict[int, bool] = {}  # id -> is new
         self._flush: asyncio.TimerHandle | None = None
+        self._unsettled: dict[int, Callable[[], None]] = {}  # id -> catch up its parse
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -225,15 +229,38 @@ class Store:
         self._next_id += 1
         self._rows[exchange.id] = exchange
         while len(self._rows) > self.keep:
-            self._rows.popitem(last=False)
+            evicted, _ = self._rows.popitem(last=False)
+            self._unsettled.pop(evicted, None)
         self.changed(exchange, new=True)
         return exchange
 
     def get(self, exchange_id: int) -> Exchange | None:
+        """The exchange, its parse caught up (None when evicted or unknown)."""
+        settle = self._unsettled.get(exchange_id)
+        if settle is not None:
+            settle()
         return self._rows.get(exchange_id)
 
     def newest_first(self) -> list[Exchange]:
+        """Every exchange kept, their parses caught up."""
+        for settle in list(self._unsettled.values()):
+            settle()
         return list(reversed(self._rows.values()))
+
+    # -- lazy parsing (see edge_agent.inspect.observe) ----------------------------------
+
+    def defer(self, exchange: Exchange, settle: Callable[[], None]) -> None:
+        """``exchange`` has bytes waiting: ``settle()`` parses them before it is read."""
+        if exchange.id in self._rows:
+            self._unsettled[exchange.id] = settle
+
+    def settled(self, exchange: Exchange) -> None:
+        self._unsettled.pop(exchange.id, None)
+
+    @property
+    def listening(self) -> bool:
+        """Someone follows the changes (the page is open)."""
+        return bool(self._listeners)
 
     # -- change notification ------------------------------------------------------------
 
