@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from edge_agent.inspect.observe import Recorder
+from edge_agent.inspect.observe import BACKLOG, Recorder
 from edge_agent.inspect.store import Exchange, Store
 
 
@@ -333,3 +333,22 @@ def test_a_refused_upgrade_stays_http() -> None:
     rec.closed(1)
     ex = exchange(store, rid)
     assert ex.kind == "http" and ex.status == 403 and bytes(ex.response.body) == b"no"
+
+
+def test_the_parse_waits_until_the_row_is_read_or_the_backlog_fills() -> None:
+    rec, store, clock = recorder()
+    rid = rec.opened(1)
+    rec.request_bytes(1, GET)
+    clock.now += 0.5
+    rec.response_bytes(1, SSE_HEAD + chunk(b"data: a\n\n"))
+    raw = store._rows[rid]  # what the store holds, before anyone read it
+    assert raw.method == "" and raw.timeline == []
+    ex = exchange(store, rid)  # reading it catches up, at the bytes' arrival times
+    assert ex.method == "GET" and [e["t"] for e in ex.timeline] == [500.0]
+    rec.response_bytes(1, chunk(b": " + b"x" * BACKLOG + b"\n\n"))  # a full backlog: parsed
+    assert len(raw.response.body) > BACKLOG
+    view = memoryview(bytearray(chunk(b"data: b\n\n")))
+    rec.response_bytes(1, view)  # not bytes: copied, the caller may reuse its buffer
+    view[:] = b"\0" * len(view)
+    rec.closed(1)
+    assert [e["data"] for e in exchange(store, rid).timeline][-1] == "b"
