@@ -19,6 +19,9 @@ import pytest
 from tests.inspect.cdp import Browser, find_chromium
 from tests.inspect.conftest import InspectedTunnel
 
+#: The first test may install chromium with apt-get (minutes on a clean machine).
+pytestmark = pytest.mark.timeout(1200)
+
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 SECRET = "Bearer page-secret-0123456789"
 
