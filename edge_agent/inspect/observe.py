@@ -273,7 +273,7 @@ class _Parse:
             }
             if self.exchange.a2a is not None:
                 entry["a2a"] = self._a2a(a2a.loads(event.data))
-            self.exchange.add_event(entry)
+            self.exchange.add_event(entry, self.store.body_limit)
         self.store.changed(self.exchange)
 
     def _frames(self, parser: FrameParser, data: bytes, direction: str) -> None:
@@ -286,7 +286,7 @@ class _Parse:
             return
         t = self.exchange.ms(self.now)
         for message in messages:
-            self.exchange.add_event(_ws_entry(t, direction, message))
+            self.exchange.add_event(_ws_entry(t, direction, message), self.store.body_limit)
         self.store.changed(self.exchange)
 
     def _a2a(self, doc: Any) -> str:

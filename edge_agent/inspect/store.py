@@ -9,7 +9,9 @@ Bounds (what happens at each limit):
   beyond it only the size is counted. So the store holds at most about
   ``keep * 2 * body_limit`` bytes of bodies, plus the timelines below;
 * :data:`MAX_TIMELINE` SSE events or WebSocket messages per exchange, each with at most
-  :data:`MAX_PREVIEW` bytes of its data; later ones are counted, not kept.
+  :data:`MAX_PREVIEW` bytes of its data, and at most ``body_limit`` bytes of data in
+  all; later entries are counted, not kept, and entries past the data budget keep
+  their time and size only.
 
 Secrets: the store keeps what was forwarded as it was (a replay must send the real
 ``Authorization``); :class:`Masker` hides secrets whenever something leaves the store
@@ -100,17 +102,26 @@ class Exchange:
     response: Side = dataclasses.field(default_factory=Side)
     timeline: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     timeline_dropped: int = 0
+    timeline_bytes: int = 0  # data bytes kept in the timeline
     a2a: dict[str, Any] | None = None
 
     def ms(self, at: float | None) -> float | None:
         """Milliseconds from the opening to ``at`` (None stays None)."""
         return None if at is None else round((at - self.opened_at) * 1000.0, 3)
 
-    def add_event(self, entry: dict[str, Any]) -> bool:
-        """Append a timeline entry; False (and counted) past :data:`MAX_TIMELINE`."""
+    def add_event(self, entry: dict[str, Any], limit: int) -> bool:
+        """Append a timeline entry; False (and counted) past :data:`MAX_TIMELINE`. Its
+        ``data`` is dropped (``cut`` set) once the timeline holds ``limit`` bytes."""
         if len(self.timeline) >= MAX_TIMELINE:
             self.timeline_dropped += 1
             return False
+        data = entry.get("data")
+        if data is not None:
+            if self.timeline_bytes + len(data) > limit:
+                del entry["data"]
+                entry["cut"] = True
+            else:
+                self.timeline_bytes += len(data)
         self.timeline.append(entry)
         return True
 

@@ -352,3 +352,18 @@ def test_the_parse_waits_until_the_row_is_read_or_the_backlog_fills() -> None:
     view[:] = b"\0" * len(view)
     rec.closed(1)
     assert [e["data"] for e in exchange(store, rid).timeline][-1] == "b"
+
+
+def test_timeline_data_is_bounded_by_the_body_limit() -> None:
+    rec, store, _ = recorder(body_limit=10)
+    rid = rec.opened(1)
+    rec.request_bytes(1, b"GET / HTTP/1.1\r\n\r\n")
+    rec.response_bytes(1, b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
+    rec.response_bytes(1, b"data: 123456\n\ndata: 7890\n\ndata: abcdef\n\n")
+    rec.closed(1)
+    entries = exchange(store, rid).timeline
+    assert [(e.get("data"), e["size"], e.get("cut", False)) for e in entries] == [
+        ("123456", 6, False),
+        ("7890", 4, False),
+        (None, 6, True),
+    ]

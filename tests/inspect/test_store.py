@@ -40,7 +40,7 @@ def test_the_api_views_mask_heads_paths_bodies_and_timelines() -> None:
         ("Content-Type", "text/plain"),
     ]
     ex.request.keep(b"password=hunter2hunter2", 100)
-    ex.add_event({"t": 1.0, "type": "sse", "data": "token hunter2hunter2"})
+    ex.add_event({"t": 1.0, "type": "sse", "data": "token hunter2hunter2"}, 100)
     text = json.dumps(detail(ex, store.masker))
     assert "hunter2" not in text
     assert summary(ex, store.masker)["path"] == f"/login?pw={MASK}"
