@@ -173,7 +173,9 @@ def _closer(
 
 
 def _why(exc: BaseException) -> str:
-    if isinstance(exc, BaseException) and not isinstance(exc, Exception):
+    """The row's error text: a cancellation is the stream being reset (or the agent
+    stopping); anything else names its exception."""
+    if not isinstance(exc, Exception):
         return "cancelled (stream reset)"
     return f"{type(exc).__name__}: {exc}"[:300]
 
