@@ -65,6 +65,7 @@ from edge_agent.asgi_lifespan import AsgiApp
 from edge_agent.bridge import ObjectBridge
 from edge_agent.connect import ConnectOptions, check_name
 from edge_agent.errors import ConfigError
+from edge_agent.inspect.streamtap import TappedTarget
 from edge_agent.molecule.card import build_agent_card, load_agent_card, rewrite_card_urls
 from edge_agent.molecule.child import ChildPolicy, ChildSupervisor
 from edge_agent.molecule.client import PlatformClient
@@ -211,7 +212,7 @@ class EdgeAgent:
             relay_url,
             relay_token,
             workspace_id,
-            ObjectBridge(self._inbound, on_done=self.hooks.on_request),
+            TappedTarget(ObjectBridge(self._inbound, on_done=self.hooks.on_request)),
             policy=reconnect or ReconnectPolicy(),
             options=ConnectOptions(tls=relay_tls or TlsOptions()),
             caller_auth=self._user_auth,

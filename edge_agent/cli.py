@@ -25,8 +25,11 @@ from edge_agent.console import (
     relay_options,
 )
 from edge_agent.errors import ConfigError
+from edge_agent.inspect.launch import InspectSettings, inspect_options, running, take_settings
+from edge_agent.inspect.streamtap import TappedTarget
 from edge_agent.logs import setup_logging
 from edge_agent.runner import on_stop_signals, run_main
+from edge_agent.target import HttpTarget, Target
 from edge_agent.tls import TlsOptions
 from edge_agent.tunnel import TunnelClient
 
@@ -60,6 +63,7 @@ def main() -> None:
     metavar="SECONDS",
     help="Drop the tunnel when a ping is unanswered this long (default 20).",
 )
+@inspect_options
 @output_options
 @click.version_option(__version__, prog_name="edge-agent")
 def http(config: str | None, **flags: Any) -> None:
@@ -68,19 +72,22 @@ def http(config: str | None, **flags: Any) -> None:
     Prints the public URL, then one line per request. Ctrl-C (or SIGTERM) stops taking
     requests, lets those in flight finish, and exits; a second Ctrl-C exits at once.
     """
+    inspect = take_settings(flags)
     try:
         settings = resolve_http(flags, file=load_file(config))
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     setup_logging(settings.verbose, "json" if settings.log_format == "json" else "text")
-    sys.exit(run_main(serve_http(settings)))
+    sys.exit(run_main(serve_http(settings, inspect)))
 
 
-async def serve_http(settings: HttpSettings) -> None:
+async def serve_http(settings: HttpSettings, inspect: InspectSettings | None = None) -> None:
     """The ``http`` command once settings are resolved: serve until drained or stopped."""
     lines = RequestLines("")
-    target, label, app = make_target(settings.target, settings.app, lines.request)
+    stream_target, label, app = make_target(settings.target, settings.app, lines.request)
     lines.label = label
+    target = TappedTarget(stream_target)  # the inspector's view of every stream
+    replay: Target = app if app is not None else HttpTarget(label)
     if settings.insecure:
         click.echo(
             "WARNING: --insecure: the relay's TLS certificate is NOT verified; anyone on the "
@@ -102,7 +109,8 @@ async def serve_http(settings: HttpSettings) -> None:
     try:
         if app is not None:
             await app.start()
-        await client.run()
+        async with running(inspect, replay, lines.inspector_at):
+            await client.run()
     finally:
         await target.aclose()
 

@@ -150,6 +150,7 @@ class RequestLines:
 
     def __init__(self, label: str) -> None:
         self.label = label
+        self.inspector: str | None = None
         self._shown: tuple[str, ...] = ()
         self._pending: list[str] = []
 
@@ -167,8 +168,20 @@ class RequestLines:
     def ready(self, welcome: Welcome) -> None:
         if welcome.urls != self._shown:
             self._shown = welcome.urls
-            for url in welcome.urls:
-                click.echo(f"Forwarding {url} -> {self.label}")
+            self.forwarding(*welcome.urls)
+
+    def forwarding(self, *urls: str) -> None:
+        """The public URL(s), and the inspector's beside them."""
+        for url in urls:
+            click.echo(f"Forwarding {url} -> {self.label}")
+        if self.inspector is not None:
+            click.echo(f"Inspector {self.inspector}")
+
+    def inspector_at(self, url: str) -> None:
+        """The inspector listens at ``url``: shown with the public URL (now, if it is out)."""
+        self.inspector = url
+        if self._shown:
+            click.echo(f"Inspector {url}")
 
     def request(self, record: ExchangeRecord) -> None:
         outcome = " ".join(

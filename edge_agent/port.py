@@ -36,7 +36,9 @@ class StreamPort(Protocol):
     """
 
     sid: int
-    buffered: int
+
+    @property
+    def buffered(self) -> int: ...
 
     def write(self, data: bytes) -> None: ...
 

@@ -24,6 +24,7 @@ from edge_agent.agent import AgentHooks, EdgeAgent
 from edge_agent.config import load_file
 from edge_agent.console import RequestLines, Stopper, object_target, output_options, tls_options
 from edge_agent.errors import ConfigError
+from edge_agent.inspect.launch import InspectSettings, inspect_options, running, take_settings
 from edge_agent.logs import setup_logging
 from edge_agent.molecule.card import build_agent_card, load_agent_card
 from edge_agent.molecule.client import PlatformClient
@@ -111,6 +112,7 @@ def platform_tls_options(func: F) -> F:
     help="Extra credential public callers may present (repeatable).",
 )
 @tls_options
+@inspect_options
 @output_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(config: str | None, **flags: Any) -> None:
@@ -125,15 +127,16 @@ def run(config: str | None, **flags: Any) -> None:
     Exit codes: 2 bad settings or the URL refused, 3 relay token refused, 5 workspace
     deleted or token revoked.
     """
+    inspect = take_settings(flags)
     try:
         settings = resolve_run(flags, file=load_file(config, SECTION))
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     _setup(settings)
-    sys.exit(run_cli(serve_run(settings)))
+    sys.exit(run_cli(serve_run(settings, inspect)))
 
 
-async def serve_run(settings: RunSettings) -> int:
+async def serve_run(settings: RunSettings, inspect: InspectSettings | None = None) -> int:
     """The ``run`` command once settings are resolved; returns the exit code."""
     target, label = object_target(settings.to, settings.app)
     printer = RunPrinter(settings, label)
@@ -155,7 +158,7 @@ async def serve_run(settings: RunSettings) -> int:
         platform_verify=_platform_verify(settings),
         hooks=printer.hooks(),
     )
-    async with agent:
+    async with agent, running(inspect, target, printer.inspector_at):
         on_stop_signals(Stopper(agent).signal)
         return await agent.run()
 
@@ -180,7 +183,10 @@ class RunPrinter:
         )
 
     def public_url(self, url: str) -> None:
-        click.echo(f"Forwarding {url} -> {self.label}")
+        self._requests.forwarding(url)
+
+    def inspector_at(self, url: str) -> None:
+        self._requests.inspector_at(url)
 
     def registered(self, result: RegisterResult) -> None:
         self.registrations += 1

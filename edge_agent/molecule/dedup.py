@@ -45,6 +45,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Final
 
 from edge_agent.errors import TargetFailed
+from edge_agent.inspect import tap
 from edge_agent.target import EmptyBody, LocalRequest, LocalResponse, Target
 
 logger = logging.getLogger(__name__)
@@ -196,6 +197,7 @@ class DedupTarget:
                 await entry.done.wait()
             if entry.cached:
                 logger.info("dedup_replayed message_id=%s stream_id=%d", key[2], request.stream_id)
+                tap.mark_duplicate()
                 self._done.move_to_end(key)
                 return entry.replay()
             # The first failed or was too large to keep: this one is forwarded after all.

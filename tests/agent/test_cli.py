@@ -57,6 +57,7 @@ async def test_http_prints_url_and_request_lines_then_drains(
     env = {"EDGE_RELAY_URL": relay.url}
     async with agent_process("http", port, "--config", str(config), env=env) as proc:
         assert await _line(proc) == f"Forwarding https://relay.test/a/demo/ -> {origin}"
+        assert (await _line(proc)).startswith("Inspector http://127.0.0.1:")
         session = await relay.session()
         head, body = await session.request("POST", "/echo?x=1", body=b"hi")
         assert head.status == 201
