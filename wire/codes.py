@@ -128,8 +128,9 @@ class ErrorCode(enum.IntEnum):
     ENHANCE_YOUR_CALM = 14  # GOAWAY: too many frames that make no progress
 
 
-#: Frames that make no progress (a RESET or DATA for a stream already closed, an empty
-#: DATA without FIN, any WINDOW) that a peer may send beyond what useful traffic
+#: Frames that make no progress (a RESET for a stream already closed, a DATA for one
+#: beyond the credit the peer had when we reset it, an empty DATA without FIN, any
+#: WINDOW) that a peer may send beyond what useful traffic
 #: explains: each stream either side opened or closed, each DATA frame with bytes either
 #: side sent, allow :data:`IDLE_FRAMES_PER_STREAM` more (an honest peer sends one WINDOW
 #: per half window it drained, so never more than a few per DATA frame). Past the

@@ -111,6 +111,9 @@ class Connection:
         self._goaway_error_sent = False
         self._goaway_error_received = False
         self._idle_frames = 0  # frames received that made no progress
+        # Streams we reset while the peer could still send: the credit it had left, so
+        # its DATA that crosses our RESET counts as progress, not as an idle flood.
+        self._reset_credit: dict[int, int] = {}
         self._useful = 0  # streams opened or closed, DATA frames with bytes
         self._dispatch: dict[FrameType, Callable[[f.Frame], list[Event]]] = {
             FrameType.HELLO: self._on_hello,
@@ -275,8 +278,11 @@ class Connection:
 
         Bytes already received on it still need :meth:`consumed` (the session window).
         """
-        if self._streams.pop(stream_id, None) is not None:
+        stream = self._streams.pop(stream_id, None)
+        if stream is not None:
             self._useful += 1
+            if stream.receiving is Half.BODY:
+                self._remember_reset(stream_id, stream.recv_window.remaining)
             self._emit(FrameType.RESET, stream_id, f.encode_reason(code, reason))
 
     def consumed(self, stream_id: int, n: int) -> None:
@@ -360,7 +366,7 @@ class Connection:
         stream = self._streams.get(sid)
         if stream is None:
             self._check_opened(sid)
-            self._idle()
+            self._crossing_data(sid, size, frame.fin)
             self.consumed(sid, size)  # dropped: refund the session credit
             return []
         fin = frame.fin
@@ -377,6 +383,7 @@ class Connection:
         sid = frame.stream_id
         if self._streams.pop(sid, None) is None:
             self._check_opened(sid)
+            self._reset_credit.pop(sid, None)  # the peer stopped sending on it too
             self._idle()
             return []
         self._useful += 1
@@ -447,6 +454,25 @@ class Connection:
             RecvWindow(INITIAL_STREAM_WINDOW),
         )
 
+    def _remember_reset(self, stream_id: int, credit: int) -> None:
+        """Keep the credit the peer had on a stream we reset (the newest few streams)."""
+        self._reset_credit[stream_id] = credit
+        if len(self._reset_credit) > _RESET_CREDIT_STREAMS:
+            del self._reset_credit[next(iter(self._reset_credit))]
+
+    def _crossing_data(self, stream_id: int, size: int, fin: bool) -> None:
+        """DATA for a closed stream: progress while it fits the credit the peer had when
+        we reset the stream (an honest peer sent it before it saw our RESET; however
+        small its frames, their count is bounded by that credit); idle otherwise."""
+        credit = self._reset_credit.get(stream_id)
+        if credit is None or size > credit or not (size or fin):
+            self._idle()
+            return
+        if fin or size == credit:
+            del self._reset_credit[stream_id]
+        else:
+            self._reset_credit[stream_id] = credit - size
+
     def _idle(self) -> None:
         """Count a received frame that made no progress; too many end the session."""
         self._idle_frames += 1
@@ -474,6 +500,10 @@ class Connection:
     def _emit(self, ftype: FrameType, stream_id: int, payload: bytes, fin: bool = False) -> None:
         self._out.append(f.encode_parts(ftype, stream_id, payload, Flag.FIN if fin else Flag.NONE))
 
+
+#: How many streams we reset recently keep the credit their peer had (see send_reset):
+#: DATA crossing a RESET arrives within a round trip, long before that many more resets.
+_RESET_CREDIT_STREAMS: Final = 1024
 
 #: DATA flags by (end_stream, close).
 _DATA_FLAGS: Final = {

@@ -15,9 +15,8 @@ A :class:`RemoteProtocolError` ends the session: the I/O layer sends GOAWAY with
 error's :attr:`~ProtocolError.code` and closes the WebSocket. A
 :class:`LocalProtocolError` leaves the session as it was (nothing was queued, no state
 changed): it is a bug on our side, except in two documented cases the caller handles
-per stream: :class:`StreamClosedError`, and a request or response head that fails
-validation in ``open_stream``/``send_response`` (code LIMIT_EXCEEDED for a size or count
-limit, FRAME_ERROR for a malformed field).
+per stream: :class:`StreamClosedError`, and a HELLO or WELCOME that fails validation
+(code LIMIT_EXCEEDED for a size limit, FRAME_ERROR for a malformed field).
 
 Internally the state machine raises :class:`LocalProtocolError`;
 :meth:`wire.Connection.receive` re-raises those as :class:`RemoteProtocolError`, because
@@ -46,7 +45,7 @@ class LocalProtocolError(ProtocolError):
 
 
 class StreamClosedError(LocalProtocolError):
-    """``send_response``/``send_data`` on a stream that is no longer open.
+    """``send_data`` on a stream that is no longer open.
 
     The peer may reset a stream at any time, so a sender that awaited between checking
     :meth:`wire.Connection.is_open` and sending can hit this. Nothing was queued and the

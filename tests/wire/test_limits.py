@@ -5,13 +5,26 @@ from __future__ import annotations
 
 import pytest
 
-from tests.wire.helpers import GET, HTTP, OK, open_frame, open_pair, pair, pump, raw, settle, u32
+from tests.wire.helpers import (
+    FIN,
+    GET,
+    HTTP,
+    OK,
+    open_frame,
+    open_pair,
+    pair,
+    pump,
+    raw,
+    settle,
+    u32,
+)
 from wire import (
     IDLE_FRAME_ALLOWANCE,
     IDLE_FRAMES_PER_STREAM,
     INITIAL_STREAM_WINDOW,
     MAX_PAYLOAD,
     MAX_REASON,
+    Connection,
     ErrorCode,
     FrameError,
     FrameType,
@@ -124,8 +137,8 @@ def test_empty_data_without_fin_flood_is_cut() -> None:
 @pytest.mark.parametrize("ftype", ["DATA", "RESET", "WINDOW"])
 def test_frames_for_closed_streams_flood_is_cut(ftype: str) -> None:
     relay, agent, sid = open_pair()
-    relay.send_reset(sid, ErrorCode.CANCEL)
-    pump(relay, agent)  # opened and closed: two useful events on each side
+    agent.send_reset(sid, ErrorCode.CANCEL)
+    pump(agent, relay)  # opened and closed: two useful events on each side
     message = {
         "DATA": raw(FrameType.DATA, sid, b"x"),
         "RESET": raw(FrameType.RESET, sid, u32(ErrorCode.CANCEL)),
@@ -182,3 +195,90 @@ def test_a_long_bulk_download_never_trips_the_budget() -> None:
             relay.consumed(sid, len(event.data))  # type: ignore[union-attr]
         pump(relay, agent)
         left -= n
+
+
+# -- DATA crossing our RESET -------------------------------------------------------------
+
+
+def reset_with_frames_in_flight(count: int, size: int = 1) -> tuple[Connection, list[bytes]]:
+    """The agent streams ``count`` small frames; the relay resets before they arrive."""
+    relay, agent, sid = open_pair()
+    for _ in range(count):
+        agent.send_data(sid, bytes(size))
+    in_flight = agent.data_to_send()
+    relay.send_reset(sid, ErrorCode.CANCEL)
+    relay.data_to_send()
+    return relay, in_flight
+
+
+def test_many_small_frames_crossing_a_reset_are_not_a_flood() -> None:
+    """An honest agent streaming tiny events may have far more frames in flight than the
+    allowance when the caller goes away: they fit the credit it had, so they count as
+    progress, and the session survives."""
+    relay, in_flight = reset_with_frames_in_flight(3 * IDLE_FRAME_ALLOWANCE)
+    for message in in_flight:
+        assert relay.receive(message) == []
+    assert relay._idle_frames == 0
+    assert relay._recv_session.buffered == 0  # every dropped byte was refunded
+
+
+def test_crossing_data_beyond_the_credit_the_peer_had_is_idle() -> None:
+    relay, agent, sid = open_pair()
+    agent.send_data(sid, bytes(INITIAL_STREAM_WINDOW - 10))
+    pump(agent, relay)  # held, not consumed: the agent has 10 bytes of credit left
+    relay.send_reset(sid, ErrorCode.CANCEL)
+    assert relay._reset_credit == {sid: 10}
+    accepted = calm(relay, [raw(FrameType.DATA, sid, b"x")] * 2000)
+    assert accepted == 10 + IDLE_FRAME_ALLOWANCE + 3 * IDLE_FRAMES_PER_STREAM
+    relay.consumed(sid, INITIAL_STREAM_WINDOW - 10)
+
+
+def test_crossing_fin_ends_the_credit() -> None:
+    relay, in_flight = reset_with_frames_in_flight(2)
+    relay.receive(in_flight[0])
+    assert relay.receive(raw(FrameType.DATA, 1, b"", FIN)) == []
+    assert relay._reset_credit == {} and relay._idle_frames == 0
+    relay.receive(in_flight[1])  # after the END: idle
+    assert relay._idle_frames == 1
+
+
+def test_crossing_frames_that_make_no_progress_are_idle() -> None:
+    relay, _ = reset_with_frames_in_flight(0)
+    relay.receive(raw(FrameType.DATA, 1))  # empty, no FIN
+    relay.receive(raw(FrameType.WINDOW, 1, u32(1)))
+    assert relay._idle_frames == 2 and relay._reset_credit == {1: INITIAL_STREAM_WINDOW}
+
+
+def test_credit_spent_exactly_ends_it() -> None:
+    relay, in_flight = reset_with_frames_in_flight(2, INITIAL_STREAM_WINDOW // 2)
+    for message in in_flight:
+        relay.receive(message)
+    assert relay._reset_credit == {} and relay._idle_frames == 0
+
+
+def test_the_peers_crossing_reset_ends_the_credit() -> None:
+    relay, agent, sid = open_pair()
+    agent.send_reset(sid, ErrorCode.TARGET_ERROR)
+    relay.send_reset(sid, ErrorCode.CANCEL)
+    assert sid in relay._reset_credit
+    pump(agent, relay)
+    assert relay._reset_credit == {}
+
+
+def test_no_credit_is_kept_when_the_peers_half_was_done() -> None:
+    relay, agent, sid = open_pair()
+    agent.send_data(sid, OK, end_stream=True)
+    pump(agent, relay)
+    relay.consumed(sid, len(OK))
+    relay.send_reset(sid, ErrorCode.CANCEL)
+    assert relay._reset_credit == {}
+
+
+def test_only_the_newest_resets_keep_their_credit() -> None:
+    relay, agent = pair(max_streams=4)
+    for _ in range(1025):
+        sid = relay.open_stream(HTTP)
+        relay.send_reset(sid, ErrorCode.CANCEL)
+    assert len(relay._reset_credit) == 1024
+    assert 1 not in relay._reset_credit and sid in relay._reset_credit
+    del agent
