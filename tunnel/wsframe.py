@@ -158,9 +158,10 @@ class Parser:
             start += 4
         if end - start < length:
             return 0
-        payload = bytes(view[start : start + length])
-        if masked:
-            payload = apply_mask(payload, mask)
+        # One copy of the payload whatever the case (a slice of a bytearray and then
+        # bytes() of it was two, and unmasking a copy three).
+        window = memoryview(view)[start : start + length]
+        payload = apply_mask(window, mask) if masked else bytes(window)
         self._message(b0 & 0x0F, bool(b0 & 0x80), payload, out)
         return start + length - pos
 
