@@ -86,10 +86,16 @@ def header(opcode: int, length: int, mask: bytes | None) -> bytes:
 
 def encode(opcode: int, payload: bytes, masks: Masks | None) -> bytes:
     """One final frame. ``masks``: this side is a client and must mask."""
+    head, body = encode_parts(opcode, payload, masks)
+    return head + body
+
+
+def encode_parts(opcode: int, payload: bytes, masks: Masks | None) -> tuple[bytes, bytes]:
+    """One final frame as its header and its (masked) payload, not joined."""
     if masks is None:
-        return header(opcode, len(payload), None) + payload
+        return header(opcode, len(payload), None), payload
     mask = masks.next()
-    return header(opcode, len(payload), mask) + apply_mask(payload, mask)
+    return header(opcode, len(payload), mask), apply_mask(payload, mask)
 
 
 class Parser:
