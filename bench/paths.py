@@ -270,6 +270,7 @@ class MoleculeEdge(BenchPath):
             [
                 *edge_command("edge-agent"),
                 *("http", str(origin_port), "--relay", relay_url, "--name", EDGE_NAME),
+                "--no-inspect",  # the comparison is of the tunnels (inspector: docs/inspector.md)
             ],
         )
         self.base_url = f"{relay_url}/a/{EDGE_NAME}"
