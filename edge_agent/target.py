@@ -89,18 +89,35 @@ MAX_FIELD_SIZE: Final = 32 * 1024
 
 
 def target_url(spec: str) -> str:
-    """``8000`` -> ``http://127.0.0.1:8000``; ``host:port`` -> ``http://host:port``.
+    """``8000`` or ``:8000`` -> ``http://127.0.0.1:8000``; ``host:port`` ->
+    ``http://host:port``; an ``http(s)://`` URL as it is.
 
-    Raises ConfigError for anything that is not a port or an http(s) URL.
+    Raises ConfigError, with one line saying what is wrong, for anything else.
     """
-    if spec.isdigit():
+    given = spec
+    if spec.startswith(":"):
+        spec = spec[1:]
+    if spec.rstrip("/").isdigit():  # "8001/" is a port too, not a host named 8001
+        spec = spec.rstrip("/")
+        _check_port(int(spec), given)
         return f"http://127.0.0.1:{spec}"
     if "://" not in spec:
         spec = f"http://{spec}"
-    url = URL(spec)
+    try:
+        url = URL(spec)
+        port = url.port
+    except ValueError as exc:
+        raise ConfigError(f"target {given!r} is not a port or an http(s) URL ({exc})") from None
     if url.scheme not in ("http", "https") or not url.host or url.query_string:
-        raise ConfigError(f"target must be a port or an http(s) URL, got {spec!r}")
+        raise ConfigError(f"target must be a port or an http(s) URL, got {given!r}")
+    if port is not None:
+        _check_port(port, given)
     return str(url).rstrip("/")
+
+
+def _check_port(port: int, given: str) -> None:
+    if not 0 < port < 65536:
+        raise ConfigError(f"target {given!r}: a port is 1-65535")
 
 
 class HttpTarget:

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from edge_agent.errors import TargetFailed, TargetTimeout, Unavailable
+from edge_agent.errors import ConfigError, TargetFailed, TargetTimeout, Unavailable
 from edge_agent.forward import HttpForwarder
-from edge_agent.target import LocalRequest, LocalResponse
+from edge_agent.target import LocalRequest, LocalResponse, target_url
 from tests.agent.conftest import AgentRun, make_agent, running_agent, stop_agent
 from tests.agent.fake_relay import FakeRelay, StreamWasReset
 from tests.agent.origin import GZIPPED, OriginApp, canned_server, free_port
@@ -210,3 +210,24 @@ async def test_reset_during_upload_is_a_disconnect_not_a_short_body(
     await asyncio.wait_for(origin_app.state.disconnected.wait(), 5)
     assert origin_app.state.disconnects == ["upload"]
     more.set()
+
+
+@pytest.mark.parametrize(
+    ("spec", "url"),
+    [
+        ("8001", "http://127.0.0.1:8001"),
+        (":8001", "http://127.0.0.1:8001"),
+        ("8001/", "http://127.0.0.1:8001"),
+        ("localhost:9000", "http://localhost:9000"),
+        ("https://127.0.0.1:8443", "https://127.0.0.1:8443"),
+    ],
+)
+def test_target_specs(spec: str, url: str) -> None:
+    assert target_url(spec) == url
+
+
+@pytest.mark.parametrize("spec", ["99999", "0", ":", "http://x:70000", "ftp://x", "http://"])
+def test_bad_target_specs_are_one_clear_error(spec: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        target_url(spec)
+    assert spec in str(info.value) or "port" in str(info.value)
