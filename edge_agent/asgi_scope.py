@@ -1,10 +1,10 @@
 """The ASGI HTTP scope for a tunnelled request, as uvicorn would build it behind a proxy.
 
-``X-Forwarded-*`` headers come from the relay, which overwrites whatever the public
-caller sent, so they are trusted here: ``X-Forwarded-Prefix`` becomes ``root_path``
-(prepended to ``path`` and ``raw_path``, as uvicorn does), the last ``X-Forwarded-For``
-entry (the one the relay appended) becomes ``client``, ``X-Forwarded-Host`` and
-``X-Forwarded-Proto`` become ``server`` and ``scheme``.
+``X-Forwarded-*`` headers come from the relay, which drops whatever an untrusted public
+caller sent and sets its own, so they are trusted here: ``X-Forwarded-Prefix`` becomes
+``root_path`` (prepended to ``path`` and ``raw_path``, as uvicorn does), the last
+``X-Forwarded-For`` entry (the relay's own hop) becomes ``client``,
+``X-Forwarded-Host`` and ``X-Forwarded-Proto`` become ``server`` and ``scheme``.
 """
 
 from __future__ import annotations

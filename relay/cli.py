@@ -109,7 +109,7 @@ def _common(func: Any) -> Any:
         help="Log line format on stderr.  [default: text]",
     )(func)
     func = click.option(
-        "-v", "--verbose", count=True, help="More logging (repeat for uvicorn's own)."
+        "-v", "--verbose", count=True, help="More logging (-vv: also WebSocket handshakes)."
     )(func)
     return click.option(
         "--config",
