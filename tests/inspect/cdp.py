@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -51,7 +53,10 @@ class Browser:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._events: dict[str, asyncio.Event] = {}
-        self._profile = tempfile.TemporaryDirectory(prefix="inspect-chromium-")
+        # Chromium's helper processes may still write into the profile while it goes.
+        self._profile = tempfile.TemporaryDirectory(
+            prefix="inspect-chromium-", ignore_cleanup_errors=True
+        )
         self._proc: subprocess.Popen[bytes] | None = None
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -70,7 +75,9 @@ class Browser:
             f"--window-size={self.size[0]},{self.size[1]}",
             "about:blank",
         ]
-        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
 
     async def __aenter__(self) -> Browser:
         self._proc = self._launch()
@@ -97,7 +104,8 @@ class Browser:
         if self._ws is not None:
             await self._ws.close()
         if self._proc is not None:
-            self._proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)  # its helper processes too
             self._proc.wait(10)
         self._profile.cleanup()
 
