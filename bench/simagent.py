@@ -141,7 +141,9 @@ class SimAgent:
         link.attach(session)
         session.send_hello(Hello(self.name, agent="bench-simagent"))
         welcomed = asyncio.ensure_future(hooks.welcomed.wait())
-        await asyncio.wait({welcomed, link.closed}, timeout=WELCOME_TIMEOUT)
+        await asyncio.wait(
+            {welcomed, link.closed}, timeout=WELCOME_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+        )
         welcomed.cancel()
         if hooks.up_at is None:
             return None
