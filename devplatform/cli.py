@@ -32,6 +32,7 @@ from devplatform.config import (
     PlatformConfig,
     ProxyLimits,
 )
+from devplatform.cors import parse_origins
 from devplatform.db import Database, is_uuid
 from devplatform.errors import ConfigError, DevPlatformError
 from devplatform.secretstore import SecretRepo
@@ -128,6 +129,13 @@ def _seconds(_ctx: click.Context, _param: click.Parameter, value: float | None) 
     callback=_seconds,
     help="next only: canvas callers get push-async after this.",
 )
+@click.option(
+    "--cors-origins",
+    envvar="CORS_ORIGINS",
+    default="",
+    help="Comma-separated browser origins allowed besides the platform's own "
+    "(default http://localhost:3000,http://localhost:3001); any other Origin gets 403.",
+)
 @click.option("-v", "--verbose", count=True, help="Same as edge-devplatform -v.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), help="Same as on the group.")
 @click.pass_context
@@ -149,6 +157,7 @@ def serve(
     a2a_connect_timeout: float | None,
     a2a_header_timeout: float | None,
     canvas_sync_wait: float,
+    cors_origins: str,
 ) -> None:
     """Serve the platform API until SIGINT or SIGTERM."""
     if verbose or log_format:
@@ -166,6 +175,7 @@ def serve(
         dispatch_localhost=dispatch_localhost,
         platform_url=platform_url,
         liveness_ttl=liveness_ttl,
+        cors_origins=parse_origins(cors_origins),
         proxy=ProxyLimits(
             idle_timeout=a2a_idle_timeout,
             agent_ceiling=a2a_timeout,

@@ -50,6 +50,8 @@ MAX_TOKENS_PER_WORKSPACE = 50
 BUSY_RETRY_AFTER_SECONDS = 30
 #: DNS lookups done for the SSRF rules give up after this long (then: refused).
 DNS_TIMEOUT_SECONDS = 5.0
+#: ``CORS_ORIGINS``'s default in core's router: the canvas development servers.
+CORS_DEFAULT_ORIGINS = ("http://localhost:3000", "http://localhost:3001")
 #: Connections the A2A client keeps open at once (aiohttp's default is 100 too).
 UPSTREAM_POOL_LIMIT = 100
 
@@ -91,6 +93,9 @@ class PlatformConfig:
     platform_url: str = ""
     liveness_ttl: float = LIVENESS_TTL_SECONDS
     proxy: ProxyLimits = field(default_factory=ProxyLimits)
+    #: ``CORS_ORIGINS``: browser origins allowed besides the platform's own (a request
+    #: with any other ``Origin`` gets a bare 403; see :mod:`devplatform.cors`).
+    cors_origins: tuple[str, ...] = CORS_DEFAULT_ORIGINS
 
     @property
     def is_next(self) -> bool:

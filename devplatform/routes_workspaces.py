@@ -113,6 +113,7 @@ async def create_workspace(request: web.Request) -> web.Response:
             p.secrets.set(workspace_id, key, value)
     if p.cfg.is_next:
         p.inbound_secret(workspace_id)
+        p.workspaces.update(workspace_id, delivery_mode="push")  # Create writes push
     logger.info("workspace_created", extra={"workspace_id": workspace_id, "external": external})
     if external:
         return _created_external(request, p, workspace_id, payload["url"])
