@@ -129,7 +129,7 @@ class ChildSupervisor:
                 await self._wait_before_restart(code, failures)
         finally:
             await self._terminate()
-        logger.info("child_exited code=%s", code, extra={"event": "child_exited"})
+        logger.info("child_exited", extra={"code": code})
         return code
 
     async def stop(self) -> None:
@@ -144,10 +144,7 @@ class ChildSupervisor:
         if self._stopping:  # stop() ran while we were starting it
             await self._terminate()
         logger.info(
-            "child_started pid=%d secrets=%s",
-            self._process.pid,
-            sorted(self._secrets),
-            extra={"event": "child_started", "pid": self._process.pid},
+            "child_started", extra={"pid": self._process.pid, "secrets": sorted(self._secrets)}
         )
         return await self._process.wait()
 
@@ -175,11 +172,8 @@ class ChildSupervisor:
         policy = self._policy
         delay = min(policy.backoff_initial * 2 ** (failures - 1), policy.backoff_max)
         logger.warning(
-            "child_restart_scheduled code=%d in=%.1fs failures=%d",
-            code,
-            delay,
-            failures,
-            extra={"event": "child_restart_scheduled", "code": code},
+            "child_restart_scheduled",
+            extra={"code": code, "in_seconds": round(delay, 1), "failures": failures},
         )
         sleeping = asyncio.ensure_future(self._sleep(delay))
         stopped = asyncio.ensure_future(self._stopped.wait())

@@ -84,8 +84,9 @@ class PlatformClient:
         token: a token given explicitly (command line, environment); it wins over the
             cache and is saved to it.
         org_id: sent as ``X-Molecule-Org-Id`` (multi-tenant SaaS), when set.
-        origin: ``Origin`` header. ``""`` (the SDK's default) sends the platform URL,
-            which the SaaS edge needs; ``None`` sends none.
+        origin: ``Origin`` header. ``""`` (the SDK's default) sends the platform URL's
+            ``scheme://host[:port]``, which the SaaS edge needs and the platform's CORS
+            check accepts as same-origin; ``None`` sends none.
         verify: TLS verification, on by default; an ``ssl.SSLContext`` for a private CA.
         transport: an httpx transport (tests pass ``httpx.MockTransport``).
     """
@@ -342,9 +343,12 @@ class PlatformClient:
 
     def _explain_register_401(self, exc: TokenRejected) -> str:
         if self._token is None:
+            where = self._store.token_path if self._store is not None else "the token cache"
             return (
-                f"{exc}: this workspace already has a token (shown once when it was "
-                "created); supply it, or revoke the workspace's tokens to re-bootstrap"
+                f"{exc}: this workspace already has a token (issued when it was created, or "
+                f"by its first registration, e.g. through the Molecule SDK) and none was "
+                f"found at {where}; supply it with --token, point --token-dir at the folder "
+                "that holds its .auth_token, or revoke the workspace's tokens to re-bootstrap"
             )
         return f"{exc}: the workspace token was rejected (revoked, or not this workspace's)"
 
@@ -399,5 +403,11 @@ def _base_headers(base_url: str, org_id: str | None, origin: str | None) -> dict
     if org_id:
         headers["X-Molecule-Org-Id"] = org_id
     if origin is not None:
-        headers["Origin"] = origin or base_url
+        headers["Origin"] = origin or _origin_of(base_url)
     return headers
+
+
+def _origin_of(base_url: str) -> str:
+    """``scheme://host[:port]``: an Origin never carries the path of the platform URL."""
+    parts = urlsplit(base_url)
+    return f"{parts.scheme}://{parts.netloc}"

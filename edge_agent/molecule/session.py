@@ -206,10 +206,8 @@ class PlatformSession:
         except PlatformRejected as exc:
             reason = _stop_reason(exc)
             logger.error(
-                "platform_session_stopped kind=%s: %s",
-                reason.kind.value,
-                reason.message,
-                extra={"event": "platform_session_stopped", "kind": reason.kind.value},
+                "platform_session_stopped",
+                extra={"kind": reason.kind.value, "reason": reason.message},
             )
             await _call(self._events.on_stopped, reason)
             raise
@@ -272,11 +270,12 @@ class PlatformSession:
                 self._public_url,
             )
         logger.info(
-            "platform_registered url=%s generation=%s token_issued=%s",
-            self._public_url,
-            self._generation.value,
-            result.token_issued,
-            extra={"event": "platform_registered", "generation": self._generation.value},
+            "platform_registered",
+            extra={
+                "url": self._public_url,
+                "generation": self._generation.value,
+                "token_issued": result.token_issued,
+            },
         )
         await self._announce_secret(result.inbound_secret)
         self._registered.set()
@@ -299,7 +298,7 @@ class PlatformSession:
         if secret is None or secret == self._announced_secret:
             return
         self._announced_secret = secret
-        logger.info("platform_inbound_secret_received", extra={"event": "inbound_secret"})
+        logger.info("platform_inbound_secret_received")
         await _call(self._events.on_inbound_secret, secret)
 
     async def _retrying(self, fn: Callable[[], Awaitable[T]]) -> T:
@@ -323,11 +322,8 @@ class PlatformSession:
         error = state.outcome.exception() if state.outcome else None
         delay = state.next_action.sleep if state.next_action else 0.0
         logger.warning(
-            "platform_retry_scheduled attempt=%d in=%.1fs error=%s",
-            state.attempt_number,
-            delay,
-            error,
-            extra={"event": "platform_retry_scheduled", "attempt": state.attempt_number},
+            "platform_retry_scheduled",
+            extra={"attempt": state.attempt_number, "in_seconds": round(delay, 1), "error": error},
         )
 
 
