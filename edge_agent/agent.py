@@ -42,8 +42,10 @@ How a run ends
   deleted, :class:`~edge_agent.molecule.errors.TokenRejected` when only the token was
   revoked, :class:`~edge_agent.molecule.errors.BadRequest` when the URL was refused).
 * The relay refuses the relay token (:class:`~edge_agent.errors.AuthError`), the
-  settings are wrong (:class:`~edge_agent.errors.ConfigError`), or the command cannot be
-  started (:class:`~edge_agent.molecule.errors.ChildStartError`): raised as they are.
+  settings are wrong (:class:`~edge_agent.errors.ConfigError`), the command cannot be
+  started (:class:`~edge_agent.molecule.errors.ChildStartError`) or keeps crashing
+  (:class:`~edge_agent.molecule.errors.ChildCrashLoop`, with its exit code): raised as
+  they are.
 
 Secrets, tokens and the inbound secret are never logged or passed to hooks (only the
 names of secrets are).
@@ -154,6 +156,7 @@ class EdgeAgent:
             "current" generation the platform presents none, so setting any keeps the
             platform out; in "next" the inbound secret is always accepted too.
         relay_tls: TLS options towards the relay (CA file, insecure, pin).
+        ping_interval, ping_timeout: the tunnel's keepalive (None: its defaults).
         platform_verify: TLS verification towards the platform (an ``SSLContext`` for
             a private CA, ``False`` for none).
         reconnect, session_config, child_policy, dedup_limits: policies of the parts.
@@ -180,6 +183,8 @@ class EdgeAgent:
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         caller_auth: Sequence[CallerCredential] = (),
         relay_tls: TlsOptions | None = None,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
         platform_verify: ssl.SSLContext | bool = True,
         reconnect: ReconnectPolicy | None = None,
         session_config: SessionConfig | None = None,
@@ -212,7 +217,7 @@ class EdgeAgent:
             workspace_id,
             self._inbound,
             policy=reconnect or ReconnectPolicy(),
-            options=ConnectOptions(tls=relay_tls or TlsOptions()),
+            options=_connect_options(relay_tls, ping_interval, ping_timeout),
             caller_auth=self._user_auth,
             agent=f"edge-agent/{__version__}",
             on_ready=self._on_welcome,
@@ -411,7 +416,12 @@ class EdgeAgent:
     async def _run_command(self, session: PlatformSession) -> int:
         await session.wait_registered()  # a first start may get its token from register
         secrets = await session.pull_secrets()
-        self._child = ChildSupervisor(self.command, secrets=secrets, policy=self._child_policy)
+        self._child = ChildSupervisor(
+            self.command,
+            secrets=secrets,
+            policy=self._child_policy,
+            refresh=session.pull_secrets,  # used when the policy sets secrets_refresh
+        )
         if self.hooks.on_command is not None:
             self.hooks.on_command(list(self.command), sorted(secrets))
         return await self._child.run()
@@ -525,6 +535,18 @@ def _as_target(target: Target | AsgiApp | str) -> Target:
     if callable(target):
         return AsgiTarget(target)
     raise ConfigError(f"target must be a Target, an ASGI app or a URL, not {type(target)!r}")
+
+
+def _connect_options(
+    tls: TlsOptions | None, ping_interval: float | None, ping_timeout: float | None
+) -> ConnectOptions:
+    """TLS and the keepalive values that were given (the others keep their defaults)."""
+    options = ConnectOptions(tls=tls or TlsOptions())
+    if ping_interval is not None:
+        options = dataclasses.replace(options, ping_interval=ping_interval)
+    if ping_timeout is not None:
+        options = dataclasses.replace(options, ping_timeout=ping_timeout)
+    return options
 
 
 def _session_config(heartbeat_interval: float) -> SessionConfig:

@@ -26,9 +26,11 @@ from edge_agent.config import load_file
 from edge_agent.errors import ConfigError
 from edge_agent.logs import setup_logging
 from edge_agent.molecule.card import build_agent_card, load_agent_card
+from edge_agent.molecule.child import ChildPolicy
 from edge_agent.molecule.client import PlatformClient
 from edge_agent.molecule.errors import (
     BadRequest,
+    ChildCrashLoop,
     ChildStartError,
     MoleculeError,
     PlatformRejected,
@@ -117,6 +119,32 @@ def platform_tls_options(func: F) -> F:
     metavar="bearer:TOKEN|basic:USER:PASS",
     help="Extra credential public callers may present (repeatable).",
 )
+@click.option(
+    "--ping-interval",
+    type=float,
+    metavar="SECONDS",
+    help="Tunnel keepalive ping interval (default 20).",
+)
+@click.option(
+    "--ping-timeout",
+    type=float,
+    metavar="SECONDS",
+    help="Drop the tunnel when a ping is unanswered this long (default 20).",
+)
+@click.option(
+    "--max-restarts",
+    type=int,
+    metavar="N",
+    help="Give up when the command needs more than N restarts in 10 minutes "
+    "(default 5) [env: EDGE_MAX_RESTARTS].",
+)
+@click.option(
+    "--secrets-refresh",
+    type=float,
+    metavar="SECONDS",
+    help="Pull the secrets again this often; restart the command when one changed "
+    "[env: EDGE_SECRETS_REFRESH].",
+)
 @tls_options
 @output_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -130,7 +158,8 @@ def run(config: str | None, **flags: Any) -> None:
 
     The TLS flags apply to the relay; --ca-file and --insecure also to the platform.
     Exit codes: 2 bad settings or the URL refused, 3 relay token refused, 5 workspace
-    deleted or token revoked.
+    deleted or token revoked; the command's own code when it exited for good or kept
+    crashing (more than --max-restarts restarts in 10 minutes).
     """
     try:
         settings = resolve_run(flags, file=load_file(config, SECTION))
@@ -160,6 +189,11 @@ async def serve_run(settings: RunSettings) -> int:
         caller_auth=[caller_auth.parse(spec) for spec in settings.caller_auth],
         relay_tls=TlsOptions(settings.ca_file, settings.insecure, settings.pin_sha256),
         platform_verify=_platform_verify(settings),
+        ping_interval=settings.ping_interval,
+        ping_timeout=settings.ping_timeout,
+        child_policy=ChildPolicy(
+            max_restarts=settings.max_restarts, secrets_refresh=settings.secrets_refresh
+        ),
         hooks=printer.hooks(),
     )
     async with agent:
@@ -315,6 +349,8 @@ def describe(exc: MoleculeError) -> str:
 
 
 def exit_code(exc: MoleculeError) -> int:
+    if isinstance(exc, ChildCrashLoop):
+        return exc.exit_status  # the command's own code, as a shell reports it
     if isinstance(exc, BadRequest | TokenStoreError | ChildStartError):
         return EXIT_CONFIG
     if isinstance(exc, PlatformRejected):

@@ -14,7 +14,9 @@ The tree::
     │   │                          platform's tenant guard when the org header is missing)
     │   └── WorkspaceDeleted       the workspace is gone (404 deleted shape, status removed)
     ├── TokenStoreError            the local token cache cannot be read or written safely
-    └── ChildStartError            the agent command (``-- CMD ARGS``) cannot be started
+    ├── ChildStartError            the agent command (``-- CMD ARGS``) cannot be started
+    └── ChildCrashLoop             the command failed more often than its restart limit
+                                   allows; ``exit_status`` is its last exit status
 
 HTTP answers are turned into these exceptions in exactly one place,
 :func:`edge_agent.molecule.httperrors.error_for`, called only by
@@ -100,3 +102,19 @@ class TokenStoreError(MoleculeError):
 
 class ChildStartError(MoleculeError):
     """The supervised command could not be started (not found, not executable)."""
+
+
+class ChildCrashLoop(MoleculeError):
+    """The command needed more restarts within the window than the policy allows.
+
+    ``code`` is its last exit code as asyncio reports it (``-N`` for signal N);
+    ``exit_status`` is the same as a shell reports it (``128 + N``).
+    """
+
+    def __init__(self, message: str, *, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def exit_status(self) -> int:
+        return 128 - self.code if self.code < 0 else self.code
