@@ -66,9 +66,10 @@ from edge_agent.asgi import AsgiTarget
 from edge_agent.asgi_lifespan import AsgiApp
 from edge_agent.connect import ConnectOptions, check_name
 from edge_agent.errors import ConfigError
+from edge_agent.molecule.calls import CallResult
 from edge_agent.molecule.card import build_agent_card, load_agent_card, rewrite_card_urls
 from edge_agent.molecule.child import ChildPolicy, ChildSupervisor
-from edge_agent.molecule.client import PlatformClient
+from edge_agent.molecule.client import CALL_TIMEOUT, PlatformClient
 from edge_agent.molecule.dedup import DedupLimits, DedupTarget
 from edge_agent.molecule.errors import (
     MoleculeError,
@@ -346,6 +347,24 @@ class EdgeAgent:
     async def discover(self, workspace_id: str) -> DiscoveredPeer:
         """The URL of another workspace (hierarchy rules apply)."""
         return await self._require_client().discover(workspace_id)
+
+    async def call(
+        self,
+        peer_id: str,
+        message: str | Mapping[str, Any],
+        *,
+        stream: bool = False,
+        reply_timeout: float = CALL_TIMEOUT,
+    ) -> CallResult:
+        """Send ``message`` (a text or an A2A message object) to another workspace
+        through the platform's proxy, as this workspace; its answer.
+
+        Raises the :class:`~edge_agent.molecule.errors.PeerCallError` subclasses for
+        the platform's refusals (queued, denied, not found, unreachable, timed out, an
+        error answer); see :meth:`~edge_agent.molecule.client.PlatformClient.call_peer`.
+        """
+        client = self._require_client()
+        return await client.call_peer(peer_id, message, stream=stream, reply_timeout=reply_timeout)
 
     async def update_card(self, agent_card: Mapping[str, Any]) -> None:
         """Push a new card now (its URLs moved onto the public URL); it is also used for

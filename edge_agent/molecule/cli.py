@@ -1,9 +1,10 @@
-"""``edge-agent run``, ``peers`` and ``card``: the Molecule platform commands.
+"""``edge-agent run``, ``peers``, ``call`` and ``card``: the Molecule platform commands.
 
 ``edge-agent run`` is a remote workspace on a relay (:class:`edge_agent.agent.EdgeAgent`):
 it prints the public URL and each registration, then one line per request, as
 ``edge-agent http`` does. ``peers`` lists (or looks up) the workspaces this one may
-talk to; ``card`` replaces the registered agent card. All three use the token cached
+talk to; ``call`` sends one of them a message through the platform and prints the
+answer; ``card`` replaces the registered agent card. All of them use the token cached
 by ``run`` (or one given with ``--token``). Secret values are never printed.
 """
 
@@ -25,14 +26,21 @@ from edge_agent.cli import RequestLines, Stopper, make_target, output_options, t
 from edge_agent.config import load_file
 from edge_agent.errors import ConfigError
 from edge_agent.logs import setup_logging
+from edge_agent.molecule.calls import CallResult
 from edge_agent.molecule.card import build_agent_card, load_agent_card
 from edge_agent.molecule.child import ChildPolicy
-from edge_agent.molecule.client import PlatformClient
+from edge_agent.molecule.client import CALL_TIMEOUT, PlatformClient
 from edge_agent.molecule.errors import (
     BadRequest,
+    CallDenied,
+    CallQueued,
+    CallTimedOut,
     ChildCrashLoop,
     ChildStartError,
     MoleculeError,
+    PeerError,
+    PeerNotFound,
+    PeerUnreachable,
     PlatformRejected,
     TokenRejected,
     TokenStoreError,
@@ -55,6 +63,23 @@ from edge_agent.tls import TlsOptions, client_context
 #: ends ``run`` with its own code.)
 EXIT_PLATFORM: Final = 5
 
+#: ``edge-agent call``: the platform's answers that are not the peer's reply.
+EXIT_CALL_QUEUED: Final = 10  # queued (202, or "next"'s 200 queued): no answer now
+EXIT_CALL_DENIED: Final = 11  # 403: the hierarchy rules forbid the call
+EXIT_PEER_NOT_FOUND: Final = 12  # 404: no such workspace
+EXIT_PEER_UNREACHABLE: Final = 13  # 502/503: no URL, unreachable, busy, paused
+EXIT_CALL_TIMED_OUT: Final = 14  # 504, or no answer within --timeout
+EXIT_PEER_ERROR: Final = 15  # the peer answered with an error
+
+_CALL_EXITS: Final = (
+    (CallQueued, EXIT_CALL_QUEUED),
+    (CallDenied, EXIT_CALL_DENIED),
+    (PeerNotFound, EXIT_PEER_NOT_FOUND),
+    (PeerUnreachable, EXIT_PEER_UNREACHABLE),
+    (CallTimedOut, EXIT_CALL_TIMED_OUT),
+    (PeerError, EXIT_PEER_ERROR),
+)
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -62,6 +87,7 @@ def register(main: click.Group) -> None:
     """Add the platform commands to the ``edge-agent`` group."""
     main.add_command(run)
     main.add_command(peers)
+    main.add_command(call)
     main.add_command(card)
 
 
@@ -273,6 +299,62 @@ def peers(
 
 
 @click.command()
+@click.argument("peer_id")
+@click.argument("text")
+@platform_options
+@platform_tls_options
+@click.option(
+    "--stream", is_flag=True, help="Send message/stream (the platform relays it all at the end)."
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=CALL_TIMEOUT,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for the answer.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the peer's JSON-RPC answer.")
+@output_options
+def call(
+    config: str | None,
+    peer_id: str,
+    text: str,
+    stream: bool,
+    timeout: float,
+    as_json: bool,
+    **flags: Any,
+) -> None:
+    """Send TEXT to the workspace PEER_ID through the platform and print its answer.
+
+    The call goes through the platform's A2A proxy as this workspace (its token and
+    X-Workspace-ID), so the platform checks the hierarchy. TEXT "-" reads stdin.
+    Exit codes: 0 answered, 5 our token refused, 10 queued by the platform (no answer
+    now), 11 denied by the hierarchy, 12 no such workspace, 13 peer unreachable, 14 no
+    answer in time, 15 the peer answered with an error.
+    """
+    settings = _platform_settings(config, flags)
+    if text == "-":
+        text = sys.stdin.read()
+
+    async def main(client: PlatformClient) -> None:
+        result = await client.call_peer(peer_id, text, stream=stream, reply_timeout=timeout)
+        _print_answer(result, as_json)
+
+    sys.exit(run_cli(_with_client(settings, main)))
+
+
+def _print_answer(result: CallResult, as_json: bool) -> None:
+    if as_json:
+        documents = result.documents
+        click.echo(json.dumps(documents[0] if len(documents) == 1 else documents, indent=2))
+    elif result.texts:
+        click.echo(result.text)
+    else:
+        click.echo("(the answer holds no text; --json shows all of it)", err=True)
+
+
+@click.command()
 @click.argument("card_file", required=False, type=click.Path(dir_okay=False))
 @platform_options
 @platform_tls_options
@@ -339,6 +421,11 @@ def describe(exc: MoleculeError) -> str:
             f"{exc}. Pass a valid workspace token with --token or EDGE_PLATFORM_TOKEN "
             "(an admin can create one: POST /workspaces/<id>/tokens)"
         )
+    if isinstance(exc, CallDenied):
+        return (
+            f"{exc} (the platform answers this also for a workspace that does not exist; "
+            "`edge-agent peers` lists the ones this workspace may call)"
+        )
     if isinstance(exc, BadRequest) and str(exc).startswith("register:"):
         return (
             f"{exc}. The platform refused the registration; it refuses URLs on loopback "
@@ -349,6 +436,9 @@ def describe(exc: MoleculeError) -> str:
 
 
 def exit_code(exc: MoleculeError) -> int:
+    for kind, code in _CALL_EXITS:
+        if isinstance(exc, kind):
+            return code
     if isinstance(exc, ChildCrashLoop):
         return exc.exit_status  # the command's own code, as a shell reports it
     if isinstance(exc, BadRequest | TokenStoreError | ChildStartError):
