@@ -30,6 +30,7 @@ from devplatform import (
     cors,
     routes_a2a,
     routes_discovery,
+    routes_plugins,
     routes_registry,
     routes_secrets,
     routes_tokens,
@@ -82,6 +83,7 @@ def build_app(platform: Platform) -> web.Application:
         routes_secrets,
         routes_tokens,
         routes_a2a,
+        routes_plugins,
     ):
         module.add_routes(app)
     return app
