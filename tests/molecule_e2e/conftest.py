@@ -123,7 +123,7 @@ def served(stack: Stack) -> Served:
     ws = stack.workspace("served")
     value = "demo-" + secrets.token_urlsafe(24)
     stack.admin.set_secret(ws.id, "DEMO_SECRET", value)
-    child_file = stack.tmp / "child-env.json"
+    child_file = stack.tmp / f"child-env-{ws.id}.json"  # one "served" per test module
     agent = stack.start_agent(
         ws, "--to", stack.origin.url, *stack.child_command(child_file), name="served"
     )
