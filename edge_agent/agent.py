@@ -15,8 +15,9 @@ One :class:`EdgeAgent` joins four parts that already exist on their own::
 2. The platform session registers that URL with an agent card whose interfaces point
    at it, then heartbeats every ``heartbeat_interval`` seconds (active tasks = streams in
    flight, or messages the de-duplication still works on if that is more).
-3. With a command: once registered, the secrets are pulled and the command starts with
-   them in its environment; it is restarted with backoff if it crashes.
+3. Once registered, the requested plugins are installed (:mod:`edge_agent.molecule.plugins`);
+   then, with a command, the secrets are pulled and the command starts with them in
+   its environment; it is restarted with backoff if it crashes.
 
 Until the first registration the tunnel answers every request 503 (the relay's
 ``agent_unavailable``): in the "next" generation the inbound secret arrives with that
@@ -80,6 +81,12 @@ from edge_agent.molecule.errors import (
 )
 from edge_agent.molecule.inbound import InboundSecretTarget
 from edge_agent.molecule.models import DiscoveredPeer, Peer, RegisterResult
+from edge_agent.molecule.plugins import (
+    InstalledPlugin,
+    PluginOptions,
+    PluginRequest,
+    install_plugin,
+)
 from edge_agent.molecule.session import (
     Generation,
     Load,
@@ -125,6 +132,8 @@ class AgentHooks:
     on_request: Callable[[RequestRecord], None] | None = None
     #: The command is about to start: its argv and the names of the secrets it gets.
     on_command: Callable[[Sequence[str], Sequence[str]], None] | None = None
+    #: A plugin was installed (before the command starts).
+    on_plugin: Callable[[InstalledPlugin], None] | None = None
 
 
 class EdgeAgent:
@@ -158,6 +167,8 @@ class EdgeAgent:
             platform out; in "next" the inbound secret is always accepted too.
         relay_tls: TLS options towards the relay (CA file, insecure, pin).
         ping_interval, ping_timeout: the tunnel's keepalive (None: its defaults).
+        plugins, plugin_options: plugins to install from the platform once registered,
+            before the command starts; a plugin that fails to install ends the run.
         platform_verify: TLS verification towards the platform (an ``SSLContext`` for
             a private CA, ``False`` for none).
         reconnect, session_config, child_policy, dedup_limits: policies of the parts.
@@ -186,6 +197,8 @@ class EdgeAgent:
         relay_tls: TlsOptions | None = None,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
+        plugins: Sequence[PluginRequest] = (),
+        plugin_options: PluginOptions | None = None,
         platform_verify: ssl.SSLContext | bool = True,
         reconnect: ReconnectPolicy | None = None,
         session_config: SessionConfig | None = None,
@@ -209,6 +222,8 @@ class EdgeAgent:
         self._user_auth = tuple(caller_auth)
         self._session_config = session_config or _session_config(heartbeat_interval)
         self._child_policy = child_policy
+        self._plugins = tuple(plugins)
+        self._plugin_options = plugin_options or PluginOptions()
         self._local = _as_target(target)
         self._dedup = DedupTarget(self._local, dedup_limits)
         self._inbound = InboundSecretTarget(self._dedup)
@@ -324,7 +339,8 @@ class EdgeAgent:
                 return 0
             session = self._start_session(client)
             session_task = _spawn(tasks, session.run(), "platform-session")
-            child = _spawn(tasks, self._run_command(session), "command") if self.command else None
+            after = self.command or self._plugins
+            child = _spawn(tasks, self._after_registration(session), "command") if after else None
             return await self._supervise(tunnel, session_task, child)
         finally:
             await self._shutdown(tasks)
@@ -432,8 +448,22 @@ class EdgeAgent:
         if self._fatal is not None:
             raise self._fatal
 
-    async def _run_command(self, session: PlatformSession) -> int:
+    async def _after_registration(self, session: PlatformSession) -> int:
         await session.wait_registered()  # a first start may get its token from register
+        await self._install_plugins()
+        if not self.command:
+            await asyncio.Event().wait()  # nothing to supervise: the run ends elsewhere
+        return await self._run_command(session)
+
+    async def _install_plugins(self) -> None:
+        client = self._require_client()
+        folder = TokenStore(self.workspace_id, self._token_dir).directory
+        for request in self._plugins:
+            installed = await install_plugin(client, folder, request, self._plugin_options)
+            if self.hooks.on_plugin is not None:
+                self.hooks.on_plugin(installed)
+
+    async def _run_command(self, session: PlatformSession) -> int:
         secrets = await session.pull_secrets()
         self._child = ChildSupervisor(
             self.command,

@@ -42,11 +42,21 @@ from edge_agent.molecule.errors import (
     PeerNotFound,
     PeerUnreachable,
     PlatformRejected,
+    PluginError,
     TokenRejected,
     TokenStoreError,
     WorkspaceDeleted,
 )
 from edge_agent.molecule.models import RegisterResult
+from edge_agent.molecule.plugins import (
+    SETUP_TIMEOUT,
+    InstalledPlugin,
+    PluginOptions,
+    PluginRequest,
+    install_plugin,
+    list_plugins,
+    plugins_dir,
+)
 from edge_agent.molecule.settings import (
     SECTION,
     PlatformSettings,
@@ -62,6 +72,10 @@ from edge_agent.tls import TlsOptions, client_context
 #: other exit codes are in :mod:`edge_agent.runner`; a command that exited for good
 #: ends ``run`` with its own code.)
 EXIT_PLATFORM: Final = 5
+#: A plugin was not installed (refused archive, sha256 mismatch); nothing changed.
+EXIT_PLUGIN: Final = 6
+#: ``plugin install --run-setup``: installed, but its setup.sh failed.
+EXIT_SETUP_FAILED: Final = 7
 
 #: ``edge-agent call``: the platform's answers that are not the peer's reply.
 EXIT_CALL_QUEUED: Final = 10  # queued (202, or "next"'s 200 queued): no answer now
@@ -89,6 +103,7 @@ def register(main: click.Group) -> None:
     main.add_command(peers)
     main.add_command(call)
     main.add_command(card)
+    main.add_command(plugin)
 
 
 def platform_options(func: F) -> F:
@@ -165,6 +180,18 @@ def platform_tls_options(func: F) -> F:
     "(default 5) [env: EDGE_MAX_RESTARTS].",
 )
 @click.option(
+    "--plugin",
+    multiple=True,
+    metavar="NAME[=SOURCE]",
+    help="Install this plugin from the platform before the command starts (repeatable).",
+)
+@click.option(
+    "--run-setup",
+    is_flag=True,
+    default=None,
+    help="Run the plugins' setup.sh (off by default: it is code from the platform).",
+)
+@click.option(
     "--secrets-refresh",
     type=float,
     metavar="SECONDS",
@@ -220,6 +247,8 @@ async def serve_run(settings: RunSettings) -> int:
         child_policy=ChildPolicy(
             max_restarts=settings.max_restarts, secrets_refresh=settings.secrets_refresh
         ),
+        plugins=_plugin_requests(settings.plugin),
+        plugin_options=PluginOptions(run_setup=settings.run_setup),
         hooks=printer.hooks(),
     )
     async with agent:
@@ -244,6 +273,7 @@ class RunPrinter:
             on_resumed=self.resumed,
             on_request=self._requests.request,
             on_command=self.command,
+            on_plugin=print_installed,
         )
 
     def public_url(self, url: str) -> None:
@@ -393,6 +423,110 @@ def card(
     sys.exit(run_cli(_with_client(settings, main)))
 
 
+@click.group()
+def plugin() -> None:
+    """Install the workspace's plugins from the platform, or list the installed ones.
+
+    Plugins go to the workspace's folder (~/.molecule/<id>/plugins/<name>/, as the
+    Molecule SDK's). A download is checked (paths, file types, size, count) and
+    verified against the sha256 in its plugin.yaml before it replaces the installed
+    version; a failed install leaves the old one.
+    """
+
+
+@plugin.command("install")
+@click.argument("name")
+@click.option("--source", metavar="SOURCE", help="local://NAME (default), github://owner/repo#ref")
+@click.option(
+    "--run-setup",
+    is_flag=True,
+    help="Run the plugin's setup.sh (off by default: it is code from the platform).",
+)
+@click.option(
+    "--setup-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=SETUP_TIMEOUT,
+    show_default=True,
+    metavar="SECONDS",
+)
+@platform_options
+@platform_tls_options
+@output_options
+def plugin_install(
+    config: str | None,
+    name: str,
+    source: str | None,
+    run_setup: bool,
+    setup_timeout: float,
+    **flags: Any,
+) -> None:
+    """Download plugin NAME with the workspace token and install it.
+
+    Exit codes: 0 installed, 2 bad settings, 5 the platform refused (the token, an
+    unknown plugin or source), 6 the archive was refused or does not match its sha256
+    (nothing changed), 7 installed but setup.sh failed.
+    """
+    settings = _platform_settings(config, flags)
+    try:
+        request = PluginRequest(name, source)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    options = PluginOptions(run_setup=run_setup, setup_timeout=setup_timeout)
+
+    async def main(client: PlatformClient) -> int:
+        folder = TokenStore(settings.workspace_id, settings.token_dir).directory
+        installed = await install_plugin(client, folder, request, options)
+        print_installed(installed)
+        return EXIT_SETUP_FAILED if installed.setup and not installed.setup.ok else EXIT_OK
+
+    sys.exit(run_cli(_with_client(settings, main)))
+
+
+@plugin.command("list")
+@platform_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@output_options
+def plugin_list(config: str | None, as_json: bool, **flags: Any) -> None:
+    """List the plugins installed for the workspace (nothing is downloaded)."""
+    settings = _platform_settings(config, {**flags, "ca_file": None, "insecure": None})
+    try:
+        folder = TokenStore(settings.workspace_id, settings.token_dir).directory
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    rows = list_plugins(folder)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"No plugins installed in {plugins_dir(folder)}.")
+    for row in rows:
+        verified = "sha256 verified" if row["sha256"] else "unverified"
+        fields = [row["name"], row["version"] or "-", row["source"] or "-", verified]
+        click.echo("  ".join(fields))
+
+
+def print_installed(installed: InstalledPlugin) -> None:
+    """One line per installed plugin (and its setup), for ``run`` and ``plugin``."""
+    verb = "Upgraded" if installed.replaced else "Installed"
+    check = "sha256 verified" if installed.sha256 else "unverified: plugin.yaml declares no sha256"
+    version = f" {installed.version}" if installed.version else ""
+    click.echo(
+        f"{verb} plugin {installed.name}{version} from {installed.source} in {installed.path} "
+        f"({check})"
+    )
+    if installed.skipped_links:
+        click.echo(f"  links skipped (never installed): {', '.join(installed.skipped_links)}")
+    if installed.setup is not None:
+        click.echo(f"  setup.sh: {installed.setup.detail} (its output is in the log)")
+
+
+def _plugin_requests(specs: Sequence[str]) -> list[PluginRequest]:
+    try:
+        return [PluginRequest.parse(spec) for spec in specs]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 # -- helpers ---------------------------------------------------------------------------
 
 
@@ -440,7 +574,9 @@ def exit_code(exc: MoleculeError) -> int:
         if isinstance(exc, kind):
             return code
     if isinstance(exc, ChildCrashLoop):
-        return exc.exit_status  # the command's own code, as a shell reports it
+        return exc.exit_status
+    if isinstance(exc, PluginError):
+        return EXIT_PLUGIN  # the command's own code, as a shell reports it
     if isinstance(exc, BadRequest | TokenStoreError | ChildStartError):
         return EXIT_CONFIG
     if isinstance(exc, PlatformRejected):
@@ -449,8 +585,10 @@ def exit_code(exc: MoleculeError) -> int:
 
 
 async def _with_client(
-    settings: PlatformSettings, main: Callable[[PlatformClient], Coroutine[Any, Any, None]]
-) -> None:
+    settings: PlatformSettings,
+    main: Callable[[PlatformClient], Coroutine[Any, Any, int | None]],
+) -> int | None:
+    """Run ``main`` with a client for the workspace; its exit code (None: 0)."""
     try:
         client = PlatformClient(
             settings.platform,
@@ -463,7 +601,7 @@ async def _with_client(
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     async with client:
-        await main(client)
+        return await main(client)
 
 
 def _platform_settings(config: str | None, flags: dict[str, Any]) -> PlatformSettings:

@@ -51,6 +51,7 @@ from edge_agent.molecule.models import (
     DiscoveredPeer,
     HeartbeatResult,
     Peer,
+    PluginDownload,
     RegisterResult,
     Secrets,
     WorkspaceState,
@@ -81,6 +82,12 @@ MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
 #: Largest answer of a peer we read: what the "next" platform relays at most (64 MiB;
 #: "current" cuts at 10 MiB). Bigger answers raise :class:`UnexpectedResponse`.
 MAX_CALL_RESPONSE_BYTES: Final = 64 * 1024 * 1024
+
+#: Largest plugin download we read: the platform's 100 MiB cap on the plugin's files,
+#: plus room for the tar headers (gzip rarely makes it larger).
+MAX_PLUGIN_DOWNLOAD: Final = 110 * 1024 * 1024
+#: The platform gives a plugin fetch five minutes; reading its answer may take as long.
+PLUGIN_DOWNLOAD_TIMEOUT: Final = httpx.Timeout(connect=10.0, read=300.0, write=10.0, pool=10.0)
 
 #: Default seconds a peer call may take. The proxy itself allows an agent caller 30
 #: minutes and queues a call whose peer stays silent for 5 (the idle timeout).
@@ -333,6 +340,36 @@ class PlatformClient:
                 ) from exc
             raise
         return self._call_answer(target_id, response.status_code, body)
+
+    async def download_plugin(self, name: str, source: str | None = None) -> PluginDownload:
+        """``GET /workspaces/:id/plugins/:name/download[?source=]``: the gzip tar.
+
+        Raises:
+            NotFound: no such plugin (or source). BadRequest: a bad name or source.
+            PlatformRejected: 413 too large, 422 integrity or unpinned source.
+            PlatformUnavailable: 502/504 the platform could not fetch it, or a network
+            error. UnexpectedResponse: the answer is not a gzip body.
+        """
+        what = f"plugin {name}"
+        path = f"/workspaces/{self._ws}/plugins/{quote(name, safe='')}/download"
+        response, body = await self._exchange(
+            "GET", path, what, params={"source": source} if source else None,
+            http_timeout=PLUGIN_DOWNLOAD_TIMEOUT, max_bytes=MAX_PLUGIN_DOWNLOAD,
+        )  # fmt: skip
+        if not 200 <= response.status_code < 300:
+            raise error_for(what, response, error_payload(body))
+        content_type = response.headers.get("content-type", "")
+        if not content_type.startswith("application/gzip") or body[:2] != b"\x1f\x8b":
+            raise UnexpectedResponse(f"{what}: the answer is not a gzip tar ({content_type})")
+        label = response.headers.get("x-plugin-source") or source or f"local://{name}"
+        return PluginDownload(body, label)
+
+    async def report_plugin(self, source: str) -> None:
+        """``POST /workspaces/:id/plugins {"source"}``: tell the platform what was
+        installed. An external workspace gets 503 (no container): callers treat this
+        as best effort."""
+        path = f"/workspaces/{self._ws}/plugins"
+        await self._send("POST", path, "plugin report", {"source": source})
 
     def _call_answer(self, target_id: str, status: int, body: bytes) -> CallResult:
         if status == 202 or status >= 300:

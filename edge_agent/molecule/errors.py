@@ -23,6 +23,9 @@ The tree::
     │   ├── CallTimedOut           504, or no answer within the caller's own timeout
     │   └── PeerError              the peer answered with an error (a JSON-RPC error, or
     │                              its own non-2xx status relayed by the platform)
+    ├── PluginError                a plugin was not installed (any older version stays)
+    │   ├── UnsafeArchive          the tarball breaks a rule (path, type, size, count)
+    │   └── IntegrityError         its files do not match plugin.yaml's sha256
     ├── TokenStoreError            the local token cache cannot be read or written safely
     ├── ChildStartError            the agent command (``-- CMD ARGS``) cannot be started
     └── ChildCrashLoop             the command failed more often than its restart limit
@@ -146,6 +149,20 @@ class CallTimedOut(PeerCallError):
 
 class PeerError(PeerCallError):
     """The peer answered, with an error."""
+
+
+class PluginError(MoleculeError):
+    """A plugin could not be installed; the version installed before (if any) stays."""
+
+
+class UnsafeArchive(PluginError):
+    """The plugin tarball holds something that must not be unpacked (an absolute or
+    ``..`` path, a special file), too many entries, too many bytes, or is not a gzip tar."""
+
+
+class IntegrityError(PluginError):
+    """The unpacked files do not match the ``sha256`` declared in ``plugin.yaml``, or
+    that declaration cannot be read with certainty."""
 
 
 class TokenStoreError(MoleculeError):

@@ -50,7 +50,7 @@ RUN_KEYS: Final = PLATFORM_KEYS | frozenset(
     {
         "relay", "relay_token", "to", "app", "agent_card", "agent_name", "heartbeat_interval",
         "caller_auth", "pin_sha256", "command", "ping_interval", "ping_timeout",
-        "max_restarts", "secrets_refresh",
+        "max_restarts", "secrets_refresh", "plugin", "run_setup",
     }
 )  # fmt: skip
 
@@ -90,6 +90,8 @@ class RunSettings(PlatformSettings):
     ping_timeout: float | None = None
     max_restarts: int = DEFAULT_MAX_RESTARTS
     secrets_refresh: float | None = None  # None: secrets are pulled once, at start
+    plugin: tuple[str, ...] = ()  # NAME or NAME=SOURCE, installed before the command
+    run_setup: bool = False
 
 
 def resolve_platform(
@@ -127,6 +129,8 @@ def resolve_run(
     for key in ("ping_interval", "ping_timeout", "secrets_refresh"):
         run[key] = _seconds(run[key], key, minimum=1.0)
     run["max_restarts"] = _count(run["max_restarts"], "max_restarts", DEFAULT_MAX_RESTARTS)
+    run["plugin"] = _strings(run["plugin"], "plugin")
+    run["run_setup"] = bool(run["run_setup"])
     if run["secrets_refresh"] is not None and not run["command"]:
         raise ConfigError("secrets_refresh needs a command to restart (after --)")
     return RunSettings(**_platform_values(values), **run)

@@ -105,7 +105,8 @@ def stack(
     generation: str = request.param
     tmp = tmp_path_factory.mktemp(f"molecule-{generation}")
     procs = Procs()
-    platform = Platform(generation, tmp / "platform.db")
+    (tmp / "plugins").mkdir()
+    platform = Platform(generation, tmp / "platform.db", tmp / "plugins")
     relay = Relay(tmp / "relay-state")
     try:
         platform.start()
