@@ -80,6 +80,7 @@ from edge_agent.molecule.errors import (
     WorkspaceDeleted,
 )
 from edge_agent.molecule.inbound import InboundSecretTarget
+from edge_agent.molecule.localcard import LocalCard
 from edge_agent.molecule.models import DiscoveredPeer, Peer, RegisterResult
 from edge_agent.molecule.plugins import (
     InstalledPlugin,
@@ -156,7 +157,9 @@ class EdgeAgent:
         command: an optional command (argv) to run with the workspace's secrets in its
             environment (typically the local server behind ``target``).
         agent_card: the card to register: a mapping or a JSON file path; its interface
-            URLs are moved onto the public URL. None builds a minimal card.
+            URLs are moved onto the public URL. None: the card the local server
+            publishes at ``/.well-known/agent-card.json`` (asked every heartbeat, pushed
+            when it changes), and a minimal built card while it publishes none.
         agent_name: the built card's name (default ``edge agent <id prefix>``).
         platform_token: the workspace token, if not cached yet (it is cached then).
         token_dir: where tokens are cached (default ``~/.molecule``, as the SDK).
@@ -225,6 +228,7 @@ class EdgeAgent:
         self._plugins = tuple(plugins)
         self._plugin_options = plugin_options or PluginOptions()
         self._local = _as_target(target)
+        self._local_card = _local_card(self._local) if agent_card is None else None
         self._dedup = DedupTarget(self._local, dedup_limits)
         self._inbound = InboundSecretTarget(self._dedup)
         self._tunnel = TunnelClient(
@@ -319,6 +323,8 @@ class EdgeAgent:
     async def aclose(self) -> None:
         """Close the target chain (an ASGI app's lifespan ends) and the platform client."""
         await self._inbound.aclose()
+        if self._local_card is not None:
+            await self._local_card.aclose()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -419,6 +425,7 @@ class EdgeAgent:
             agent_card=self._card_for(self._public_url),
             events=events,
             load=lambda: Load(active_tasks=self.active_tasks),
+            card_source=self._local_card_now if self._local_card is not None else None,
             config=self._session_config,
         )
         return self._session
@@ -570,6 +577,16 @@ class EdgeAgent:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot load the agent card {source}: {exc}") from exc
 
+    async def _local_card_now(self) -> dict[str, Any] | None:
+        """The local server's card on the public URL; None once a card was pushed
+        with :meth:`update_card` (that one wins) or while the server publishes none."""
+        if self._local_card is None or self._card_template is not None:
+            return None
+        card = await self._local_card.fetch()
+        if card is None or self._public_url is None:
+            return None
+        return rewrite_card_urls(card, self._public_url)
+
     def _card_for(self, public_url: str) -> dict[str, Any]:
         if self._card_template is None:
             return build_agent_card(public_url, name=self._agent_name)
@@ -596,6 +613,15 @@ def _connect_options(
     if ping_timeout is not None:
         options = dataclasses.replace(options, ping_timeout=ping_timeout)
     return options
+
+
+def _local_card(target: Target) -> LocalCard | None:
+    """Where the local server's card can be read: over HTTP, or from the ASGI app."""
+    if isinstance(target, HttpTarget):
+        return LocalCard(base_url=target.base_url)
+    if isinstance(target, AsgiTarget):
+        return LocalCard(app=target.app)
+    return None  # a custom Target: no way to ask it
 
 
 def _session_config(heartbeat_interval: float) -> SessionConfig:

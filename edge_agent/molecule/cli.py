@@ -146,9 +146,15 @@ def platform_tls_options(func: F) -> F:
 @click.option("--to", metavar="PORT|URL", help="Local server the calls go to.")
 @click.option("--app", metavar="MODULE:ATTR", help="Serve this ASGI app in-process.")
 @click.option(
-    "--agent-card", type=click.Path(dir_okay=False), help="Agent card JSON [env: EDGE_AGENT_CARD]."
+    "--agent-card",
+    type=click.Path(dir_okay=False),
+    help="Agent card JSON; default: the local server's /.well-known/agent-card.json "
+    "[env: EDGE_AGENT_CARD].",
 )
-@click.option("--agent-name", help="Name of the built agent card (without --agent-card).")
+@click.option(
+    "--agent-name",
+    help="Name of the built agent card (no --agent-card and no card from the local server).",
+)
 @click.option(
     "--heartbeat-interval",
     type=float,

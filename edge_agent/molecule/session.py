@@ -12,6 +12,8 @@ inside the platform's 180 s liveness TTL)::
                un-paused          -> on_resumed once; re-register (pause cleared the URL)
                offline, provisioning, awaiting_agent, failed, unknown
                                   -> the platform forgot us: re-register
+    card     (with a card source) the local server's card; a changed one is pushed
+               with POST /registry/update-card, or used by the coming registration
     register POST /registry/register  (first cycle, and whenever flagged above or
                after any failed cycle: a heartbeat does not recreate an expired
                liveness key, only a registration does)
@@ -72,6 +74,8 @@ _LEAVE_AS_IS: Final = _SERVING | _HANDS_OFF
 
 T = TypeVar("T")
 Callback = Callable[[], Awaitable[None] | None]
+#: Returns the card to register now (its URLs already public), or None to keep ours.
+CardSource = Callable[[], Awaitable[Mapping[str, Any] | None]]
 
 
 class Generation(enum.Enum):
@@ -144,6 +148,8 @@ class PlatformSession:
         agent_card: the card to register (see :mod:`edge_agent.molecule.card`).
         events: callbacks (pause gate, inbound secret, stop).
         load: returns the current :class:`Load` for each heartbeat.
+        card_source: asked for the card at the start of every cycle (the local A2A
+            server's, :mod:`edge_agent.molecule.localcard`); None keeps ``agent_card``.
         config: intervals and backoff.
         clock, sleep: injectable for tests.
     """
@@ -156,6 +162,7 @@ class PlatformSession:
         agent_card: Mapping[str, Any],
         events: SessionEvents | None = None,
         load: Callable[[], Load] = Load,
+        card_source: CardSource | None = None,
         config: SessionConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -165,6 +172,7 @@ class PlatformSession:
         self._card = dict(agent_card)
         self._events = events or SessionEvents()
         self._load = load
+        self._card_source = card_source
         self._config = config or SessionConfig()
         self._clock = clock
         self._sleep = sleep
@@ -231,6 +239,7 @@ class PlatformSession:
         await self._client.update_card(self._card)
 
     async def _cycle(self) -> None:
+        await self._refresh_card()
         if self._client.has_token:
             await self._apply_state(await self._client.get_state())
         if self._needs_register and not self._paused:
@@ -244,6 +253,17 @@ class PlatformSession:
             sample_error=load.sample_error,
         )
         await self._announce_secret(result.inbound_secret)
+
+    async def _refresh_card(self) -> None:
+        if self._card_source is None:
+            return
+        card = await self._card_source()
+        if card is None or card == self._card:
+            return
+        self._card = dict(card)
+        logger.info("agent_card_changed", extra={"card_name": self._card.get("name")})
+        if not self._needs_register and not self._paused:
+            await self._client.update_card(self._card)
 
     async def _apply_state(self, state: WorkspaceState) -> None:
         if state.deleted:

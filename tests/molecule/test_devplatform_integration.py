@@ -327,3 +327,46 @@ async def test_the_default_origin_passes_cors_and_a_foreign_one_does_not(
         with pytest.raises(PlatformRejected) as info:
             await foreign.get_state()
     assert info.value.status == 403
+
+
+async def test_a_card_source_is_registered_then_pushed_when_it_changes(
+    platform: DevPlatform, tmp_path: Path
+) -> None:
+    workspace_id, token = await create_workspace(platform)
+    store = TokenStore(workspace_id, tmp_path / "molecule")
+    cards: list[dict[str, Any] | None] = [{"name": "from the local server", "url": "x"}]
+
+    async def source() -> dict[str, Any] | None:
+        return cards[0]
+
+    client = PlatformClient(platform.url, workspace_id, token_store=store, token=token)
+    session = PlatformSession(
+        client,
+        public_url=public_url(workspace_id),
+        agent_card={"name": "built"},
+        card_source=source,
+        config=FAST,
+    )
+    async with client:
+        task = asyncio.create_task(session.run())
+        try:
+            await asyncio.wait_for(session.wait_registered(), 10)
+            row = await workspace_row(platform, workspace_id)
+            assert row["agent_card"]["name"] == "from the local server"  # at registration
+            cards[0] = None  # the server went away: the card stays
+            await asyncio.sleep(0.3)
+            assert (await workspace_row(platform, workspace_id))["agent_card"]["name"] == (
+                "from the local server"
+            )
+            cards[0] = {"name": "new skills", "url": "x"}
+
+            async def pushed() -> bool:
+                row = await workspace_row(platform, workspace_id)
+                return bool(row["agent_card"]["name"] == "new skills")
+
+            async with asyncio.timeout(10):
+                while not await pushed():  # noqa: ASYNC110 - polling the platform
+                    await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
