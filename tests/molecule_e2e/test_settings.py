@@ -94,6 +94,17 @@ def test_child_and_keepalive_settings() -> None:
     assert (settings.ping_interval, settings.ping_timeout) == (5.0, 7.5)
 
 
+def test_keepalive_reaches_the_tunnels_connect_options() -> None:
+    from edge_agent.agent import _connect_options
+    from edge_agent.connect import PING_INTERVAL, PING_TIMEOUT
+
+    given = _connect_options(None, 3.0, None)
+    assert (given.ping_interval, given.ping_timeout) == (3.0, PING_TIMEOUT)
+    both = _connect_options(None, 4.0, 6.0)
+    assert (both.ping_interval, both.ping_timeout) == (4.0, 6.0)
+    assert _connect_options(None, None, None).ping_interval == PING_INTERVAL
+
+
 def test_unknown_file_keys_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"unknown keys.*platfrom"):
         resolve_run(BASE, {}, {"platfrom": "typo"})
