@@ -45,8 +45,10 @@ How a run ends
 * The relay refuses the relay token (:class:`~edge_agent.errors.AuthError`), the
   settings are wrong (:class:`~edge_agent.errors.ConfigError`), the command cannot be
   started (:class:`~edge_agent.molecule.errors.ChildStartError`) or keeps crashing
-  (:class:`~edge_agent.molecule.errors.ChildCrashLoop`, with its exit code): raised as
-  they are.
+  (:class:`~edge_agent.molecule.errors.ChildCrashLoop`, with its exit code), or a
+  requested plugin cannot be installed (a
+  :class:`~edge_agent.molecule.errors.PluginError`, or the platform's refusal of the
+  download): raised as they are.
 
 Secrets, tokens and the inbound secret are never logged or passed to hooks (only the
 names of secrets are).

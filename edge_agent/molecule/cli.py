@@ -1,10 +1,11 @@
-"""``edge-agent run``, ``peers``, ``call`` and ``card``: the Molecule platform commands.
+"""``edge-agent run``, ``peers`` and ``card``, and the registration of every Molecule
+command (``call`` is in :mod:`.cli_call`, ``plugin`` in :mod:`.cli_plugins`, what they
+share in :mod:`.clishared`).
 
 ``edge-agent run`` is a remote workspace on a relay (:class:`edge_agent.agent.EdgeAgent`):
 it prints the public URL and each registration, then one line per request, as
 ``edge-agent http`` does. ``peers`` lists (or looks up) the workspaces this one may
-talk to; ``call`` sends one of them a message through the platform and prints the
-answer; ``card`` replaces the registered agent card. All of them use the token cached
+talk to; ``card`` replaces the registered agent card. All of them use the token cached
 by ``run`` (or one given with ``--token``). Secret values are never printed.
 """
 
@@ -12,11 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import ssl
 import sys
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Final, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -25,76 +24,26 @@ from edge_agent.agent import AgentHooks, EdgeAgent
 from edge_agent.cli import RequestLines, Stopper, make_target, output_options, tls_options
 from edge_agent.config import load_file
 from edge_agent.errors import ConfigError
-from edge_agent.logs import setup_logging
-from edge_agent.molecule.calls import CallResult
 from edge_agent.molecule.card import build_agent_card, load_agent_card
 from edge_agent.molecule.child import ChildPolicy
-from edge_agent.molecule.client import CALL_TIMEOUT, PlatformClient
-from edge_agent.molecule.errors import (
-    BadRequest,
-    CallDenied,
-    CallQueued,
-    CallTimedOut,
-    ChildCrashLoop,
-    ChildStartError,
-    MoleculeError,
-    PeerError,
-    PeerNotFound,
-    PeerUnreachable,
-    PlatformRejected,
-    PluginError,
-    TokenRejected,
-    TokenStoreError,
-    WorkspaceDeleted,
+from edge_agent.molecule.cli_call import call
+from edge_agent.molecule.cli_plugins import plugin, print_installed
+from edge_agent.molecule.client import PlatformClient
+from edge_agent.molecule.clishared import (
+    platform_options,
+    platform_settings,
+    platform_tls_options,
+    platform_verify,
+    run_cli,
+    setup,
+    with_client,
 )
 from edge_agent.molecule.models import RegisterResult
-from edge_agent.molecule.plugins import (
-    SETUP_TIMEOUT,
-    InstalledPlugin,
-    PluginOptions,
-    PluginRequest,
-    install_plugin,
-    list_plugins,
-    plugins_dir,
-)
-from edge_agent.molecule.settings import (
-    SECTION,
-    PlatformSettings,
-    RunSettings,
-    resolve_platform,
-    resolve_run,
-)
+from edge_agent.molecule.plugins import PluginOptions, PluginRequest
+from edge_agent.molecule.settings import SECTION, RunSettings, resolve_run
 from edge_agent.molecule.tokens import TokenStore
-from edge_agent.runner import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, on_stop_signals, run_main
-from edge_agent.tls import TlsOptions, client_context
-
-#: The platform refused the workspace: deleted, or its token revoked / wrong. (The
-#: other exit codes are in :mod:`edge_agent.runner`; a command that exited for good
-#: ends ``run`` with its own code.)
-EXIT_PLATFORM: Final = 5
-#: A plugin was not installed (refused archive, sha256 mismatch); nothing changed.
-EXIT_PLUGIN: Final = 6
-#: ``plugin install --run-setup``: installed, but its setup.sh failed.
-EXIT_SETUP_FAILED: Final = 7
-
-#: ``edge-agent call``: the platform's answers that are not the peer's reply.
-EXIT_CALL_QUEUED: Final = 10  # queued (202, or "next"'s 200 queued): no answer now
-EXIT_CALL_DENIED: Final = 11  # 403: the hierarchy rules forbid the call
-EXIT_PEER_NOT_FOUND: Final = 12  # 404: no such workspace
-EXIT_PEER_UNREACHABLE: Final = 13  # 502/503: no URL, unreachable, busy, paused
-EXIT_CALL_TIMED_OUT: Final = 14  # 504, or no answer within --timeout
-EXIT_PEER_ERROR: Final = 15  # the peer answered with an error
-
-_CALL_EXITS: Final = (
-    (CallQueued, EXIT_CALL_QUEUED),
-    (CallDenied, EXIT_CALL_DENIED),
-    (PeerNotFound, EXIT_PEER_NOT_FOUND),
-    (PeerUnreachable, EXIT_PEER_UNREACHABLE),
-    (CallTimedOut, EXIT_CALL_TIMED_OUT),
-    (PeerError, EXIT_PEER_ERROR),
-)
-
-F = TypeVar("F", bound=Callable[..., Any])
+from edge_agent.runner import on_stop_signals
+from edge_agent.tls import TlsOptions
 
 
 def register(main: click.Group) -> None:
@@ -104,39 +53,6 @@ def register(main: click.Group) -> None:
     main.add_command(call)
     main.add_command(card)
     main.add_command(plugin)
-
-
-def platform_options(func: F) -> F:
-    """Where the platform is and which workspace we are (values None when not given)."""
-    options = [
-        click.option("--platform", metavar="URL", help="Platform URL [env: EDGE_PLATFORM_URL]."),
-        click.option("--workspace-id", metavar="ID", help="[env: EDGE_WORKSPACE_ID]"),
-        click.option(
-            "--token",
-            metavar="TOKEN",
-            help="Workspace token, cached for later runs [env: EDGE_PLATFORM_TOKEN].",
-        ),
-        click.option(
-            "--token-dir",
-            type=click.Path(file_okay=False),
-            help="Token cache folder (default ~/.molecule) [env: EDGE_TOKEN_DIR].",
-        ),
-        click.option("--org-id", help="X-Molecule-Org-Id (SaaS) [env: EDGE_ORG_ID]."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def platform_tls_options(func: F) -> F:
-    """``--ca-file`` and ``--insecure`` for commands that only talk to the platform."""
-    options = [
-        click.option("--ca-file", type=click.Path(dir_okay=False), help="PEM CA to trust."),
-        click.option("--insecure", is_flag=True, default=None, help="Do NOT verify TLS (dev)."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
 
 
 @click.command(context_settings={"allow_interspersed_args": False})
@@ -224,7 +140,7 @@ def run(config: str | None, **flags: Any) -> None:
         settings = resolve_run(flags, file=load_file(config, SECTION))
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    _setup(settings)
+    setup(settings)
     sys.exit(run_cli(serve_run(settings)))
 
 
@@ -247,7 +163,7 @@ async def serve_run(settings: RunSettings) -> int:
         heartbeat_interval=settings.heartbeat_interval,
         caller_auth=[caller_auth.parse(spec) for spec in settings.caller_auth],
         relay_tls=TlsOptions(settings.ca_file, settings.insecure, settings.pin_sha256),
-        platform_verify=_platform_verify(settings),
+        platform_verify=platform_verify(settings),
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
         child_policy=ChildPolicy(
@@ -321,7 +237,7 @@ def peers(
     config: str | None, target_id: str | None, query: str | None, as_json: bool, **flags: Any
 ) -> None:
     """List the workspaces this one may talk to, or look up TARGET_ID's URL."""
-    settings = _platform_settings(config, flags)
+    settings = platform_settings(config, flags)
 
     async def main(client: PlatformClient) -> None:
         if target_id:
@@ -331,63 +247,7 @@ def peers(
             rows = [dataclasses.asdict(peer) for peer in await client.get_peers(query)]
         _print_rows(rows, as_json)
 
-    sys.exit(run_cli(_with_client(settings, main)))
-
-
-@click.command()
-@click.argument("peer_id")
-@click.argument("text")
-@platform_options
-@platform_tls_options
-@click.option(
-    "--stream", is_flag=True, help="Send message/stream (the platform relays it all at the end)."
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=CALL_TIMEOUT,
-    show_default=True,
-    metavar="SECONDS",
-    help="How long to wait for the answer.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the peer's JSON-RPC answer.")
-@output_options
-def call(
-    config: str | None,
-    peer_id: str,
-    text: str,
-    stream: bool,
-    timeout: float,
-    as_json: bool,
-    **flags: Any,
-) -> None:
-    """Send TEXT to the workspace PEER_ID through the platform and print its answer.
-
-    The call goes through the platform's A2A proxy as this workspace (its token and
-    X-Workspace-ID), so the platform checks the hierarchy. TEXT "-" reads stdin.
-    Exit codes: 0 answered, 5 our token refused, 10 queued by the platform (no answer
-    now), 11 denied by the hierarchy, 12 no such workspace, 13 peer unreachable, 14 no
-    answer in time, 15 the peer answered with an error.
-    """
-    settings = _platform_settings(config, flags)
-    if text == "-":
-        text = sys.stdin.read()
-
-    async def main(client: PlatformClient) -> None:
-        result = await client.call_peer(peer_id, text, stream=stream, reply_timeout=timeout)
-        _print_answer(result, as_json)
-
-    sys.exit(run_cli(_with_client(settings, main)))
-
-
-def _print_answer(result: CallResult, as_json: bool) -> None:
-    if as_json:
-        documents = result.documents
-        click.echo(json.dumps(documents[0] if len(documents) == 1 else documents, indent=2))
-    elif result.texts:
-        click.echo(result.text)
-    else:
-        click.echo("(the answer holds no text; --json shows all of it)", err=True)
+    sys.exit(run_cli(with_client(settings, main)))
 
 
 @click.command()
@@ -409,7 +269,7 @@ def card(
     Its interface URLs are moved onto the public URL. A running `edge-agent run`
     registers its own card again after an outage: give it the same --agent-card.
     """
-    settings = _platform_settings(config, flags)
+    settings = platform_settings(config, flags)
     name = agent_name or f"edge agent {settings.workspace_id[:8]}"
 
     async def main(client: PlatformClient) -> None:
@@ -426,104 +286,7 @@ def card(
         await client.update_card(new_card)
         click.echo(f"Agent card of {settings.workspace_id} updated (interfaces at {url})")
 
-    sys.exit(run_cli(_with_client(settings, main)))
-
-
-@click.group()
-def plugin() -> None:
-    """Install the workspace's plugins from the platform, or list the installed ones.
-
-    Plugins go to the workspace's folder (~/.molecule/<id>/plugins/<name>/, as the
-    Molecule SDK's). A download is checked (paths, file types, size, count) and
-    verified against the sha256 in its plugin.yaml before it replaces the installed
-    version; a failed install leaves the old one.
-    """
-
-
-@plugin.command("install")
-@click.argument("name")
-@click.option("--source", metavar="SOURCE", help="local://NAME (default), github://owner/repo#ref")
-@click.option(
-    "--run-setup",
-    is_flag=True,
-    help="Run the plugin's setup.sh (off by default: it is code from the platform).",
-)
-@click.option(
-    "--setup-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=SETUP_TIMEOUT,
-    show_default=True,
-    metavar="SECONDS",
-)
-@platform_options
-@platform_tls_options
-@output_options
-def plugin_install(
-    config: str | None,
-    name: str,
-    source: str | None,
-    run_setup: bool,
-    setup_timeout: float,
-    **flags: Any,
-) -> None:
-    """Download plugin NAME with the workspace token and install it.
-
-    Exit codes: 0 installed, 2 bad settings, 5 the platform refused (the token, an
-    unknown plugin or source), 6 the archive was refused or does not match its sha256
-    (nothing changed), 7 installed but setup.sh failed.
-    """
-    settings = _platform_settings(config, flags)
-    try:
-        request = PluginRequest(name, source)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    options = PluginOptions(run_setup=run_setup, setup_timeout=setup_timeout)
-
-    async def main(client: PlatformClient) -> int:
-        folder = TokenStore(settings.workspace_id, settings.token_dir).directory
-        installed = await install_plugin(client, folder, request, options)
-        print_installed(installed)
-        return EXIT_SETUP_FAILED if installed.setup and not installed.setup.ok else EXIT_OK
-
-    sys.exit(run_cli(_with_client(settings, main)))
-
-
-@plugin.command("list")
-@platform_options
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@output_options
-def plugin_list(config: str | None, as_json: bool, **flags: Any) -> None:
-    """List the plugins installed for the workspace (nothing is downloaded)."""
-    settings = _platform_settings(config, {**flags, "ca_file": None, "insecure": None})
-    try:
-        folder = TokenStore(settings.workspace_id, settings.token_dir).directory
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    rows = list_plugins(folder)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo(f"No plugins installed in {plugins_dir(folder)}.")
-    for row in rows:
-        verified = "sha256 verified" if row["sha256"] else "unverified"
-        fields = [row["name"], row["version"] or "-", row["source"] or "-", verified]
-        click.echo("  ".join(fields))
-
-
-def print_installed(installed: InstalledPlugin) -> None:
-    """One line per installed plugin (and its setup), for ``run`` and ``plugin``."""
-    verb = "Upgraded" if installed.replaced else "Installed"
-    check = "sha256 verified" if installed.sha256 else "unverified: plugin.yaml declares no sha256"
-    version = f" {installed.version}" if installed.version else ""
-    click.echo(
-        f"{verb} plugin {installed.name}{version} from {installed.source} in {installed.path} "
-        f"({check})"
-    )
-    if installed.skipped_links:
-        click.echo(f"  links skipped (never installed): {', '.join(installed.skipped_links)}")
-    if installed.setup is not None:
-        click.echo(f"  setup.sh: {installed.setup.detail} (its output is in the log)")
+    sys.exit(run_cli(with_client(settings, main)))
 
 
 def _plugin_requests(specs: Sequence[str]) -> list[PluginRequest]:
@@ -531,110 +294,6 @@ def _plugin_requests(specs: Sequence[str]) -> list[PluginRequest]:
         return [PluginRequest.parse(spec) for spec in specs]
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-
-
-# -- helpers ---------------------------------------------------------------------------
-
-
-def run_cli(main: Coroutine[Any, Any, int | None]) -> int:
-    """Run ``main``; platform errors print one clear line and map to exit codes."""
-    result = EXIT_OK
-
-    async def wrapped() -> None:
-        nonlocal result
-        try:
-            result = await main or EXIT_OK
-        except MoleculeError as exc:
-            click.echo(f"edge-agent: error: {describe(exc)}", err=True)
-            result = exit_code(exc)
-
-    code = run_main(wrapped())
-    return code if code != EXIT_OK else result
-
-
-def describe(exc: MoleculeError) -> str:
-    """The error's message, with what to do about it."""
-    if isinstance(exc, WorkspaceDeleted):
-        return f"{exc}; nothing left to serve (create a new workspace to continue)"
-    if isinstance(exc, TokenRejected):
-        return (
-            f"{exc}. Pass a valid workspace token with --token or EDGE_PLATFORM_TOKEN "
-            "(an admin can create one: POST /workspaces/<id>/tokens)"
-        )
-    if isinstance(exc, CallDenied):
-        return (
-            f"{exc} (the platform answers this also for a workspace that does not exist; "
-            "`edge-agent peers` lists the ones this workspace may call)"
-        )
-    if isinstance(exc, BadRequest) and str(exc).startswith("register:"):
-        return (
-            f"{exc}. The platform refused the registration; it refuses URLs on loopback "
-            "and private addresses, so the relay's public URL must resolve to a public "
-            "address (edge-relay serve --public-url)"
-        )
-    return str(exc)
-
-
-def exit_code(exc: MoleculeError) -> int:
-    for kind, code in _CALL_EXITS:
-        if isinstance(exc, kind):
-            return code
-    if isinstance(exc, ChildCrashLoop):
-        return exc.exit_status
-    if isinstance(exc, PluginError):
-        return EXIT_PLUGIN  # the command's own code, as a shell reports it
-    if isinstance(exc, BadRequest | TokenStoreError | ChildStartError):
-        return EXIT_CONFIG
-    if isinstance(exc, PlatformRejected):
-        return EXIT_PLATFORM
-    return EXIT_ERROR
-
-
-async def _with_client(
-    settings: PlatformSettings,
-    main: Callable[[PlatformClient], Coroutine[Any, Any, int | None]],
-) -> int | None:
-    """Run ``main`` with a client for the workspace; its exit code (None: 0)."""
-    try:
-        client = PlatformClient(
-            settings.platform,
-            settings.workspace_id,
-            token_store=TokenStore(settings.workspace_id, settings.token_dir),
-            token=settings.token,
-            org_id=settings.org_id,
-            verify=_platform_verify(settings),
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    async with client:
-        return await main(client)
-
-
-def _platform_settings(config: str | None, flags: dict[str, Any]) -> PlatformSettings:
-    try:
-        settings = resolve_platform(flags, file=load_file(config, SECTION))
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-    _setup(settings)
-    return settings
-
-
-def _setup(settings: PlatformSettings) -> None:
-    setup_logging(settings.verbose, "json" if settings.log_format == "json" else "text")
-    if settings.verbose < 2:  # httpx logs every platform request at INFO: -vv shows them
-        logging.getLogger("httpx").setLevel(logging.WARNING)
-    if settings.insecure:
-        click.echo(
-            "WARNING: --insecure: TLS certificates are NOT verified; anyone on the path can "
-            "read and change this traffic, tokens included",
-            err=True,
-        )
-
-
-def _platform_verify(settings: PlatformSettings) -> ssl.SSLContext | bool:
-    if not settings.ca_file and not settings.insecure:
-        return True  # the system store (httpx also honours SSL_CERT_FILE)
-    return client_context(TlsOptions(settings.ca_file, settings.insecure))
 
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:

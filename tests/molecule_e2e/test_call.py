@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from edge_agent.agent import EdgeAgent
-from edge_agent.molecule.cli import (
+from edge_agent.molecule.clishared import (
     EXIT_CALL_DENIED,
     EXIT_CALL_QUEUED,
     EXIT_PEER_UNREACHABLE,

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edge_agent.molecule.cli import EXIT_PLUGIN
+from edge_agent.molecule.clishared import EXIT_PLUGIN
 from tests.e2e.procs import run_cli
 from tests.molecule.test_plugins import sdk_manifest_hash
 from tests.molecule_e2e.conftest import Stack, Workspace
