@@ -130,6 +130,7 @@ class ChildSupervisor:
         self._reload = False  # the running child is being replaced on purpose
         self._stopped = asyncio.Event()
         self._restarts: collections.deque[float] = collections.deque()
+        self._started_with: dict[str, str] = {}  # the secrets of the latest start
         self.starts = 0
         self.set_secrets(secrets or {})
 
@@ -149,9 +150,12 @@ class ChildSupervisor:
     async def update_secrets(self, secrets: Mapping[str, str]) -> list[str]:
         """Use ``secrets`` from now on; restart a running child gracefully if they changed.
 
-        Returns the names whose value changed, came or went (empty: nothing to do).
+        Returns the names whose value changed, came or went (empty: nothing to do),
+        compared with what the running child was started with (so a change that raced
+        with a start is not missed), or with the previous secrets when none runs.
         """
-        before = self._secrets
+        running = self.pid is not None
+        before = self._started_with if running else self._secrets
         self.set_secrets(secrets)
         after = self._secrets
         changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
@@ -216,7 +220,8 @@ class ChildSupervisor:
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         env = dict(os.environ if self._base_env is None else self._base_env)
-        env.update(self._secrets)
+        self._started_with = dict(self._secrets)
+        env.update(self._started_with)
         try:
             return await asyncio.create_subprocess_exec(
                 *self.argv,

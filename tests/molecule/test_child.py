@@ -370,3 +370,21 @@ async def test_update_secrets_names_what_changed_never_the_values(tmp_path: Path
     child = ChildSupervisor(["true"], secrets={"A": "1", "B": "2"})
     assert await child.update_secrets({"A": "1", "B": "2"}) == []
     assert await child.update_secrets({"A": "one", "C": "3"}) == ["A", "B", "C"]
+
+
+@posix_only
+async def test_a_change_is_judged_against_what_the_running_child_got(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    child = ChildSupervisor(
+        env_logging_script(tmp_path, log), secrets={"API_KEY": "old"}, policy=FAST
+    )
+    task = asyncio.create_task(child.run())
+    try:
+        await wait_lines(log, 1)
+        child.set_secrets({"API_KEY": "new"})  # as if a pull landed during the start
+        assert await child.update_secrets({"API_KEY": "new"}) == ["API_KEY"]
+        lines = await wait_lines(log, 3)
+        assert lines[1].endswith(" TERM") and lines[2].endswith(" new")
+    finally:
+        await child.stop()
+    await asyncio.wait_for(task, 10)
