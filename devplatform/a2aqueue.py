@@ -170,18 +170,10 @@ class ActivityLog:
             ),
         )
 
-    def newest(self, workspace_id: str, activity_type: str, limit: int) -> list[dict[str, Any]]:
-        """Rows newest first, like ``GET /workspaces/:id/activity`` in "current"."""
-        sql = "SELECT * FROM activity_logs WHERE workspace_id = ?"
-        params: list[Any] = [uuid_param(workspace_id)]
-        if activity_type:
-            sql += " AND activity_type = ?"
-            params.append(activity_type)
-        rows = self.db.all(sql + " ORDER BY seq DESC LIMIT ?", (*params, limit))
-        return [_activity_json(row) for row in rows]
 
+def activity_json(row: Any) -> dict[str, Any]:
+    """One ``activity_logs`` row as ``GET /workspaces/:id/activity`` shows it."""
 
-def _activity_json(row: Any) -> dict[str, Any]:
     def decoded(text: str | None) -> Any:
         return None if text is None else json.loads(text)
 

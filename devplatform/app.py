@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from devplatform import (
+    cors,
     routes_a2a,
     routes_discovery,
+    routes_plugins,
     routes_registry,
     routes_secrets,
     routes_tokens,
@@ -68,7 +70,10 @@ async def health(_request: web.Request) -> web.Response:
 
 
 def build_app(platform: Platform) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_API_BODY)
+    # CORS first, as in core's router: a foreign Origin is refused before anything else.
+    app = web.Application(
+        middlewares=[cors.cors_middleware, error_middleware], client_max_size=MAX_API_BODY
+    )
     app[PLATFORM_KEY] = platform
     app.router.add_get("/health", health)
     for module in (
@@ -78,6 +83,7 @@ def build_app(platform: Platform) -> web.Application:
         routes_secrets,
         routes_tokens,
         routes_a2a,
+        routes_plugins,
     ):
         module.add_routes(app)
     return app

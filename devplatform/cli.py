@@ -3,7 +3,7 @@
 ::
 
     edge-devplatform serve --host 127.0.0.1 --port 8080 --admin-token T \
-        [--generation current|next] [--db FILE]
+        [--generation current|next] [--db FILE] [--plugins-dir DIR]
     edge-devplatform secret set --db FILE WORKSPACE_ID KEY VALUE     (VALUE "-": read stdin)
 
 ``serve`` prints one line, ``edge-devplatform listening on http://HOST:PORT``, once it
@@ -28,10 +28,12 @@ from devplatform.config import (
     A2A_IDLE_TIMEOUT_SECONDS,
     CANVAS_SYNC_WAIT_SECONDS,
     LIVENESS_TTL_SECONDS,
+    PLUGIN_MAX_BYTES,
     Generation,
     PlatformConfig,
     ProxyLimits,
 )
+from devplatform.cors import parse_origins
 from devplatform.db import Database, is_uuid
 from devplatform.errors import ConfigError, DevPlatformError
 from devplatform.secretstore import SecretRepo
@@ -128,6 +130,25 @@ def _seconds(_ctx: click.Context, _param: click.Parameter, value: float | None) 
     callback=_seconds,
     help="next only: canvas callers get push-async after this.",
 )
+@click.option(
+    "--cors-origins",
+    envvar="CORS_ORIGINS",
+    default="",
+    help="Comma-separated browser origins allowed besides the platform's own "
+    "(default http://localhost:3000,http://localhost:3001); any other Origin gets 403.",
+)
+@click.option(
+    "--plugins-dir",
+    type=click.Path(file_okay=False, exists=True),
+    help="Folder of local:// plugins, one folder per plugin (DIR/NAME/plugin.yaml).",
+)
+@click.option(
+    "--plugin-max-bytes",
+    type=click.IntRange(min=1),
+    default=PLUGIN_MAX_BYTES,
+    show_default=True,
+    help="PLUGIN_INSTALL_MAX_DIR_BYTES: the largest plugin a download sends.",
+)
 @click.option("-v", "--verbose", count=True, help="Same as edge-devplatform -v.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), help="Same as on the group.")
 @click.pass_context
@@ -149,6 +170,9 @@ def serve(
     a2a_connect_timeout: float | None,
     a2a_header_timeout: float | None,
     canvas_sync_wait: float,
+    cors_origins: str,
+    plugins_dir: str | None,
+    plugin_max_bytes: int,
 ) -> None:
     """Serve the platform API until SIGINT or SIGTERM."""
     if verbose or log_format:
@@ -166,6 +190,9 @@ def serve(
         dispatch_localhost=dispatch_localhost,
         platform_url=platform_url,
         liveness_ttl=liveness_ttl,
+        cors_origins=parse_origins(cors_origins),
+        plugins_dir=plugins_dir,
+        plugin_max_bytes=plugin_max_bytes,
         proxy=ProxyLimits(
             idle_timeout=a2a_idle_timeout,
             agent_ceiling=a2a_timeout,

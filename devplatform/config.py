@@ -50,6 +50,10 @@ MAX_TOKENS_PER_WORKSPACE = 50
 BUSY_RETRY_AFTER_SECONDS = 30
 #: DNS lookups done for the SSRF rules give up after this long (then: refused).
 DNS_TIMEOUT_SECONDS = 5.0
+#: ``PLUGIN_INSTALL_MAX_DIR_BYTES``: sum of the file sizes of one staged plugin.
+PLUGIN_MAX_BYTES = 100 * 1024 * 1024
+#: ``CORS_ORIGINS``'s default in core's router: the canvas development servers.
+CORS_DEFAULT_ORIGINS = ("http://localhost:3000", "http://localhost:3001")
 #: Connections the A2A client keeps open at once (aiohttp's default is 100 too).
 UPSTREAM_POOL_LIMIT = 100
 
@@ -91,6 +95,13 @@ class PlatformConfig:
     platform_url: str = ""
     liveness_ttl: float = LIVENESS_TTL_SECONDS
     proxy: ProxyLimits = field(default_factory=ProxyLimits)
+    #: ``CORS_ORIGINS``: browser origins allowed besides the platform's own (a request
+    #: with any other ``Origin`` gets a bare 403; see :mod:`devplatform.cors`).
+    cors_origins: tuple[str, ...] = CORS_DEFAULT_ORIGINS
+    #: ``local://NAME`` plugins are the folders ``<plugins_dir>/NAME/`` (None: none).
+    plugins_dir: str | None = None
+    #: ``PLUGIN_INSTALL_MAX_DIR_BYTES``: the largest plugin a download stages.
+    plugin_max_bytes: int = PLUGIN_MAX_BYTES
 
     @property
     def is_next(self) -> bool:

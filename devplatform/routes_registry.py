@@ -66,15 +66,18 @@ async def _check_url(p: Platform, url: str) -> None:
 
 
 def _effective_mode(p: Platform, workspace_id: str, requested: str) -> str:
-    """ "next": payload, else the row's mode, else poll for external rows, else push."""
+    """ "next": the payload's mode, else the row's, else push.
+
+    core-next's resolver would fall back to poll for an external row, but its column
+    is ``NOT NULL DEFAULT 'push'`` (migration 045) and Create writes ``push``, so an
+    existing row always answers first: push unless a register asks for poll.
+    """
     if requested:
         return requested
     workspace = p.workspaces.get(workspace_id)
-    if workspace is None:
-        return "push"
-    if workspace.delivery_mode in DELIVERY_MODES:
+    if workspace is not None and workspace.delivery_mode in DELIVERY_MODES:
         return workspace.delivery_mode
-    return "poll" if workspace.is_external else "push"
+    return "push"
 
 
 @endpoint(failure="registration failed")
@@ -178,7 +181,8 @@ def _evaluate_status(
         p.workspaces.update(workspace_id, status="degraded")
     if current == "degraded" and beat.error_rate < 0.1 and runtime_state == "":
         p.workspaces.update(workspace_id, status="online")
-    for stale in ("offline", "provisioning"):
+    # "next" also brings a created-but-never-registered row (awaiting_agent) online.
+    for stale in ("offline", "provisioning", "awaiting_agent"):
         if current == stale:
             p.workspaces.set_status_if(workspace_id, "online", current=stale)
     if beat.active_tasks < workspace.max_concurrent_tasks:

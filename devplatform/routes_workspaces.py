@@ -13,6 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
+from devplatform import activity
+from devplatform.a2aqueue import activity_json
 from devplatform.binding import Field, Kind, bind
 from devplatform.db import is_uuid, uuid_param
 from devplatform.endpoint import endpoint, json_response, platform_of, platform_url
@@ -113,6 +115,7 @@ async def create_workspace(request: web.Request) -> web.Response:
             p.secrets.set(workspace_id, key, value)
     if p.cfg.is_next:
         p.inbound_secret(workspace_id)
+        p.workspaces.update(workspace_id, delivery_mode="push")  # Create writes push
     logger.info("workspace_created", extra={"workspace_id": workspace_id, "external": external})
     if external:
         return _created_external(request, p, workspace_id, payload["url"])
@@ -302,12 +305,25 @@ async def list_activity(request: web.Request) -> web.Response:
     p = platform_of(request)
     workspace_id = request.match_info["id"]
     p.auth.require_workspace(request, workspace_id)
-    limit = 100
-    raw_limit = request.query.get("limit", "")
-    if raw_limit.isdigit() and 0 < int(raw_limit) <= 500:
-        limit = int(raw_limit)
-    rows = p.activity.newest(workspace_id, request.query.get("type", ""), limit)
+    query = activity.parse_query(request.query, next_generation=p.cfg.is_next)
+    rows = [activity_json(row) for row in activity.select_rows(p.db, workspace_id, query)]
+    if query.peer_info:
+        _add_peer_info(p, platform_url(request), rows)
     return json_response(rows)
+
+
+def _add_peer_info(p: Platform, base: str, rows: list[dict[str, Any]]) -> None:
+    """``include=peer_info``: who the caller of each row is (when it still exists)."""
+    for row in rows:
+        source_id = row.get("source_id")
+        if not source_id:
+            continue
+        caller = p.workspaces.get(source_id) if is_uuid(source_id) else None
+        if caller is not None and caller.name:
+            row["peer_name"] = caller.name
+        if caller is not None and caller.role:
+            row["peer_role"] = caller.role
+        row["agent_card_url"] = f"{base}/registry/discover/{source_id}"
 
 
 def add_routes(app: web.Application) -> None:

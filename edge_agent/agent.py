@@ -15,8 +15,9 @@ One :class:`EdgeAgent` joins four parts that already exist on their own::
 2. The platform session registers that URL with an agent card whose interfaces point
    at it, then heartbeats every ``heartbeat_interval`` seconds (active tasks = streams in
    flight, or messages the de-duplication still works on if that is more).
-3. With a command: once registered, the secrets are pulled and the command starts with
-   them in its environment; it is restarted with backoff if it crashes.
+3. Once registered, the requested plugins are installed (:mod:`edge_agent.molecule.plugins`);
+   then, with a command, the secrets are pulled and the command starts with them in
+   its environment; it is restarted with backoff if it crashes.
 
 Until the first registration the tunnel answers every request 503 (the relay's
 ``agent_unavailable``): in the "next" generation the inbound secret arrives with that
@@ -42,8 +43,12 @@ How a run ends
   deleted, :class:`~edge_agent.molecule.errors.TokenRejected` when only the token was
   revoked, :class:`~edge_agent.molecule.errors.BadRequest` when the URL was refused).
 * The relay refuses the relay token (:class:`~edge_agent.errors.AuthError`), the
-  settings are wrong (:class:`~edge_agent.errors.ConfigError`), or the command cannot be
-  started (:class:`~edge_agent.molecule.errors.ChildStartError`): raised as they are.
+  settings are wrong (:class:`~edge_agent.errors.ConfigError`), the command cannot be
+  started (:class:`~edge_agent.molecule.errors.ChildStartError`) or keeps crashing
+  (:class:`~edge_agent.molecule.errors.ChildCrashLoop`, with its exit code), or a
+  requested plugin cannot be installed (a
+  :class:`~edge_agent.molecule.errors.PluginError`, or the platform's refusal of the
+  download): raised as they are.
 
 Secrets, tokens and the inbound secret are never logged or passed to hooks (only the
 names of secrets are).
@@ -66,9 +71,10 @@ from edge_agent.bridge import ObjectBridge
 from edge_agent.connect import ConnectOptions, check_name
 from edge_agent.errors import ConfigError
 from edge_agent.inspect.streamtap import TappedTarget
+from edge_agent.molecule.calls import CallResult
 from edge_agent.molecule.card import build_agent_card, load_agent_card, rewrite_card_urls
 from edge_agent.molecule.child import ChildPolicy, ChildSupervisor
-from edge_agent.molecule.client import PlatformClient
+from edge_agent.molecule.client import CALL_TIMEOUT, PlatformClient
 from edge_agent.molecule.dedup import DedupLimits, DedupTarget
 from edge_agent.molecule.errors import (
     MoleculeError,
@@ -78,7 +84,14 @@ from edge_agent.molecule.errors import (
     WorkspaceDeleted,
 )
 from edge_agent.molecule.inbound import InboundSecretTarget
+from edge_agent.molecule.localcard import LocalCard
 from edge_agent.molecule.models import DiscoveredPeer, Peer, RegisterResult
+from edge_agent.molecule.plugins import (
+    InstalledPlugin,
+    PluginOptions,
+    PluginRequest,
+    install_plugin,
+)
 from edge_agent.molecule.session import (
     Generation,
     Load,
@@ -124,6 +137,8 @@ class AgentHooks:
     on_request: Callable[[ExchangeRecord], None] | None = None
     #: The command is about to start: its argv and the names of the secrets it gets.
     on_command: Callable[[Sequence[str], Sequence[str]], None] | None = None
+    #: A plugin was installed (before the command starts).
+    on_plugin: Callable[[InstalledPlugin], None] | None = None
 
 
 class EdgeAgent:
@@ -146,7 +161,9 @@ class EdgeAgent:
         command: an optional command (argv) to run with the workspace's secrets in its
             environment (typically the local server behind ``target``).
         agent_card: the card to register: a mapping or a JSON file path; its interface
-            URLs are moved onto the public URL. None builds a minimal card.
+            URLs are moved onto the public URL. None: the card the local server
+            publishes at ``/.well-known/agent-card.json`` (asked every heartbeat, pushed
+            when it changes), and a minimal built card while it publishes none.
         agent_name: the built card's name (default ``edge agent <id prefix>``).
         platform_token: the workspace token, if not cached yet (it is cached then).
         token_dir: where tokens are cached (default ``~/.molecule``, as the SDK).
@@ -156,6 +173,9 @@ class EdgeAgent:
             "current" generation the platform presents none, so setting any keeps the
             platform out; in "next" the inbound secret is always accepted too.
         relay_tls: TLS options towards the relay (CA file, insecure, pin).
+        ping_interval, ping_timeout: the tunnel's keepalive (None: its defaults).
+        plugins, plugin_options: plugins to install from the platform once registered,
+            before the command starts; a plugin that fails to install ends the run.
         platform_verify: TLS verification towards the platform (an ``SSLContext`` for
             a private CA, ``False`` for none).
         reconnect, session_config, child_policy, dedup_limits: policies of the parts.
@@ -182,6 +202,10 @@ class EdgeAgent:
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         caller_auth: Sequence[CallerCredential] = (),
         relay_tls: TlsOptions | None = None,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
+        plugins: Sequence[PluginRequest] = (),
+        plugin_options: PluginOptions | None = None,
         platform_verify: ssl.SSLContext | bool = True,
         reconnect: ReconnectPolicy | None = None,
         session_config: SessionConfig | None = None,
@@ -205,7 +229,10 @@ class EdgeAgent:
         self._user_auth = tuple(caller_auth)
         self._session_config = session_config or _session_config(heartbeat_interval)
         self._child_policy = child_policy
+        self._plugins = tuple(plugins)
+        self._plugin_options = plugin_options or PluginOptions()
         self._local = _as_target(target)
+        self._local_card = _local_card(self._local) if agent_card is None else None
         self._dedup = DedupTarget(self._local, dedup_limits)
         self._inbound = InboundSecretTarget(self._dedup)
         self._tunnel = TunnelClient(
@@ -214,7 +241,7 @@ class EdgeAgent:
             workspace_id,
             TappedTarget(ObjectBridge(self._inbound, on_done=self.hooks.on_request)),
             policy=reconnect or ReconnectPolicy(),
-            options=ConnectOptions(tls=relay_tls or TlsOptions()),
+            options=_connect_options(relay_tls, ping_interval, ping_timeout),
             caller_auth=self._user_auth,
             agent=f"edge-agent/{__version__}",
             on_ready=self._on_welcome,
@@ -299,6 +326,8 @@ class EdgeAgent:
     async def aclose(self) -> None:
         """Close the target chain (an ASGI app's lifespan ends) and the platform client."""
         await self._inbound.aclose()
+        if self._local_card is not None:
+            await self._local_card.aclose()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -319,7 +348,8 @@ class EdgeAgent:
                 return 0
             session = self._start_session(client)
             session_task = _spawn(tasks, session.run(), "platform-session")
-            child = _spawn(tasks, self._run_command(session), "command") if self.command else None
+            after = self.command or self._plugins
+            child = _spawn(tasks, self._after_registration(session), "command") if after else None
             return await self._supervise(tunnel, session_task, child)
         finally:
             await self._shutdown(tasks)
@@ -342,6 +372,24 @@ class EdgeAgent:
     async def discover(self, workspace_id: str) -> DiscoveredPeer:
         """The URL of another workspace (hierarchy rules apply)."""
         return await self._require_client().discover(workspace_id)
+
+    async def call(
+        self,
+        peer_id: str,
+        message: str | Mapping[str, Any],
+        *,
+        stream: bool = False,
+        reply_timeout: float = CALL_TIMEOUT,
+    ) -> CallResult:
+        """Send ``message`` (a text or an A2A message object) to another workspace
+        through the platform's proxy, as this workspace; its answer.
+
+        Raises the :class:`~edge_agent.molecule.errors.PeerCallError` subclasses for
+        the platform's refusals (queued, denied, not found, unreachable, timed out, an
+        error answer); see :meth:`~edge_agent.molecule.client.PlatformClient.call_peer`.
+        """
+        client = self._require_client()
+        return await client.call_peer(peer_id, message, stream=stream, reply_timeout=reply_timeout)
 
     async def update_card(self, agent_card: Mapping[str, Any]) -> None:
         """Push a new card now (its URLs moved onto the public URL); it is also used for
@@ -380,6 +428,7 @@ class EdgeAgent:
             agent_card=self._card_for(self._public_url),
             events=events,
             load=lambda: Load(active_tasks=self.active_tasks),
+            card_source=self._local_card_now if self._local_card is not None else None,
             config=self._session_config,
         )
         return self._session
@@ -409,10 +458,29 @@ class EdgeAgent:
         if self._fatal is not None:
             raise self._fatal
 
-    async def _run_command(self, session: PlatformSession) -> int:
+    async def _after_registration(self, session: PlatformSession) -> int:
         await session.wait_registered()  # a first start may get its token from register
+        await self._install_plugins()
+        if not self.command:
+            await asyncio.Event().wait()  # nothing to supervise: the run ends elsewhere
+        return await self._run_command(session)
+
+    async def _install_plugins(self) -> None:
+        client = self._require_client()
+        folder = TokenStore(self.workspace_id, self._token_dir).directory
+        for request in self._plugins:
+            installed = await install_plugin(client, folder, request, self._plugin_options)
+            if self.hooks.on_plugin is not None:
+                self.hooks.on_plugin(installed)
+
+    async def _run_command(self, session: PlatformSession) -> int:
         secrets = await session.pull_secrets()
-        self._child = ChildSupervisor(self.command, secrets=secrets, policy=self._child_policy)
+        self._child = ChildSupervisor(
+            self.command,
+            secrets=secrets,
+            policy=self._child_policy,
+            refresh=session.pull_secrets,  # used when the policy sets secrets_refresh
+        )
         if self.hooks.on_command is not None:
             self.hooks.on_command(list(self.command), sorted(secrets))
         return await self._child.run()
@@ -512,6 +580,16 @@ class EdgeAgent:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot load the agent card {source}: {exc}") from exc
 
+    async def _local_card_now(self) -> dict[str, Any] | None:
+        """The local server's card on the public URL; None once a card was pushed
+        with :meth:`update_card` (that one wins) or while the server publishes none."""
+        if self._local_card is None or self._card_template is not None:
+            return None
+        card = await self._local_card.fetch()
+        if card is None or self._public_url is None:
+            return None
+        return rewrite_card_urls(card, self._public_url)
+
     def _card_for(self, public_url: str) -> dict[str, Any]:
         if self._card_template is None:
             return build_agent_card(public_url, name=self._agent_name)
@@ -526,6 +604,27 @@ def _as_target(target: Target | AsgiApp | str) -> Target:
     if callable(target):
         return AsgiTarget(target)
     raise ConfigError(f"target must be a Target, an ASGI app or a URL, not {type(target)!r}")
+
+
+def _connect_options(
+    tls: TlsOptions | None, ping_interval: float | None, ping_timeout: float | None
+) -> ConnectOptions:
+    """TLS and the keepalive values that were given (the others keep their defaults)."""
+    options = ConnectOptions(tls=tls or TlsOptions())
+    if ping_interval is not None:
+        options = dataclasses.replace(options, ping_interval=ping_interval)
+    if ping_timeout is not None:
+        options = dataclasses.replace(options, ping_timeout=ping_timeout)
+    return options
+
+
+def _local_card(target: Target) -> LocalCard | None:
+    """Where the local server's card can be read: over HTTP, or from the ASGI app."""
+    if isinstance(target, HttpTarget):
+        return LocalCard(base_url=target.base_url)
+    if isinstance(target, AsgiTarget):
+        return LocalCard(app=target.app)
+    return None  # a custom Target: no way to ask it
 
 
 def _session_config(heartbeat_interval: float) -> SessionConfig:

@@ -71,6 +71,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "run": "edge_agent.molecule.cli:run",
     "peers": "edge_agent.molecule.cli:peers",
     "card": "edge_agent.molecule.cli:card",
+    "call": "edge_agent.molecule.cli_call:call",
+    "plugin": "edge_agent.molecule.cli_plugins:plugin",
     "service": "edge_agent.service.cli:service",
 }
 

@@ -1,9 +1,11 @@
-"""``edge-agent run``, ``peers`` and ``card``: the Molecule platform commands.
+"""``edge-agent run``, ``peers`` and ``card``, and the registration of every Molecule
+command (``call`` is in :mod:`.cli_call`, ``plugin`` in :mod:`.cli_plugins`, what they
+share in :mod:`.clishared`).
 
 ``edge-agent run`` is a remote workspace on a relay (:class:`edge_agent.agent.EdgeAgent`):
 it prints the public URL and each registration, then one line per request, as
 ``edge-agent http`` does. ``peers`` lists (or looks up) the workspaces this one may
-talk to; ``card`` replaces the registered agent card. All three use the token cached
+talk to; ``card`` replaces the registered agent card. All of them use the token cached
 by ``run`` (or one given with ``--token``). Secret values are never printed.
 """
 
@@ -11,11 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import ssl
 import sys
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Final, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -25,69 +25,25 @@ from edge_agent.config import load_file
 from edge_agent.console import RequestLines, Stopper, object_target, output_options, tls_options
 from edge_agent.errors import ConfigError
 from edge_agent.inspect.launch import InspectSettings, inspect_options, running, take_settings
-from edge_agent.logs import setup_logging
 from edge_agent.molecule.card import build_agent_card, load_agent_card
+from edge_agent.molecule.child import ChildPolicy
+from edge_agent.molecule.cli_plugins import print_installed
 from edge_agent.molecule.client import PlatformClient
-from edge_agent.molecule.errors import (
-    BadRequest,
-    ChildStartError,
-    MoleculeError,
-    PlatformRejected,
-    TokenRejected,
-    TokenStoreError,
-    WorkspaceDeleted,
+from edge_agent.molecule.clishared import (
+    platform_options,
+    platform_settings,
+    platform_tls_options,
+    platform_verify,
+    run_cli,
+    setup,
+    with_client,
 )
 from edge_agent.molecule.models import RegisterResult
-from edge_agent.molecule.settings import (
-    SECTION,
-    PlatformSettings,
-    RunSettings,
-    resolve_platform,
-    resolve_run,
-)
+from edge_agent.molecule.plugins import PluginOptions, PluginRequest
+from edge_agent.molecule.settings import SECTION, RunSettings, resolve_run
 from edge_agent.molecule.tokens import TokenStore
-from edge_agent.runner import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, on_stop_signals, run_main
-from edge_agent.tls import TlsOptions, client_context
-
-#: The platform refused the workspace: deleted, or its token revoked / wrong. (The
-#: other exit codes are in :mod:`edge_agent.runner`; a command that exited for good
-#: ends ``run`` with its own code.)
-EXIT_PLATFORM: Final = 5
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def platform_options(func: F) -> F:
-    """Where the platform is and which workspace we are (values None when not given)."""
-    options = [
-        click.option("--platform", metavar="URL", help="Platform URL [env: EDGE_PLATFORM_URL]."),
-        click.option("--workspace-id", metavar="ID", help="[env: EDGE_WORKSPACE_ID]"),
-        click.option(
-            "--token",
-            metavar="TOKEN",
-            help="Workspace token, cached for later runs [env: EDGE_PLATFORM_TOKEN].",
-        ),
-        click.option(
-            "--token-dir",
-            type=click.Path(file_okay=False),
-            help="Token cache folder (default ~/.molecule) [env: EDGE_TOKEN_DIR].",
-        ),
-        click.option("--org-id", help="X-Molecule-Org-Id (SaaS) [env: EDGE_ORG_ID]."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def platform_tls_options(func: F) -> F:
-    """``--ca-file`` and ``--insecure`` for commands that only talk to the platform."""
-    options = [
-        click.option("--ca-file", type=click.Path(dir_okay=False), help="PEM CA to trust."),
-        click.option("--insecure", is_flag=True, default=None, help="Do NOT verify TLS (dev)."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+from edge_agent.runner import on_stop_signals
+from edge_agent.tls import TlsOptions
 
 
 @click.command(context_settings={"allow_interspersed_args": False})
@@ -97,9 +53,15 @@ def platform_tls_options(func: F) -> F:
 @click.option("--to", metavar="PORT|URL", help="Local server the calls go to.")
 @click.option("--app", metavar="MODULE:ATTR", help="Serve this ASGI app in-process.")
 @click.option(
-    "--agent-card", type=click.Path(dir_okay=False), help="Agent card JSON [env: EDGE_AGENT_CARD]."
+    "--agent-card",
+    type=click.Path(dir_okay=False),
+    help="Agent card JSON; default: the local server's /.well-known/agent-card.json "
+    "[env: EDGE_AGENT_CARD].",
 )
-@click.option("--agent-name", help="Name of the built agent card (without --agent-card).")
+@click.option(
+    "--agent-name",
+    help="Name of the built agent card (no --agent-card and no card from the local server).",
+)
 @click.option(
     "--heartbeat-interval",
     type=float,
@@ -110,6 +72,44 @@ def platform_tls_options(func: F) -> F:
     multiple=True,
     metavar="bearer:TOKEN|basic:USER:PASS",
     help="Extra credential public callers may present (repeatable).",
+)
+@click.option(
+    "--ping-interval",
+    type=float,
+    metavar="SECONDS",
+    help="Tunnel keepalive ping interval (default 20).",
+)
+@click.option(
+    "--ping-timeout",
+    type=float,
+    metavar="SECONDS",
+    help="Drop the tunnel when a ping is unanswered this long (default 20).",
+)
+@click.option(
+    "--max-restarts",
+    type=int,
+    metavar="N",
+    help="Give up when the command needs more than N restarts in 10 minutes "
+    "(default 5) [env: EDGE_MAX_RESTARTS].",
+)
+@click.option(
+    "--plugin",
+    multiple=True,
+    metavar="NAME[=SOURCE]",
+    help="Install this plugin from the platform before the command starts (repeatable).",
+)
+@click.option(
+    "--run-setup",
+    is_flag=True,
+    default=None,
+    help="Run the plugins' setup.sh (off by default: it is code from the platform).",
+)
+@click.option(
+    "--secrets-refresh",
+    type=float,
+    metavar="SECONDS",
+    help="Pull the secrets again this often; restart the command when one changed "
+    "[env: EDGE_SECRETS_REFRESH].",
 )
 @tls_options
 @inspect_options
@@ -125,14 +125,15 @@ def run(config: str | None, **flags: Any) -> None:
 
     The TLS flags apply to the relay; --ca-file and --insecure also to the platform.
     Exit codes: 2 bad settings or the URL refused, 3 relay token refused, 5 workspace
-    deleted or token revoked.
+    deleted or token revoked; the command's own code when it exited for good or kept
+    crashing (more than --max-restarts restarts in 10 minutes).
     """
     inspect = take_settings(flags)
     try:
         settings = resolve_run(flags, file=load_file(config, SECTION))
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    _setup(settings)
+    setup(settings)
     sys.exit(run_cli(serve_run(settings, inspect)))
 
 
@@ -155,7 +156,14 @@ async def serve_run(settings: RunSettings, inspect: InspectSettings | None = Non
         heartbeat_interval=settings.heartbeat_interval,
         caller_auth=[caller_auth.parse(spec) for spec in settings.caller_auth],
         relay_tls=TlsOptions(settings.ca_file, settings.insecure, settings.pin_sha256),
-        platform_verify=_platform_verify(settings),
+        platform_verify=platform_verify(settings),
+        ping_interval=settings.ping_interval,
+        ping_timeout=settings.ping_timeout,
+        child_policy=ChildPolicy(
+            max_restarts=settings.max_restarts, secrets_refresh=settings.secrets_refresh
+        ),
+        plugins=_plugin_requests(settings.plugin),
+        plugin_options=PluginOptions(run_setup=settings.run_setup),
         hooks=printer.hooks(),
     )
     async with agent, running(inspect, target, printer.inspector_at):
@@ -180,6 +188,7 @@ class RunPrinter:
             on_resumed=self.resumed,
             on_request=self._requests.request,
             on_command=self.command,
+            on_plugin=print_installed,
         )
 
     def public_url(self, url: str) -> None:
@@ -224,7 +233,7 @@ def peers(
     config: str | None, target_id: str | None, query: str | None, as_json: bool, **flags: Any
 ) -> None:
     """List the workspaces this one may talk to, or look up TARGET_ID's URL."""
-    settings = _platform_settings(config, flags)
+    settings = platform_settings(config, flags)
 
     async def main(client: PlatformClient) -> None:
         if target_id:
@@ -234,7 +243,7 @@ def peers(
             rows = [dataclasses.asdict(peer) for peer in await client.get_peers(query)]
         _print_rows(rows, as_json)
 
-    sys.exit(run_cli(_with_client(settings, main)))
+    sys.exit(run_cli(with_client(settings, main)))
 
 
 @click.command()
@@ -256,7 +265,7 @@ def card(
     Its interface URLs are moved onto the public URL. A running `edge-agent run`
     registers its own card again after an outage: give it the same --agent-card.
     """
-    settings = _platform_settings(config, flags)
+    settings = platform_settings(config, flags)
     name = agent_name or f"edge agent {settings.workspace_id[:8]}"
 
     async def main(client: PlatformClient) -> None:
@@ -273,97 +282,14 @@ def card(
         await client.update_card(new_card)
         click.echo(f"Agent card of {settings.workspace_id} updated (interfaces at {url})")
 
-    sys.exit(run_cli(_with_client(settings, main)))
+    sys.exit(run_cli(with_client(settings, main)))
 
 
-# -- helpers ---------------------------------------------------------------------------
-
-
-def run_cli(main: Coroutine[Any, Any, int | None]) -> int:
-    """Run ``main``; platform errors print one clear line and map to exit codes."""
-    result = EXIT_OK
-
-    async def wrapped() -> None:
-        nonlocal result
-        try:
-            result = await main or EXIT_OK
-        except MoleculeError as exc:
-            click.echo(f"edge-agent: error: {describe(exc)}", err=True)
-            result = exit_code(exc)
-
-    code = run_main(wrapped())
-    return code if code != EXIT_OK else result
-
-
-def describe(exc: MoleculeError) -> str:
-    """The error's message, with what to do about it."""
-    if isinstance(exc, WorkspaceDeleted):
-        return f"{exc}; nothing left to serve (create a new workspace to continue)"
-    if isinstance(exc, TokenRejected):
-        return (
-            f"{exc}. Pass a valid workspace token with --token or EDGE_PLATFORM_TOKEN "
-            "(an admin can create one: POST /workspaces/<id>/tokens)"
-        )
-    if isinstance(exc, BadRequest) and str(exc).startswith("register:"):
-        return (
-            f"{exc}. The platform refused the registration; it refuses URLs on loopback "
-            "and private addresses, so the relay's public URL must resolve to a public "
-            "address (edge-relay serve --public-url)"
-        )
-    return str(exc)
-
-
-def exit_code(exc: MoleculeError) -> int:
-    if isinstance(exc, BadRequest | TokenStoreError | ChildStartError):
-        return EXIT_CONFIG
-    if isinstance(exc, PlatformRejected):
-        return EXIT_PLATFORM
-    return EXIT_ERROR
-
-
-async def _with_client(
-    settings: PlatformSettings, main: Callable[[PlatformClient], Coroutine[Any, Any, None]]
-) -> None:
+def _plugin_requests(specs: Sequence[str]) -> list[PluginRequest]:
     try:
-        client = PlatformClient(
-            settings.platform,
-            settings.workspace_id,
-            token_store=TokenStore(settings.workspace_id, settings.token_dir),
-            token=settings.token,
-            org_id=settings.org_id,
-            verify=_platform_verify(settings),
-        )
+        return [PluginRequest.parse(spec) for spec in specs]
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    async with client:
-        await main(client)
-
-
-def _platform_settings(config: str | None, flags: dict[str, Any]) -> PlatformSettings:
-    try:
-        settings = resolve_platform(flags, file=load_file(config, SECTION))
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-    _setup(settings)
-    return settings
-
-
-def _setup(settings: PlatformSettings) -> None:
-    setup_logging(settings.verbose, "json" if settings.log_format == "json" else "text")
-    if settings.verbose < 2:  # httpx logs every platform request at INFO: -vv shows them
-        logging.getLogger("httpx").setLevel(logging.WARNING)
-    if settings.insecure:
-        click.echo(
-            "WARNING: --insecure: TLS certificates are NOT verified; anyone on the path can "
-            "read and change this traffic, tokens included",
-            err=True,
-        )
-
-
-def _platform_verify(settings: PlatformSettings) -> ssl.SSLContext | bool:
-    if not settings.ca_file and not settings.insecure:
-        return True  # the system store (httpx also honours SSL_CERT_FILE)
-    return client_context(TlsOptions(settings.ca_file, settings.insecure))
 
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:

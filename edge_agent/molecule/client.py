@@ -30,17 +30,28 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from edge_agent.molecule.calls import (
+    CallResult,
+    PeerUrlCache,
+    decode_reply,
+    is_queued,
+    reply_result,
+    request_body,
+)
 from edge_agent.molecule.errors import (
+    CallTimedOut,
+    PeerUnreachable,
     PlatformUnavailable,
     TokenRejected,
     TokenStoreError,
     UnexpectedResponse,
 )
-from edge_agent.molecule.httperrors import error_for, error_payload
+from edge_agent.molecule.httperrors import call_error_for, error_for, error_payload
 from edge_agent.molecule.models import (
     DiscoveredPeer,
     HeartbeatResult,
     Peer,
+    PluginDownload,
     RegisterResult,
     Secrets,
     WorkspaceState,
@@ -68,6 +79,20 @@ PLATFORM_LIMITS: Final = httpx.Limits(
 #: cards; beyond this the answer is refused as :class:`UnexpectedResponse`.
 MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
 
+#: Largest answer of a peer we read: what the "next" platform relays at most (64 MiB;
+#: "current" cuts at 10 MiB). Bigger answers raise :class:`UnexpectedResponse`.
+MAX_CALL_RESPONSE_BYTES: Final = 64 * 1024 * 1024
+
+#: Largest plugin download we read: the platform's 100 MiB cap on the plugin's files,
+#: plus room for the tar headers (gzip rarely makes it larger).
+MAX_PLUGIN_DOWNLOAD: Final = 110 * 1024 * 1024
+#: The platform gives a plugin fetch five minutes; reading its answer may take as long.
+PLUGIN_DOWNLOAD_TIMEOUT: Final = httpx.Timeout(connect=10.0, read=300.0, write=10.0, pool=10.0)
+
+#: Default seconds a peer call may take. The proxy itself allows an agent caller 30
+#: minutes and queues a call whose peer stays silent for 5 (the idle timeout).
+CALL_TIMEOUT: Final = 300.0
+
 DELIVERY_PUSH: Final = "push"
 
 _USER_AGENT: Final = "molecule-edge"
@@ -84,8 +109,9 @@ class PlatformClient:
         token: a token given explicitly (command line, environment); it wins over the
             cache and is saved to it.
         org_id: sent as ``X-Molecule-Org-Id`` (multi-tenant SaaS), when set.
-        origin: ``Origin`` header. ``""`` (the SDK's default) sends the platform URL,
-            which the SaaS edge needs; ``None`` sends none.
+        origin: ``Origin`` header. ``""`` (the SDK's default) sends the platform URL's
+            ``scheme://host[:port]``, which the SaaS edge needs and the platform's CORS
+            check accepts as same-origin; ``None`` sends none.
         verify: TLS verification, on by default; an ``ssl.SSLContext`` for a private CA.
         transport: an httpx transport (tests pass ``httpx.MockTransport``).
     """
@@ -110,6 +136,7 @@ class PlatformClient:
         self._token = _initial_token(token_store, token)
         self._inbound_secret = token_store.load_inbound_secret() if token_store else None
         self._next_seen = False
+        self.peer_urls = PeerUrlCache()
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers=_base_headers(base_url, org_id, origin),
@@ -250,21 +277,110 @@ class PlatformClient:
         )
         if not isinstance(rows, list):
             raise UnexpectedResponse("peers: the answer is not a JSON array")
-        return [peer_from_row(row) for row in rows if isinstance(row, dict) and row.get("id")]
+        peers = [peer_from_row(row) for row in rows if isinstance(row, dict) and row.get("id")]
+        for peer in peers:
+            self.peer_urls.put(peer.id, peer.url)
+        return peers
 
-    async def discover(self, target_id: str) -> DiscoveredPeer:
+    async def discover(self, target_id: str, *, fresh: bool = False) -> DiscoveredPeer:
         """``GET /registry/discover/:id``: the URL of a workspace we may talk to.
+
+        A URL the peers list or an earlier discovery found within the last five minutes
+        is answered from :attr:`peer_urls` (with an empty name) unless ``fresh``.
 
         Raises:
             NotFound: no such workspace. PlatformRejected (403): hierarchy rules forbid it.
         """
+        cached = None if fresh else self.peer_urls.get(target_id)
+        if cached is not None:
+            return DiscoveredPeer(target_id, cached, "")
         path = f"/registry/discover/{quote(target_id, safe='')}"
         data = _object(await self._send("GET", path, "discover", caller=True))
-        return DiscoveredPeer(
+        found = DiscoveredPeer(
             str_or(data.get("id"), target_id),
             str_or(data.get("url"), ""),
             str_or(data.get("name"), ""),
         )
+        self.peer_urls.put(target_id, found.url)
+        return found
+
+    async def call_peer(
+        self,
+        target_id: str,
+        message: str | Mapping[str, Any],
+        *,
+        stream: bool = False,
+        reply_timeout: float = CALL_TIMEOUT,
+    ) -> CallResult:
+        """``POST /workspaces/:target/a2a`` as this workspace: a ``message/send`` (or,
+        with ``stream``, a ``message/stream``) and the peer's answer.
+
+        ``message``: a text, or an A2A message object. The call carries this
+        workspace's token and ``X-Workspace-ID``; ``reply_timeout`` bounds the wait for the
+        answer (the platform goes on with the call if we stop waiting).
+
+        Raises:
+            CallQueued, CallDenied, PeerNotFound, PeerUnreachable, CallTimedOut,
+            PeerError: see :mod:`edge_agent.molecule.errors`. TokenRejected: our token.
+        """
+        if reply_timeout <= 0:
+            raise ValueError("the call timeout must be > 0 seconds")
+        what = f"call {target_id}"
+        path = f"/workspaces/{quote(target_id, safe='')}/a2a"
+        limits = httpx.Timeout(connect=10.0, read=reply_timeout, write=10.0, pool=10.0)
+        try:
+            response, body = await self._exchange(
+                "POST", path, what, request_body(message, stream=stream),
+                caller=True, http_timeout=limits, max_bytes=MAX_CALL_RESPONSE_BYTES,
+            )  # fmt: skip
+        except PlatformUnavailable as exc:
+            if isinstance(exc.__cause__, httpx.TimeoutException):
+                raise CallTimedOut(
+                    f"{what}: no answer within {reply_timeout:g} s", status=0
+                ) from exc
+            raise
+        return self._call_answer(target_id, response.status_code, body)
+
+    async def download_plugin(self, name: str, source: str | None = None) -> PluginDownload:
+        """``GET /workspaces/:id/plugins/:name/download[?source=]``: the gzip tar.
+
+        Raises:
+            NotFound: no such plugin (or source). BadRequest: a bad name or source.
+            PlatformRejected: 413 too large, 422 integrity or unpinned source.
+            PlatformUnavailable: 502/504 the platform could not fetch it, or a network
+            error. UnexpectedResponse: the answer is not a gzip body.
+        """
+        what = f"plugin {name}"
+        path = f"/workspaces/{self._ws}/plugins/{quote(name, safe='')}/download"
+        response, body = await self._exchange(
+            "GET", path, what, params={"source": source} if source else None,
+            http_timeout=PLUGIN_DOWNLOAD_TIMEOUT, max_bytes=MAX_PLUGIN_DOWNLOAD,
+        )  # fmt: skip
+        if not 200 <= response.status_code < 300:
+            raise error_for(what, response, error_payload(body))
+        content_type = response.headers.get("content-type", "")
+        if not content_type.startswith("application/gzip") or body[:2] != b"\x1f\x8b":
+            raise UnexpectedResponse(f"{what}: the answer is not a gzip tar ({content_type})")
+        label = response.headers.get("x-plugin-source") or source or f"local://{name}"
+        return PluginDownload(body, label)
+
+    async def report_plugin(self, source: str) -> None:
+        """``POST /workspaces/:id/plugins {"source"}``: tell the platform what was
+        installed. An external workspace gets 503 (no container): callers treat this
+        as best effort."""
+        path = f"/workspaces/{self._ws}/plugins"
+        await self._send("POST", path, "plugin report", {"source": source})
+
+    def _call_answer(self, target_id: str, status: int, body: bytes) -> CallResult:
+        if status == 202 or status >= 300:
+            error = call_error_for(target_id, status, error_payload(body))
+            if isinstance(error, PeerUnreachable):
+                self.peer_urls.invalidate(target_id)
+            raise error
+        documents = decode_reply(body)
+        if len(documents) == 1 and is_queued(documents[0]):
+            raise call_error_for(target_id, status, documents[0])
+        return reply_result(f"call {target_id}", status, documents)
 
     @property
     def _ws(self) -> str:
@@ -281,27 +397,14 @@ class PlatformClient:
         caller: bool = False,
         deleted_404: bool = False,
     ) -> Any:
-        """One exchange; the only place HTTP outcomes become exceptions.
+        """One API exchange; HTTP outcomes become exceptions (:func:`error_for`).
 
         Returns the decoded JSON of a 2xx answer. ``caller`` adds ``X-Workspace-ID``.
         ``deleted_404`` also returns the body of a 404 that says ``"deleted": true``.
         """
-        headers = {}
-        if self._token is not None:
-            headers["Authorization"] = f"Bearer {self._token}"
-        if caller:
-            headers["X-Workspace-ID"] = self.workspace_id
-        request = self._http.build_request(
-            method, path, json=payload, params=params, headers=headers
+        response, body = await self._exchange(
+            method, path, what, payload, params=params, caller=caller
         )
-        try:
-            response = await self._http.send(request, stream=True)
-            try:
-                body = await _read_capped(response, what)
-            finally:
-                await response.aclose()
-        except httpx.RequestError as exc:
-            raise PlatformUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
         if 200 <= response.status_code < 300:
             return _decode(body, what)
         payload = error_payload(body)
@@ -309,6 +412,43 @@ class PlatformClient:
             payload.setdefault("status", "removed")
             return payload
         raise error_for(what, response, payload)
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        payload: Any = None,
+        *,
+        params: Mapping[str, str] | None = None,
+        caller: bool = False,
+        http_timeout: httpx.Timeout | None = None,
+        max_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> tuple[httpx.Response, bytes]:
+        """Send one request with our credentials; the answer and its body (at most
+        ``max_bytes``). httpx's errors become :class:`PlatformUnavailable` here."""
+        headers = {}
+        if self._token is not None:
+            headers["Authorization"] = f"Bearer {self._token}"
+        if caller:
+            headers["X-Workspace-ID"] = self.workspace_id
+        request = self._http.build_request(
+            method,
+            path,
+            json=payload,
+            params=params,
+            headers=headers,
+            timeout=http_timeout if http_timeout is not None else self._http.timeout,
+        )
+        try:
+            response = await self._http.send(request, stream=True)
+            try:
+                body = await _read_capped(response, what, max_bytes)
+            finally:
+                await response.aclose()
+        except httpx.RequestError as exc:
+            raise PlatformUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+        return response, body
 
     def _adopt_issued_token(self, token: str) -> None:
         self._token = check_credential(token)
@@ -342,20 +482,23 @@ class PlatformClient:
 
     def _explain_register_401(self, exc: TokenRejected) -> str:
         if self._token is None:
+            where = self._store.token_path if self._store is not None else "the token cache"
             return (
-                f"{exc}: this workspace already has a token (shown once when it was "
-                "created); supply it, or revoke the workspace's tokens to re-bootstrap"
+                f"{exc}: this workspace already has a token (issued when it was created, or "
+                f"by its first registration, e.g. through the Molecule SDK) and none was "
+                f"found at {where}; supply it with --token, point --token-dir at the folder "
+                "that holds its .auth_token, or revoke the workspace's tokens to re-bootstrap"
             )
         return f"{exc}: the workspace token was rejected (revoked, or not this workspace's)"
 
 
-async def _read_capped(response: httpx.Response, what: str) -> bytes:
+async def _read_capped(response: httpx.Response, what: str, max_bytes: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
         size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            raise UnexpectedResponse(f"{what}: answer larger than {MAX_RESPONSE_BYTES} bytes")
+        if size > max_bytes:
+            raise UnexpectedResponse(f"{what}: answer larger than {max_bytes} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -399,5 +542,11 @@ def _base_headers(base_url: str, org_id: str | None, origin: str | None) -> dict
     if org_id:
         headers["X-Molecule-Org-Id"] = org_id
     if origin is not None:
-        headers["Origin"] = origin or base_url
+        headers["Origin"] = origin or _origin_of(base_url)
     return headers
+
+
+def _origin_of(base_url: str) -> str:
+    """``scheme://host[:port]``: an Origin never carries the path of the platform URL."""
+    parts = urlsplit(base_url)
+    return f"{parts.scheme}://{parts.netloc}"

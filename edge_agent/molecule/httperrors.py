@@ -1,7 +1,9 @@
 """Where platform HTTP answers become :mod:`edge_agent.molecule.errors` exceptions.
 
-:meth:`edge_agent.molecule.client.PlatformClient._send` is the only caller: a status
-maps to an exception here and nowhere else.
+:class:`edge_agent.molecule.client.PlatformClient` is the only caller: a status maps to
+an exception here and nowhere else. :func:`error_for` covers the API calls;
+:func:`call_error_for` the A2A proxy (``POST /workspaces/:id/a2a``, contract 3.8),
+whose 404 is about the peer and whose 2xx may be a "queued" instead of an answer.
 """
 
 from __future__ import annotations
@@ -16,8 +18,15 @@ import httpx
 
 from edge_agent.molecule.errors import (
     BadRequest,
+    CallDenied,
+    CallQueued,
+    CallTimedOut,
     MoleculeError,
     NotFound,
+    PeerCallError,
+    PeerError,
+    PeerNotFound,
+    PeerUnreachable,
     PlatformRejected,
     PlatformUnavailable,
     RateLimited,
@@ -62,6 +71,51 @@ def _error_class(
     if status < 400:
         return UnexpectedResponse(f"{message} (redirect to {response.headers.get('location')})")
     return PlatformRejected(message, status=status)
+
+
+def call_error_for(target: str, status: int, payload: dict[str, Any]) -> MoleculeError:
+    """Map a proxy answer that is not the peer's reply (``payload``: its JSON object)."""
+    detail = payload.get("error")
+    text = f": {detail[:MAX_ERROR_TEXT]}" if isinstance(detail, str) and detail else ""
+    message = f"call {target}: HTTP {status}{text}"
+    if status == 202 or payload.get("status") == "queued":
+        return _queued(target, status, payload)
+    mapped: dict[int, type[PeerCallError]] = {
+        403: CallDenied,
+        404: PeerNotFound,
+        502: PeerUnreachable,
+        503: PeerUnreachable,
+        504: CallTimedOut,
+    }
+    if status in mapped:
+        return mapped[status](message, status=status)
+    if status == 401:
+        return TokenRejected(f"{message} (the calling workspace's token was refused)")
+    if status == 400:
+        return BadRequest(message)
+    if status == 429:
+        wait = _retry_after(None, payload.get("retry_after")) or DEFAULT_RATE_LIMIT_WAIT
+        return RateLimited(message, retry_after=wait)
+    if status >= 300:  # the peer's own error status, relayed (or 402 budget, 5xx)
+        return PeerError(message, status=status)
+    return PeerCallError(message, status=status)
+
+
+_QUEUED_WHY: Final = {
+    "poll": "the peer fetches its calls from the platform (poll delivery)",
+    "push-async": "the peer is still working on it",
+}
+
+
+def _queued(target: str, status: int, payload: dict[str, Any]) -> CallQueued:
+    why = _QUEUED_WHY.get(str(payload.get("delivery_mode")), "the peer is busy or slow")
+    queue_id = payload.get("queue_id")
+    return CallQueued(
+        f"call {target}: queued by the platform ({why}); it may be delivered later, but "
+        "its answer will not come back to this caller",
+        status=status,
+        queue_id=queue_id if isinstance(queue_id, str) else None,
+    )
 
 
 def _retry_after(header: str | None, body_value: Any) -> float | None:

@@ -64,11 +64,7 @@ class InboundSecretTarget:
     async def handle(self, request: LocalRequest) -> LocalResponse:
         secret = self._secret
         if secret is not None and not _presents(request.headers, secret):
-            logger.warning(
-                "inbound_secret_rejected stream_id=%d",
-                request.stream_id,
-                extra={"event": "inbound_secret_rejected", "stream_id": request.stream_id},
-            )
+            logger.warning("inbound_secret_rejected", extra={"stream_id": request.stream_id})
             return _unauthorized()
         return await self._inner.handle(request)
 

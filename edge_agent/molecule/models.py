@@ -59,6 +59,14 @@ class DiscoveredPeer:
     name: str
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class PluginDownload:
+    """A plugin tarball as the platform sent it, and the source it came from."""
+
+    data: bytes = dataclasses.field(repr=False)
+    source: str
+
+
 class Secrets(Mapping[str, str]):
     """The secrets bundle. Its ``repr`` names the keys only, so a stray log line is safe."""
 

@@ -12,6 +12,8 @@ inside the platform's 180 s liveness TTL)::
                un-paused          -> on_resumed once; re-register (pause cleared the URL)
                offline, provisioning, awaiting_agent, failed, unknown
                                   -> the platform forgot us: re-register
+    card     (with a card source) the local server's card; a changed one is pushed
+               with POST /registry/update-card, or used by the coming registration
     register POST /registry/register  (first cycle, and whenever flagged above or
                after any failed cycle: a heartbeat does not recreate an expired
                liveness key, only a registration does)
@@ -72,6 +74,8 @@ _LEAVE_AS_IS: Final = _SERVING | _HANDS_OFF
 
 T = TypeVar("T")
 Callback = Callable[[], Awaitable[None] | None]
+#: Returns the card to register now (its URLs already public), or None to keep ours.
+CardSource = Callable[[], Awaitable[Mapping[str, Any] | None]]
 
 
 class Generation(enum.Enum):
@@ -144,6 +148,8 @@ class PlatformSession:
         agent_card: the card to register (see :mod:`edge_agent.molecule.card`).
         events: callbacks (pause gate, inbound secret, stop).
         load: returns the current :class:`Load` for each heartbeat.
+        card_source: asked for the card at the start of every cycle (the local A2A
+            server's, :mod:`edge_agent.molecule.localcard`); None keeps ``agent_card``.
         config: intervals and backoff.
         clock, sleep: injectable for tests.
     """
@@ -156,6 +162,7 @@ class PlatformSession:
         agent_card: Mapping[str, Any],
         events: SessionEvents | None = None,
         load: Callable[[], Load] = Load,
+        card_source: CardSource | None = None,
         config: SessionConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -165,6 +172,7 @@ class PlatformSession:
         self._card = dict(agent_card)
         self._events = events or SessionEvents()
         self._load = load
+        self._card_source = card_source
         self._config = config or SessionConfig()
         self._clock = clock
         self._sleep = sleep
@@ -206,10 +214,8 @@ class PlatformSession:
         except PlatformRejected as exc:
             reason = _stop_reason(exc)
             logger.error(
-                "platform_session_stopped kind=%s: %s",
-                reason.kind.value,
-                reason.message,
-                extra={"event": "platform_session_stopped", "kind": reason.kind.value},
+                "platform_session_stopped",
+                extra={"kind": reason.kind.value, "reason": reason.message},
             )
             await _call(self._events.on_stopped, reason)
             raise
@@ -233,6 +239,7 @@ class PlatformSession:
         await self._client.update_card(self._card)
 
     async def _cycle(self) -> None:
+        await self._refresh_card()
         if self._client.has_token:
             await self._apply_state(await self._client.get_state())
         if self._needs_register and not self._paused:
@@ -246,6 +253,17 @@ class PlatformSession:
             sample_error=load.sample_error,
         )
         await self._announce_secret(result.inbound_secret)
+
+    async def _refresh_card(self) -> None:
+        if self._card_source is None:
+            return
+        card = await self._card_source()
+        if card is None or card == self._card:
+            return
+        self._card = dict(card)
+        logger.info("agent_card_changed", extra={"card_name": self._card.get("name")})
+        if not self._needs_register and not self._paused:
+            await self._client.update_card(self._card)
 
     async def _apply_state(self, state: WorkspaceState) -> None:
         if state.deleted:
@@ -272,11 +290,12 @@ class PlatformSession:
                 self._public_url,
             )
         logger.info(
-            "platform_registered url=%s generation=%s token_issued=%s",
-            self._public_url,
-            self._generation.value,
-            result.token_issued,
-            extra={"event": "platform_registered", "generation": self._generation.value},
+            "platform_registered",
+            extra={
+                "url": self._public_url,
+                "generation": self._generation.value,
+                "token_issued": result.token_issued,
+            },
         )
         await self._announce_secret(result.inbound_secret)
         self._registered.set()
@@ -299,7 +318,7 @@ class PlatformSession:
         if secret is None or secret == self._announced_secret:
             return
         self._announced_secret = secret
-        logger.info("platform_inbound_secret_received", extra={"event": "inbound_secret"})
+        logger.info("platform_inbound_secret_received")
         await _call(self._events.on_inbound_secret, secret)
 
     async def _retrying(self, fn: Callable[[], Awaitable[T]]) -> T:
@@ -323,11 +342,8 @@ class PlatformSession:
         error = state.outcome.exception() if state.outcome else None
         delay = state.next_action.sleep if state.next_action else 0.0
         logger.warning(
-            "platform_retry_scheduled attempt=%d in=%.1fs error=%s",
-            state.attempt_number,
-            delay,
-            error,
-            extra={"event": "platform_retry_scheduled", "attempt": state.attempt_number},
+            "platform_retry_scheduled",
+            extra={"attempt": state.attempt_number, "in_seconds": round(delay, 1), "error": error},
         )
 
 

@@ -35,6 +35,8 @@ ENV: Final = {
     "relay_token": "EDGE_RELAY_TOKEN",
     "heartbeat_interval": "EDGE_HEARTBEAT_INTERVAL",
     "agent_card": "EDGE_AGENT_CARD",
+    "max_restarts": "EDGE_MAX_RESTARTS",
+    "secrets_refresh": "EDGE_SECRETS_REFRESH",
 }
 
 PLATFORM_KEYS: Final = frozenset(
@@ -47,11 +49,14 @@ PLATFORM_KEYS: Final = frozenset(
 RUN_KEYS: Final = PLATFORM_KEYS | frozenset(
     {
         "relay", "relay_token", "to", "app", "agent_card", "agent_name", "heartbeat_interval",
-        "caller_auth", "pin_sha256", "command",
+        "caller_auth", "pin_sha256", "command", "ping_interval", "ping_timeout",
+        "max_restarts", "secrets_refresh", "plugin", "run_setup",
     }
 )  # fmt: skip
 
 DEFAULT_HEARTBEAT_INTERVAL: Final = 30.0
+#: Restarts of the command allowed in ten minutes before ``run`` gives up.
+DEFAULT_MAX_RESTARTS: Final = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +86,12 @@ class RunSettings(PlatformSettings):
     caller_auth: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     pin_sha256: str | None = None
     command: tuple[str, ...] = ()
+    ping_interval: float | None = None  # None: the tunnel's default (20 s)
+    ping_timeout: float | None = None
+    max_restarts: int = DEFAULT_MAX_RESTARTS
+    secrets_refresh: float | None = None  # None: secrets are pulled once, at start
+    plugin: tuple[str, ...] = ()  # NAME or NAME=SOURCE, installed before the command
+    run_setup: bool = False
 
 
 def resolve_platform(
@@ -115,6 +126,13 @@ def resolve_run(
     command = run["command"]
     run["command"] = tuple(shlex.split(command)) if isinstance(command, str) else command
     run["command"] = _strings(run["command"], "command")
+    for key in ("ping_interval", "ping_timeout", "secrets_refresh"):
+        run[key] = _seconds(run[key], key, minimum=1.0)
+    run["max_restarts"] = _count(run["max_restarts"], "max_restarts", DEFAULT_MAX_RESTARTS)
+    run["plugin"] = _strings(run["plugin"], "plugin")
+    run["run_setup"] = bool(run["run_setup"])
+    if run["secrets_refresh"] is not None and not run["command"]:
+        raise ConfigError("secrets_refresh needs a command to restart (after --)")
     return RunSettings(**_platform_values(values), **run)
 
 
@@ -153,6 +171,34 @@ def _interval(raw: Any) -> float:
         raise ConfigError(f"heartbeat_interval must be a number of seconds, got {raw!r}") from None
     if not 0 < value < LIVENESS_TTL:
         raise ConfigError(f"heartbeat_interval must be in (0, {LIVENESS_TTL:.0f}) seconds")
+    return value
+
+
+def _seconds(raw: Any, key: str, *, minimum: float) -> float | None:
+    """A duration in seconds from any source (flag, environment, file), or None."""
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a number of seconds, got {raw!r}") from None
+    if not value >= minimum:
+        raise ConfigError(f"{key} must be at least {minimum:g} second(s)")
+    return value
+
+
+def _count(raw: Any, key: str, default: int) -> int:
+    """A non-negative whole number from any source, or ``default``."""
+    if raw is None:
+        return default
+    if isinstance(raw, bool) or isinstance(raw, float):
+        raise ConfigError(f"{key} must be a whole number, got {raw!r}")
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{key} must be 0 or more")
     return value
 
 

@@ -14,6 +14,10 @@ the temporary file is created 0600. Unlike the SDK we take no ``fcntl`` lock (PO
 only, and a contended write was silently skipped there); ``os.replace`` is atomic on
 POSIX and Windows alike.
 
+``base_dir`` may also name a per-workspace folder itself, as the SDK's ``token_dir``
+does: a folder called ``<workspace-id>``, or one that holds ``.auth_token`` while it has
+no ``<workspace-id>/.auth_token`` below it. Then the token is read and written there.
+
 Loose permissions found on an existing directory or file are repaired (and logged,
 without the content). On Windows the POSIX mode bits mean little; there we rely on the
 per-user profile directory's ACLs and skip the checks.
@@ -70,7 +74,8 @@ class TokenStore:
 
     Args:
         workspace_id: the workspace UUID; it names the directory.
-        base_dir: the directory holding per-workspace directories (``~/.molecule``).
+        base_dir: the directory holding per-workspace directories (``~/.molecule``),
+            or one workspace's own folder (see the module docstring).
 
     Raises:
         ValueError: ``workspace_id`` is not usable as a directory name.
@@ -79,9 +84,11 @@ class TokenStore:
     def __init__(self, workspace_id: str, base_dir: Path | str | None = None) -> None:
         if not _WORKSPACE_ID_RE.fullmatch(workspace_id):
             raise ValueError(f"invalid workspace id for the token cache: {workspace_id!r}")
-        base = Path(base_dir) if base_dir is not None else DEFAULT_BASE_DIR
-        self.base_dir = base.expanduser()
-        self.directory = self.base_dir / workspace_id
+        base = (Path(base_dir) if base_dir is not None else DEFAULT_BASE_DIR).expanduser()
+        if _is_workspace_folder(base, workspace_id):
+            self.base_dir, self.directory = base.parent, base
+        else:
+            self.base_dir, self.directory = base, base / workspace_id
 
     @property
     def token_path(self) -> Path:
@@ -158,6 +165,17 @@ class TokenStore:
             raise TokenStoreError(f"cannot fix permissions of {path}: {exc}") from exc
 
 
+def _is_workspace_folder(folder: Path, workspace_id: str) -> bool:
+    """Whether ``folder`` is one workspace's folder (the SDK's ``token_dir``), not a base."""
+    if folder.name == workspace_id:
+        return True
+    try:
+        nested = (folder / workspace_id / TOKEN_FILE).exists()
+        return not nested and (folder / TOKEN_FILE).is_file()
+    except OSError:  # unreadable: treat it as a base and let reading report the problem
+        return False
+
+
 def _read_no_follow(path: Path) -> bytes:
     # O_NOFOLLOW: a symlink planted in place of the file is refused, not followed.
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
@@ -189,10 +207,7 @@ def _repair_mode(path: Path, wanted: int) -> None:
     mode = stat.S_IMODE(os.lstat(path).st_mode)
     if mode & 0o077 or mode & wanted != wanted:
         logger.warning(
-            "credential_permissions_repaired path=%s was=%o now=%o",
-            path,
-            mode,
-            wanted,
-            extra={"event": "credential_permissions_repaired", "path": str(path)},
+            "credential_permissions_repaired",
+            extra={"path": str(path), "was": f"{mode:o}", "now": f"{wanted:o}"},
         )
         os.chmod(path, wanted)

@@ -41,13 +41,40 @@ async def test_register_push_returns_mode_and_inbound_secret(dev_next: Dev) -> N
     assert again.json()["delivery_mode"] == "push"  # kept from the row
 
 
-async def test_external_rows_default_to_poll_and_ignore_the_url(dev_next: Dev) -> None:
+async def test_created_rows_default_to_push_and_keep_the_url(dev_next: Dev) -> None:
+    # Migration 045 (NOT NULL DEFAULT 'push') and Create writing push: a register that
+    # names no mode (the Molecule SDK's) stays push and its URL is stored.
     workspace_id, token = await dev_next.create_external()
-    response = await dev_next.register(workspace_id, "http://127.0.0.1:9/ignored", token)
+    response = await dev_next.register(workspace_id, "http://localhost:9/a2a", token)
     assert response.status_code == 200
-    assert response.json()["delivery_mode"] == "poll"
+    assert response.json()["delivery_mode"] == "push"
     row = await dev_next.client.get(f"/workspaces/{workspace_id}")
-    assert row.json()["url"] == ""
+    assert row.json()["url"] == "http://localhost:9/a2a"
+
+
+async def test_poll_only_when_asked_and_then_kept_by_the_row(dev_next: Dev) -> None:
+    workspace_id, token = await dev_next.create_external()
+    polled = await dev_next.register(
+        workspace_id, "http://localhost:9/x", token, delivery_mode="poll"
+    )
+    assert polled.json()["delivery_mode"] == "poll"
+    row = await dev_next.client.get(f"/workspaces/{workspace_id}")
+    assert row.json()["url"] == ""  # poll: the URL is ignored
+    again = await dev_next.register(workspace_id, "http://localhost:9/x", token)
+    assert again.json()["delivery_mode"] == "poll"  # the row answers before the default
+    pushed = await dev_next.register(
+        workspace_id, "http://localhost:9/x", token, delivery_mode="push"
+    )
+    assert pushed.json()["delivery_mode"] == "push"
+
+
+async def test_heartbeat_brings_awaiting_agent_online(dev_next: Dev) -> None:
+    workspace_id, token = await dev_next.create_external()
+    before = await dev_next.client.get(f"/workspaces/{workspace_id}")
+    assert before.json()["status"] == "awaiting_agent"
+    assert (await dev_next.heartbeat(workspace_id, token)).status_code == 200
+    after = await dev_next.client.get(f"/workspaces/{workspace_id}")
+    assert after.json()["status"] == "online"
 
 
 async def test_new_rows_default_to_push(dev_next: Dev) -> None:

@@ -328,6 +328,20 @@ async def test_origin_and_org_headers(tmp_path: Path) -> None:
     )
 
 
+async def test_the_origin_never_carries_the_platform_urls_path(tmp_path: Path) -> None:
+    rec = Recorder(httpx.Response(200, json={"status": "ok"}))
+    client = PlatformClient(
+        "https://platform.example:8443/molecule/",
+        WS,
+        token_store=TokenStore(WS, tmp_path),
+        transport=httpx.MockTransport(rec),
+    )
+    async with client:
+        await client.heartbeat(active_tasks=0, uptime_seconds=0)
+    assert rec.requests[0].headers["origin"] == "https://platform.example:8443"
+    assert rec.requests[0].url == "https://platform.example:8443/molecule/registry/heartbeat"
+
+
 def test_rejects_non_http_platform_url(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         PlatformClient("ftp://platform", WS)

@@ -279,3 +279,94 @@ async def test_wrong_token_is_refused_at_registration(
             await asyncio.wait_for(session.run(), 10)
     assert isinstance(info.value, TokenRejected)
     assert "refused the workspace token" in events.stopped[0].message
+
+
+async def test_the_sdks_token_folder_is_picked_up(platform: DevPlatform, tmp_path: Path) -> None:
+    # What RemoteAgentClient(token_dir=D).register() leaves behind: a workspace whose
+    # token was issued by its first registration, kept in D/.auth_token.
+    workspace_id = "5dc1f9b0-0000-4000-8000-00000000abcd"
+    async with httpx.AsyncClient(base_url=platform.url, timeout=10) as sdk:
+        body = {"id": workspace_id, "url": public_url(workspace_id), "agent_card": {"name": "x"}}
+        answer = await sdk.post("/registry/register", json=body)
+    assert answer.status_code == 200, answer.text
+    sdk_dir = tmp_path / "sdk-token-dir"
+    sdk_dir.mkdir(mode=0o700)
+    (sdk_dir / ".auth_token").write_text(answer.json()["auth_token"])
+    store = TokenStore(workspace_id, sdk_dir)
+    async with PlatformClient(platform.url, workspace_id, token_store=store) as client:
+        await client.register(public_url(workspace_id), {"name": "edge"})
+        assert (await client.get_state()).status == "online"
+
+
+async def test_a_missing_token_names_where_it_was_looked_for(
+    platform: DevPlatform, tmp_path: Path
+) -> None:
+    workspace_id, _ = await create_workspace(platform)  # token minted at create
+    store = TokenStore(workspace_id, tmp_path / "empty")
+    async with PlatformClient(platform.url, workspace_id, token_store=store) as client:
+        with pytest.raises(TokenRejected) as info:
+            await client.register(public_url(workspace_id), {"name": "edge"})
+    message = str(info.value)
+    assert str(store.token_path) in message and "--token-dir" in message
+    assert "shown once" not in message
+
+
+async def test_the_default_origin_passes_cors_and_a_foreign_one_does_not(
+    platform: DevPlatform, tmp_path: Path
+) -> None:
+    workspace_id, token = await create_workspace(platform)
+    store = TokenStore(workspace_id, tmp_path / "molecule")
+    async with PlatformClient(
+        platform.url + "/", workspace_id, token_store=store, token=token
+    ) as ok:
+        assert (await ok.get_state()).status in ("provisioning", "awaiting_agent")
+    foreign = PlatformClient(
+        platform.url, workspace_id, token_store=store, origin="https://elsewhere.example"
+    )
+    async with foreign:
+        with pytest.raises(PlatformRejected) as info:
+            await foreign.get_state()
+    assert info.value.status == 403
+
+
+async def test_a_card_source_is_registered_then_pushed_when_it_changes(
+    platform: DevPlatform, tmp_path: Path
+) -> None:
+    workspace_id, token = await create_workspace(platform)
+    store = TokenStore(workspace_id, tmp_path / "molecule")
+    cards: list[dict[str, Any] | None] = [{"name": "from the local server", "url": "x"}]
+
+    async def source() -> dict[str, Any] | None:
+        return cards[0]
+
+    client = PlatformClient(platform.url, workspace_id, token_store=store, token=token)
+    session = PlatformSession(
+        client,
+        public_url=public_url(workspace_id),
+        agent_card={"name": "built"},
+        card_source=source,
+        config=FAST,
+    )
+    async with client:
+        task = asyncio.create_task(session.run())
+        try:
+            await asyncio.wait_for(session.wait_registered(), 10)
+            row = await workspace_row(platform, workspace_id)
+            assert row["agent_card"]["name"] == "from the local server"  # at registration
+            cards[0] = None  # the server went away: the card stays
+            await asyncio.sleep(0.3)
+            assert (await workspace_row(platform, workspace_id))["agent_card"]["name"] == (
+                "from the local server"
+            )
+            cards[0] = {"name": "new skills", "url": "x"}
+
+            async def pushed() -> bool:
+                row = await workspace_row(platform, workspace_id)
+                return bool(row["agent_card"]["name"] == "new skills")
+
+            async with asyncio.timeout(10):
+                while not await pushed():  # noqa: ASYNC110 - polling the platform
+                    await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

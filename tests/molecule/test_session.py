@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from edge_agent.logs import JsonFormatter, TextFormatter
 from edge_agent.molecule.client import PlatformClient
 from edge_agent.molecule.errors import (
     BadRequest,
@@ -205,6 +208,28 @@ async def test_revoked_token_stops(tmp_path: Path) -> None:
         platform.tokens = {"another-token"}
         error = await run_until(session, lambda: False)
     assert isinstance(error, TokenRejected) and rec.stopped[0].kind is StopKind.TOKEN_REJECTED
+
+
+async def test_a_stop_line_names_each_field_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    platform, rec = FakePlatform(WS), Recorder()
+    session, client = make_session(platform, tmp_path, rec)
+    async with client:
+        await run_until(session, lambda: len(platform.heartbeats) >= 1)
+        platform.tokens = {"another-token"}
+        with caplog.at_level(logging.INFO):
+            await run_until(session, lambda: False)
+    (record,) = [r for r in caplog.records if r.getMessage() == "platform_session_stopped"]
+    text = TextFormatter().format(record)
+    assert text.count("kind=token_rejected") == 1 and "event=" not in text
+    assert "refused the workspace token" in text
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["event"] == "platform_session_stopped" and entry["kind"] == "token_rejected"
+    for other in caplog.records:  # no molecule line repeats a field of its message
+        line = TextFormatter().format(other)
+        for key in vars(other).keys() - vars(logging.makeLogRecord({})).keys():
+            assert line.count(f"{key}=") <= 1, line
 
 
 async def test_outage_backs_off_then_reregisters(tmp_path: Path) -> None:

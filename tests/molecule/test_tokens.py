@@ -37,6 +37,35 @@ def test_default_base_dir_is_home_molecule(monkeypatch: pytest.MonkeyPatch, tmp_
     assert TokenStore(WS).token_path == tmp_path / ".molecule" / WS / ".auth_token"
 
 
+def test_the_sdks_per_workspace_folder_is_used_as_is(tmp_path: Path) -> None:
+    # RemoteAgentClient(token_dir=D) keeps its token in D/.auth_token, not D/<id>/.
+    sdk_folder = tmp_path / "sdk-tokens"
+    sdk_folder.mkdir(mode=0o700)
+    (sdk_folder / ".auth_token").write_text(TOKEN)
+    store = TokenStore(WS, sdk_folder)
+    assert store.directory == sdk_folder and store.load_token() == TOKEN
+    store.save_inbound_secret("secret-value")
+    assert (sdk_folder / ".platform_inbound_secret").read_text() == "secret-value"
+
+
+def test_a_folder_named_after_the_workspace_is_its_own(tmp_path: Path) -> None:
+    store = TokenStore(WS, tmp_path / WS)  # empty yet: the SDK's default ~/.molecule/<id>
+    store.save_token(TOKEN)
+    assert (tmp_path / WS / ".auth_token").read_text() == TOKEN
+    assert not (tmp_path / WS / WS).exists()
+
+
+def test_a_base_with_the_nested_layout_stays_a_base(tmp_path: Path) -> None:
+    TokenStore(WS, tmp_path).save_token(TOKEN)
+    (tmp_path / ".auth_token").write_text("stray")  # someone else's file at the top
+    store = TokenStore(WS, tmp_path)
+    assert store.directory == tmp_path / WS and store.load_token() == TOKEN
+
+
+def test_an_empty_base_keeps_the_nested_layout(tmp_path: Path) -> None:
+    assert TokenStore(WS, tmp_path).token_path == tmp_path / WS / ".auth_token"
+
+
 @posix_only
 def test_new_files_are_0600_in_a_0700_directory(tmp_path: Path) -> None:
     old_umask = os.umask(0)  # the most permissive umask must not leak into the files

@@ -105,7 +105,8 @@ def stack(
     generation: str = request.param
     tmp = tmp_path_factory.mktemp(f"molecule-{generation}")
     procs = Procs()
-    platform = Platform(generation, tmp / "platform.db")
+    (tmp / "plugins").mkdir()
+    platform = Platform(generation, tmp / "platform.db", tmp / "plugins")
     relay = Relay(tmp / "relay-state")
     try:
         platform.start()
@@ -123,7 +124,7 @@ def served(stack: Stack) -> Served:
     ws = stack.workspace("served")
     value = "demo-" + secrets.token_urlsafe(24)
     stack.admin.set_secret(ws.id, "DEMO_SECRET", value)
-    child_file = stack.tmp / "child-env.json"
+    child_file = stack.tmp / f"child-env-{ws.id}.json"  # one "served" per test module
     agent = stack.start_agent(
         ws, "--to", stack.origin.url, *stack.child_command(child_file), name="served"
     )

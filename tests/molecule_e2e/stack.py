@@ -1,7 +1,7 @@
 """The three real processes of a Molecule setup, on 127.0.0.1, and the admin's view.
 
 * :class:`Platform`: ``edge-devplatform serve`` with a SQLite file, so it can be killed
-  and started again on the same port with the same state;
+  and started again on the same port with the same state, and a ``--plugins-dir``;
 * :class:`Relay`: ``edge-relay serve`` on a fixed port with ``--public-url
   http://localhost:PORT`` (the platform's SSRF rules accept the name ``localhost`` and
   refuse ``127.0.0.1``), restartable the same way;
@@ -56,9 +56,10 @@ class _OneProcess:
 class Platform(_OneProcess):
     """``edge-devplatform serve``; :meth:`restart` kills it and starts it again."""
 
-    def __init__(self, generation: str, db: Path) -> None:
+    def __init__(self, generation: str, db: Path, plugins_dir: Path | None = None) -> None:
         self.generation = generation
         self.db = db
+        self.plugins_dir = plugins_dir
         self.port = 0
         self.proc: Proc | None = None
         self.starts = 0
@@ -73,6 +74,8 @@ class Platform(_OneProcess):
             "--port", str(self.port), "--generation", self.generation, "--db", str(self.db),
             "--a2a-timeout", str(AGENT_CALL_CEILING),
         ]  # fmt: skip
+        if self.plugins_dir is not None:
+            argv += ["--plugins-dir", str(self.plugins_dir)]
         self.starts += 1
         env = clean_env(EDGE_DEVPLATFORM_ADMIN_TOKEN=ADMIN_TOKEN)
         self.proc = Proc(f"platform-{self.generation}-{self.starts}", argv, env=env)

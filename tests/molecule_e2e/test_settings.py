@@ -38,7 +38,8 @@ def test_token_is_the_platform_token_and_relay_token_has_its_own_variable() -> N
     env = {"EDGE_RELAY_TOKEN": "relay-secret", "EDGE_PLATFORM_TOKEN": "platform-secret"}
     settings = resolve_run(BASE, env, {})
     assert (settings.token, settings.relay_token) == ("platform-secret", "relay-secret")
-    assert "secret" not in repr(settings)  # tokens stay out of reprs (and so of logs)
+    for value in ("relay-secret", "platform-secret"):  # tokens stay out of reprs (and logs)
+        assert value not in repr(settings)
 
 
 def test_config_file_run_table_and_http_keys(tmp_path: Path) -> None:
@@ -69,11 +70,39 @@ def test_config_file_run_table_and_http_keys(tmp_path: Path) -> None:
         ({"heartbeat_interval": 0}, "heartbeat_interval"),
         ({"heartbeat_interval": 180}, "heartbeat_interval"),
         ({"heartbeat_interval": "often"}, "heartbeat_interval"),
+        ({"ping_interval": 0.5}, "ping_interval must be at least 1"),
+        ({"ping_timeout": "soon"}, "ping_timeout must be a number"),
+        ({"max_restarts": -1}, "max_restarts must be 0 or more"),
+        ({"max_restarts": 2.5}, "max_restarts must be a whole number"),
+        ({"secrets_refresh": 0}, "secrets_refresh must be at least 1"),
+        ({"secrets_refresh": 30}, "secrets_refresh needs a command"),
     ],
 )
 def test_bad_run_settings(change: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         resolve_run(BASE | change, {}, {})
+
+
+def test_child_and_keepalive_settings() -> None:
+    defaults = resolve_run(BASE, {}, {})
+    assert (defaults.max_restarts, defaults.secrets_refresh) == (5, None)
+    assert (defaults.ping_interval, defaults.ping_timeout) == (None, None)
+    env = {"EDGE_MAX_RESTARTS": "0", "EDGE_SECRETS_REFRESH": "60"}
+    file = {"ping_interval": 5, "ping_timeout": "7.5", "command": "python agent.py"}
+    settings = resolve_run(BASE, env, file)
+    assert (settings.max_restarts, settings.secrets_refresh) == (0, 60.0)
+    assert (settings.ping_interval, settings.ping_timeout) == (5.0, 7.5)
+
+
+def test_keepalive_reaches_the_tunnels_connect_options() -> None:
+    from edge_agent.agent import _connect_options
+    from edge_agent.connect import PING_INTERVAL, PING_TIMEOUT
+
+    given = _connect_options(None, 3.0, None)
+    assert (given.ping_interval, given.ping_timeout) == (3.0, PING_TIMEOUT)
+    both = _connect_options(None, 4.0, 6.0)
+    assert (both.ping_interval, both.ping_timeout) == (4.0, 6.0)
+    assert _connect_options(None, None, None).ping_interval == PING_INTERVAL
 
 
 def test_unknown_file_keys_are_refused() -> None:
