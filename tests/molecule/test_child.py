@@ -13,9 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from edge_agent.logs import TextFormatter
 from edge_agent.molecule.child import ChildPolicy, ChildSupervisor, Restart
 from edge_agent.molecule.errors import ChildCrashLoop, ChildStartError, PlatformUnavailable
+from tunnel.logs import TextFormatter
 
 SECRET_VALUE = "value-that-must-not-be-logged"
 FAST = ChildPolicy(backoff_initial=0.01, backoff_max=0.04, stop_grace=5.0)

@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edge_agent.logs import TextFormatter
 from edge_agent.molecule.client import PlatformClient
 from edge_agent.molecule.errors import IntegrityError, NotFound
 from edge_agent.molecule.plugin_archive import (
@@ -29,6 +28,7 @@ from edge_agent.molecule.plugins import (
     install_plugin,
     list_plugins,
 )
+from tunnel.logs import TextFormatter
 
 WS = "6a0b3c2d-0000-4000-8000-00000000cafe"
 

@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 
-from edge_agent.logs import JsonFormatter, TextFormatter
 from edge_agent.molecule.client import PlatformClient
 from edge_agent.molecule.errors import (
     BadRequest,
@@ -32,6 +31,7 @@ from edge_agent.molecule.session import (
 )
 from edge_agent.molecule.tokens import TokenStore
 from tests.molecule.fakeplatform import TOKEN, FakePlatform
+from tunnel.logs import JsonFormatter, TextFormatter
 
 WS = "3f1c2a9e-0000-4000-8000-000000000001"
 URL = f"https://relay.example/a/{WS}/"
