@@ -8,6 +8,7 @@ import ssl
 
 import httpx
 import pytest
+from websockets.sync.client import connect as ws_connect
 
 from tests.deploy.conftest import DOMAIN, RELAY_HOST, Stack
 from tests.e2e.procs import issue_token
@@ -91,3 +92,18 @@ def test_server_sent_events_are_not_buffered(stack: Stack) -> None:
             response.close()
     assert "data: event 1 of caddy" in rest
     assert response.headers["content-type"] == "text/event-stream"
+
+
+def test_websocket_through_caddy_by_name(stack: Stack) -> None:
+    """A WebSocket to a tunnel's own name crosses Caddy's TLS and the relay to the local
+    server (the origin echoes), and back."""
+    host = f"demo.{DOMAIN}"
+    raw = socket.create_connection(("127.0.0.1", stack.caddy.port), timeout=10)
+    uri = f"wss://{host}:{stack.caddy.port}/chat"
+    with ws_connect(
+        uri, sock=raw, ssl=stack.caddy.client_context(), server_hostname=host, open_timeout=10
+    ) as ws:
+        ws.send("hello through caddy")
+        assert ws.recv(timeout=10) == "hello through caddy"
+        ws.send(b"\x00binary")
+        assert ws.recv(timeout=10) == b"\x00binary"

@@ -137,6 +137,9 @@ class Origin(ThreadedUvicorn):
     # -- the ASGI app (origin thread) ----------------------------------------------------
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await _websocket_echo(receive, send)
+            return
         assert scope["type"] == "http"
         name = scope["path"].strip("/").split("/")[0]
         route = getattr(self, f"_r_{name}", None)
@@ -320,3 +323,18 @@ async def _drain_body(receive: Receive) -> tuple[int, str, bool]:
 async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _websocket_echo(receive: Receive, send: Send) -> None:
+    """Any path as a WebSocket: every message back as it came, until the caller closes."""
+    if (await receive())["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] != "websocket.receive":
+            return
+        if message.get("text") is not None:
+            await send({"type": "websocket.send", "text": message["text"]})
+        else:
+            await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
