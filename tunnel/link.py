@@ -58,8 +58,8 @@ WS_LOGGER.addFilter(_RedactAuthorization())
 #: Bytes buffered in the transport above which the session frames nothing more, and
 #: below which it resumes. Small, so a request head queued behind a download waits for
 #: at most this much socket time.
-WRITE_HIGH: Final = 512 * 1024
-WRITE_LOW: Final = 128 * 1024
+WRITE_HIGH: Final = 256 * 1024
+WRITE_LOW: Final = 64 * 1024
 
 #: WebSocket messages processed per loop turn before yielding to other connections.
 MAX_MESSAGES_PER_TURN: Final = 256
