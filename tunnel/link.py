@@ -116,6 +116,8 @@ class WsLink(asyncio.Protocol):
         session.attach(self)
         if self._pending:
             self._process()
+        if self.closed.done():  # the connection ended before the session was attached
+            session.lost()
 
     def adopt(
         self,
