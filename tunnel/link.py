@@ -103,6 +103,7 @@ class WsLink(asyncio.Protocol):
         self._pending: collections.deque[tuple[int, bytes]] = collections.deque()
         self._paused_reading = False
         self._close_sent = False
+        self._failed = False  # the peer broke RFC 6455: its bytes are dropped
         self._ping_handle: asyncio.TimerHandle | None = None
         self._pong_deadline: asyncio.TimerHandle | None = None
         self._close_handle: asyncio.TimerHandle | None = None
@@ -147,14 +148,25 @@ class WsLink(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._received += len(data)
+        if self._failed:
+            return  # the framing is broken: nothing after it is parsed
         try:
             self._pending.extend(self._parser.feed(data))
         except wsframe.WsError as exc:
             log.info("tunnel_websocket_error", extra={"code": exc.code, "detail": exc.reason})
             self._pending.clear()
+            self._failed = True
             self.close(exc.code, exc.reason)
-            if self.transport is not None:
-                self.transport.pause_reading()
+            transport = self.transport
+            if transport is not None:
+                # Fail the connection (RFC 6455 section 7.1.7): the close frame, then our
+                # end of TCP, so the peer ends it now rather than at the close timeout.
+                # What it still sends is read and dropped: closing with unread bytes
+                # would reset the connection and could lose the close frame.
+                if transport.can_write_eof():
+                    transport.write_eof()
+                else:
+                    transport.close()
             return
         self._process()
 
