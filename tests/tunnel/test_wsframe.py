@@ -69,7 +69,7 @@ def refused(parser: Parser, data: bytes) -> WsError:
     return info.value
 
 
-# -- round trips -------------------------------------------------------------------------
+# -- round trips ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("n", LENGTHS)
@@ -159,7 +159,7 @@ def test_we_parse_what_websockets_sends(n: int) -> None:
         ]
 
 
-# -- fragmentation --------------------------------------------------------------------------
+# -- fragmentation -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("masked", [False, True])
@@ -192,7 +192,7 @@ def test_control_frames_interleaved_in_a_fragmented_message() -> None:
     ]
 
 
-# -- refusals -----------------------------------------------------------------------------------
+# -- refusals ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("rsv", [0x40, 0x20, 0x10])
@@ -259,7 +259,7 @@ def test_a_refused_frame_after_good_ones_refuses_the_whole_feed() -> None:
     assert error.code == CLOSE_PROTOCOL_ERROR
 
 
-# -- any split gives the same messages -----------------------------------------------------------
+# -- any split gives the same messages -----------------------------------------------------
 
 _message = st.tuples(
     st.sampled_from([OP_BINARY, OP_TEXT, OP_PING, OP_PONG]),
@@ -303,7 +303,7 @@ def test_any_split_of_the_byte_stream_gives_the_same_messages(
     assert out == expected
 
 
-# -- masks and close payloads ----------------------------------------------------------------------
+# -- masks and close payloads --------------------------------------------------------------
 
 
 def test_masks_are_4_byte_keys_that_never_repeat_within_a_pool(
