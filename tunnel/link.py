@@ -234,6 +234,11 @@ class WsLink(asyncio.Protocol):
         pending = self._pending
         session = self.session
         if session is None:
+            if self._close_sent:  # closed before a session took it: only the handshake
+                while pending:
+                    opcode, payload = pending.popleft()
+                    if opcode == wsframe.OP_CLOSE:
+                        self._peer_closed(payload)
             return  # kept until attach()
         count = 0
         while pending and count < MAX_MESSAGES_PER_TURN:

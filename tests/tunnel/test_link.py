@@ -15,7 +15,7 @@ import pytest
 
 import tunnel
 import wire
-from tests.tunnel.pair import Pair, close_pair, make_pair
+from tests.tunnel.pair import Hooks, Pair, Server, close_pair, make_pair
 from tunnel import link as link_module
 from tunnel import wsframe
 from wire import ErrorCode
@@ -292,3 +292,29 @@ async def test_authorization_never_appears_in_the_logs(caplog: pytest.LogCapture
         assert secret not in text and secret not in caplog.text
     finally:
         await close_pair(pair)
+
+
+class _ClosingServer(Server):
+    """Accepts the upgrade and closes at once, before any session is attached."""
+
+    def upgrade(self, transport: asyncio.Transport, head: bytes, rest: bytes) -> None:
+        ws, request = tunnel.read_upgrade(head)
+        assert request is not None
+        link = tunnel.accept(ws, request, transport, rest)
+        assert link is not None
+        self.links.append(link)
+        link.close(tunnel.WS_POLICY, "not now")
+
+
+async def test_a_link_closed_before_its_session_completes_the_close_handshake() -> None:
+    server = await _ClosingServer().start()
+    try:
+        link, _response = await tunnel.connect_link(server.uri, open_timeout=3)
+        hooks = Hooks("agent")
+        link.attach(tunnel.Session(wire.Connection(wire.Role.AGENT), hooks))
+        assert await closed(link) < link_module.CLOSE_TIMEOUT
+        assert await closed(server.links[0]) < link_module.CLOSE_TIMEOUT
+        assert link.close_code == tunnel.WS_POLICY
+        assert hooks.session_closed == 1
+    finally:
+        await server.stop()
