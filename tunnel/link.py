@@ -214,7 +214,11 @@ class WsLink(asyncio.Protocol):
     def budget(self) -> int:
         if self._close_sent or self.transport is None or self.transport.is_closing():
             return 0
-        return WRITE_HIGH - self.transport.get_write_buffer_size()
+        # Positive exactly while the transport is not paused: asyncio pauses a protocol
+        # when its buffer is *above* the high-water mark. With exactly WRITE_HIGH
+        # buffered a budget of 0 would make the session wait for a resume_writing()
+        # that never comes.
+        return WRITE_HIGH + 1 - self.transport.get_write_buffer_size()
 
     def close(self, code: int, reason: str) -> None:
         """Send a close frame (once); the connection ends when the peer answers."""

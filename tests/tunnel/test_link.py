@@ -15,7 +15,7 @@ import pytest
 
 import tunnel
 import wire
-from tests.tunnel.pair import Hooks, Pair, Server, close_pair, make_pair
+from tests.tunnel.pair import Hooks, Pair, Recorder, Server, close_pair, make_pair
 from tunnel import link as link_module
 from tunnel import wsframe
 from wire import ErrorCode
@@ -318,3 +318,74 @@ async def test_a_link_closed_before_its_session_completes_the_close_handshake() 
         assert hooks.session_closed == 1
     finally:
         await server.stop()
+
+
+class _Transport:
+    """A transport whose buffer the test sets, pausing its protocol as asyncio's do:
+    above the high-water mark (not at it), resuming at or below the low one."""
+
+    def __init__(self, link: tunnel.WsLink) -> None:
+        self.link = link
+        self.size = 0
+        self.high = 0
+        self.low = 0
+        self.paused = False
+        self.written: list[bytes] = []
+
+    def set_protocol(self, protocol: object) -> None:
+        pass
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        self.high, self.low = high, low
+
+    def get_write_buffer_size(self) -> int:
+        return self.size
+
+    def is_closing(self) -> bool:
+        return False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+        self.size += len(data)
+        if self.size > self.high and not self.paused:
+            self.paused = True
+            self.link.pause_writing()
+
+    def drain(self) -> None:
+        self.size = 0
+        if self.paused:
+            self.paused = False
+            self.link.resume_writing()
+
+
+@pytest.mark.parametrize("buffered", [link_module.WRITE_HIGH - 1, link_module.WRITE_HIGH])
+async def test_the_writer_never_waits_for_a_resume_that_cannot_come(buffered: int) -> None:
+    """The session frames nothing while budget() is not positive and waits for the
+    transport's resume_writing(); a transport only pauses above its high-water mark, so
+    with exactly that much buffered the budget must still be positive."""
+    link = tunnel.WsLink(False, ping_interval=None)
+    transport = _Transport(link)
+    link.adopt(transport)  # type: ignore[arg-type]
+    assert transport.high == link_module.WRITE_HIGH
+    session = tunnel.Session(wire.Connection(wire.Role.RELAY), Hooks("relay"))
+    link.attach(session)
+    session.conn.receive(wire.encode_frame(_hello()))
+    session.send_welcome(wire.Welcome("demo", ("https://relay.test/demo/",), 8, 1))
+    await asyncio.sleep(0)
+    stream = session.open(wire.StreamKind.HTTP, Recorder())
+    await asyncio.sleep(0)
+    transport.drain()
+    transport.size = buffered  # the socket is backed up to about the mark
+    stream.write(b"p" * 100_000)
+    for _ in range(20):
+        await asyncio.sleep(0)
+        transport.drain()  # the socket drains; resume_writing() only if it was paused
+    assert stream.buffered == 0  # everything was framed in the end
+
+
+def _hello() -> wire.Frame:
+    payload = wire.frames.encode_hello(wire.Hello("demo", (), "t"))
+    return wire.Frame(wire.FrameType.HELLO, 0, payload)
