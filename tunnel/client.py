@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Final, cast
 
 from websockets.client import ClientProtocol
-from websockets.frames import Frame
 from websockets.http11 import Response
 from websockets.protocol import State as WsState
 from websockets.typing import Subprotocol
@@ -39,12 +38,23 @@ class HandshakeFailed(Exception):
 
 
 class _Upgrade(asyncio.Protocol):
+    """Sends the upgrade request and reads the answer with websockets' protocol.
+
+    The protocol object gets the answer's head and, for a refusal, its body; never a
+    byte past a 101's head: what follows it (the server may write its first messages
+    in the same segment) is kept in :attr:`rest` for the link, as it arrived.
+    """
+
     def __init__(self, ws: ClientProtocol, headers: Sequence[tuple[str, str]]) -> None:
         self.ws = ws
         self.headers = headers
         self.transport: asyncio.Transport | None = None
         self.done: asyncio.Future[Sequence[object]] = asyncio.get_running_loop().create_future()
+        self.rest = bytearray()  # received past the 101's head, for the link
+        self.lost: tuple[Exception | None] | None = None  # connection_lost after done
         self._received = 0
+        self._tail = b""  # the last bytes of the head so far (its end may straddle reads)
+        self._head_done = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -56,18 +66,46 @@ class _Upgrade(asyncio.Protocol):
         self.transport.write(b"".join(self.ws.data_to_send()))
 
     def data_received(self, data: bytes) -> None:
+        if self.done.done():
+            self.rest += data  # the link's, once it takes over
+            return
         self._received += len(data)
+        rest = b""
+        if not self._head_done:
+            probe = self._tail + data
+            end = probe.find(b"\r\n\r\n")
+            if end >= 0:
+                cut = end + 4 - len(self._tail)
+                data, rest = data[:cut], data[cut:]
+                self._head_done = True
+            else:
+                self._tail = probe[-3:]
         self.ws.receive_data(data)
-        events = self.ws.events_received()
-        if events and not self.done.done():
-            self.done.set_result(events)
-        elif self._received > MAX_HANDSHAKE_RESPONSE and not self.done.done():
+        if self._answered(rest):
+            return
+        if rest:  # the head of a refusal: its body follows
+            self.ws.receive_data(rest)
+            if self._answered(b""):
+                return
+        if self._received > MAX_HANDSHAKE_RESPONSE:
             self.done.set_exception(HandshakeFailed("the handshake answer is too large"))
 
-    def eof_received(self) -> bool | None:
-        self.ws.receive_eof()
+    def _answered(self, rest: bytes) -> bool:
+        """Resolve :attr:`done` if the answer is complete or broken."""
         events = self.ws.events_received()
+        if events:
+            self.rest += rest
+            self.done.set_result(events)
+            return True
+        if self.ws.handshake_exc is not None:  # not HTTP: fail now, not at the timeout
+            self.done.set_exception(HandshakeFailed(str(self.ws.handshake_exc)))
+            return True
+        return False
+
+    def eof_received(self) -> bool | None:
         if not self.done.done():
+            self.ws.receive_eof()
+            events = self.ws.events_received()
             if events:
                 self.done.set_result(events)
             else:
@@ -77,6 +115,8 @@ class _Upgrade(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.done():
             self.done.set_exception(exc or ConnectionResetError("connection lost in upgrade"))
+        else:
+            self.lost = (exc,)  # before the link took over: it is told
 
 
 async def connect_link(
@@ -127,6 +167,7 @@ async def connect_link(
             raise HandshakeRefused(response)
         raise HandshakeFailed(str(ws.handshake_exc or "upgrade failed"))
     link = WsLink(True, ping_interval=ping_interval, ping_timeout=ping_timeout)
-    frames = cast(list[Frame], events[1:])
-    link.adopt(transport, messages=[(f.opcode.value, bytes(f.data)) for f in frames])
+    link.adopt(transport, bytes(upgrade.rest))
+    if upgrade.lost is not None:
+        link.connection_lost(upgrade.lost[0])
     return link, response

@@ -109,6 +109,7 @@ class WsLink(asyncio.Protocol):
         self._paused_reading = False
         self._tls = False
         self._close_sent = False
+        self._failed = False  # the peer broke RFC 6455: its bytes are dropped
         self._ping_handle: asyncio.TimerHandle | None = None
         self._pong_deadline: asyncio.TimerHandle | None = None
         self._close_handle: asyncio.TimerHandle | None = None
@@ -122,6 +123,8 @@ class WsLink(asyncio.Protocol):
         session.attach(self)
         if self._pending:
             self._process()
+        if self.closed.done():  # the connection ended before the session was attached
+            session.lost()
 
     def adopt(
         self,
@@ -152,14 +155,25 @@ class WsLink(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._received += len(data)
+        if self._failed:
+            return  # the framing is broken: nothing after it is parsed
         try:
             self._pending.extend(self._parser.feed(data))
         except wsframe.WsError as exc:
             log.info("tunnel_websocket_error", extra={"code": exc.code, "detail": exc.reason})
             self._pending.clear()
+            self._failed = True
             self.close(exc.code, exc.reason)
-            if self.transport is not None:
-                self.transport.pause_reading()
+            transport = self.transport
+            if transport is not None:
+                # Fail the connection (RFC 6455 section 7.1.7): the close frame, then our
+                # end of TCP, so the peer ends it now rather than at the close timeout.
+                # What it still sends is read and dropped: closing with unread bytes
+                # would reset the connection and could lose the close frame.
+                if transport.can_write_eof():
+                    transport.write_eof()
+                else:
+                    transport.close()
             return
         self._process()
 
@@ -213,7 +227,11 @@ class WsLink(asyncio.Protocol):
     def budget(self) -> int:
         if self._close_sent or self.transport is None or self.transport.is_closing():
             return 0
-        return WRITE_HIGH - self.transport.get_write_buffer_size()
+        # Positive exactly while the transport is not paused: asyncio pauses a protocol
+        # when its buffer is *above* the high-water mark. With exactly WRITE_HIGH
+        # buffered a budget of 0 would make the session wait for a resume_writing()
+        # that never comes.
+        return WRITE_HIGH + 1 - self.transport.get_write_buffer_size()
 
     def close(self, code: int, reason: str) -> None:
         """Send a close frame (once); the connection ends when the peer answers."""
@@ -233,6 +251,11 @@ class WsLink(asyncio.Protocol):
         pending = self._pending
         session = self.session
         if session is None:
+            if self._close_sent:  # closed before a session took it: only the handshake
+                while pending:
+                    opcode, payload = pending.popleft()
+                    if opcode == wsframe.OP_CLOSE:
+                        self._peer_closed(payload)
             return  # kept until attach()
         count = 0
         while pending and count < MAX_MESSAGES_PER_TURN:

@@ -211,7 +211,12 @@ class Parser:
 
 
 def close_payload(code: int, reason: str) -> bytes:
-    return _U16.pack(code) + reason.encode("utf-8")[:123]
+    """The payload of a close frame; ``reason`` is cut to fit a control frame at a
+    character boundary (a peer fails a close frame whose reason is not UTF-8)."""
+    text = reason.encode("utf-8")
+    if len(text) > 123:
+        text = text[:123].decode("utf-8", "ignore").encode("utf-8")
+    return _U16.pack(code) + text
 
 
 def parse_close(payload: bytes) -> tuple[int, str]:
