@@ -411,6 +411,37 @@ async def test_a_flood_of_tiny_frames_is_processed_over_several_loop_turns(pair:
     assert theirs.received == b"".join(b"%d" % (i % 10) for i in range(count))
 
 
+async def test_another_connection_is_served_while_a_flood_is_processed(pair: Pair) -> None:
+    """Both agent sockets hold data: a flood on one, one small message on the other.
+    The second connection's message is handled between two batches of the flood."""
+    other = await make_pair()
+    try:
+        log: list[tuple[str, int]] = []
+        _a, _ma, flooded = await pair.open()
+        flooded.name, flooded.log = "flood", log
+        b, _mb, small = await other.open()
+        small.name, small.log = "small", log
+        links = [pair.agent_link, other.agent_link]
+        for link in links:
+            assert link.transport is not None
+            link.transport.pause_reading()
+        count = 800  # over three turns' worth (MAX_MESSAGES_PER_TURN is 256)
+        for i in range(count):
+            pair.relay.conn.send_data(_a.sid, b"%d" % (i % 10))
+        pair.relay.kick()
+        b.write(b"!")
+        await asyncio.sleep(0.1)  # both are in the agent's socket buffers now
+        for link in links:
+            assert link.transport is not None
+            link.transport.resume_reading()
+        await flooded.wait(lambda: len(flooded.chunks) == count)
+        await small.wait(lambda: small.size == 1)
+        where = log.index(("small", 1))
+        assert 0 < where < count, where  # after the flood began, before it ended
+    finally:
+        await close_pair(other)
+
+
 def _paused_handler(stream: tunnel.Stream) -> Recorder:
     stream.pause_reading()
     return Recorder(f"agent-{stream.sid}")
