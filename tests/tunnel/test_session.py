@@ -244,6 +244,30 @@ async def test_credit_held_by_a_paused_reader_goes_back_when_the_stream_closes(
     assert pair.agent.conn._recv_session.buffered == 0
 
 
+async def test_open_with_more_than_one_frame_of_first_bytes_and_the_fin(pair: Pair) -> None:
+    body = bytes(range(256)) * 1200  # 300 KiB: more than an OPEN may carry
+    stream, _mine, theirs = await pair.open(body, end=True)
+    await theirs.wait(lambda: bool(theirs.ended))
+    assert theirs.received == body
+    assert stream.local_done
+
+
+async def test_a_stream_refused_when_opened_returns_its_credit(pair: Pair) -> None:
+    def refuse(stream: tunnel.Stream) -> Recorder:
+        stream.reset(ErrorCode.REFUSED_STREAM, "draining")
+        return Recorder()
+
+    pair.agent_hooks.new_handler = refuse
+    mine = Recorder()
+    stream = pair.relay.open(wire.StreamKind.HTTP, mine, b"r" * 5000)
+    stream.write(b"more")
+    await mine.wait(lambda: bool(mine.aborts))
+    assert mine.aborts == [(ErrorCode.REFUSED_STREAM, "draining")]
+    await settle(pair)
+    assert pair.agent.conn._recv_session.buffered == 0
+    assert not pair.agent.streams and not pair.relay.streams
+
+
 async def test_producer_is_paused_at_write_high_and_resumed_below_write_low(pair: Pair) -> None:
     def new_handler(stream: tunnel.Stream) -> Recorder:
         stream.pause_reading()
