@@ -100,8 +100,9 @@ async def test_a_silent_peer_is_dropped_after_the_ping_timeout(silent: str) -> N
         assert quiet_link.transport is not None
         quiet_link.transport.pause_reading()  # neither pongs nor anything else
         pinger = pair.agent_link if pinging == "client" else pair.relay_link
+        assert not pinger.closed.done()
         took = await closed(pinger, within=3)
-        assert 0.15 <= took < 1.5
+        assert took < 1.5  # one interval and one timeout, with room for a slow machine
         hooks = pair.agent_hooks if pinging == "client" else pair.relay_hooks
         await hooks.wait(lambda: hooks.session_closed == 1)
     finally:
