@@ -68,7 +68,7 @@ async def test_session_close_sends_goaway_then_the_close_code(pair: Pair) -> Non
 
 
 async def test_pings_are_sent_and_answered(monkeypatch: pytest.MonkeyPatch) -> None:
-    pair = await make_pair(client={"ping_interval": 0.05, "ping_timeout": 0.2})
+    pair = await make_pair(client={"ping_interval": 0.05, "ping_timeout": 0.3})
     try:
         seen: list[int] = []
         other = pair.relay_link._other
@@ -78,8 +78,8 @@ async def test_pings_are_sent_and_answered(monkeypatch: pytest.MonkeyPatch) -> N
             other(opcode, payload, session)
 
         monkeypatch.setattr(pair.relay_link, "_other", spy)
-        await asyncio.sleep(0.6)  # many ping timeouts: the pongs kept the link up
-        assert seen.count(wsframe.OP_PING) >= 3
+        await asyncio.sleep(1.0)  # several ping timeouts: the pongs kept the link up
+        assert seen.count(wsframe.OP_PING) >= 5
         assert not pair.agent_link.closed.done()
         assert not pair.agent.is_closed
     finally:
@@ -100,8 +100,9 @@ async def test_a_silent_peer_is_dropped_after_the_ping_timeout(silent: str) -> N
         assert quiet_link.transport is not None
         quiet_link.transport.pause_reading()  # neither pongs nor anything else
         pinger = pair.agent_link if pinging == "client" else pair.relay_link
+        assert not pinger.closed.done()
         took = await closed(pinger, within=3)
-        assert 0.15 <= took < 1.5
+        assert took < 1.5  # one interval and one timeout, with room for a slow machine
         hooks = pair.agent_hooks if pinging == "client" else pair.relay_hooks
         await hooks.wait(lambda: hooks.session_closed == 1)
     finally:
