@@ -42,7 +42,7 @@ from edge_agent.bridge_io import RequestBody, content_length, response_head
 from edge_agent.errors import RequestAborted, TargetError, TargetFailed
 from edge_agent.headers import strip_hop_by_hop
 from edge_agent.port import ExchangeRecord, StreamHandler, StreamPort
-from edge_agent.target import EmptyBody, LocalRequest, LocalResponse, Target
+from edge_agent.target import EmptyBody, LocalRequest, LocalResponse, Target, close_response
 from wire import ErrorCode
 
 logger = logging.getLogger(__name__)
@@ -199,11 +199,7 @@ class _Exchange:
         try:
             await self._send_response(response)
         finally:
-            aclose = getattr(response.body, "aclose", None)
-            if aclose is not None:
-                await aclose()
-            if response.close is not None:
-                await response.close()
+            await close_response(response)
 
     async def _send_response(self, response: LocalResponse) -> None:
         self.status = response.status

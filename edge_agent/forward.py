@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -52,6 +51,7 @@ from edge_agent.http_bytes import ResponseObserver
 from edge_agent.passthrough import Passthrough
 from edge_agent.port import ExchangeRecord, StreamHandler, StreamPort
 from edge_agent.target import CONNECT_TIMEOUT, KEEPALIVE_TIMEOUT, POOL_LIMIT, target_url
+from tunnel.link import set_nodelay
 
 logger = logging.getLogger(__name__)
 
@@ -213,9 +213,7 @@ class TargetConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
         self.transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_nodelay(transport)
 
     def data_received(self, data: bytes) -> None:
         exchange = self.exchange

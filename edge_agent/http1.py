@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -39,6 +38,7 @@ from typing import Final, cast
 import httptools
 
 from edge_agent.errors import TargetError, TargetFailed, TargetTimeout, TargetUnreachable
+from tunnel.link import set_nodelay
 
 #: Response bytes buffered per connection before reading the socket pauses.
 READ_BUFSIZE: Final = 64 * 1024
@@ -78,9 +78,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
         self.transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_nodelay(transport)
 
     def data_received(self, data: bytes) -> None:
         try:

@@ -50,6 +50,15 @@ class LocalResponse:
     close: Callable[[], Awaitable[None]] | None = None
 
 
+async def close_response(response: LocalResponse) -> None:
+    """Release what a response holds: its body iterator, then its ``close``."""
+    aclose = getattr(response.body, "aclose", None)
+    if aclose is not None:
+        await aclose()
+    if response.close is not None:
+        await response.close()
+
+
 class Target(Protocol):
     async def handle(self, request: LocalRequest) -> LocalResponse: ...
 

@@ -31,7 +31,7 @@ from edge_agent.inspect import tap
 from edge_agent.inspect.observe import Recorder
 from edge_agent.inspect.store import Exchange, Store
 from edge_agent.inspect.views import body as body_view
-from edge_agent.target import EmptyBody, LocalRequest, Target
+from edge_agent.target import EmptyBody, LocalRequest, Target, close_response
 
 #: Replays in flight at once; more are refused with 429.
 MAX_REPLAYS: Final = 16
@@ -95,11 +95,7 @@ async def _finish(pending: Any) -> None:
     except Exception:  # recorded on the row already
         pass
     finally:
-        aclose = getattr(response.body, "aclose", None)
-        if aclose is not None:
-            await aclose()
-        if response.close is not None:
-            await response.close()
+        await close_response(response)
 
 
 def build_request(original: Exchange, edits: dict[str, Any], store: Store) -> LocalRequest:

@@ -10,6 +10,18 @@ import enum
 from collections.abc import Callable
 from typing import Final
 
+#: Request fields that say where a request came from: set by the relay (and by a trusted
+#: front proxy), never believed from a caller, never accepted in a trailer.
+FORWARDING_FIELDS: Final = (
+    b"forwarded",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"x-forwarded-port",
+    b"x-forwarded-prefix",
+    b"x-real-ip",
+)
+
 
 class Framing(enum.Enum):
     """How the body of a request is delimited (RFC 9112 section 6.3)."""

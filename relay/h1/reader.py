@@ -23,7 +23,7 @@ import re
 from typing import Final
 
 from relay.h1.errors import BadRequest, ClosedMidRequest, H1Error, HeadTooLarge
-from relay.h1.events import END, Body, Event, Framing, Head
+from relay.h1.events import END, FORWARDING_FIELDS, Body, Event, Framing, Head
 from relay.h1.head import check_partial, parse_head
 
 _HEAD, _LENGTH, _CHUNK_LINE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _PAUSED, _RAW = range(8)
@@ -55,15 +55,8 @@ FORBIDDEN_TRAILERS: Final = frozenset(
         b"authorization",
         b"proxy-authorization",
         b"cookie",
-        b"forwarded",
-        b"x-forwarded-for",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
-        b"x-forwarded-port",
-        b"x-forwarded-prefix",
-        b"x-real-ip",
     }
-)
+) | frozenset(FORWARDING_FIELDS)
 
 
 class RequestReader:

@@ -14,7 +14,7 @@ import itertools
 from collections.abc import Collection, Iterable
 from typing import Final
 
-from relay.h1.events import Head
+from relay.h1.events import FORWARDING_FIELDS, Head
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -23,15 +23,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _HOP_BY_HOP: Final = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"}
 )
-_FORWARDING: Final = (
-    b"forwarded",
-    b"x-forwarded-for",
-    b"x-forwarded-proto",
-    b"x-forwarded-host",
-    b"x-forwarded-port",
-    b"x-forwarded-prefix",
-    b"x-real-ip",
-)
+_FORWARDING: Final = FORWARDING_FIELDS
 
 
 def _underscore_forms(name: bytes) -> set[bytes]:

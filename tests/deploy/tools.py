@@ -11,15 +11,14 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Final
 
 import pytest
 
-#: apt-get update + install on a slow mirror; past this the test skips instead of hanging.
-APT_TIMEOUT: Final = 600.0
+from tests.support.apt import apt
+
 LOCK_PATH: Final = Path(tempfile.gettempdir()) / "molecule-edge-deploy-apt.lock"
 
 _failed: dict[str, str] = {}
@@ -55,24 +54,6 @@ def _install(command: str, package: str) -> str | None:
 def _apt_install(package: str) -> str | None:
     """Install ``package``; refresh the package index first only when that fails."""
     install = ("install", "-y", "--no-upgrade", "--no-install-recommends", package)
-    if _apt(*install) is None:
+    if apt(*install) is None:
         return None
-    return _apt("update") or _apt(*install)
-
-
-def _apt(*args: str) -> str | None:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        proc = subprocess.run(
-            ["apt-get", "-q", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=APT_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"apt-get {args[0]}: {exc}"
-    if proc.returncode != 0:
-        return f"apt-get {args[0]} exited {proc.returncode}: {proc.stderr.strip()[-500:]}"
-    return None
+    return apt("update") or apt(*install)

@@ -17,13 +17,11 @@ from pathlib import Path
 from typing import Final
 
 from tests.nat import netns
+from tests.support.apt import apt
 
 #: command -> Debian package that provides it
 COMMANDS: Final = {"ip": "iproute2", "tc": "iproute2", "nft": "nftables", "sysctl": "procps"}
 LOCK_PATH: Final = Path(tempfile.gettempdir()) / "molecule-edge-nat-apt.lock"
-#: apt-get update + install on a slow mirror; past this the suite skips instead of hanging.
-APT_TIMEOUT: Final = 600.0
-
 _cached: list[str | None] = []
 
 
@@ -54,28 +52,10 @@ def _install_missing() -> str | None:
         packages = _missing()
         if packages:
             print(f"NAT tests: installing {' '.join(packages)} with apt-get")
-            if err := _apt(["update"]) or _apt(["install", "-y", "--no-upgrade", *packages]):
+            if err := apt("update") or apt("install", "-y", "--no-upgrade", *packages):
                 return f"could not install {' '.join(packages)}: {err}"
     if still := _missing():
         return f"still missing after apt-get: {' '.join(still)}"
-    return None
-
-
-def _apt(args: list[str]) -> str | None:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        proc = subprocess.run(
-            ["apt-get", "-q", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=APT_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"apt-get {args[0]}: {exc}"
-    if proc.returncode != 0:
-        return f"apt-get {args[0]} exited {proc.returncode}: {proc.stderr.strip()[-500:]}"
     return None
 
 
