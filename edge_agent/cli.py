@@ -63,6 +63,18 @@ def main() -> None:
     metavar="SECONDS",
     help="Drop the tunnel when a ping is unanswered this long (default 20).",
 )
+@click.option(
+    "--host-header",
+    metavar="preserve|rewrite|VALUE",
+    help="Host the local server gets: the public one (default), the target's, or VALUE.",
+)
+@click.option("--target-ca", type=click.Path(dir_okay=False), help="PEM CA of an https target.")
+@click.option(
+    "--target-insecure",
+    is_flag=True,
+    default=None,
+    help="Do NOT verify an https target's certificate (a local dev server's own).",
+)
 @inspect_options
 @output_options
 @click.version_option(__version__, prog_name="edge-agent")
@@ -84,7 +96,14 @@ def http(config: str | None, **flags: Any) -> None:
 async def serve_http(settings: HttpSettings, inspect: InspectSettings | None = None) -> None:
     """The ``http`` command once settings are resolved: serve until drained or stopped."""
     lines = RequestLines("")
-    stream_target, label, app = make_target(settings.target, settings.app, lines.request)
+    stream_target, label, app = make_target(
+        settings.target,
+        settings.app,
+        lines.request,
+        host_header=settings.host_header,
+        target_ca=settings.target_ca,
+        target_insecure=settings.target_insecure,
+    )
     lines.label = label
     target = TappedTarget(stream_target)  # the inspector's view of every stream
     replay: Target = app if app is not None else HttpTarget(label)

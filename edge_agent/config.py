@@ -20,6 +20,7 @@ HTTP_KEYS: Final = frozenset(
     {
         "relay", "token", "name", "target", "app", "caller_auth", "ca_file",
         "insecure", "pin_sha256", "verbose", "log_format", "ping_interval", "ping_timeout",
+        "host_header", "target_ca", "target_insecure",
     }
 )  # fmt: skip
 
@@ -39,6 +40,9 @@ class HttpSettings:
     log_format: str = "text"
     ping_interval: float | None = None  # None: the protocol's default (20 s)
     ping_timeout: float | None = None
+    host_header: str = "preserve"  # preserve | rewrite | a value (as ngrok's --host-header)
+    target_ca: str | None = None  # PEM CA for an https target
+    target_insecure: bool = False  # no verification of an https target's certificate
 
 
 def load_file(path: str | None, section: str = "http") -> dict[str, Any]:
@@ -86,6 +90,8 @@ def resolve_http(
     auth = values["caller_auth"] or ()
     values["caller_auth"] = (auth,) if isinstance(auth, str) else tuple(auth)
     values["insecure"] = bool(values["insecure"])
+    values["target_insecure"] = bool(values["target_insecure"])
+    values["host_header"] = str(values["host_header"] or "preserve")
     values["verbose"] = int(values["verbose"] or 0)
     values["log_format"] = values["log_format"] or "text"
     if values["target"] is not None:

@@ -94,7 +94,13 @@ class LazyGroup(click.Group):
 
 
 def make_target(
-    target: str | None, app: str | None, on_done: Callable[[ExchangeRecord], None] | None = None
+    target: str | None,
+    app: str | None,
+    on_done: Callable[[ExchangeRecord], None] | None = None,
+    *,
+    host_header: str = "preserve",
+    target_ca: str | None = None,
+    target_insecure: bool = False,
 ) -> tuple[StreamTarget, str, AsgiTarget | None]:
     """Where streams go for a port/URL or a ``module:attr`` app, its label for output,
     and the app's target (to start its lifespan) if it is an app."""
@@ -104,7 +110,13 @@ def make_target(
         asgi = AsgiTarget(app)
         return ObjectBridge(asgi, on_done=on_done), app, asgi
     assert target is not None
-    forwarder = HttpForwarder(target, on_done=on_done)
+    forwarder = HttpForwarder(
+        target,
+        ca_file=target_ca,
+        insecure=target_insecure,
+        host_header=host_header,
+        on_done=on_done,
+    )
     return forwarder, target_url(target), None
 
 

@@ -154,17 +154,25 @@ async def _send_all(
 
 
 @asynccontextmanager
-async def run_uvicorn(app: Any) -> AsyncIterator[str]:
-    """Serve ``app`` on an ephemeral port; yields its base URL."""
+async def run_uvicorn(app: Any, tls: tuple[str, str] | None = None) -> AsyncIterator[str]:
+    """Serve ``app`` on an ephemeral port (https with ``tls`` = (cert, key) files);
+    yields its base URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        ssl_certfile=tls[0] if tls else None,
+        ssl_keyfile=tls[1] if tls else None,
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for this)
             await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)

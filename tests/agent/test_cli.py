@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -14,8 +15,10 @@ import pytest
 
 from edge_agent.config import load_file, resolve_http
 from edge_agent.errors import ConfigError
+from tests.agent.certs import make_pki
 from tests.agent.conftest import TOKEN
-from tests.agent.fake_relay import FakeRelay
+from tests.agent.fake_relay import FakeRelay, StreamWasReset
+from tests.agent.origin import OriginApp, run_uvicorn
 from wire import ErrorCode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,3 +124,44 @@ def test_settings_precedence(tmp_path: Path) -> None:
         resolve_http({"target": "1", "app": "m:a"}, env, {})
     with pytest.raises(ConfigError, match="unknown keys"):
         resolve_http({"target": "1"}, env, {"relya": "typo"})
+
+
+async def test_https_target_with_its_own_certificate(relay: FakeRelay, tmp_path: Path) -> None:
+    """``--target-ca`` trusts a local server's own CA (``--target-insecure`` skips the
+    check); ``--host-header rewrite`` gives it its own host; the relay's TLS flags are
+    not involved."""
+    pki = make_pki(tmp_path)
+    tls = (str(pki.cert_file), str(pki.key_file))
+    async with run_uvicorn(OriginApp(), tls=tls) as origin:
+        authority = origin.removeprefix("https://")
+        for trust in (["--target-ca", str(pki.ca_file)], ["--target-insecure"]):
+            args = ["http", origin, "--name", "demo", "--no-inspect", *trust]
+            env = {"EDGE_RELAY_URL": relay.url, "EDGE_RELAY_TOKEN": TOKEN}
+            async with agent_process(*args, "--host-header", "rewrite", env=env) as proc:
+                assert (await _line(proc)).startswith("Forwarding ")
+                session = await relay.session()
+                head, raw = await session.request("GET", "/echo", [("Host", "demo.relay.test")])
+                assert head.status == 201
+                hosts = [v for n, v in json.loads(raw)["headers"] if n == "host"]
+                assert hosts == [authority]
+                proc.send_signal(signal.SIGINT)
+                assert await asyncio.wait_for(proc.wait(), 15) == 0
+
+
+async def test_https_target_not_trusted_is_a_clear_failure(
+    relay: FakeRelay, tmp_path: Path
+) -> None:
+    pki = make_pki(tmp_path)
+    tls = (str(pki.cert_file), str(pki.key_file))
+    async with run_uvicorn(OriginApp(), tls=tls) as origin:
+        env = {"EDGE_RELAY_URL": relay.url, "EDGE_RELAY_TOKEN": TOKEN}
+        async with agent_process("http", origin, "--name", "demo", "--no-inspect", env=env) as p:
+            assert (await _line(p)).startswith("Forwarding ")
+            session = await relay.session()
+            stream = await session.open("GET", "/echo")
+            with pytest.raises(StreamWasReset):
+                await stream.response()
+            line = await _line(p)
+            assert line.startswith("GET /echo ") and "certificate" in line.lower(), line
+            p.send_signal(signal.SIGINT)
+            await asyncio.wait_for(p.wait(), 15)
