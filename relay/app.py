@@ -35,6 +35,8 @@ class RelayApp:
     def __init__(self, state: RelayState) -> None:
         self.state = state
         self.connections: set[PublicConnection] = set()
+        #: Streams in flight per (tunnel, caller address), for --max-client-streams.
+        self.client_streams: dict[tuple[str, str], int] = {}
         try:
             self.trusted_proxies = h1.parse_cidrs(state.settings.trusted_proxies)
         except ValueError as exc:

@@ -41,6 +41,8 @@ _SERVE_KEYS: Final = frozenset(
         "ping_interval",
         "ping_timeout",
         "trusted_proxy",
+        "min_body_rate",
+        "max_client_streams",
     }
 )
 _GLOBAL_KEYS: Final = frozenset({"verbose", "log_format"})
@@ -190,6 +192,20 @@ def _state_dir_option(func: Any) -> Any:
     help="Largest request body (413 beyond).",
 )
 @click.option(
+    "--min-body-rate",
+    envvar="EDGE_RELAY_MIN_BODY_RATE",
+    type=click.IntRange(0),
+    default=cfg.DEFAULT_MIN_BODY_RATE,
+    help="Bytes/s a request body must average over 30 s (408 below; 0: no minimum).",
+)
+@click.option(
+    "--max-client-streams",
+    envvar="EDGE_RELAY_MAX_CLIENT_STREAMS",
+    type=click.IntRange(1, 65536),
+    default=cfg.DEFAULT_MAX_CLIENT_STREAMS,
+    help="Requests one caller address may have in flight per tunnel (429 beyond).",
+)
+@click.option(
     "--trusted-proxy",
     envvar="EDGE_RELAY_TRUSTED_PROXY",
     multiple=True,
@@ -256,6 +272,8 @@ def serve(ctx: click.Context, /, **opts: Any) -> None:
         ws_ping_interval=opts["ping_interval"],
         ws_ping_timeout=opts["ping_timeout"],
         trusted_proxies=tuple(opts["trusted_proxy"]),
+        min_body_rate=opts["min_body_rate"],
+        max_client_streams=opts["max_client_streams"],
     )
     if settings.open_mode:
         click.echo(

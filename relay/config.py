@@ -52,6 +52,20 @@ DEFAULT_HEADER_TIMEOUT: Final = 30.0
 #: not count: only a silent caller does.
 DEFAULT_BODY_IDLE_TIMEOUT: Final = 60.0
 
+#: Bytes per second a request body must average over 30 s (``relay.public``); below it
+#: the caller gets 408 and the connection is closed. 256 B/s is far below any real
+#: upload (a poor mobile uplink moves tens of KiB/s), far above an attack that trickles a
+#: byte every few seconds to hold a stream (issue: slow uploads took a tunnel down).
+DEFAULT_MIN_BODY_RATE: Final = 256
+
+#: Seconds over which a request body must average ``--min-body-rate``.
+BODY_RATE_WINDOW: Final = 30.0
+
+#: Requests one caller address may have in flight on one tunnel; the next gets 429
+#: ``too_many_client_streams``. A browser opens at most 6 per host; a script may open
+#: more; so one address cannot hold all of a tunnel's 1,024 streams.
+DEFAULT_MAX_CLIENT_STREAMS: Final = 256
+
 #: Seconds an idle keep-alive connection stays open (a little longer than the common
 #: 5 s, so bursty callers reuse connections).
 KEEP_ALIVE_TIMEOUT: Final = 15.0
@@ -95,6 +109,9 @@ class Settings:
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     body_idle_timeout: float = DEFAULT_BODY_IDLE_TIMEOUT
     keep_alive_timeout: float = KEEP_ALIVE_TIMEOUT
+    min_body_rate: int = DEFAULT_MIN_BODY_RATE
+    body_rate_window: float = BODY_RATE_WINDOW
+    max_client_streams: int = DEFAULT_MAX_CLIENT_STREAMS
     #: CIDRs of front proxies whose forwarding headers are believed (``--trusted-proxy``).
     trusted_proxies: tuple[str, ...] = ()
     token_poll_interval: float = TOKEN_POLL_INTERVAL

@@ -11,6 +11,7 @@ The tree::
     │   ├── RequestTimeout           408 request_timeout (slow headers or body)
     │   ├── BodyTooLarge             413 body_too_large
     │   ├── TooManyStreams           429 too_many_streams
+    │   ├── TooManyClientStreams     429 too_many_client_streams (one caller address)
     │   ├── RateLimited              429 rate_limited
     │   ├── HeadersTooLarge          431 headers_too_large
     │   ├── UpstreamUnreachable      502 target_unreachable (RESET CONNECT_ERROR)
@@ -103,6 +104,14 @@ class BodyTooLarge(PublicError):
 class TooManyStreams(PublicError):
     code, status = "too_many_streams", 429
     default_message = "too many concurrent requests for this tunnel"
+
+
+class TooManyClientStreams(PublicError):
+    code, status, default_message = (
+        "too_many_client_streams",
+        429,
+        "this address has too many requests in flight on this tunnel",
+    )
 
 
 class RateLimited(PublicError):

@@ -123,6 +123,7 @@ class Exchange:
         "path",
         "request_done",
         "sent",
+        "slot",
         "started",
         "stream",
         "watch",
@@ -147,6 +148,7 @@ class Exchange:
         self.started = started
         self.sent = 0  # response bytes written to the caller
         self.request_done = False  # the caller's request bytes all went down
+        self.slot: tuple[str, str] | None = None  # (tunnel, caller address) it counts for
         self.stream: Stream | None = None
 
     @property

@@ -44,6 +44,7 @@ from relay.errors import (
     RelayDraining,
     RequestTimeout,
     ResponseTimeout,
+    TooManyClientStreams,
     TooManyStreams,
     UnknownTunnel,
     UpstreamFailed,
@@ -134,6 +135,8 @@ class PublicConnection(asyncio.Protocol):
         self.trusted = False  # the caller is a trusted front proxy (--trusted-proxy)
         self.server_port = 0
         self.exchange: Exchange | None = None
+        self._rate_start = 0.0  # the minimum body rate's window: when it began
+        self._rate_bytes = 0  # and the body bytes received in it
         self.events: collections.deque[h1.Event] = collections.deque()
         self.discarding = 0  # >0: dropping a refused request's body; close at its end
         self.keep_discarded = False
@@ -246,6 +249,10 @@ class PublicConnection(asyncio.Protocol):
         if self.body_received > self.state.settings.max_request_body:
             self._fail_exchange(exchange, BodyTooLarge())
             return
+        if not exchange.watch.upgraded and not self._check_rate(len(body.data)):
+            self._fail_exchange(exchange, RequestTimeout("the request body is too slow"))
+            self.close()
+            return
         self.state.metrics.bytes_in += len(body.data)
         exchange.stream.write(body.data)
         if not exchange.watch.upgraded:
@@ -309,12 +316,52 @@ class PublicConnection(asyncio.Protocol):
         exchange = Exchange(
             self, where.name, head.method, where.target, head.keep_alive, upgrade, time.monotonic()
         )
-        self.exchange = exchange
+        self._begin(exchange)
         no_body = head.framing is h1.Framing.NONE and not upgrade
         exchange.stream = session.session.open(StreamKind.HTTP, exchange, raw, end=no_body)
         self.state.metrics.bytes_in += len(raw)
         exchange.request_done = no_body
         self._arm("response", self.state.settings.response_timeout)
+
+    def _begin(self, exchange: Exchange) -> None:
+        """The exchange takes one of its caller's slots on the tunnel (429 beyond them:
+        one address cannot hold every stream of a tunnel with slow uploads). A trusted
+        front proxy speaks for many callers and has no cap."""
+        if not self.trusted:
+            key = (exchange.name, self.client_ip)
+            counts = self.app.client_streams
+            held = counts.get(key, 0)
+            if held >= self.state.settings.max_client_streams:
+                raise TooManyClientStreams()
+            counts[key] = held + 1
+            exchange.slot = key
+        self.exchange = exchange
+        self._rate_start = self._loop.time()
+        self._rate_bytes = 0
+
+    def _end_exchange(self) -> None:
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None and exchange.slot is not None:
+            counts = self.app.client_streams
+            left = counts.get(exchange.slot, 1) - 1
+            if left > 0:
+                counts[exchange.slot] = left
+            else:
+                counts.pop(exchange.slot, None)
+            exchange.slot = None
+
+    def _check_rate(self, n: int) -> bool:
+        """Count ``n`` body bytes; False when the body is slower than the minimum rate over
+        a whole window (waiting for the agent's credit does not count: see resume)."""
+        self._rate_bytes += n
+        now = self._loop.time()
+        elapsed = now - self._rate_start
+        if elapsed < self.state.settings.body_rate_window:
+            return True
+        if self._rate_bytes < self.state.settings.min_body_rate * elapsed:
+            return False
+        self._rate_start, self._rate_bytes = now, 0
+        return True
 
     def _missing(self, name: str) -> PublicError:
         """503 for a name that has a token or had a session lately, else 404."""
@@ -403,7 +450,7 @@ class PublicConnection(asyncio.Protocol):
             self._answer_failed(exchange, error)
 
     def _answer_failed(self, exchange: Exchange, error: PublicError) -> None:
-        self.exchange = None
+        self._end_exchange()
         self.state.metrics.request_done(error.status)
         close = error.status in CLOSE_AFTER or not exchange.keep_alive
         if not exchange.request_done and not close:
@@ -444,7 +491,7 @@ class PublicConnection(asyncio.Protocol):
         self.abort()
 
     def _done(self, exchange: Exchange, status: int) -> None:
-        self.exchange = None
+        self._end_exchange()
         self.state.metrics.request_done(status)
 
     def next_request(self) -> None:
@@ -456,7 +503,7 @@ class PublicConnection(asyncio.Protocol):
         exchange = self.exchange
         if exchange is None:
             return
-        self.exchange = None
+        self._end_exchange()
         if exchange.stream is not None and not exchange.stream.closed:
             exchange.stream.reset(ErrorCode.CANCEL)
             self.state.metrics.reset("relay", ErrorCode.CANCEL)
@@ -529,6 +576,7 @@ class PublicConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
+        self._rate_start, self._rate_bytes = self._loop.time(), 0  # paused time is not slow
         if self._reading_paused and self.transport is not None and not self.closing:
             self._reading_paused = False
             self.transport.resume_reading()

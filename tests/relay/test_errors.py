@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
@@ -232,3 +233,47 @@ async def test_agent_goaway_makes_new_requests_503(relay: RunningRelay) -> None:
                     break
                 await asyncio.sleep(0.02)
     assert_relay_error(r, 503, "agent_unavailable")
+
+
+async def test_one_caller_address_cannot_hold_every_stream(relay_factory: RelayFactory) -> None:
+    relay: RunningRelay = await relay_factory(max_client_streams=2)
+    release = asyncio.Event()
+
+    async def slow(request: FakeRequest) -> None:
+        await release.wait()
+        await request.respond(200, [("content-length", "2")])
+        await request.send(b"ok", end=True)
+
+    async with FakeAgent(relay.url, slow, token=relay.issue("demo"), name="demo") as agent:
+        await agent.wait_welcome()
+        async with relay.client() as client:
+            held = [asyncio.create_task(client.get("/a/demo/")) for _ in range(2)]
+            await eventually(lambda: len(agent.requests) == 2)
+            third = await client.get("/a/demo/")
+            assert (third.status_code, third.headers["x-edge-error"]) == (
+                429,
+                "too_many_client_streams",
+            )
+            release.set()
+            assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200]
+            assert (await client.get("/a/demo/")).status_code == 200  # the slots came back
+    assert relay.app.client_streams == {}
+
+
+async def test_a_body_slower_than_the_minimum_rate_is_408(relay_factory: RelayFactory) -> None:
+    relay: RunningRelay = await relay_factory(min_body_rate=1000, body_rate_window=1.0)
+    async with FakeAgent(relay.url, token=relay.issue("demo"), name="demo") as agent:
+        await agent.wait_welcome()
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.settings.port)
+        writer.write(b"POST /a/demo/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        answer = b""
+        while loop.time() - start < 10 and b"\r\n\r\n" not in answer:
+            writer.write(b"x")  # two bytes a second: far below a thousand
+            await asyncio.sleep(0.5)
+            with contextlib.suppress(TimeoutError):
+                answer += await asyncio.wait_for(reader.read(4096), 0.01)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b"too slow" in answer
