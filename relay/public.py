@@ -185,9 +185,21 @@ class PublicConnection(asyncio.Protocol):
         self._pump()
 
     def eof_received(self) -> bool | None:
-        if self.exchange is not None and not self.exchange.request_done:
-            self._caller_gone()
-        return None  # close the transport
+        """The caller half-closed. A complete request still gets its response (then the
+        connection closes); an upgraded pipe passes the half-close on; anything else
+        means the caller is gone."""
+        exchange = self.exchange
+        if exchange is None:
+            return None  # between requests: close
+        if exchange.watch.upgraded:
+            if exchange.stream is not None:
+                exchange.stream.end()
+            return True
+        if exchange.request_done:
+            exchange.keep_alive = False
+            return True  # keep the write side open for the response
+        self._caller_gone()
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.app.connections.discard(self)
