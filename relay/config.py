@@ -62,9 +62,11 @@ DEFAULT_MIN_BODY_RATE: Final = 256
 BODY_RATE_WINDOW: Final = 30.0
 
 #: Requests one caller address may have in flight on one tunnel; the next gets 429
-#: ``too_many_client_streams``. A browser opens at most 6 per host; a script may open
-#: more; so one address cannot hold all of a tunnel's 1,024 streams.
-DEFAULT_MAX_CLIENT_STREAMS: Final = 256
+#: ``too_many_client_streams``. The default is the stream limit itself (off): a load
+#: test from one machine is normal use, and ``--min-body-rate`` already ends the slow
+#: uploads that held a tunnel. A public relay sets it lower (a browser opens at most 6
+#: connections per host), so that one address cannot hold all of a tunnel's streams.
+DEFAULT_MAX_CLIENT_STREAMS: Final = wire.DEFAULT_MAX_STREAMS
 
 #: Seconds an idle keep-alive connection stays open (a little longer than the common
 #: 5 s, so bursty callers reuse connections).

@@ -53,7 +53,7 @@ from relay.errors import (
 from relay.exchange import Exchange
 from relay.headers import check_caller
 from tunnel.link import set_nodelay
-from wire import ErrorCode, StreamKind
+from wire import ErrorCode, LocalProtocolError, StreamKind
 from wire.rules import RESERVED_PREFIX, valid_name
 
 if TYPE_CHECKING:
@@ -185,9 +185,8 @@ class PublicConnection(asyncio.Protocol):
         self._pump()
 
     def eof_received(self) -> bool | None:
-        """The caller half-closed. A complete request still gets its response (then the
-        connection closes); an upgraded pipe passes the half-close on; anything else
-        means the caller is gone."""
+        """The caller closed its side: on an upgraded pipe the half-close is passed on;
+        otherwise the caller is gone."""
         exchange = self.exchange
         if exchange is None:
             return None  # between requests: close
@@ -195,9 +194,9 @@ class PublicConnection(asyncio.Protocol):
             if exchange.stream is not None:
                 exchange.stream.end()
             return True
-        if exchange.request_done:
-            exchange.keep_alive = False
-            return True  # keep the write side open for the response
+        # A half-close cannot be told from a caller that left (both are a FIN); a caller
+        # that left must cancel the local request (an SSE stream, a slow target), as
+        # nginx does by default.
         self._caller_gone()
         return None
 
@@ -330,7 +329,11 @@ class PublicConnection(asyncio.Protocol):
         )
         self._begin(exchange)
         no_body = head.framing is h1.Framing.NONE and not upgrade
-        exchange.stream = session.session.open(StreamKind.HTTP, exchange, raw, end=no_body)
+        try:
+            exchange.stream = session.session.open(StreamKind.HTTP, exchange, raw, end=no_body)
+        except LocalProtocolError:
+            self._end_exchange()
+            raise AgentUnavailable("the agent's session cannot take a stream now") from None
         self.state.metrics.bytes_in += len(raw)
         exchange.request_done = no_body
         self._arm("response", self.state.settings.response_timeout)
