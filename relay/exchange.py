@@ -117,6 +117,7 @@ class Exchange:
 
     __slots__ = (
         "conn",
+        "html",
         "keep_alive",
         "method",
         "name",
@@ -149,6 +150,7 @@ class Exchange:
         self.sent = 0  # response bytes written to the caller
         self.request_done = False  # the caller's request bytes all went down
         self.slot: tuple[str, str] | None = None  # (tunnel, caller address) it counts for
+        self.html = False  # the caller is a browser: a relay error is a page
         self.stream: Stream | None = None
 
     @property

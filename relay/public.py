@@ -32,7 +32,7 @@ import time
 from typing import TYPE_CHECKING, Final, cast
 
 from relay import control, h1
-from relay.answers import CLOSE_AFTER, error_response
+from relay.answers import CLOSE_AFTER, error_response, wants_html
 from relay.config import MAX_REQUEST_HEADERS, RESERVED_NAMES
 from relay.errors import (
     AgentOffline,
@@ -327,6 +327,7 @@ class PublicConnection(asyncio.Protocol):
         exchange = Exchange(
             self, where.name, head.method, where.target, head.keep_alive, upgrade, time.monotonic()
         )
+        exchange.html = wants_html(head.headers)
         self._begin(exchange)
         no_body = head.framing is h1.Framing.NONE and not upgrade
         try:
@@ -473,7 +474,7 @@ class PublicConnection(asyncio.Protocol):
             close = False
         elif not exchange.request_done:
             close = True
-        self._write_answer(error_response(error, close), close)
+        self._write_answer(error_response(error, close, exchange.html), close)
 
     def _answer_error(self, exc: PublicError, head: h1.Head) -> None:
         self.state.metrics.request_done(exc.status)
@@ -485,7 +486,8 @@ class PublicConnection(asyncio.Protocol):
             self._start_discard(keep=True)
         elif has_body:
             self._start_discard(keep=False)
-        self._write_answer(error_response(exc, close), close and not has_body)
+        html = wants_html(head.headers)
+        self._write_answer(error_response(exc, close, html), close and not has_body)
 
     def _write_answer(self, data: bytes, close: bool) -> None:
         self.write(data)

@@ -277,3 +277,14 @@ async def test_a_body_slower_than_the_minimum_rate_is_408(relay_factory: RelayFa
         writer.close()
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert b"too slow" in answer
+
+
+async def test_a_browser_gets_a_page_and_a_program_gets_json(relay: RunningRelay) -> None:
+    async with relay.client() as client:
+        page = await client.get("/a/nobody/", headers={"accept": "text/html,*/*;q=0.8"})
+        data = await client.get("/a/nobody/", headers={"accept": "application/json"})
+    assert page.status_code == data.status_code == 404
+    assert page.headers["content-type"].startswith("text/html")
+    assert page.headers["x-edge-error"] == data.headers["x-edge-error"] == "unknown_tunnel"
+    assert "<h1>404 Not Found</h1>" in page.text and "Check the address" in page.text
+    assert data.json()["error"]["code"] == "unknown_tunnel"
