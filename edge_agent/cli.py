@@ -34,7 +34,7 @@ from edge_agent.tls import TlsOptions
 from edge_agent.tunnel import TunnelClient
 
 
-@click.group(cls=LazyGroup)
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edge-agent")
 def main() -> None:
     """Give a service on this machine a public URL through an edge relay."""

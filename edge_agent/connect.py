@@ -20,7 +20,7 @@ from websockets.http11 import Response
 from yarl import URL
 
 import tunnel
-from edge_agent.errors import AuthError, ConfigError, RelayUnavailable, TlsError
+from edge_agent.errors import AuthError, ConfigError, NotARelay, RelayUnavailable, TlsError
 from edge_agent.tls import TlsOptions, check_pin, client_context
 from wire.rules import CONNECT_PATH, valid_name
 
@@ -100,7 +100,15 @@ async def open_tunnel(
         ) from exc
     except ValueError as exc:
         raise ConfigError(f"cannot open the tunnel: {exc}") from exc
-    except (OSError, TimeoutError, tunnel.HandshakeFailed) as exc:
+    except socket.gaierror as exc:
+        raise NotARelay(
+            f"cannot resolve the relay's host in {relay_url!r}: {exc.strerror}"
+        ) from exc
+    except ssl.SSLError as exc:
+        raise NotARelay(f"no TLS at {relay_url!r} ({exc.reason}): is it an http:// URL?") from exc
+    except tunnel.HandshakeFailed as exc:
+        raise NotARelay(f"{relay_url!r} does not answer as a relay does ({exc})") from exc
+    except (OSError, TimeoutError) as exc:
         raise RelayUnavailable(f"cannot reach the relay: {type(exc).__name__}: {exc}") from exc
     try:
         _check_connection(link, options.tls)

@@ -10,6 +10,7 @@ The tree::
     ├── MoleculeError            the platform session: see edge_agent.molecule.errors
     ├── TunnelError              the session failed; the agent reconnects with backoff
     │   ├── RelayUnavailable     network error, timeout, 5xx or 429 while connecting
+    │   │   └── NotARelay        unknown host, or not a relay there (fatal at first)
     │   └── SessionEndedEarly    a session ended before it proved healthy
     └── TargetError              the local target failed one request; the stream is RESET
         ├── TargetUnreachable    connection refused (RESET CONNECT_ERROR, relay 502)
@@ -58,6 +59,12 @@ class TunnelError(AgentError):
 
 class RelayUnavailable(TunnelError):
     """The relay could not be reached or answered 5xx/429 to the upgrade."""
+
+
+class NotARelay(RelayUnavailable):
+    """The relay URL's host is unknown, or what answers there is not a relay (plain HTTP
+    behind an https URL, not HTTP at all). Fatal until a session has worked once: a
+    retry cannot fix a wrong URL, but a relay that worked may be restarting."""
 
 
 class SessionEndedEarly(TunnelError):

@@ -34,7 +34,7 @@ from tenacity import (
 
 import tunnel
 from edge_agent.connect import ConnectOptions, check_name, open_tunnel
-from edge_agent.errors import ConfigError, SessionEndedEarly, TunnelError
+from edge_agent.errors import ConfigError, NotARelay, SessionEndedEarly, TunnelError
 from edge_agent.session import DRAIN_TIMEOUT, WELCOME_TIMEOUT, Hooks, StreamTarget, TunnelSession
 from wire import MAX_AGENT_INFO, MAX_CALLER_AUTH, CallerCredential, Welcome
 
@@ -192,7 +192,12 @@ class TunnelClient:
                 await self._serve_once()
 
     async def _serve_once(self) -> None:
-        link = await self._connect()
+        try:
+            link = await self._connect()
+        except NotARelay as exc:
+            if self.welcome is None:  # never connected: a retry cannot fix the URL
+                raise ConfigError(f"{exc}; check --relay") from exc
+            raise
         if link is None:
             return  # stopped while connecting
         session = TunnelSession(

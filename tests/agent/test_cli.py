@@ -165,3 +165,34 @@ async def test_https_target_not_trusted_is_a_clear_failure(
             assert line.startswith("GET /echo ") and "certificate" in line.lower(), line
             p.send_signal(signal.SIGINT)
             await asyncio.wait_for(p.wait(), 15)
+
+
+@pytest.mark.parametrize("kind", ["unknown host", "https to plain http", "not HTTP"])
+async def test_a_wrong_relay_url_ends_with_one_line(origin: str, kind: str) -> None:
+    """A first connection that fails for a reason a retry cannot fix ends the agent (a
+    relay that worked once is retried forever instead)."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if kind == "not HTTP":
+            writer.write(b"SSH-2.0-OpenSSH_9.2\r\n")
+        else:  # a plain HTTP server reading a TLS hello
+            await reader.read(1)
+            writer.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    other = server.sockets[0].getsockname()[1]
+    urls = {
+        "unknown host": "http://no-such-relay.invalid:9",
+        "https to plain http": f"https://127.0.0.1:{other}",
+        "not HTTP": f"http://127.0.0.1:{other}",
+    }
+    port = origin.rsplit(":", 1)[1]
+    args = ["http", port, "--relay", urls[kind], "--token", TOKEN, "--name", "demo"]
+    async with server, agent_process(*args, "--no-inspect") as proc:
+        code = await asyncio.wait_for(proc.wait(), 30)
+        assert proc.stderr is not None
+        err = (await proc.stderr.read()).decode()
+    assert code == 2, err
+    assert "check --relay" in err and err.count("\n") <= 3, err
