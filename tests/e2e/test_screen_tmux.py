@@ -103,6 +103,12 @@ def test_live_screen_in_tmux(
     assert shown.index("/nothing") < shown.index("/echo?n=2") < shown.index("/echo?n=0")
     assert shown.count("Session Status") == 1, shown
 
+    pane("resize-window", "-t", "t", "-x", "40", "-y", "30")  # narrower: cut, not wrapped
+    shown = _wait_screen(pane, lambda s: "Forwarding        http://127.0.0" in s, 5)
+    assert shown.count("Session Status") == 1, shown
+    assert max(len(line) for line in shown.splitlines()) <= 40, shown
+    assert "/a/demo/" not in shown  # the URL's end is cut off, not wrapped onto a new line
+
     pane("send-keys", "-t", "t", "C-c")
     shown = _wait_screen(pane, lambda s: s.rstrip().endswith(PROMPT.rstrip()), 10)
     assert "Draining: finishing requests in flight" in shown, shown
