@@ -30,6 +30,7 @@ import asyncio
 import collections
 import logging
 import socket
+import time
 from typing import TYPE_CHECKING, Final, cast
 
 import wire
@@ -277,7 +278,7 @@ class WsLink(asyncio.Protocol):
             self._control(wsframe.OP_PONG, payload)
         elif opcode == wsframe.OP_PONG:
             if self._ping_sent is not None:
-                self.rtt, self._ping_sent = self._loop.time() - self._ping_sent, None
+                self.rtt, self._ping_sent = time.perf_counter() - self._ping_sent, None
         elif opcode == wsframe.OP_CLOSE:
             self._peer_closed(payload)
         elif opcode == wsframe.OP_TEXT:
@@ -314,7 +315,7 @@ class WsLink(asyncio.Protocol):
         if self._close_sent:
             return
         self._control(wsframe.OP_PING, b"")
-        self._ping_sent = self._loop.time()
+        self._ping_sent = time.perf_counter()  # uvloop's clock counts whole ms
         if self.ping_timeout:
             seen = self._received
             self._pong_deadline = self._loop.call_later(self.ping_timeout, self._check, seen)
