@@ -42,7 +42,7 @@ HOME_CLEAR: Final = "\x1b[H\x1b[2J"
 class Status:
     """The tunnel as the screen shows it."""
 
-    state: str  # connecting, online, reconnecting, draining
+    state: str  # connecting, online, reconnecting, draining, stopped
     urls: tuple[str, ...] = ()
     inspector: str | None = None
     latency: float | None = None  # seconds, the WebSocket ping -> pong
@@ -245,8 +245,8 @@ class TtyScreen:
         self._last = (lines, size.columns)
 
     def close(self, source: StatusSource) -> None:
-        """The last screen, then the cursor back, below it."""
-        self.draw(self.status(source), force=True)
+        """The last screen (the tunnel is stopped), then the cursor back, below it."""
+        self.draw(dataclasses.replace(self.status(source), state="stopped"), force=True)
         self.out.write(SHOW_CURSOR)
         self.out.flush()
 

@@ -2,18 +2,21 @@
 
 A real relay (open mode) and the e2e origin run here; the agent runs in a detached
 tmux session's shell, so its stdout is a terminal. ``tmux capture-pane -p`` reads what
-the pane shows: the URL, "online", the requests and counts; after C-c the drain note and
-the shell's prompt again (the agent exited and left the cursor below its screen).
+the pane shows: the URL, "online", the requests and counts; with a request in flight,
+C-c shows "draining"; then the drain note, the state "stopped" and the shell's prompt
+again (the agent exited and left the cursor below its screen).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -109,9 +112,21 @@ def test_live_screen_in_tmux(
     assert max(len(line) for line in shown.splitlines()) <= 40, shown
     assert "/a/demo/" not in shown  # the URL's end is cut off, not wrapped onto a new line
 
-    pane("send-keys", "-t", "t", "C-c")
+    pane("resize-window", "-t", "t", "-x", "120", "-y", "40")  # and back: whole lines again
+    _wait_screen(pane, lambda s: "/a/demo/ -> " in s, 5)
+
+    # A request in flight: the screen counts it, and C-c drains while it finishes.
+    key = f"screen-{uuid.uuid4().hex[:8]}"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(httpx.get, url.group(1) + f"slow?key={key}", timeout=10)
+        _wait_screen(pane, lambda s: "open 1 " in s, 5)
+        pane("send-keys", "-t", "t", "C-c")
+        _wait_screen(pane, lambda s: re.search(r"Session Status\s+draining", s) is not None, 5)
+        origin.release(key)
+        assert slow.result().status_code == 200
     shown = _wait_screen(pane, lambda s: s.rstrip().endswith(PROMPT.rstrip()), 10)
+    assert re.search(rf"GET\s+/slow\?key={key}\s+200\s+[\d.]+ ms", shown), shown
     assert "Draining: finishing requests in flight" in shown, shown
-    assert re.search(r"Session Status\s+draining", shown), shown
+    assert re.search(r"Session Status\s+stopped", shown), shown
     assert shown.count("Session Status") == 1, shown
     assert "\x1b" not in shown
