@@ -8,12 +8,14 @@ decorators they share live in :mod:`edge_agent.console`.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sys
 from typing import Any
 
 import click
 
-from edge_agent import __version__, caller_auth
+from edge_agent import __version__, caller_auth, screen
 from edge_agent.config import HttpSettings, load_file, resolve_http
 from edge_agent.connect import ConnectOptions
 from edge_agent.console import (
@@ -75,27 +77,39 @@ def main() -> None:
     default=None,
     help="Do NOT verify an https target's certificate (a local dev server's own).",
 )
+@click.option(
+    "--no-screen",
+    is_flag=True,
+    help="Plain lines even on a terminal (no live status screen).",
+)
 @inspect_options
 @output_options
 @click.version_option(__version__, prog_name="edge-agent")
 def http(config: str | None, **flags: Any) -> None:
     """Forward the public URL to TARGET: a port (http://127.0.0.1:PORT) or a URL.
 
-    Prints the public URL, then one line per request. Ctrl-C (or SIGTERM) stops taking
+    On a terminal, shows a live status screen (state, URLs, latency, rates, the last
+    requests); piped, with --log-format json, -v or --no-screen, prints the public URL,
+    then one line per request. Ctrl-C (or SIGTERM) stops taking
     requests, lets those in flight finish, and exits; a second Ctrl-C exits at once.
     """
     inspect = take_settings(flags)
+    no_screen = bool(flags.pop("no_screen", False))
     try:
         settings = resolve_http(flags, file=load_file(config))
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     setup_logging(settings.verbose, "json" if settings.log_format == "json" else "text")
-    sys.exit(run_main(serve_http(settings, inspect)))
+    use_screen = screen.wanted(sys.stdout, settings.log_format, settings.verbose, no_screen)
+    sys.exit(run_main(serve_http(settings, inspect, use_screen=use_screen)))
 
 
-async def serve_http(settings: HttpSettings, inspect: InspectSettings | None = None) -> None:
+async def serve_http(
+    settings: HttpSettings, inspect: InspectSettings | None = None, *, use_screen: bool = False
+) -> None:
     """The ``http`` command once settings are resolved: serve until drained or stopped."""
-    lines = RequestLines("")
+    lines: RequestLines | screen.TtyScreen
+    lines = screen.TtyScreen() if use_screen else RequestLines("")
     stream_target, label, app = make_target(
         settings.target,
         settings.app,
@@ -124,13 +138,20 @@ async def serve_http(settings: HttpSettings, inspect: InspectSettings | None = N
         agent=f"edge-agent/{__version__}",
         on_ready=lines.ready,
     )
-    on_stop_signals(Stopper(client).signal)
+    tty = lines if isinstance(lines, screen.TtyScreen) else None
+    on_stop_signals(Stopper(client, announce=tty.note if tty else None).signal)
+    drawing = asyncio.create_task(tty.run(client)) if tty else None
+    if tty:  # the screen shows the state: no connect/reconnect log lines across it
+        logging.getLogger("edge_agent.tunnel").setLevel(logging.WARNING)
     try:
         if app is not None:
             await app.start()
         async with running(inspect, replay, lines.inspector_at):
             await client.run()
     finally:
+        if drawing is not None and tty is not None:
+            drawing.cancel()
+            tty.close(client)
         await target.aclose()
 
 

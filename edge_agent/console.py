@@ -142,14 +142,20 @@ class Drainable(Protocol):
 class Stopper:
     """First SIGINT/SIGTERM: drain (finish in-flight requests); second: stop now."""
 
-    def __init__(self, client: Drainable, deadline: float = DRAIN_TIMEOUT) -> None:
+    def __init__(
+        self,
+        client: Drainable,
+        deadline: float = DRAIN_TIMEOUT,
+        announce: Callable[[str], None] | None = None,
+    ) -> None:
         self.client = client
         self.deadline = deadline
+        self.announce = announce or (lambda text: click.echo(text, err=True))
         self._drain: asyncio.Task[None] | None = None
 
     def signal(self) -> None:
         if self._drain is None:
-            click.echo("Draining: finishing requests in flight (again to quit now)", err=True)
+            self.announce("Draining: finishing requests in flight (again to quit now)")
             self._drain = asyncio.create_task(self.client.drain(self.deadline))
         else:
             self.client.stop()

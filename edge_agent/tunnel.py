@@ -109,6 +109,8 @@ class TunnelClient:
         self._session: TunnelSession | None = None
         self.welcome: Welcome | None = None
         self.attempts = 0  # consecutive failed attempts behind the current backoff
+        self.retry_at: float | None = None  # time.monotonic() of the next connect, if waiting
+        self.draining = False  # drain() was called
 
     # -- state for embedders -----------------------------------------------------------
 
@@ -126,6 +128,22 @@ class TunnelClient:
     def public_urls(self) -> tuple[str, ...]:
         """The URLs of the last WELCOME (kept across reconnects; empty before the first)."""
         return self.welcome.urls if self.welcome is not None else ()
+
+    @property
+    def latency(self) -> float | None:
+        """Seconds of the live link's last ping -> pong round trip (None: none yet)."""
+        return self._session.link.rtt if self._session is not None else None
+
+    @property
+    def state(self) -> str:
+        """``draining``, ``online``, ``reconnecting`` (a backoff wait) or ``connecting``."""
+        if self.draining:
+            return "draining"
+        if self.connected:
+            return "online"
+        if self.retry_at is not None and self.retry_at > time.monotonic():
+            return "reconnecting"
+        return "connecting"
 
     @property
     def paused(self) -> bool:
@@ -164,6 +182,7 @@ class TunnelClient:
         """Stop taking streams (GOAWAY; late ones get REFUSED_STREAM), let in-flight ones
         finish for up to ``deadline`` seconds, then close; :meth:`run` returns."""
         self._stop.set()
+        self.draining = True
         session = self._session
         if session is not None:
             await session.drain(deadline)
@@ -261,6 +280,7 @@ class TunnelClient:
         self._log_reconnect(state.attempt_number, delay, error)
 
     def _log_reconnect(self, attempt: int, delay: float, error: BaseException | None) -> None:
+        self.retry_at = time.monotonic() + delay
         logger.info(
             "reconnect_scheduled",
             extra={"agent": self.name, "attempt": attempt, "delay": round(delay, 3)}

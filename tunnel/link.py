@@ -30,6 +30,7 @@ import asyncio
 import collections
 import logging
 import socket
+import time
 from typing import TYPE_CHECKING, Final, cast
 
 import wire
@@ -114,6 +115,8 @@ class WsLink(asyncio.Protocol):
         self._pong_deadline: asyncio.TimerHandle | None = None
         self._close_handle: asyncio.TimerHandle | None = None
         self._received = 0  # bytes received, for the keepalive
+        self.rtt: float | None = None  # seconds from our last answered ping to its pong
+        self._ping_sent: float | None = None
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -273,6 +276,9 @@ class WsLink(asyncio.Protocol):
     def _other(self, opcode: int, payload: bytes, session: Session) -> None:
         if opcode == wsframe.OP_PING:
             self._control(wsframe.OP_PONG, payload)
+        elif opcode == wsframe.OP_PONG:
+            if self._ping_sent is not None:
+                self.rtt, self._ping_sent = time.perf_counter() - self._ping_sent, None
         elif opcode == wsframe.OP_CLOSE:
             self._peer_closed(payload)
         elif opcode == wsframe.OP_TEXT:
@@ -309,6 +315,7 @@ class WsLink(asyncio.Protocol):
         if self._close_sent:
             return
         self._control(wsframe.OP_PING, b"")
+        self._ping_sent = time.perf_counter()  # uvloop's clock counts whole ms
         if self.ping_timeout:
             seen = self._received
             self._pong_deadline = self._loop.call_later(self.ping_timeout, self._check, seen)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
 
@@ -23,9 +24,12 @@ async def test_reconnects_after_the_relay_comes_back(origin: str) -> None:
         first = await relay.session()
         head, _ = await first.request("GET", "/echo")
         assert head.status == 201
+        assert run.client.state == "online"
         await relay.stop()  # relay gone: connects are refused for a while
         await asyncio.sleep(0.5)
         assert not run.client.connected
+        assert run.client.state in ("connecting", "reconnecting")
+        assert run.client.latency is None
         relay = await FakeRelay(tokens={TOKEN: "demo"}).start(port)
         second = await relay.session(within=5)
         head, _ = await second.request("GET", "/echo")
@@ -145,6 +149,9 @@ async def test_stop_interrupts_the_backoff_sleep(origin: str) -> None:
     run = make_agent(relay.url, target, policy=policy).start()
     try:
         await asyncio.sleep(0.3)  # first attempt failed, now sleeping 30 s
+        assert run.client.state == "reconnecting"
+        assert run.client.retry_at is not None
+        assert 29 < run.client.retry_at - time.monotonic() <= 30
         run.client.stop()
         await run.finish(2)
     finally:

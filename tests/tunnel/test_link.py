@@ -81,6 +81,9 @@ async def test_pings_are_sent_and_answered(monkeypatch: pytest.MonkeyPatch) -> N
         await asyncio.sleep(1.0)  # several ping timeouts: the pongs kept the link up
         assert seen.count(wsframe.OP_PING) >= 5
         assert not pair.agent_link.closed.done()
+        rtt = pair.agent_link.rtt  # the pinger's last round trip (loopback: well under 0.3 s)
+        assert rtt is not None and 0 <= rtt < 0.3
+        assert pair.relay_link.rtt is None  # it only answers
         assert not pair.agent.is_closed
     finally:
         await close_pair(pair)
