@@ -247,3 +247,26 @@ async def test_secrets_never_reach_the_logs(relay: RunningRelay) -> None:
     assert token not in text and token[4:20] not in text  # ...the secrets are not
     assert "caller-secret" not in text
     assert token not in relay.settings.state_dir.joinpath("tokens.json").read_text()
+
+
+async def test_malformed_requests_do_not_fill_the_log(
+    relay: RunningRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The relay answers a malformed request (400/431) without a log line: a caller
+    cannot turn its own garbage into the relay's disk writes."""
+    caplog.set_level(logging.DEBUG)
+    bad = [
+        b"GET /a/x/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 70_000,
+        b"POST /a/x/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n",
+    ]
+    for i in range(200):
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.settings.port)
+        writer.write(bad[i % len(bad)])
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert answer.startswith((b"HTTP/1.1 400 ", b"HTTP/1.1 431 ")), answer[:60]
+    relay_lines = [r for r in caplog.records if r.name.startswith("relay")]
+    assert relay_lines == []
