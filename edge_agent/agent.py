@@ -60,7 +60,7 @@ import asyncio
 import dataclasses
 import logging
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -255,6 +255,9 @@ class EdgeAgent:
         self._registered_once = False
         self._platform_paused = False
         self._fatal: ConfigError | None = None  # found in a tunnel callback
+        #: Given the secrets' values, and only so that they can be masked where the agent
+        #: shows traffic (the inspector); never an output hook.
+        self.mask_secrets: Callable[[Iterable[str]], None] | None = None
 
     # -- state for embedders -----------------------------------------------------------
 
@@ -475,6 +478,8 @@ class EdgeAgent:
 
     async def _run_command(self, session: PlatformSession) -> int:
         secrets = await session.pull_secrets()
+        if self.mask_secrets is not None:
+            self.mask_secrets(secrets.values())
         self._child = ChildSupervisor(
             self.command,
             secrets=secrets,

@@ -166,7 +166,9 @@ async def serve_run(settings: RunSettings, inspect: InspectSettings | None = Non
         plugin_options=PluginOptions(run_setup=settings.run_setup),
         hooks=printer.hooks(),
     )
-    async with agent, running(inspect, target, printer.inspector_at):
+    async with agent, running(inspect, target, printer.inspector_at) as inspector:
+        if inspector is not None:
+            agent.mask_secrets = inspector.add_secrets  # the inspector shows them masked
         on_stop_signals(Stopper(agent).signal)
         return await agent.run()
 

@@ -308,3 +308,24 @@ def _edge_agent(*args: str) -> subprocess.CompletedProcess[str]:
     done = run_cli("edge-agent", *args)
     assert done.returncode == 0, done.stderr
     return done
+
+
+def test_the_inspector_masks_the_workspace_secret_values(served: Served) -> None:
+    """``run`` hands the pulled secret values to its inspector, which never shows them."""
+    served.agent.wait_line(r"^Starting \S+ with secrets: DEMO_SECRET")
+    inspector = next(
+        line.split()[1] for line in served.agent.lines if line.startswith("Inspector http")
+    )
+    text = f"the secret is {served.secret_value}"
+    served.stack.admin.a2a(served.ws.id, text, message_id=str(uuid.uuid4()))
+    rows = eventually(
+        lambda: [
+            r
+            for r in httpx.get(f"{inspector}/api/requests", timeout=5).json()
+            if r["method"] == "POST"
+        ],
+        what="a POST row in the inspector",
+    )
+    shown = httpx.get(f"{inspector}/api/requests/{rows[0]['id']}", timeout=5).text
+    assert served.secret_value not in shown
+    assert "[masked]" in shown
