@@ -178,8 +178,13 @@ def test_cost_per_request() -> None:
 
 
 def _queries(node: object) -> list[str]:
+    """Panel queries (``expr``) and template variable queries (``label_values(m, l)``:
+    the metric only)."""
     if isinstance(node, dict):
         found = [node["expr"]] if isinstance(node.get("expr"), str) else []
+        query = node.get("query")
+        if isinstance(query, str) and query.startswith("label_values("):
+            found.append(query[len("label_values(") :].split(",")[0])
         return found + [q for v in node.values() for q in _queries(v)]
     if isinstance(node, list):
         return [q for v in node for q in _queries(v)]
