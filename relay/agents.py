@@ -188,7 +188,7 @@ class AgentSession(tunnel.SessionHooks):
                 stream.handler.aborted(ErrorCode.REFUSED_STREAM, "agent draining")
 
     def on_protocol_error(self, session: tunnel.Session, code: ErrorCode, reason: str) -> None:
-        self.state.metrics.protocol_errors += 1
+        self.state.metrics.protocol_error()
         log.warning(
             "protocol_error", extra={"agent": self.name, "code": code.name, "detail": reason}
         )
@@ -206,6 +206,8 @@ class AgentSession(tunnel.SessionHooks):
         self.phase = Phase.CLOSED
         if self.name:
             self.state.registry.release(self)
+            if not self.state.registry.in_use(self.name):
+                self.state.metrics.tunnel_gone(self.name)
         self.closed.set()
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -225,12 +227,12 @@ class AgentSession(tunnel.SessionHooks):
         self.caller_auth = hello.caller_auth
         self.session.send_welcome(welcome)
         self.phase = Phase.ACTIVE
-        old = self.state.registry.claim(self)
-        metrics = self.state.metrics
-        metrics.sessions_total += 1
+        registry = self.state.registry
+        reconnect = registry.known(name)  # connected now or lately: every session after the first
+        old = registry.claim(self)
+        self.state.metrics.session_started(replaced=old is not None, reconnect=reconnect)
         if old is not None:
             old.retire(ErrorCode.REPLACED, "replaced by a newer session", settings.drain_timeout)
-            metrics.sessions_replaced += 1
             log.info("agent_replaced", extra={"agent": name, "client": self.client})
         log.info(
             "agent_connected",

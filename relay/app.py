@@ -45,6 +45,7 @@ class RelayApp:
         metrics = state.metrics
         metrics.gauge("edge_agents_connected", "Agent sessions connected.", self.agents)
         metrics.gauge("edge_streams_open", "Streams in flight over all sessions.", self.streams)
+        metrics.tunnels = self.agents  # read only when a tunnel has no series yet
 
     def start(self) -> None:
         self._watcher = asyncio.get_running_loop().create_task(self._watch_tokens())

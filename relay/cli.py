@@ -43,6 +43,8 @@ _SERVE_KEYS: Final = frozenset(
         "trusted_proxy",
         "min_body_rate",
         "max_client_streams",
+        "metrics_token",
+        "metrics_per_tunnel",
     }
 )
 _GLOBAL_KEYS: Final = frozenset({"verbose", "log_format"})
@@ -248,6 +250,18 @@ def _state_dir_option(func: Any) -> Any:
     default=cfg.WS_PING_TIMEOUT,
     help="Drop an agent whose pong is this late (503 for its name after).",
 )
+@click.option(
+    "--metrics-token",
+    envvar="EDGE_RELAY_METRICS_TOKEN",
+    help="/_edge/metrics answers 401 without 'Authorization: Bearer TOKEN'.  [default: open]",
+)
+@click.option(
+    "--metrics-per-tunnel",
+    envvar="EDGE_RELAY_METRICS_PER_TUNNEL",
+    type=click.IntRange(0),
+    default=cfg.DEFAULT_METRICS_PER_TUNNEL,
+    help="Per-tunnel metric series while at most this many tunnels (0: none).",
+)
 @_common
 @click.pass_context
 def serve(ctx: click.Context, /, **opts: Any) -> None:
@@ -274,6 +288,8 @@ def serve(ctx: click.Context, /, **opts: Any) -> None:
         trusted_proxies=tuple(opts["trusted_proxy"]),
         min_body_rate=opts["min_body_rate"],
         max_client_streams=opts["max_client_streams"],
+        metrics_token=opts["metrics_token"] or None,
+        metrics_per_tunnel=opts["metrics_per_tunnel"],
     )
     if settings.open_mode:
         click.echo(

@@ -81,6 +81,10 @@ HELLO_TIMEOUT: Final = 10.0
 WS_PING_INTERVAL: Final = 20.0
 WS_PING_TIMEOUT: Final = 20.0
 
+#: Tunnels up to which the metrics carry per-tunnel series (``tunnel="name"``); with more
+#: tunnels connected, tunnels without a series get none (0: never).
+DEFAULT_METRICS_PER_TUNNEL: Final = 100
+
 #: Seconds between checks of the token store for revocations (mtime poll).
 TOKEN_POLL_INTERVAL: Final = 1.0
 
@@ -116,6 +120,9 @@ class Settings:
     max_client_streams: int = DEFAULT_MAX_CLIENT_STREAMS
     #: CIDRs of front proxies whose forwarding headers are believed (``--trusted-proxy``).
     trusted_proxies: tuple[str, ...] = ()
+    #: ``/_edge/metrics`` wants ``Authorization: Bearer <this>`` when set.
+    metrics_token: str | None = None
+    metrics_per_tunnel: int = DEFAULT_METRICS_PER_TUNNEL
     token_poll_interval: float = TOKEN_POLL_INTERVAL
     hello_timeout: float = HELLO_TIMEOUT
     ws_ping_interval: float = WS_PING_INTERVAL

@@ -3,12 +3,14 @@
 * ``/_edge/connect``: the agents' WebSocket endpoint (:mod:`relay.agents`);
 * ``/_edge/healthz``: 200 while the process runs;
 * ``/_edge/readyz``: 200 while it accepts agents and requests, 503 while draining;
-* ``/_edge/metrics``: Prometheus text format;
+* ``/_edge/metrics``: Prometheus text format (:mod:`relay.metrics`), behind
+  ``--metrics-token`` when set;
 * ``/_edge/tls-ask?domain=NAME.DOMAIN``: Caddy's on-demand TLS question (:mod:`relay.tlsask`).
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 from typing import TYPE_CHECKING
 
@@ -16,7 +18,8 @@ import tunnel
 from relay import h1
 from relay.agents import AgentSession, authorize
 from relay.answers import error_response, json_response, response, text_response
-from relay.errors import AgentRefused, BadRequest, NotFound
+from relay.errors import AgentRefused, BadRequest, MetricsUnauthorized, NotFound
+from relay.metrics import CONTENT_TYPE
 from relay.tlsask import TLS_ASK_PATH, tls_ask
 from wire.rules import CONNECT_PATH
 
@@ -25,7 +28,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+def _check_metrics_token(token: str | None, head: h1.Head) -> None:
+    """``--metrics-token``: 401 unless the request carries it as a Bearer token."""
+    if token is None:
+        return
+    want = b"bearer " + token.encode()
+    for name, value in head.headers:
+        if name == b"authorization":
+            got = value.strip()
+            # Constant time over the value; the scheme is case-insensitive.
+            if hmac.compare_digest(got[:7].lower() + got[7:], want):
+                return
+    raise MetricsUnauthorized()
 
 
 def handle(conn: PublicConnection, head: h1.Head) -> None:
@@ -44,7 +59,8 @@ def handle(conn: PublicConnection, head: h1.Head) -> None:
         body = {"status": "ready" if ready else "draining", "agents": app.agents()}
         answer = json_response(200 if ready else 503, body)
     elif path == b"/_edge/metrics":
-        answer = text_response(200, app.state.metrics.render().encode(), _METRICS_TYPE)
+        _check_metrics_token(app.state.settings.metrics_token, head)
+        answer = text_response(200, app.state.metrics.render(), CONTENT_TYPE)
     elif path == TLS_ASK_PATH.encode():
         ask = tls_ask(app.state.store, app.state.settings.domain, query)
         answer = response(ask.status, ask.headers, ask.body)
@@ -68,7 +84,7 @@ def _connect(conn: PublicConnection, head: h1.Head, query: str) -> None:
     try:
         claim = authorize(state, query, authorization, offered)
     except AgentRefused as exc:
-        state.metrics.agent_refusals[exc.status] += 1
+        state.metrics.agent_refused(exc.status)
         log.info("agent_refused", extra={"status": exc.status, "code": exc.code, "client": client})
         conn.write(error_response(exc, close=True))
         conn.close()

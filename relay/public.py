@@ -398,6 +398,7 @@ class PublicConnection(asyncio.Protocol):
 
     def first_byte(self, exchange: Exchange) -> None:
         self._disarm_kind("response")
+        self.state.metrics.first_byte(exchange.started)
 
     def upgraded(self, exchange: Exchange) -> None:
         """A 101 went to the caller: from now on the connection is a raw pipe."""
@@ -467,7 +468,7 @@ class PublicConnection(asyncio.Protocol):
 
     def _answer_failed(self, exchange: Exchange, error: PublicError) -> None:
         self._end_exchange()
-        self.state.metrics.request_done(error.status)
+        self.state.metrics.request_done(error.status, error.code, exchange.name, exchange.started)
         close = error.status in CLOSE_AFTER or not exchange.keep_alive
         if not exchange.request_done and not close:
             self._start_discard(keep=True)
@@ -477,7 +478,7 @@ class PublicConnection(asyncio.Protocol):
         self._write_answer(error_response(error, close, exchange.html), close)
 
     def _answer_error(self, exc: PublicError, head: h1.Head) -> None:
-        self.state.metrics.request_done(exc.status)
+        self.state.metrics.request_done(exc.status, exc.code)
         close = exc.status in CLOSE_AFTER or not head.keep_alive
         if exc.status == 413 and head.framing is h1.Framing.LENGTH:
             close = True  # do not read the oversized body
@@ -509,7 +510,7 @@ class PublicConnection(asyncio.Protocol):
 
     def _done(self, exchange: Exchange, status: int) -> None:
         self._end_exchange()
-        self.state.metrics.request_done(status)
+        self.state.metrics.request_done(status, None, exchange.name, exchange.started)
 
     def next_request(self) -> None:
         self._arm("idle", self.state.settings.keep_alive_timeout)
@@ -524,7 +525,8 @@ class PublicConnection(asyncio.Protocol):
         if exchange.stream is not None and not exchange.stream.closed:
             exchange.stream.reset(ErrorCode.CANCEL)
             self.state.metrics.reset("relay", ErrorCode.CANCEL)
-        self.state.metrics.request_done(exchange.status if exchange.sent else CALLER_GONE)
+        status = exchange.status if exchange.sent else CALLER_GONE
+        self.state.metrics.request_done(status, None, exchange.name, exchange.started)
 
     # -- timers -------------------------------------------------------------------------------
 
@@ -583,7 +585,7 @@ class PublicConnection(asyncio.Protocol):
         self._refuse(error)
 
     def _refuse(self, error: PublicError) -> None:
-        self.state.metrics.request_done(error.status)
+        self.state.metrics.request_done(error.status, error.code)
         self.write(error_response(error, close=True))
         self.close()
 

@@ -23,4 +23,4 @@ class RelayState:
     def create(cls, settings: Settings) -> RelayState:
         store = TokenStore(settings.state_dir)
         store.refresh()
-        return cls(settings, store)
+        return cls(settings, store, metrics=Metrics(settings.metrics_per_tunnel))

@@ -54,7 +54,7 @@ async def test_token_for_another_name_is_403(relay: RunningRelay) -> None:
     relay.issue("bob")
     agent = FakeAgent(relay.url, token=token, name="bob")
     assert await refused(agent) == (403, "name_forbidden")
-    assert relay.state.metrics.agent_refusals == {403: 1}
+    assert relay.state.metrics.sample("edge_agent_refusals_total", status="403") == 1
 
 
 async def test_bad_name_and_missing_subprotocol_are_400(relay: RunningRelay) -> None:
@@ -132,7 +132,7 @@ async def test_new_session_replaces_the_stale_one(relay: RunningRelay) -> None:
             async with asyncio.timeout(5):
                 await old.closed.wait()
             assert (await client.get("/a/demo/")).text == "from new"
-    assert relay.state.metrics.sessions_replaced == 1
+    assert relay.state.metrics.sample("edge_sessions_replaced_total") == 1
 
 
 async def test_revocation_closes_the_live_session(relay_factory: RelayFactory) -> None:

@@ -315,9 +315,11 @@ async def test_caller_disconnect_before_response_resets_stream(relay: RunningRel
     assert list(agent.resets.values()) == [ErrorCode.CANCEL]
 
 
-async def test_many_concurrent_requests_on_one_tunnel(relay: RunningRelay) -> None:
+async def test_many_concurrent_requests_on_one_tunnel(relay_factory: RelayFactory) -> None:
     concurrent = 1000
     assert Settings().max_streams == DEFAULT_MAX_STREAMS >= concurrent
+    # Every request comes from 127.0.0.1: lift the per-address cap (--max-client-streams).
+    relay = await relay_factory(max_client_streams=concurrent)
     arrived = 0
     all_in = asyncio.Event()
 

@@ -131,7 +131,7 @@ async def test_malicious_agent_is_cut_off_alone(
     assert await asyncio.wait_for(good_task, 10) == b"".join(
         f"data: {i}\n\n".encode() for i in range(6)
     )
-    assert relay.state.metrics.protocol_errors == 1
+    assert relay.state.metrics.sample("edge_protocol_errors_total") == 1
 
 
 @pytest.mark.parametrize("name", list(BAD_RESPONSES))

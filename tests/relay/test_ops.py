@@ -45,19 +45,24 @@ async def test_health_ready_and_metrics(relay: RunningRelay) -> None:
     assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
     lines = set(metrics.text.splitlines())
     for expected in (
-        "edge_agents_connected 1",
-        "edge_streams_open 0",
-        'edge_requests_total{class="2xx"} 1',
-        'edge_requests_total{class="4xx"} 1',
-        'edge_requests_total{class="5xx"} 1',
-        'edge_stream_resets_total{by="agent",code="CONNECT_ERROR"} 1',
-        "edge_agent_sessions_total 1",
-        "edge_sessions_replaced_total 0",
+        "edge_agents_connected 1.0",
+        "edge_streams_open 0.0",
+        'edge_requests_total{class="2xx"} 1.0',
+        'edge_requests_total{class="4xx"} 1.0',
+        'edge_requests_total{class="5xx"} 1.0',
+        'edge_relay_errors_total{code="unknown_tunnel"} 1.0',
+        'edge_relay_errors_total{code="target_unreachable"} 1.0',
+        'edge_stream_resets_total{by="agent",code="CONNECT_ERROR"} 1.0',
+        "edge_agent_sessions_total 1.0",
+        "edge_sessions_replaced_total 0.0",
+        "edge_agent_reconnects_total 0.0",
+        "edge_request_duration_seconds_count 2.0",
+        "edge_request_first_byte_seconds_count 1.0",
         "# TYPE edge_requests_total counter",
     ):
         assert expected in lines, expected
     tunnel_bytes = {
-        line.split("}")[0].split('"')[1]: int(line.split()[-1])
+        line.split("}")[0].split('"')[1]: float(line.split()[-1])
         for line in lines
         if line.startswith("edge_tunnel_bytes_total{")
     }
