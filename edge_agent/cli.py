@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -27,9 +28,16 @@ from edge_agent.console import (
     relay_options,
 )
 from edge_agent.errors import ConfigError
-from edge_agent.inspect.launch import InspectSettings, inspect_options, running, take_settings
+from edge_agent.inspect.launch import (
+    Inspector,
+    InspectSettings,
+    inspect_options,
+    running,
+    take_settings,
+)
 from edge_agent.inspect.streamtap import TappedTarget
 from edge_agent.logs import setup_logging
+from edge_agent.port import ExchangeRecord
 from edge_agent.runner import on_stop_signals, run_main
 from edge_agent.target import HttpTarget, Target
 from edge_agent.tls import TlsOptions
@@ -110,10 +118,16 @@ async def serve_http(
     """The ``http`` command once settings are resolved: serve until drained or stopped."""
     lines: RequestLines | screen.TtyScreen
     lines = screen.TtyScreen() if use_screen else RequestLines("")
+    sinks: list[Callable[[ExchangeRecord], None]] = [lines.request]  # + the metrics
+
+    def on_done(record: ExchangeRecord) -> None:
+        for sink in sinks:
+            sink(record)
+
     stream_target, label, app = make_target(
         settings.target,
         settings.app,
-        lines.request,
+        on_done,
         host_header=settings.host_header,
         target_ca=settings.target_ca,
         target_insecure=settings.target_insecure,
@@ -146,7 +160,9 @@ async def serve_http(
     try:
         if app is not None:
             await app.start()
-        async with running(inspect, replay, lines.inspector_at):
+        async with running(inspect, replay, lines.inspector_at) as inspector:
+            if inspector is not None:
+                sinks.append(_metrics(inspector, client))
             await client.run()
     finally:
         if drawing is not None and tty is not None:
@@ -163,3 +179,13 @@ def _connect_options(settings: HttpSettings, tls: TlsOptions) -> ConnectOptions:
         if (value := getattr(settings, key)) is not None
     }
     return ConnectOptions(tls=tls, **keepalive)
+
+
+def _metrics(inspector: Inspector, client: TunnelClient) -> Callable[[ExchangeRecord], None]:
+    """The agent's metrics on the inspector's ``/metrics``; returns their record sink."""
+    from edge_agent.inspect.metrics import AgentMetrics
+
+    metrics = AgentMetrics()
+    metrics.watch(lambda: client.connected, lambda: client.active_streams)
+    inspector.server.metrics = metrics
+    return metrics.record

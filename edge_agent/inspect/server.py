@@ -15,7 +15,8 @@ uvicorn's server would have added about 1.4 MiB on its own, aiohttp's web server
 11 MiB.
 
 Routes (documented in docs/inspector.md): ``GET /`` (the page), ``GET /api/requests``,
-``GET /api/requests/{id}``, ``POST /api/requests/{id}/replay``, ``GET /api/events``.
+``GET /api/requests/{id}``, ``POST /api/requests/{id}/replay``, ``GET /api/events``,
+``GET /metrics`` (Prometheus text format).
 
 It answers only requests whose ``Host`` names the loopback address it listens on (a
 web page elsewhere cannot read it through DNS rebinding), and a ``POST`` only without
@@ -29,13 +30,16 @@ import importlib.resources
 import json
 import logging
 import re
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import httptools
 
 from edge_agent.inspect import views
 from edge_agent.inspect.replay import Replayer, ReplayError
 from edge_agent.inspect.store import Store
+
+if TYPE_CHECKING:
+    from edge_agent.inspect.metrics import AgentMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +56,7 @@ EVENTS_PING: Final = 15.0
 PORT_SEARCH: Final = 20
 
 _PAGES: Final = frozenset({"/", "/index.html"})
-_API: Final = frozenset({"/api/requests", "/api/events"})
+_API: Final = frozenset({"/api/requests", "/api/events", "/metrics"})
 _DETAIL: Final = re.compile(r"^/api/requests/(\d+)$")
 _REPLAY: Final = re.compile(r"^/api/requests/(\d+)/replay$")
 
@@ -193,6 +197,7 @@ class InspectorServer:
     def __init__(self, store: Store, replayer: Replayer | None) -> None:
         self.store = store
         self.replayer = replayer
+        self.metrics: AgentMetrics | None = None  # /metrics, when the command keeps them
         self.host = "127.0.0.1"
         self.port = 0
         self._server: asyncio.AbstractServer | None = None
@@ -277,6 +282,8 @@ class InspectorServer:
             await self.events(conn)
         elif path == "/api/requests":
             conn.reply(200, self.rows())
+        elif path == "/metrics":
+            self.metrics_page(conn)
         else:
             conn.reply(200, self.page(), "text/html; charset=utf-8", _PAGE_HEADERS)
 
@@ -285,6 +292,14 @@ class InspectorServer:
             files = importlib.resources.files("edge_agent.inspect")
             self._page = files.joinpath("page.html").read_bytes()
         return self._page
+
+    def metrics_page(self, conn: _Conn) -> None:
+        if self.metrics is None:
+            conn.reply(404, {"error": "no metrics in this process"})
+            return
+        from edge_agent.inspect.metrics import CONTENT_TYPE
+
+        conn.reply(200, self.metrics.render(), CONTENT_TYPE)
 
     def rows(self) -> list[dict[str, Any]]:
         masker = self.store.masker

@@ -86,3 +86,16 @@ def test_an_a2a_stream_through_the_tunnel_is_grouped_by_task(tunnel: InspectedTu
         "artifactUpdate",
         "statusUpdate TASK_STATE_COMPLETED",
     ]
+
+
+def test_the_agent_metrics_count_what_it_served(tunnel: InspectedTunnel) -> None:
+    for _ in range(3):
+        assert httpx.get(tunnel.at("echo?m=1"), timeout=10).status_code == 200
+    text = httpx.get(f"{tunnel.inspector}/metrics", timeout=5).text
+    samples = dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
+    assert float(samples['edge_agent_requests_total{class="2xx"}']) >= 3
+    assert float(samples["edge_agent_connected"]) == 1.0
+    assert float(samples["edge_agent_request_duration_seconds_count"]) >= 3
+    assert float(samples['edge_agent_bytes_total{direction="out"}']) > 0
