@@ -1,21 +1,12 @@
-"""Feeds today's data path into the Recorder as HTTP/1.1 bytes.
+"""The Recorder's installation, and the object-path adapter that replays use.
 
-The Recorder's contract is bytes (:mod:`~edge_agent.inspect.observe`): the data path
-being built forwards raw bytes and hands them over as they pass. Today's agent forwards
-decoded heads and body chunks (:class:`~edge_agent.target.LocalRequest` and
-:class:`~edge_agent.target.LocalResponse`), so this adapter writes them back as HTTP/1.1
-before they reach the Recorder, only while the inspector is on:
-
-* the request head as the agent's HTTP client writes it (a body without
-  ``Content-Length`` chunked), the body chunks as they are read by the target;
-* the response head, then its body chunks unframed (the hop-by-hop
-  ``Transfer-Encoding`` was already dropped, so a body without ``Content-Length`` ends
-  where the exchange closes, which the Recorder understands).
-
-The hook is :func:`handle`, called once per request by :class:`edge_agent.streams.Stream`
-in place of ``target.handle(request)``. With no Recorder installed it returns that very
-coroutine: no wrapper, no extra frame. The de-duplication calls
-:func:`mark_duplicate` when it answers a re-send from its cache.
+:func:`install` puts the Recorder in place for the whole process (the tunnel's streams
+reach it through :class:`edge_agent.inspect.streamtap.TappedTarget`, as raw bytes).
+:func:`observe` feeds it an exchange run on objects (:class:`LocalRequest` in,
+:class:`LocalResponse` out) written back as HTTP/1.1 bytes: the inspector's replays,
+which call the local target directly, use it. The de-duplication calls
+:func:`mark_duplicate` when it answers a re-send from its cache; :data:`current` says
+which exchange the running task serves.
 """
 
 from __future__ import annotations
