@@ -267,6 +267,11 @@ class EdgeAgent:
         return self._public_url
 
     @property
+    def connected(self) -> bool:
+        """The tunnel session to the relay is up."""
+        return self._tunnel.connected
+
+    @property
     def registered(self) -> bool:
         """The platform accepted a registration at least once in this run."""
         return self._registered_once

@@ -28,13 +28,7 @@ from edge_agent.console import (
     relay_options,
 )
 from edge_agent.errors import ConfigError
-from edge_agent.inspect.launch import (
-    Inspector,
-    InspectSettings,
-    inspect_options,
-    running,
-    take_settings,
-)
+from edge_agent.inspect.launch import InspectSettings, inspect_options, running, take_settings
 from edge_agent.inspect.streamtap import TappedTarget
 from edge_agent.logs import setup_logging
 from edge_agent.port import ExchangeRecord
@@ -162,7 +156,10 @@ async def serve_http(
             await app.start()
         async with running(inspect, replay, lines.inspector_at) as inspector:
             if inspector is not None:
-                sinks.append(_metrics(inspector, client))
+                from edge_agent.inspect.metrics import serve_on
+
+                sink = serve_on(inspector, lambda: client.connected, lambda: client.active_streams)
+                sinks.append(sink)
             await client.run()
     finally:
         if drawing is not None and tty is not None:
@@ -179,13 +176,3 @@ def _connect_options(settings: HttpSettings, tls: TlsOptions) -> ConnectOptions:
         if (value := getattr(settings, key)) is not None
     }
     return ConnectOptions(tls=tls, **keepalive)
-
-
-def _metrics(inspector: Inspector, client: TunnelClient) -> Callable[[ExchangeRecord], None]:
-    """The agent's metrics on the inspector's ``/metrics``; returns their record sink."""
-    from edge_agent.inspect.metrics import AgentMetrics
-
-    metrics = AgentMetrics()
-    metrics.watch(lambda: client.connected, lambda: client.active_streams)
-    inspector.server.metrics = metrics
-    return metrics.record

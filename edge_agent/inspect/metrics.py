@@ -8,11 +8,14 @@ exchange), and by the tunnel client's state read at scrape time. A private regis
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from edge_agent.port import ExchangeRecord
+
+if TYPE_CHECKING:
+    from edge_agent.inspect.launch import Inspector
 
 #: Buckets of the duration histogram, seconds: sub-millisecond local answers up to
 #: long A2A tasks.
@@ -72,3 +75,13 @@ class AgentMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def serve_on(
+    inspector: Inspector, connected: Callable[[], bool], streams: Callable[[], int]
+) -> Callable[[ExchangeRecord], None]:
+    """Put a new set of metrics on the inspector's ``/metrics``; returns their record sink."""
+    metrics = AgentMetrics()
+    metrics.watch(connected, streams)
+    inspector.server.metrics = metrics
+    return metrics.record

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
@@ -42,6 +42,7 @@ from edge_agent.molecule.models import RegisterResult
 from edge_agent.molecule.plugins import PluginOptions, PluginRequest
 from edge_agent.molecule.settings import SECTION, RunSettings, resolve_run
 from edge_agent.molecule.tokens import TokenStore
+from edge_agent.port import ExchangeRecord
 from edge_agent.runner import on_stop_signals
 from edge_agent.tls import TlsOptions
 
@@ -168,7 +169,12 @@ async def serve_run(settings: RunSettings, inspect: InspectSettings | None = Non
     )
     async with agent, running(inspect, target, printer.inspector_at) as inspector:
         if inspector is not None:
+            from edge_agent.inspect.metrics import serve_on
+
             agent.mask_secrets = inspector.add_secrets  # the inspector shows them masked
+            printer.sinks.append(
+                serve_on(inspector, lambda: agent.connected, lambda: agent.active_tasks)
+            )
         on_stop_signals(Stopper(agent).signal)
         return await agent.run()
 
@@ -181,6 +187,12 @@ class RunPrinter:
         self.label = label
         self.registrations = 0
         self._requests = RequestLines(label)
+        self.sinks: list[Callable[[ExchangeRecord], None]] = []  # + the inspector's metrics
+
+    def request(self, record: ExchangeRecord) -> None:
+        self._requests.request(record)
+        for sink in self.sinks:
+            sink(record)
 
     def hooks(self) -> AgentHooks:
         return AgentHooks(
@@ -188,7 +200,7 @@ class RunPrinter:
             on_registered=self.registered,
             on_paused=self.paused,
             on_resumed=self.resumed,
-            on_request=self._requests.request,
+            on_request=self.request,
             on_command=self.command,
             on_plugin=print_installed,
         )

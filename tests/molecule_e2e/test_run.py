@@ -329,3 +329,25 @@ def test_the_inspector_masks_the_workspace_secret_values(served: Served) -> None
     shown = httpx.get(f"{inspector}/api/requests/{rows[0]['id']}", timeout=5).text
     assert served.secret_value not in shown
     assert "[masked]" in shown
+
+
+def test_the_inspector_serves_the_agent_metrics(served: Served) -> None:
+    """``run``'s inspector has the agent's counters on ``/metrics``, as ``http``'s has."""
+    inspector = next(
+        line.split()[1] for line in served.agent.lines if line.startswith("Inspector http")
+    )
+    served.stack.admin.a2a(served.ws.id, "count me", message_id=str(uuid.uuid4()))
+
+    def samples() -> dict[str, float] | None:
+        text = httpx.get(f"{inspector}/metrics", timeout=5).text
+        found = {
+            name: float(value)
+            for name, value in (
+                line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#")
+            )
+        }
+        return found if found.get('edge_agent_requests_total{class="2xx"}', 0) >= 1 else None
+
+    found = eventually(samples, what="a 2xx exchange counted on /metrics")
+    assert found["edge_agent_connected"] == 1.0
+    assert found["edge_agent_request_duration_seconds_count"] >= 1
