@@ -76,6 +76,18 @@ class ByteSize(click.ParamType):  # type: ignore[type-arg]
         return int(match.group(1)) * _UNITS[unit]
 
 
+class Domain(click.ParamType):  # type: ignore[type-arg]
+    """A wildcard domain for host routing: ``tunnels.example.com``, ``localhost``."""
+
+    name = "domain"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return cfg.check_domain(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     """Eager callback: turn the TOML file into click's default_map (below env and flags)."""
     if not value:
@@ -164,7 +176,8 @@ def _state_dir_option(func: Any) -> Any:
 @click.option(
     "--domain",
     envvar="EDGE_RELAY_DOMAIN",
-    help="Wildcard domain: <name>.DOMAIN routes to tunnel <name>.",
+    type=Domain(),
+    help="Wildcard domain: <name>.DOMAIN routes to tunnel <name> (e.g. localhost).",
 )
 @_state_dir_option
 @click.option(
@@ -367,7 +380,9 @@ def token_revoke(name: str, state_dir: Path) -> None:
     required=True,
     help="The relay's public URL (as for serve).",
 )
-@click.option("--domain", envvar="EDGE_RELAY_DOMAIN", help="Wildcard domain (as for serve).")
+@click.option(
+    "--domain", envvar="EDGE_RELAY_DOMAIN", type=Domain(), help="Wildcard domain (as for serve)."
+)
 @_state_dir_option
 @click.option(
     "--ca-file",

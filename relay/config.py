@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 import wire
 
@@ -144,5 +146,32 @@ class Settings:
         """Public URLs of tunnel ``name``: path-based first, host-based if a domain is set."""
         urls = [f"{self.base_url(bound_port)}/a/{name}/"]
         if self.domain:
-            urls.append(f"https://{name}.{self.domain}/")
+            urls.append(host_url(self.base_url(bound_port), name, self.domain))
         return tuple(urls)
+
+
+_LABEL: Final = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def check_domain(text: str) -> str:
+    """``--domain``, lowercased; ValueError saying what is wrong with it.
+
+    A DNS name such as ``tunnels.example.com`` or ``localhost`` (browsers and curl send
+    ``*.localhost`` to loopback): no ``*.`` in front, no scheme, port or path.
+    """
+    domain = text.strip().lower().removesuffix(".")
+    if domain.startswith("*."):
+        raise ValueError(f"{text!r}: give the domain without '*.' (e.g. {domain[2:]!r})")
+    if not domain or len(domain) > 253 or not all(map(_LABEL.fullmatch, domain.split("."))):
+        raise ValueError(
+            f"{text!r} is not a domain name (letters, digits and '-' in dot-separated "
+            "labels, e.g. tunnels.example.com; no scheme, port or path)"
+        )
+    return domain
+
+
+def host_url(base_url: str, name: str, domain: str) -> str:
+    """The host-routed URL of tunnel ``name``: scheme and port of the relay's public URL."""
+    parts = urlsplit(base_url)
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{name}.{domain}{port}/"

@@ -26,7 +26,8 @@ def peer_certificate(stack: Stack, host: str) -> dict[str, object]:
 def test_agent_tunnel_crosses_caddy(stack: Stack) -> None:
     """The agent's WebSocket went through Caddy's TLS; the relay tells both URLs."""
     assert stack.agent.url == f"https://{RELAY_HOST}:{stack.caddy.port}/a/demo/"
-    stack.agent.wait_line(rf"^Forwarding https://demo\.{DOMAIN}/ ")
+    # The host-routed URL keeps the public URL's scheme and port (item 5 of the usability issue).
+    stack.agent.wait_line(rf"^Forwarding https://demo\.{DOMAIN}:{stack.caddy.port}/ ")
     assert stack.relay.count(r"agent_connected") == 1
 
 

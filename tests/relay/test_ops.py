@@ -223,3 +223,48 @@ def test_every_serve_flag_is_a_config_key(captured: list[Settings], tmp_path: Pa
     config.write_text("ping-interval = 3\nping-timeout = 4\n")
     assert CliRunner().invoke(cli.main, ["serve", "--config", str(config)]).exit_code == 0
     assert (captured[0].ws_ping_interval, captured[0].ws_ping_timeout) == (3.0, 4.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("*.tunnels.test", "without '*.'"),
+        ("https://tunnels.test", "not a domain name"),
+        ("tunnels.test:8080", "not a domain name"),
+        ("tun nels.test", "not a domain name"),
+        ("-bad.test", "not a domain name"),
+        ("", "not a domain name"),
+    ],
+)
+def test_a_bad_domain_is_refused_with_what_is_wrong(
+    captured: list[Settings], tmp_path: Path, value: str, said: str
+) -> None:
+    for args in (["serve", "--domain", value], ["doctor", "--domain", value]):
+        result = CliRunner().invoke(cli.main, args)
+        assert result.exit_code == 2 and said in result.output, result.output
+    config = tmp_path / "relay.toml"
+    config.write_text(f'domain = "{value}"\n')
+    result = CliRunner().invoke(cli.main, ["--config", str(config), "serve"])
+    assert result.exit_code == 2 and said in result.output, result.output
+    assert captured == []
+
+
+def test_host_urls_keep_the_public_urls_scheme_and_port(captured: list[Settings]) -> None:
+    runner = CliRunner()
+    for public_url in (
+        "https://relay.example:8443",
+        "http://relay.example",
+        "https://relay.example/",
+    ):
+        args = ["serve", "--domain", "Tunnels.Example.", "--public-url", public_url]
+        assert runner.invoke(cli.main, args).exit_code == 0
+    urls = [settings.tunnel_urls("demo")[1] for settings in captured]
+    assert urls == [
+        "https://demo.tunnels.example:8443/",
+        "http://demo.tunnels.example/",
+        "https://demo.tunnels.example/",
+    ]
+    assert Settings(port=9000, domain="localhost").tunnel_urls("demo", 9001) == (
+        "http://127.0.0.1:9001/a/demo/",
+        "http://demo.localhost:9001/",
+    )
