@@ -154,7 +154,10 @@ def agent_args(
     return [
         "-v", "--platform", platform.url, "--workspace-id", workspace_id,
         "--relay", relay.url, "--relay-token", relay_token, "--token-dir", str(token_dir),
-        "--heartbeat-interval", str(HEARTBEAT), *extra,
+        "--heartbeat-interval", str(HEARTBEAT),
+        # An ephemeral inspector port: the package keeps dozens of agents alive, more
+        # than the default's 20-port search from 4040 has room for.
+        "--inspect", "127.0.0.1:0", *extra,
     ]  # fmt: skip
 
 
