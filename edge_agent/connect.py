@@ -136,6 +136,8 @@ def status_error(response: Response) -> Exception:
     """Classify a refused upgrade (the relay's JSON error body gives the reason)."""
     status = response.status_code
     reason = _relay_reason(response.body)
+    if status == 403 and reason.startswith("name_forbidden"):
+        return AuthError(f"the relay refused the name ({status} {reason})")
     if status in (401, 403):
         return AuthError(
             f"the relay refused the agent's token ({status} {reason}); "

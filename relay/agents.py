@@ -107,7 +107,10 @@ def authorize(
         if record is None:
             raise AgentUnauthorized("the relay token is invalid or was revoked")
         if name is not None and name != record.name:
-            raise NameForbidden("the relay token is for another name")
+            raise NameForbidden(
+                f"the relay token is for the name {record.name}, not {name}: "
+                f"use --name {record.name} or leave --name out"
+            )
         claim = Claim(record.name, record.sha256)
     elif not state.settings.open_mode:
         raise AgentUnauthorized("a relay token is required (Authorization: Bearer ...)")

@@ -77,6 +77,7 @@ def test_token_for_another_name_is_refused_without_retry(relay: RelayProc, procs
     token = issue_token(relay.state_dir, "alpha")
     _agent, out = _refused(relay, procs, "--token", token, "--name", "beta")
     assert "(403 name_forbidden" in out
+    assert "the relay token is for the name alpha, not beta: use --name alpha" in out
 
 
 def test_token_revoked_while_connected_ends_the_agent(
@@ -122,3 +123,6 @@ def test_open_mode_keeps_names_that_have_a_token(open_relay: RelayProc, procs: P
     issue_token(open_relay.state_dir, "owned")
     _agent, out = _refused(open_relay, procs, "--name", "owned")
     assert "(403 name_forbidden" in out
+    assert "check the relay token" not in out  # there is none: the name is taken
+    _agent, out = _refused(open_relay, procs, "--name", "www")
+    assert "the relay refused the name (403 name_forbidden: the name www is reserved)" in out
