@@ -210,7 +210,7 @@ def service_install(done: Done, m: Machine) -> None:
         return
     assert done.returncode == 1 and "systemctl --user daemon-reload failed" in done.stderr
     m.agent = m.procs.add(Proc("agent", exec_start(unit), env=m.env()))
-    m.agent.wait_line(r"^Forwarding https://laptop\.edge\.test/ ")
+    m.agent.wait_line(r"^Forwarding https://laptop\.edge\.test:\d+/ ")  # public URL's port
 
 
 def service_status(done: Done, m: Machine) -> None:

@@ -280,7 +280,9 @@ def test_a_refused_relay_token_ends_the_run(stack: Stack) -> None:
     other = stack.relay.issue(f"other-{uuid.uuid4().hex[:8]}")  # valid, for another name
     agent = stack.start_agent(dataclasses.replace(ws, relay_token=other), "--to", "8000")
     assert agent.wait(SETTLE) == 3
-    agent.wait_line(r"edge-agent: error: the relay refused the agent's token \(403")
+    agent.wait_line(
+        r"edge-agent: error: the relay refused the name \(403 name_forbidden: .* other-"
+    )
     assert other not in agent.output()
 
 
