@@ -151,25 +151,6 @@ async def _python_path(requests: int, record: bool) -> float:
     return (time.process_time() - started) / requests * 1e6
 
 
-class _NullTransport:
-    def write(self, data: bytes) -> None:
-        pass
-
-
-async def _python_path(requests: int, record: bool) -> float:
-    fwd = HttpForwarder("127.0.0.1:9", on_done=(lambda r: None) if record else None)
-    conn = TargetConnection(fwd)
-    conn.transport = cast(asyncio.Transport, _NullTransport())
-    fwd.release(conn)
-    started = time.process_time()
-    for i in range(requests):
-        handler = fwd.handler(LeanStream(i, lambda: None))
-        handler.data(REQUEST)
-        handler.end(False)
-        conn.data_received(RESPONSE)
-    return (time.process_time() - started) / requests * 1e6
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=5000)
