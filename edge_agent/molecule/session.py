@@ -32,8 +32,10 @@ Generations: the "next" platform is recognised by ``delivery_mode`` /
 ``platform_inbound_secret`` in its answers. We do not probe (contract §13) because the
 probe registers in poll mode, which would switch the workspace away from push; the
 echo in the first registration answer tells us the same. ``delivery_mode: "push"`` is
-always sent (a "next" platform would default an external workspace to poll); should a
-"current" platform refuse the field, registration is retried once without it.
+sent (a "next" platform would default an external workspace to poll), or the mode
+:meth:`PlatformSession.set_delivery_mode` asked for (:mod:`.delivery`, while the tunnel
+is down), which also cuts the wait for the next cycle short; should a "current"
+platform refuse the field, registration is retried once without it.
 """
 
 from __future__ import annotations
