@@ -55,6 +55,7 @@ class DeliverySwitch:
         connected: True while the tunnel is up.
         poll_after: seconds of tunnel outage before poll mode.
         on_mode: called with "poll" / "push" once the platform took the mode.
+        tick, drain_grace: :data:`TICK` and :data:`DRAIN_GRACE` (tests shrink them).
     """
 
     def __init__(
@@ -65,6 +66,8 @@ class DeliverySwitch:
         *,
         poll_after: float = POLL_AFTER,
         on_mode: Callable[[str], None] | None = None,
+        tick: float = TICK,
+        drain_grace: float = DRAIN_GRACE,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -75,6 +78,8 @@ class DeliverySwitch:
         self._connected = connected
         self._poll_after = poll_after
         self._on_mode = on_mode
+        self._tick = tick
+        self._drain_grace = drain_grace
         self._clock = clock
         self._sleep = sleep
         self.mode = PUSH
@@ -92,7 +97,7 @@ class DeliverySwitch:
         polling: asyncio.Task[None] | None = None
         try:
             while True:
-                await self._sleep(TICK)
+                await self._sleep(self._tick)
                 if self.mode == PUSH and self._down_long_enough():
                     polling = await self._to_poll()
                 elif self.mode == POLL and self._connected():
@@ -138,10 +143,10 @@ class DeliverySwitch:
             polling.cancel()
             await asyncio.gather(polling, return_exceptions=True)
         started, rounds = self._clock(), 0
-        while rounds < DRAIN_ROUNDS or self._clock() - started < DRAIN_GRACE:
+        while rounds < DRAIN_ROUNDS or self._clock() - started < self._drain_grace:
             await self._poller.round()
             rounds += 1
-            await self._sleep(DRAIN_GRACE / DRAIN_ROUNDS)
+            await self._sleep(self._drain_grace / DRAIN_ROUNDS)
         self._down_since = None
 
     async def _register(self, mode: str) -> None:

@@ -122,7 +122,9 @@ class PollDelivery:
             return await self.run_once()
         except MoleculeError as exc:
             logger.warning("poll_failed", extra={"error": str(exc)})
-            return 0
+        except Exception:  # a bug must not end poll delivery silently: log, go on
+            logger.exception("poll_round_failed")
+        return 0
 
     async def run_once(self) -> int:
         """Fetch once and answer what came; returns the number of rows fetched."""
