@@ -22,7 +22,7 @@ HTTP_KEYS: Final = frozenset(
     {
         "relay", "token", "name", "target", "app", "caller_auth", "ca_file",
         "insecure", "pin_sha256", "verbose", "log_format", "ping_interval", "ping_timeout",
-        "host_header", "target_ca", "target_insecure",
+        "host_header", "target_ca", "target_insecure", "proxy",
     }
 )  # fmt: skip
 
@@ -35,7 +35,7 @@ KEY_TYPES: Final[dict[str, tuple[tuple[type, ...], str]]] = {
         key: ((str,), "a string")
         for key in (
             "relay", "token", "name", "app", "ca_file", "pin_sha256", "log_format",
-            "host_header", "target_ca",
+            "host_header", "target_ca", "proxy",
         )
     },
     "insecure": ((bool,), "true or false"),
@@ -66,6 +66,7 @@ class HttpSettings:
     host_header: str = "preserve"  # preserve | rewrite | a value (as ngrok's --host-header)
     target_ca: str | None = None  # PEM CA for an https target
     target_insecure: bool = False  # no verification of an https target's certificate
+    proxy: str | None = None  # the tunnel's proxy URL; None: from the environment
 
 
 def load_file(path: str | None, section: str = "http") -> dict[str, Any]:

@@ -64,6 +64,11 @@ class Fleet:
 @click.argument("tunnels", nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="Start every tunnel of the file.")
 @click.option("--relay", metavar="URL", help="Relay base URL for tunnels that set none.")
+@click.option(
+    "--proxy",
+    metavar="URL",
+    help="HTTP CONNECT or SOCKS5 proxy to the relay (default: HTTPS_PROXY, ALL_PROXY).",
+)
 @tls_options
 @output_options
 @click.version_option(__version__, prog_name="edge-agent")
