@@ -141,7 +141,8 @@ async def _read_head(sock: socket.socket, proxy: Proxy) -> bytes:
     end = head.index(b"\r\n\r\n") + 4
     status = _STATUS.match(head)
     if end != len(head) and status is not None and status.group(1).startswith(b"2"):
-        raise NotARelay(f"the proxy {proxy.display} sent data before the relay spoke")
+        early = f"the proxy {proxy.display} sent data before the relay spoke"
+        raise NotARelay(early, fix="check --proxy")
     return head[:end]
 
 
@@ -248,7 +249,8 @@ async def _skip_bound_address(sock: socket.socket, kind: int, proxy: Proxy) -> N
         (length,) = await _exactly(sock, 1, proxy)
         await _exactly(sock, length + 2, proxy)
     else:
-        raise NotARelay(f"the SOCKS5 proxy {proxy.display} sent address type {kind}")
+        odd = f"the SOCKS5 proxy {proxy.display} sent address type {kind}"
+        raise NotARelay(odd, fix="check --proxy")
 
 
 async def _exactly(sock: socket.socket, size: int, proxy: Proxy) -> bytes:
