@@ -153,10 +153,14 @@ def _http_refusal(
     said = f"({status} {reason})".replace(" )", ")")
     if status in (401, 407):  # tinyproxy answers a wrong password with 401
         schemes = _auth_schemes(head)
+        if schemes and "basic" not in schemes:
+            wants = "/".join(schemes)
+            return ProxyRefused(
+                f"{where} requires {wants} authentication {said}, which edge-agent does not "
+                "speak (only Basic)"
+            )
         if proxy.username is None:
             fix = "give http://USER:PASSWORD@HOST:PORT"
-            if schemes and "basic" not in schemes:
-                fix = f"it wants {'/'.join(schemes)}, which edge-agent does not speak (only Basic)"
             return ProxyRefused(f"{where} requires authentication {said}: {fix}")
         return ProxyRefused(f"{where} refused the user name or password {said}")
     if status >= 500:
