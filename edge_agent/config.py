@@ -73,16 +73,26 @@ def load_file(path: str | None, section: str = "http") -> dict[str, Any]:
     """Read a TOML config file: top-level keys, overridden by the ``[section]`` table.
 
     The other known tables (settings of other commands) are skipped; an unknown table or
-    a known key with a value of the wrong type raises ConfigError naming it.
+    a known key with a value of the wrong type raises ConfigError naming it, and so does
+    a key ``edge-agent http`` does not know when ``section`` is ``http``.
     """
     if path is None:
         return {}
     raw = read_toml(path)
     values = checked(path, "", {k: v for k, v in raw.items() if not isinstance(v, dict)})
     table = raw.get(section, {})
-    if isinstance(table, dict):
-        values.update(checked(path, f"[{section}] ", table))
-    return values
+    table = checked(path, f"[{section}] ", table) if isinstance(table, dict) else {}
+    if section == "http":
+        reject_unknown(path, "at the top level", set(values) - HTTP_KEYS)
+        reject_unknown(path, "in [http]", set(table) - HTTP_KEYS)
+    return values | table
+
+
+def reject_unknown(path: str, where: str, unknown: set[str]) -> None:
+    """ConfigError naming the file, the place (``"in [tunnels.web]"``) and the keys."""
+    if unknown:
+        keys = ", ".join(sorted(unknown))
+        raise ConfigError(f"{path}: unknown key{'s' * (len(unknown) > 1)} {where}: {keys}")
 
 
 def read_toml(path: str) -> dict[str, Any]:

@@ -28,7 +28,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from edge_agent.config import HTTP_KEYS, HttpSettings, checked, read_toml, resolve_http
+from edge_agent.config import (
+    HTTP_KEYS,
+    HttpSettings,
+    checked,
+    read_toml,
+    reject_unknown,
+    resolve_http,
+)
 from edge_agent.errors import ConfigError
 
 #: Keys a ``[tunnels.NAME]`` table may hold (``verbose`` and ``log_format`` are the
@@ -77,7 +84,7 @@ def read_tunnels(path: str) -> TunnelsFile:
     """
     raw = read_toml(path)
     top = checked(path, "", {k: v for k, v in raw.items() if not isinstance(v, dict)})
-    _reject(path, "at the top level", set(top) - HTTP_KEYS)
+    reject_unknown(path, "at the top level", set(top) - HTTP_KEYS)
     tables = raw.get("tunnels")
     if not isinstance(tables, dict) or not tables:
         raise ConfigError(f"{path}: no tunnels: add a [tunnels.NAME] table for each")
@@ -92,14 +99,8 @@ def _tunnel(path: str, label: str, table: Any) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: tunnels.{label} must be a table ([tunnels.{label}])")
     values = checked(path, f"[tunnels.{label}] ", table)
-    _reject(path, f"in [tunnels.{label}]", set(values) - TUNNEL_KEYS)
+    reject_unknown(path, f"in [tunnels.{label}]", set(values) - TUNNEL_KEYS)
     return values
-
-
-def _reject(path: str, where: str, unknown: set[str]) -> None:
-    if unknown:
-        keys = ", ".join(sorted(unknown))
-        raise ConfigError(f"{path}: unknown key{'s' * (len(unknown) > 1)} {where}: {keys}")
 
 
 def select(file: TunnelsFile, labels: Sequence[str], everything: bool) -> list[str]:

@@ -124,11 +124,22 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, text: str, message: s
     assert "Traceback" not in done.stderr
 
 
-def test_http_rejects_a_wrong_type_too(tmp_path: Path) -> None:
-    config = _config(tmp_path / "agent.toml", 'target = ["8001", "8000"]\n')
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            'target = ["8001", "8000"]\n',
+            "target must be a port number or a URL string, not an array",
+        ),
+        ('relya = "x"\n', "unknown key at the top level: relya"),
+        ('[http]\ntarget = 1\nnmae = "x"\ntokne = "y"\n', "unknown keys in [http]: nmae, tokne"),
+    ],
+)
+def test_http_rejects_them_too(tmp_path: Path, text: str, message: str) -> None:
+    config = _config(tmp_path / "agent.toml", text)
     done = run_cli("edge-agent", "http", "--config", config, "--relay", "http://127.0.0.1:9")
     assert done.returncode == 2
-    assert "target must be a port number or a URL string, not an array" in done.stderr
+    assert f"Error: {config}: {message}" in done.stderr
     assert "Traceback" not in done.stderr
 
 
