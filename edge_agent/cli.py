@@ -80,6 +80,11 @@ def main() -> None:
     help="Do NOT verify an https target's certificate (a local dev server's own).",
 )
 @click.option(
+    "--proxy",
+    metavar="URL",
+    help="HTTP CONNECT or SOCKS5 proxy to the relay (default: HTTPS_PROXY, ALL_PROXY).",
+)
+@click.option(
     "--no-screen",
     is_flag=True,
     help="Plain lines even on a terminal (no live status screen).",
@@ -169,10 +174,11 @@ async def serve_http(
 
 
 def _connect_options(settings: HttpSettings, tls: TlsOptions) -> ConnectOptions:
-    """TLS plus the keepalive settings that were given (the rest keep their defaults)."""
+    """TLS, the proxy, and the keepalive settings that were given (the rest keep their
+    defaults)."""
     keepalive = {
         key: value
         for key in ("ping_interval", "ping_timeout")
         if (value := getattr(settings, key)) is not None
     }
-    return ConnectOptions(tls=tls, **keepalive)
+    return ConnectOptions(tls=tls, proxy=settings.proxy, **keepalive)

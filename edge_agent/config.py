@@ -1,6 +1,8 @@
 """Settings of ``edge-agent http``: flags win, then environment variables, then the
 ``--config`` TOML file (same keys as the long flags, ``-`` or ``_``; a ``[http]`` table
-overrides the top level for this command)."""
+overrides the top level for this command). ``[tunnels.NAME]`` tables are read by
+``edge-agent start`` (:mod:`edge_agent.multi`), ``[run]`` by ``edge-agent run``; any
+other table, and a value of the wrong type, is a :class:`ConfigError` naming it."""
 
 from __future__ import annotations
 
@@ -20,9 +22,30 @@ HTTP_KEYS: Final = frozenset(
     {
         "relay", "token", "name", "target", "app", "caller_auth", "ca_file",
         "insecure", "pin_sha256", "verbose", "log_format", "ping_interval", "ping_timeout",
-        "host_header", "target_ca", "target_insecure",
+        "host_header", "target_ca", "target_insecure", "proxy",
     }
 )  # fmt: skip
+
+#: Tables a config file may have: settings of one command each.
+TABLES: Final = frozenset({"http", "run", "tunnels"})
+
+#: What each typed key must hold in a file, as (TOML types allowed, how to say it).
+KEY_TYPES: Final[dict[str, tuple[tuple[type, ...], str]]] = {
+    **{
+        key: ((str,), "a string")
+        for key in (
+            "relay", "token", "name", "app", "ca_file", "pin_sha256", "log_format",
+            "host_header", "target_ca", "proxy",
+        )
+    },
+    "insecure": ((bool,), "true or false"),
+    "target_insecure": ((bool,), "true or false"),
+    "verbose": ((int,), "a whole number"),
+    "ping_interval": ((int, float), "a number of seconds"),
+    "ping_timeout": ((int, float), "a number of seconds"),
+    "target": ((str, int), "a port number or a URL string"),
+    "caller_auth": ((str, list), "a string or a list of strings"),
+}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -43,25 +66,68 @@ class HttpSettings:
     host_header: str = "preserve"  # preserve | rewrite | a value (as ngrok's --host-header)
     target_ca: str | None = None  # PEM CA for an https target
     target_insecure: bool = False  # no verification of an https target's certificate
+    proxy: str | None = None  # the tunnel's proxy URL; None: from the environment
 
 
 def load_file(path: str | None, section: str = "http") -> dict[str, Any]:
     """Read a TOML config file: top-level keys, overridden by the ``[section]`` table.
 
-    Other tables (settings of other commands) are ignored.
+    The other known tables (settings of other commands) are skipped; an unknown table or
+    a known key with a value of the wrong type raises ConfigError naming it, and so does
+    a key ``edge-agent http`` does not know when ``section`` is ``http``.
     """
     if path is None:
         return {}
+    raw = read_toml(path)
+    values = checked(path, "", {k: v for k, v in raw.items() if not isinstance(v, dict)})
+    table = raw.get(section, {})
+    table = checked(path, f"[{section}] ", table) if isinstance(table, dict) else {}
+    if section == "http":
+        reject_unknown(path, "at the top level", set(values) - HTTP_KEYS)
+        reject_unknown(path, "in [http]", set(table) - HTTP_KEYS)
+    return values | table
+
+
+def reject_unknown(path: str, where: str, unknown: set[str]) -> None:
+    """ConfigError naming the file, the place (``"in [tunnels.web]"``) and the keys."""
+    if unknown:
+        keys = ", ".join(sorted(unknown))
+        raise ConfigError(f"{path}: unknown key{'s' * (len(unknown) > 1)} {where}: {keys}")
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    """The file's TOML document; ConfigError if it cannot be read or has an unknown table."""
     try:
         with open(path, "rb") as fh:
             raw = tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-    values = {_key(k): v for k, v in raw.items() if not isinstance(v, dict)}
-    table = raw.get(section, {})
-    if isinstance(table, dict):
-        values.update({_key(k): v for k, v in table.items()})
+    for key, value in raw.items():
+        if isinstance(value, dict) and _key(key) not in TABLES:
+            known = ", ".join(f"[{t}]" for t in sorted(TABLES))
+            raise ConfigError(f"{path}: unknown table [{key}] (known: {known})")
+    return raw
+
+
+def checked(path: str, where: str, table: Mapping[str, Any]) -> dict[str, Any]:
+    """``table`` with ``_`` keys, each typed key checked (``where``: ``"[tunnels.web] "``)."""
+    values = {_key(k): v for k, v in table.items()}
+    for key, value in values.items():
+        if key not in KEY_TYPES:
+            continue  # unknown keys: each command says which it takes
+        types, what = KEY_TYPES[key]
+        bad = not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+        if not bad and isinstance(value, list):
+            bad = not all(isinstance(item, str) for item in value)
+        if bad:
+            raise ConfigError(f"{path}: {where}{key} must be {what}, not {_toml_type(value)}")
     return values
+
+
+def _toml_type(value: Any) -> str:
+    kinds = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
+    kinds |= {list: "an array", dict: "a table"}
+    return next((name for kind, name in kinds.items() if isinstance(value, kind)), "a date")
 
 
 def _key(name: str) -> str:

@@ -74,6 +74,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "call": "edge_agent.molecule.cli_call:call",
     "plugin": "edge_agent.molecule.cli_plugins:plugin",
     "service": "edge_agent.service.cli:service",
+    "start": "edge_agent.start:start",
 }
 
 

@@ -215,7 +215,7 @@ class TunnelClient:
             link = await self._connect()
         except NotARelay as exc:
             if self.welcome is None:  # never connected: a retry cannot fix the URL
-                raise ConfigError(f"{exc}; check --relay") from exc
+                raise ConfigError(f"{exc}; {exc.fix}") from exc
             raise
         if link is None:
             return  # stopped while connecting
