@@ -22,6 +22,7 @@ from edge_agent.asgi import AsgiTarget
 from edge_agent.bridge import ObjectBridge
 from edge_agent.forward import HttpForwarder
 from edge_agent.port import ExchangeRecord
+from edge_agent.screen import web_first
 from edge_agent.session import DRAIN_TIMEOUT, StreamTarget
 from edge_agent.target import HttpTarget, Target, target_url
 from wire import Welcome
@@ -162,7 +163,8 @@ class Stopper:
 
 
 class RequestLines:
-    """Prints the public URL(s) on each new WELCOME and one line per finished request.
+    """Prints the public URL(s) on each new WELCOME (host-routed first, for the web; the
+    path-routed one second, for A2A) and one line per finished request.
 
     Request lines are written once per loop turn, not flushed one by one: under load a
     flush (a system call) per request was a tenth of the agent's CPU.
@@ -188,7 +190,7 @@ class RequestLines:
     def ready(self, welcome: Welcome) -> None:
         if welcome.urls != self._shown:
             self._shown = welcome.urls
-            self.forwarding(*welcome.urls)
+            self.forwarding(*web_first(welcome.urls))
 
     def forwarding(self, *urls: str) -> None:
         """The public URL(s), and the inspector's beside them."""

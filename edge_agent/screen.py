@@ -210,7 +210,7 @@ class TtyScreen:
         retry_at = source.retry_at
         return Status(
             state=source.state,
-            urls=source.public_urls,
+            urls=web_first(source.public_urls),
             inspector=self.inspector,
             latency=source.latency,
             open_streams=source.active_streams,
@@ -254,3 +254,10 @@ class TtyScreen:
 def wanted(out: TextIO, log_format: str, verbose: int, no_screen: bool) -> bool:
     """The screen, rather than plain lines: on a terminal, text logs, no ``-v``."""
     return not no_screen and log_format != "json" and verbose == 0 and out.isatty()
+
+
+def web_first(urls: tuple[str, ...]) -> tuple[str, ...]:
+    """The public URLs in the order they are shown: the host-routed one first (for web
+    use: redirects, absolute links and cookies work), then the path-routed one, which
+    WELCOME always lists first (``<relay>/a/<name>/``: one fixed base, for A2A)."""
+    return urls[1:] + urls[:1]

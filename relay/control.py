@@ -1,4 +1,5 @@
-"""The relay's own paths, under ``/_edge/`` (on every host):
+"""The relay's own paths, under ``/_edge/``, on the relay's own host (a host-routed
+``<name>.DOMAIN`` sends them to its tunnel like any other path):
 
 * ``/_edge/connect``: the agents' WebSocket endpoint (:mod:`relay.agents`);
 * ``/_edge/healthz``: 200 while the process runs;

@@ -9,8 +9,9 @@ next request waits in the reader, and reading pauses until the exchange ends.
 
 Routing:
 
-* host-based, when a wildcard domain D is configured: ``Host: <name>.D`` sends the whole
-  path to tunnel ``name`` (no prefix);
+* host-based, when a wildcard domain D is configured (``--domain``; on a loopback relay
+  without one, ``localhost``): ``Host: <name>.D`` sends the whole path to tunnel
+  ``name`` (no prefix);
 * path-based, always: ``/a/<name>/rest`` sends ``/rest`` (query kept) to tunnel
   ``name`` with ``X-Forwarded-Prefix: /a/<name>``. ``/a/<name>`` alone is ``/``.
 
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PATH_PREFIX: Final = b"/a/"
+_RESERVED: Final = RESERVED_PREFIX.encode()
 
 #: Status recorded (metrics) for a request whose caller left before any answer.
 CALLER_GONE: Final = 499
@@ -95,18 +97,25 @@ def _host_name(host: bytes) -> str:
     return text.rsplit(":", 1)[0] if ":" in text else text
 
 
+def host_label(head: h1.Head, domain: str | None) -> str | None:
+    """``name`` when the Host is ``<name>.D`` for the host-routing domain D, else None
+    (the relay's own host; reserved labels such as www.D or relay.D are the relay's too)."""
+    if not domain:
+        return None
+    host = _host_name(head.host)
+    suffix = "." + domain
+    label = host[: -len(suffix)] if host.endswith(suffix) else None
+    return label if label is not None and label not in RESERVED_NAMES else None
+
+
 def route(head: h1.Head, domain: str | None) -> Route:
     """Find the tunnel a request is for. Raises UnknownTunnel or BadRequest."""
     target = head.target
-    if domain:
-        host = _host_name(head.host)
-        suffix = "." + domain.lower()
-        label = host[: -len(suffix)] if host.endswith(suffix) else None
-        # Reserved labels (www.D, relay.D...) are the relay's own host: path routing.
-        if label is not None and label not in RESERVED_NAMES:
-            if not valid_name(label):
-                raise UnknownTunnel()
-            return Route(label, target, None)
+    label = host_label(head, domain)
+    if label is not None:
+        if not valid_name(label):
+            raise UnknownTunnel()
+        return Route(label, target, None)
     if not target.startswith(PATH_PREFIX):
         raise UnknownTunnel()
     path, question, query = target.partition(b"?")
@@ -240,7 +249,11 @@ class PublicConnection(asyncio.Protocol):
         self.body_received = 0
         self.started = False
         try:
-            if head.target.startswith(RESERVED_PREFIX.encode()):
+            # The relay's own paths live on its own host only: a host-routed tunnel
+            # gets /_edge/... too (its app may use that path).
+            if head.target.startswith(_RESERVED) and (
+                self.app.route_domain is None or host_label(head, self.app.route_domain) is None
+            ):
                 control.handle(self, head)
             else:
                 self._forward(head)
@@ -295,7 +308,7 @@ class PublicConnection(asyncio.Protocol):
         settings = state.settings
         if state.draining:
             raise RelayDraining()
-        where = route(head, settings.domain)
+        where = route(head, self.app.route_domain)
         session = state.registry.lookup(where.name)
         if session is None:
             raise self._missing(where.name)

@@ -72,7 +72,9 @@ async def test_token_names_its_tunnel_without_a_query(relay: RunningRelay) -> No
     async with FakeAgent(relay.url, token=token, name="demo", query_name=False) as agent:
         welcome = await agent.wait_welcome()
     assert welcome.name == "demo"
-    assert welcome.urls == (f"{relay.url}/a/demo/",)
+    # A relay on loopback routes <name>.localhost too (no --domain needed in development).
+    host_url = relay.url.replace("127.0.0.1", "demo.localhost") + "/"
+    assert welcome.urls == (f"{relay.url}/a/demo/", host_url)
     assert welcome.max_request_body == relay.settings.max_request_body
 
 
