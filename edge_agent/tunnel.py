@@ -76,6 +76,8 @@ class TunnelClient:
         options: transport settings (TLS, proxy, WebSocket timeouts).
         caller_auth: credentials the relay demands from public callers (empty: none).
         on_ready: called with every WELCOME (after each (re)connect).
+        on_retry: called with the delay and the error (None: a session ended) each time
+            a reconnect is scheduled.
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class TunnelClient:
         caller_auth: Sequence[CallerCredential] = (),
         agent: str = "edge-agent",
         on_ready: Callable[[Welcome], None] | None = None,
+        on_retry: Callable[[float, BaseException | None], None] | None = None,
     ) -> None:
         check_name(name)
         self.relay_url = relay_url
@@ -100,6 +103,7 @@ class TunnelClient:
         self.agent = agent
         self.hooks = Hooks(self._ready)
         self._on_ready = on_ready
+        self._on_retry = on_retry
         self._token = token
         self._caller_auth = _checked_auth(caller_auth)
         if len(agent) > MAX_AGENT_INFO:
@@ -286,6 +290,8 @@ class TunnelClient:
             extra={"agent": self.name, "attempt": attempt, "delay": round(delay, 3)}
             | ({"error": str(error)} if error is not None else {}),
         )
+        if self._on_retry is not None:
+            self._on_retry(delay, error)
 
     def _ready(self, welcome: Welcome) -> None:
         self.welcome = welcome

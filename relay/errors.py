@@ -9,6 +9,7 @@ The tree::
     │   ├── MetricsUnauthorized      401 metrics_unauthorized (/_edge/metrics, --metrics-token)
     │   ├── UnknownTunnel            404 unknown_tunnel
     │   ├── NotFound                 404 not_found (an unknown /_edge/ path)
+    │   ├── TunnelRevoked            410 tunnel_revoked (its token was revoked)
     │   ├── RequestTimeout           408 request_timeout (slow headers or body)
     │   ├── BodyTooLarge             413 body_too_large
     │   ├── TooManyStreams           429 too_many_streams
@@ -138,6 +139,11 @@ class UpstreamUnreachable(PublicError):
 
 class UpstreamFailed(PublicError):
     code, status, default_message = "target_failed", 502, "the agent's target failed"
+
+
+class TunnelRevoked(PublicError):
+    code, status = "tunnel_revoked", 410
+    default_message = "this tunnel's token was revoked: the tunnel is gone"
 
 
 class AgentOffline(PublicError):

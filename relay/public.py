@@ -47,6 +47,7 @@ from relay.errors import (
     ResponseTimeout,
     TooManyClientStreams,
     TooManyStreams,
+    TunnelRevoked,
     UnknownTunnel,
     UpstreamFailed,
     error_for_reset,
@@ -393,12 +394,18 @@ class PublicConnection(asyncio.Protocol):
         return True
 
     def _missing(self, name: str) -> PublicError:
-        """503 for a name that has a token or had a session lately, else 404."""
+        """503 for a name that has a token or had a session lately, 410 for one whose
+        token was revoked, else 404."""
+        store = self.state.store
         try:
-            self.state.store.refresh()  # a stat; re-reads only when the file changed
+            store.refresh()  # a stat; re-reads only when the file changed
         except RelayConfigError:
             pass
-        if self.state.store.owns(name) or self.state.registry.known(name):
+        if store.owns(name):
+            return AgentOffline()
+        if store.revoked(name):
+            return TunnelRevoked()
+        if self.state.registry.known(name):
             return AgentOffline()
         return UnknownTunnel()
 

@@ -148,7 +148,8 @@ async def test_revocation_closes_the_live_session(relay_factory: RelayFactory) -
     assert [g.code for g in agent.goaways] == [ErrorCode.UNAUTHORIZED]
     async with relay.client() as client:
         r = await client.get("/a/demo/")
-    assert r.status_code in (404, 503)  # gone: unknown now, or offline until forgotten
+    assert r.status_code == 410  # gone, not offline (no Retry-After)
+    assert r.headers["x-edge-error"] == "tunnel_revoked" and "retry-after" not in r.headers
 
 
 async def test_issuing_a_token_evicts_an_open_mode_session(relay_factory: RelayFactory) -> None:
