@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from edge_agent import __version__, caller_auth, screen
+from edge_agent.agent_key import machine_key
 from edge_agent.config import (
     HttpSettings,
     default_config,
@@ -198,4 +199,4 @@ def _connect_options(settings: HttpSettings, tls: TlsOptions) -> ConnectOptions:
         for key in ("ping_interval", "ping_timeout")
         if (value := getattr(settings, key)) is not None
     }
-    return ConnectOptions(tls=tls, **keepalive)
+    return ConnectOptions(tls=tls, agent_key=machine_key(), **keepalive)

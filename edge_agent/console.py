@@ -24,7 +24,7 @@ from edge_agent.bridge import ObjectBridge
 from edge_agent.errors import ConfigError
 from edge_agent.forward import HttpForwarder
 from edge_agent.port import ExchangeRecord
-from edge_agent.screen import web_first
+from edge_agent.screen import replaced_note, web_first
 from edge_agent.session import DRAIN_TIMEOUT, StreamTarget
 from edge_agent.target import HttpTarget, Target, target_url
 from wire import Welcome
@@ -219,6 +219,10 @@ class RequestLines:
         out.flush()
 
     def ready(self, welcome: Welcome) -> None:
+        # A takeover is news on the first WELCOME only: after a reconnect, the session
+        # replaced is most likely this agent's own, which the relay had not seen die.
+        if welcome.replaced is not None and not self._shown:
+            self._emit(f"{self._clock()} {replaced_note(welcome)}")
         if welcome.urls != self._shown:
             self._shown = welcome.urls
             self.forwarding(*web_first(welcome.urls))

@@ -184,6 +184,7 @@ class TtyScreen:
         self.inspector: str | None = None
         self.out = out if out is not None else sys.stdout
         self._drawn = 0  # lines on screen from the last draw
+        self._welcomed = False  # a WELCOME came (a takeover is noted on the first only)
         self._last: tuple[list[str], int] | None = None
 
     @property
@@ -195,7 +196,11 @@ class TtyScreen:
         self.model.label = value
 
     def ready(self, welcome: Welcome) -> None:
-        pass  # the URLs are read from the tunnel at each look
+        # The URLs are read from the tunnel at each look; a takeover is worth a note
+        # (on the first WELCOME: later, the session replaced is most likely our own).
+        if welcome.replaced is not None and not self._welcomed:
+            self.note(replaced_note(welcome))
+        self._welcomed = True
 
     def inspector_at(self, url: str) -> None:
         self.inspector = url
@@ -261,3 +266,16 @@ def web_first(urls: tuple[str, ...]) -> tuple[str, ...]:
     use: redirects, absolute links and cookies work), then the path-routed one, which
     WELCOME always lists first (``<relay>/a/<name>/``: one fixed base, for A2A)."""
     return urls[1:] + urls[:1]
+
+
+def replaced_note(welcome: Welcome) -> str:
+    """What to tell the user when WELCOME says this session took its name over."""
+    where = _printable_text(welcome.replaced or "?")
+    return (
+        f"Replaced the session that held {welcome.name} (from {where}): "
+        "the relay told that agent, which stops"
+    )
+
+
+def _printable_text(text: str) -> str:
+    return "".join(c if c.isprintable() and c.isascii() else "?" for c in text[:100])

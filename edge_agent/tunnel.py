@@ -33,6 +33,7 @@ from tenacity import (
 )
 
 import tunnel
+from edge_agent.agent_key import new_key
 from edge_agent.connect import ConnectOptions, check_name, open_tunnel
 from edge_agent.errors import ConfigError, NotARelay, SessionEndedEarly, TunnelError
 from edge_agent.session import DRAIN_TIMEOUT, WELCOME_TIMEOUT, Hooks, StreamTarget, TunnelSession
@@ -100,6 +101,8 @@ class TunnelClient:
         self.target = target
         self.policy = policy
         self.options = options or ConnectOptions()
+        if self.options.agent_key is None:  # a name taken in open mode stays this client's
+            self.options = dataclasses.replace(self.options, agent_key=new_key())
         self.agent = agent
         self.hooks = Hooks(self._ready)
         self._on_ready = on_ready

@@ -27,6 +27,7 @@ The tree::
     │   ├── BadAgentRequest          400 bad_name / subprotocol_required / protocol_version
     │   ├── AgentUnauthorized        401 agent_unauthorized (missing/invalid/revoked token)
     │   ├── NameForbidden            403 name_forbidden (token for another name, reserved)
+    │   ├── NameInUse                409 name_in_use (open mode: a live name, another machine)
     │   └── RelayNotAccepting        503 relay_draining (shutting down: retry later)
     └── RelayConfigError             bad settings, unreadable token store or certificate
 
@@ -187,6 +188,12 @@ class AgentUnauthorized(AgentRefused):
 
 class NameForbidden(AgentRefused):
     code, status = "name_forbidden", 403
+
+
+class NameInUse(AgentRefused):
+    """Open mode: the name is held by a live session of another machine."""
+
+    code, status = "name_in_use", 409
 
 
 class RelayNotAccepting(AgentRefused):

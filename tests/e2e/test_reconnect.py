@@ -67,7 +67,7 @@ async def test_new_session_replaces_a_stale_one_at_once(
     # The stale agent wakes up to GOAWAY REPLACED and leaves the name to the new one.
     stale.signal(signal.SIGCONT)
     assert stale.wait(20) == EXIT_NAME_TAKEN
-    stale.wait_line(r"edge-agent: error: another agent session took the name 'twin'", 5)
+    stale.wait_line(r"edge-agent: error: another agent took the name 'twin' \(replaced by a new", 5)
     async with session() as http, http.get(fresh.url + "echo?via=fresh-again") as resp:
         assert resp.status == 200
     fresh.wait_line(r"^\d\d:\d\d:\d\d GET /echo\?via=fresh-again 200 ", 5)

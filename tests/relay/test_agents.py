@@ -16,6 +16,7 @@ from relay.tokens import TokenStore
 from tests.relay.conftest import RelayFactory, RunningRelay, eventually
 from tests.relay.fake_agent import FakeAgent, FakeRequest
 from wire import ErrorCode
+from wire.rules import AGENT_KEY_HEADER
 
 
 async def refused(
@@ -135,6 +136,40 @@ async def test_new_session_replaces_the_stale_one(relay: RunningRelay) -> None:
                 await old.closed.wait()
             assert (await client.get("/a/demo/")).text == "from new"
     assert relay.state.metrics.sample("edge_sessions_replaced_total") == 1
+    # Both were told: the old one from where the new one came, the new one what it took.
+    assert old.goaways[0].reason == "replaced by a new session for demo from 127.0.0.1"
+    assert new.welcome is not None and new.welcome.replaced == "127.0.0.1"
+    assert old.welcome is not None and old.welcome.replaced is None
+
+
+def _key(value: str) -> tuple[tuple[str, str], ...]:
+    return ((AGENT_KEY_HEADER, value),)
+
+
+async def test_open_mode_gives_a_live_name_only_to_its_key(relay_factory: RelayFactory) -> None:
+    relay: RunningRelay = await relay_factory(open_mode=True)
+    async with FakeAgent(relay.url, name="laptop", headers=_key("k1")) as holder:
+        await holder.wait_welcome()
+        assert await refused(FakeAgent(relay.url, name="laptop")) == (409, "name_in_use")
+        other = FakeAgent(relay.url, name="laptop", headers=_key("k2"))
+        assert await refused(other) == (409, "name_in_use")
+        # Named in HELLO only (no query name to refuse before the upgrade): GOAWAY.
+        sneaky = FakeAgent(relay.url, name="laptop", query_name=False, headers=_key("k2"))
+        async with sneaky:
+            async with asyncio.timeout(5):
+                await sneaky.closed.wait()
+            assert [g.code for g in sneaky.goaways] == [ErrorCode.UNAUTHORIZED]
+        assert relay.state.registry.lookup("laptop") is not None
+        async with FakeAgent(relay.url, name="laptop", headers=_key("k1")) as again:
+            assert (await again.wait_welcome()).replaced == "127.0.0.1"
+            assert [g.code for g in holder.goaways] == [ErrorCode.REPLACED]
+    long_key = _key("x" * 257)
+    assert await refused(FakeAgent(relay.url, name="a", headers=long_key)) == (
+        400,
+        "bad_agent_key",
+    )
+    twice = FakeAgent(relay.url, name="a", headers=_key("k1") + _key("k1"))
+    assert await refused(twice) == (400, "bad_agent_key")
 
 
 async def test_revocation_closes_the_live_session(relay_factory: RelayFactory) -> None:
