@@ -270,12 +270,8 @@ def web_first(urls: tuple[str, ...]) -> tuple[str, ...]:
 
 def replaced_note(welcome: Welcome) -> str:
     """What to tell the user when WELCOME says this session took its name over."""
-    where = _printable_text(welcome.replaced or "?")
+    where = _printable((welcome.replaced or "?")[:100])
     return (
         f"Replaced the session that held {welcome.name} (from {where}): "
         "the relay told that agent, which stops"
     )
-
-
-def _printable_text(text: str) -> str:
-    return "".join(c if c.isprintable() and c.isascii() else "?" for c in text[:100])
