@@ -6,9 +6,10 @@ only to an upgrade that presents the same key as the session holding it (header
 reconnects before the relay noticed its old session die, gets its name back at once,
 while an agent on another machine is refused 409 ``name_in_use``.
 
-The key of ``edge-agent`` lives in ``$XDG_STATE_HOME/edge-agent/agent-key``
-(``~/.local/state/...``), 0600, made on first use: the same for every agent process of
-this user on this machine. Where it cannot be stored, the key is per process.
+Without a token, ``edge-agent http`` keeps its key in
+``$XDG_STATE_HOME/edge-agent/agent-key`` (``~/.local/state/...``), 0600, made on first
+use: the same for every agent process of this user on this machine. Where it cannot be
+stored, and with a token (which proves the name by itself), the key is per process.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def _store(path: Path, key: str) -> str:
     except FileExistsError:  # another agent process made it first: use theirs
         return path.read_text("ascii").strip() or key
     except OSError as exc:
-        logger.warning("agent_key_not_stored", extra={"path": str(path), "error": str(exc)})
+        logger.info("agent_key_not_stored", extra={"path": str(path), "error": str(exc)})
         return key
     with os.fdopen(fd, "w", encoding="ascii") as fh:
         fh.write(key + "\n")

@@ -199,4 +199,7 @@ def _connect_options(settings: HttpSettings, tls: TlsOptions) -> ConnectOptions:
         for key in ("ping_interval", "ping_timeout")
         if (value := getattr(settings, key)) is not None
     }
-    return ConnectOptions(tls=tls, agent_key=machine_key(), **keepalive)
+    # The machine's agent key matters only without a token (an open relay); a token
+    # proves the name by itself, and the client then uses a key of its own.
+    key = machine_key() if settings.token is None else None
+    return ConnectOptions(tls=tls, agent_key=key, **keepalive)
