@@ -252,8 +252,9 @@ class PublicConnection(asyncio.Protocol):
         try:
             # The relay's own paths live on its own host only: a host-routed tunnel
             # gets /_edge/... too (its app may use that path).
-            if head.target.startswith(_RESERVED) and (
-                self.app.route_domain is None or host_label(head, self.app.route_domain) is None
+            if (
+                head.target.startswith(_RESERVED)
+                and host_label(head, self.app.route_domain) is None
             ):
                 control.handle(self, head)
             else:
