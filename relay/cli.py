@@ -191,7 +191,8 @@ def _state_dir_option(func: Any) -> Any:
     "--domain",
     envvar="EDGE_RELAY_DOMAIN",
     type=Domain(),
-    help="Wildcard domain: <name>.DOMAIN routes to tunnel <name> (e.g. localhost).",
+    help="Wildcard domain: <name>.DOMAIN routes to tunnel <name>.  [default: localhost "
+    "for a relay on loopback (no public URL elsewhere), else none]",
 )
 @_state_dir_option
 @click.option(
