@@ -69,14 +69,17 @@ class ScreenModel:
         self._window: collections.deque[tuple[float, float]] = collections.deque(maxlen=MAX_WINDOW)
 
     def request(self, record: ExchangeRecord) -> None:
-        outcome = " ".join(
-            part
-            for part in (
-                str(record.status) if record.status is not None else "",
-                record.reset.name if record.reset is not None else "",
+        outcome = (
+            " ".join(
+                part
+                for part in (
+                    str(record.status) if record.status is not None else "",
+                    record.reset.name if record.reset is not None else "",
+                )
+                if part
             )
-            if part
-        )
+            or "NO_STATUS"
+        )  # as the request lines: never an empty column
         self.rows.appendleft(
             Row(_printable(record.method), _printable(record.target), outcome, record.duration_ms)
         )

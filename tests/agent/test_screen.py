@@ -204,3 +204,9 @@ def test_a_takeover_is_noted_on_the_first_welcome_only() -> None:
         "Replaced the session that held demo (from 192.0.2.7?[2J): "
         "the relay told that agent, which stops"
     ]
+
+
+def test_a_row_without_status_or_reset_says_so() -> None:
+    model = ScreenModel("x", clock=lambda: 0.0)
+    model.request(record("/cut", None, 3.0))
+    assert model.rows[0].outcome == "NO_STATUS"
