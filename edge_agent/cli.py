@@ -103,10 +103,14 @@ def main() -> None:
 def http(config: str | None, **flags: Any) -> None:
     """Forward the public URL to TARGET: a port (http://127.0.0.1:PORT) or a URL.
 
-    Settings come from flags, then EDGE_* variables, then --config FILE (default:
-    $XDG_CONFIG_HOME/edge-agent/config.toml, i.e. ~/.config/edge-agent/config.toml,
-    when it exists). Keep the token out of flags (ps shows them): EDGE_RELAY_TOKEN, or
-    token = "..." in that file, made 0600 (the agent warns when others can read it).
+    Settings come from flags, then EDGE_* variables, then --config FILE, by default
+    (when it exists):
+
+    \b
+      ~/.config/edge-agent/config.toml   ($XDG_CONFIG_HOME/edge-agent/config.toml)
+
+    Keep the token out of flags (ps shows them): EDGE_RELAY_TOKEN, or token = "..." in
+    that file, made 0600 (the agent warns when others can read it).
 
     On a terminal, shows a live status screen (state, URLs, latency, rates, the last
     requests); piped, with --log-format json, -v or --no-screen, prints the public URL,

@@ -26,6 +26,11 @@ def test_agent_dash_h_is_help() -> None:
     assert done.stdout.startswith("Usage: edge-agent ")
     http = run_cli("edge-agent", "http", "-h")
     assert http.returncode == 0 and "Usage: edge-agent http" in http.stdout
+    # --help says where secrets may come from instead of flags (which ps shows).
+    flat = " ".join(http.stdout.split())
+    assert "env: EDGE_RELAY_TOKEN" in flat and "env: EDGE_CALLER_AUTH" in flat
+    assert "~/.config/edge-agent/config.toml" in flat and "0600" in flat
+    assert "--app-dir" in flat
 
 
 def test_token_commands_take_config_after_the_subcommand(tmp_path: Path) -> None:
