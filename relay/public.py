@@ -91,22 +91,26 @@ class Route:
     prefix: bytes | None  # X-Forwarded-Prefix (path routing only)
 
 
-def _host_name(host: bytes) -> str:
-    text = host.decode("latin-1").strip().lower()
-    if text.startswith("["):
-        return text  # an IPv6 literal never names a tunnel
-    return text.rsplit(":", 1)[0] if ":" in text else text
-
-
 def host_label(head: h1.Head, domain: str | None) -> str | None:
     """``name`` when the Host is ``<name>.D`` for the host-routing domain D, else None
-    (the relay's own host; reserved labels such as www.D or relay.D are the relay's too)."""
+    (the relay's own host; reserved labels such as www.D or relay.D are the relay's too).
+
+    On bytes, and decoding only a match: it runs for every request of a relay on
+    loopback (``localhost`` routing), most of which name the relay's own host.
+    """
     if not domain:
         return None
-    host = _host_name(head.host)
-    suffix = "." + domain
-    label = host[: -len(suffix)] if host.endswith(suffix) else None
-    return label if label is not None and label not in RESERVED_NAMES else None
+    host = head.host.strip().lower()
+    if host.startswith(b"["):
+        return None  # an IPv6 literal never names a tunnel
+    colon = host.rfind(b":")
+    if colon >= 0:
+        host = host[:colon]
+    suffix = b"." + domain.encode("ascii")
+    if not host.endswith(suffix):
+        return None
+    label = host[: -len(suffix)].decode("latin-1")
+    return label if label not in RESERVED_NAMES else None
 
 
 def route(head: h1.Head, domain: str | None) -> Route:
