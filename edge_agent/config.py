@@ -2,7 +2,12 @@
 ``--config`` TOML file (same keys as the long flags, ``-`` or ``_``; a ``[http]`` table
 overrides the top level for this command). ``[tunnels.NAME]`` tables are read by
 ``edge-agent start`` (:mod:`edge_agent.multi`), ``[run]`` by ``edge-agent run``; any
-other table, and a value of the wrong type, is a :class:`ConfigError` naming it."""
+other table, and a value of the wrong type, is a :class:`ConfigError` naming it.
+Without ``--config``, ``edge-agent http`` and ``start`` read
+``$XDG_CONFIG_HOME/edge-agent/config.toml`` (``~/.config/...``) if it exists.
+
+Secrets (``token``, ``caller_auth``) belong in the environment or in that file, kept
+0600: a flag's value is visible to every user of the machine in ``ps``."""
 
 from __future__ import annotations
 
@@ -14,15 +19,23 @@ from typing import Any, Final
 
 from edge_agent.errors import ConfigError
 
-#: Environment variables, by setting.
-ENV: Final = {"relay": "EDGE_RELAY_URL", "token": "EDGE_RELAY_TOKEN"}
+#: Environment variables, by setting. EDGE_CALLER_AUTH holds one or more credentials
+#: separated by white space (``bearer:TOKEN basic:USER:PASS``).
+ENV: Final = {
+    "relay": "EDGE_RELAY_URL",
+    "token": "EDGE_RELAY_TOKEN",
+    "caller_auth": "EDGE_CALLER_AUTH",
+}
+
+#: Keys whose values are secrets: a config file that holds one should be 0600.
+SECRET_KEYS: Final = frozenset({"token", "caller_auth"})
 
 #: Keys ``edge-agent http`` reads from a config file.
 HTTP_KEYS: Final = frozenset(
     {
         "relay", "token", "name", "target", "app", "caller_auth", "ca_file",
         "insecure", "pin_sha256", "verbose", "log_format", "ping_interval", "ping_timeout",
-        "host_header", "target_ca", "target_insecure", "proxy",
+        "host_header", "target_ca", "target_insecure", "proxy", "app_dir",
     }
 )  # fmt: skip
 
@@ -67,6 +80,7 @@ class HttpSettings:
     target_ca: str | None = None  # PEM CA for an https target
     target_insecure: bool = False  # no verification of an https target's certificate
     proxy: str | None = None  # the tunnel's proxy URL; None: from the environment
+    app_dir: str | None = None  # where --app's module is imported from (default: cwd)
 
 
 def load_file(path: str | None, section: str = "http") -> dict[str, Any]:
@@ -130,6 +144,30 @@ def _toml_type(value: Any) -> str:
     return next((name for kind, name in kinds.items() if isinstance(value, kind)), "a date")
 
 
+def default_path() -> str:
+    """``$XDG_CONFIG_HOME/edge-agent/config.toml`` (``~/.config`` when unset)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "edge-agent", "config.toml")
+
+
+def default_config() -> str | None:
+    """:func:`default_path` if that file exists."""
+    path = default_path()
+    return path if os.path.isfile(path) else None
+
+
+def exposed_secrets(path: str, values: Mapping[str, Any]) -> str | None:
+    """A warning when the file at ``path`` holds a secret and others may read it."""
+    held = sorted(SECRET_KEYS & {k for k, v in values.items() if v})
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if not held or not mode & 0o077:
+        return None
+    return f"{path} holds {' and '.join(held)} and other users can read it: chmod 600 {path}"
+
+
 def _key(name: str) -> str:
     return name.replace("-", "_")
 
@@ -154,7 +192,9 @@ def resolve_http(
     if bool(values["target"]) == bool(values["app"]):
         raise ConfigError("give either a TARGET (port or URL) or --app module:attr")
     auth = values["caller_auth"] or ()
-    values["caller_auth"] = (auth,) if isinstance(auth, str) else tuple(auth)
+    if isinstance(auth, str):  # the environment's list, or the file's one credential
+        auth = auth.split() if auth == env.get(ENV["caller_auth"]) else (auth,)
+    values["caller_auth"] = tuple(auth)
     values["insecure"] = bool(values["insecure"])
     values["target_insecure"] = bool(values["target_insecure"])
     values["host_header"] = str(values["host_header"] or "preserve")

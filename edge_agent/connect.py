@@ -1,7 +1,8 @@
 """Opening the tunnel WebSocket, and the one place where its failures are classified.
 
-Fatal (raised as is by the reconnect loop): 401/403 -> :class:`AuthError`, any other
-4xx, a bad URL or name, a relay that does not speak our subprotocol ->
+Fatal (raised as is by the reconnect loop): 401/403 -> :class:`AuthError`, 409
+``name_in_use`` (open mode: another machine holds the name) -> :class:`NameTakenError`,
+any other 4xx, a bad URL or name, a relay that does not speak our subprotocol ->
 :class:`ConfigError`, an untrusted certificate or pin mismatch -> :class:`TlsError`.
 Transient (retried with backoff): network errors, timeouts, broken handshakes, 5xx and
 429 -> :class:`RelayUnavailable`.
@@ -21,9 +22,16 @@ from yarl import URL
 
 import tunnel
 from edge_agent import proxy, proxy_dial
-from edge_agent.errors import AuthError, ConfigError, NotARelay, RelayUnavailable, TlsError
+from edge_agent.errors import (
+    AuthError,
+    ConfigError,
+    NameTakenError,
+    NotARelay,
+    RelayUnavailable,
+    TlsError,
+)
 from edge_agent.tls import TlsOptions, check_pin, client_context
-from wire.rules import CONNECT_PATH, valid_name
+from wire.rules import AGENT_KEY_HEADER, CONNECT_PATH, valid_name
 
 #: TCP + TLS + HTTP upgrade must finish within this (websockets' default is 10 s too).
 OPEN_TIMEOUT: Final = 10.0
@@ -49,10 +57,12 @@ class ConnectOptions:
 
     ``proxy``: an HTTP CONNECT or SOCKS5 proxy URL (:mod:`edge_agent.proxy`); None takes
     the environment's (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``...), if any.
+    ``agent_key``: sent as ``X-Edge-Agent-Key`` (:mod:`edge_agent.agent_key`); None: none.
     """
 
     tls: TlsOptions = dataclasses.field(default_factory=TlsOptions)
     proxy: str | None = None
+    agent_key: str | None = None
     open_timeout: float = OPEN_TIMEOUT
     ping_interval: float = PING_INTERVAL
     ping_timeout: float = PING_TIMEOUT
@@ -120,6 +130,8 @@ async def _upgrade(
     """The upgrade itself, its foreign errors mapped into the agent's tree."""
     secure = uri.startswith("wss:")
     headers = [("Authorization", f"Bearer {token}")] if token else []
+    if options.agent_key:
+        headers.append((AGENT_KEY_HEADER, options.agent_key))
     try:
         link, _response = await tunnel.connect_link(
             uri,
@@ -172,6 +184,8 @@ def status_error(response: Response) -> Exception:
     reason = _relay_reason(response.body)
     if status == 403 and reason.startswith("name_forbidden"):
         return AuthError(f"the relay refused the name ({status} {reason})")
+    if status == 409 and reason.startswith("name_in_use"):
+        return NameTakenError(f"the relay refused the name ({status} {reason})")
     if status in (401, 403):
         return AuthError(
             f"the relay refused the agent's token ({status} {reason}); "

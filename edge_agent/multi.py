@@ -22,10 +22,8 @@ table, and so is a value of the wrong type.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Final
 
 from edge_agent.config import (
@@ -67,13 +65,6 @@ class TunnelsFile:
     path: str
     top: dict[str, Any]
     tunnels: dict[str, dict[str, Any]]
-
-
-def default_path(env: Mapping[str, str] | None = None) -> Path:
-    """``$XDG_CONFIG_HOME/edge-agent/config.toml`` (``~/.config`` when unset)."""
-    env = os.environ if env is None else env
-    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "edge-agent" / "config.toml"
 
 
 def read_tunnels(path: str) -> TunnelsFile:

@@ -21,10 +21,11 @@ import click
 
 from edge_agent import __version__, caller_auth
 from edge_agent.cli import _connect_options
+from edge_agent.config import default_config, default_path
 from edge_agent.console import RequestLines, Stopper, make_target, output_options, tls_options
 from edge_agent.errors import AgentError, ConfigError
 from edge_agent.logs import setup_logging
-from edge_agent.multi import TunnelSpec, default_path, read_tunnels, resolve_tunnels, select
+from edge_agent.multi import TunnelSpec, read_tunnels, resolve_tunnels, select
 from edge_agent.runner import on_stop_signals, run_main
 from edge_agent.session import DRAIN_TIMEOUT, StreamTarget
 from edge_agent.tls import TlsOptions
@@ -78,10 +79,10 @@ def start(tunnels: tuple[str, ...], everything: bool, config: str | None, **flag
     The file is --config, else ~/.config/edge-agent/config.toml. Every line a tunnel
     prints starts with its [NAME]. Ctrl-C drains all of them; a second Ctrl-C exits.
     """
-    path = config or str(default_path())
+    path = config or default_config()
     try:
-        if config is None and not default_path().is_file():
-            raise ConfigError(f"no config file: pass --config FILE or write {path}")
+        if path is None:
+            raise ConfigError(f"no config file: pass --config FILE or write {default_path()}")
         file = read_tunnels(path)
         specs = resolve_tunnels(file, select(file, tunnels, everything), flags)
     except ConfigError as exc:
