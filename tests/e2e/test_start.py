@@ -3,6 +3,7 @@ relay, each forwarding to its own local server."""
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -60,14 +61,18 @@ def test_two_tunnels_one_process(procs: Procs, servers: list[int], tmp_path: Pat
     )
     argv = [str(BIN / "edge-agent"), "start", "web", "api", "--config", config]
     agent = procs.add(Proc("agent", argv, env=clean_env()))
-    web = agent.wait_line(rf"^\[web\] Forwarding (\S+) -> http://127.0.0.1:{web_port}$").group(1)
-    api = agent.wait_line(rf"^\[api\] Forwarding (\S+) -> http://127.0.0.1:{api_port}$").group(1)
-    assert (web, api) == (f"{relay.url}/a/web/", f"{relay.url}/a/backend/")
+    # A loopback relay routes <name>.localhost too: each tunnel prints that URL first.
+    port = relay.url.rsplit(":", 1)[1]
+    for tag, name, target in (("web", "web", web_port), ("api", "backend", api_port)):
+        for url in (f"http://{name}.localhost:{port}/", f"{relay.url}/a/{name}/"):
+            line = rf"^\[{tag}\] Forwarding {re.escape(url)} -> http://127.0.0.1:{target}$"
+            agent.wait_line(line)
+    web, api = f"{relay.url}/a/web/", f"{relay.url}/a/backend/"
     with httpx.Client(trust_env=False, timeout=10) as client:
         assert client.get(web + "one").text == f"{web_port} /one"
         assert client.get(api + "two?x=1").text == f"{api_port} /two?x=1"
-    agent.wait_line(r"^\[web\] GET /one 200 \d+ ms \d+ B$")
-    agent.wait_line(r"^\[api\] GET /two\?x=1 200 \d+ ms \d+ B$")
+    agent.wait_line(r"^\[web\] \d\d:\d\d:\d\d GET /one 200 \d+ ms \d+ B$")
+    agent.wait_line(r"^\[api\] \d\d:\d\d:\d\d GET /two\?x=1 200 \d+ ms \d+ B$")
     assert relay.count(r"agent_connected") == 2  # one connection per tunnel
     agent.signal(signal.SIGINT)
     assert agent.wait(15) == 0
