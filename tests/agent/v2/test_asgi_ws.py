@@ -34,7 +34,7 @@ class Apps:
         self.send_error: BaseException | None = None
         self.go = asyncio.Event()
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         assert scope["type"] == "websocket"
         self.scope = scope
         assert (await receive())["type"] == "websocket.connect"
@@ -112,7 +112,7 @@ class Peer:
         for event in self.client.events_received():
             if isinstance(event, Response):
                 self.response = event
-            else:
+            elif isinstance(event, Frame):
                 self.frames.append(event)
         self.push()  # pongs, close replies
 
