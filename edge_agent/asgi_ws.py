@@ -378,6 +378,8 @@ class AsgiWebSocket:
         if proto is None:
             return
         for chunk in proto.data_to_send():
+            if self.phase is _Phase.CLOSED:
+                continue  # the stream is gone: what the protocol still says goes nowhere
             if chunk:
                 self._write(chunk)
             elif not self.our_eof:

@@ -62,12 +62,15 @@ async def test_websocket_messages_pass_through(ws_tunnel: tuple[Procs, Path]) ->
     procs, tmp = ws_tunnel
     async with local_server() as port:
         tunnel = open_tunnel(procs, tmp, str(port), name="ws")
-        async with asyncio.timeout(10), connect(
-            _ws_url(tunnel, "echo"),
-            subprotocols=[Subprotocol("chat.v1"), Subprotocol("chat.v2")],
-            max_size=4 * MIB,
-            ping_interval=None,  # no keepalive traffic that could unstick a stalled pipe
-        ) as ws:
+        async with (
+            asyncio.timeout(10),
+            connect(
+                _ws_url(tunnel, "echo"),
+                subprotocols=[Subprotocol("chat.v1"), Subprotocol("chat.v2")],
+                max_size=4 * MIB,
+                ping_interval=None,  # no keepalive traffic that could unstick a stalled pipe
+            ) as ws,
+        ):
             assert ws.subprotocol == "chat.v2"  # the local server's choice
             await ws.send("hello, text")
             assert await ws.recv() == "hello, text"
