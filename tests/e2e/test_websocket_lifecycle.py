@@ -30,7 +30,7 @@ CHUNK = 64 * 1024
 #: sockets' kernel buffers at three hops, the tunnel's stream window, the websockets
 #: library's queue of 16 messages) but nowhere near the flood itself.
 MAX_AHEAD = 48 * MIB
-FLOOD = 256 * MIB
+FLOOD = 128 * MIB
 
 
 @dataclasses.dataclass
@@ -267,6 +267,29 @@ async def test_relay_drain_lets_open_sockets_finish(procs: Procs, tmp_path: Path
         assert took < 5  # at once, not at the 30 s drain deadline
         await _until(lambda: "drained" in local.closes, 5)
         assert local.closes["drained"] == (1000, "done")
+
+
+async def test_agent_drain_lets_open_sockets_finish(procs: Procs, tmp_path: Path) -> None:
+    async with local_server() as local:
+        tunnel = open_tunnel(procs, tmp_path, str(local.port), name="wsadrain")
+        async with _open(_ws(tunnel, "echo?key=agent-drained")) as ws:
+            await ws.send("x")
+            assert await ws.recv() == "x"
+            tunnel.agent.signal(signal.SIGTERM)
+            tunnel.agent.wait_line(r"^Draining: finishing requests in flight")
+            for i in range(5):  # the socket goes on while the agent drains
+                await asyncio.sleep(0.1)
+                await ws.send(f"during drain {i}")
+                assert await ws.recv() == f"during drain {i}"
+            closed = time.monotonic()
+            await ws.close(4000, "done")
+        assert ws.close_code == 4000
+        assert tunnel.agent.wait(10) == 0
+        took = time.monotonic() - closed
+        print(f"\nagent exited {took:.1f} s after the last socket closed")
+        assert took < 5  # at once, not at the 30 s drain deadline
+        await _until(lambda: "agent-drained" in local.closes, 5)
+        assert local.closes["agent-drained"] == (4000, "done")
 
 
 async def test_caller_auth_applies_to_the_upgrade(procs: Procs, tmp_path: Path) -> None:
