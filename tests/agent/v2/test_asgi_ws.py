@@ -4,6 +4,7 @@ AsgiWebSocket), driven through a FakeStream by the websockets library's sans-I/O
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -70,6 +71,15 @@ class Apps:
         await send({"type": "websocket.accept"})
         await send({"type": "websocket.close", "code": 4003, "reason": "bye"})
         self.seen.append(await receive())
+
+    async def _flood(self, receive: Any, send: Any) -> None:
+        """Accepts, then sends 64 KiB messages until the socket closes."""
+        await send({"type": "websocket.accept"})
+        with contextlib.suppress(OSError):
+            while True:
+                await send({"type": "websocket.send", "bytes": b"f" * 65536})
+                self.seen.append({"sent": 65536})
+                await asyncio.sleep(0)  # without flow control it would go on for ever
 
     async def _returns(self, receive: Any, send: Any) -> None:
         pass  # returns without answering the handshake: 500, as uvicorn
@@ -230,6 +240,19 @@ async def test_slow_app_pauses_the_stream_and_loses_nothing(
     await asyncio.sleep(0.01)
     assert [len(m["bytes"]) for m in apps.seen[:-1]] == [len(chunk)] * sent
     assert apps.seen[-1]["code"] == 1000
+
+
+async def test_app_that_outpaces_its_caller_waits_in_send(bridge: ObjectBridge, apps: Apps) -> None:
+    peer = await connect(bridge, "/flood", high=256 * 1024)
+    await asyncio.sleep(0.2)  # the caller (the relay) takes nothing meanwhile
+    sent = len(apps.seen)
+    assert 0 < sent * 65536 <= 256 * 1024 + 65536  # stopped at the stream's high mark
+    assert peer.stream.max_buffered <= 256 * 1024 + 65536 + 16
+    for _ in range(3):
+        peer.stream.drain()
+        await asyncio.sleep(0.05)
+    assert len(apps.seen) > sent  # and went on as the stream drained
+    peer.stream.abort(ErrorCode.CANCEL)
 
 
 @pytest.mark.parametrize(
