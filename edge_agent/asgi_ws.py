@@ -71,6 +71,10 @@ MAX_EARLY_DATA: Final = 64 * 1024
 
 logger = logging.getLogger(__name__)
 
+#: The websockets library's own lines (handshakes, "connection closed"): under the name
+#: the agent's ``-vvv`` turns on, as for its tunnel.
+_protocol_logger: Final = logging.getLogger("tunnel.websocket")
+
 _FRAMING: Final = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 
 
@@ -132,7 +136,8 @@ class AsgiWebSocket:
         self.close_timeout = limits.close_timeout
         self.disconnect_grace = limits.disconnect_grace
         self.phase = _Phase.CONNECTING
-        self.handshake = ServerProtocol()  # no subprotocols, no extensions: the app's choice
+        # no subprotocols, no extensions: the app's choice
+        self.handshake = ServerProtocol(logger=_protocol_logger)
         self.response = self.handshake.accept(request)
         self.proto: ServerProtocol | None = None
         self.task: asyncio.Task[None] | None = None
@@ -237,7 +242,9 @@ class AsgiWebSocket:
         self.status = 101
         self._write(response.serialize())
         self.phase = _Phase.OPEN
-        self.proto = ServerProtocol(state=State.OPEN, max_size=self.max_message)
+        self.proto = ServerProtocol(
+            state=State.OPEN, max_size=self.max_message, logger=_protocol_logger
+        )
         early, self.early = self.early, []
         for data in early:
             self.data(data)
