@@ -143,7 +143,7 @@ class AsgiWebSocket:
         self.task: asyncio.Task[None] | None = None
         self.early: list[bytes] = []
         self.early_size = 0
-        self.inbox: deque[Message] = deque()
+        self.inbox: deque[tuple[Message, int]] = deque()  # with its size on the wire
         self.inbox_size = 0
         self.ready = asyncio.Event()
         self.writable = asyncio.Event()
@@ -208,8 +208,8 @@ class AsgiWebSocket:
                 return self.disconnect
             self.ready.clear()
             await self.ready.wait()
-        message = self.inbox.popleft()
-        self.inbox_size -= len(message.get("bytes") or message.get("text") or "")
+        message, size = self.inbox.popleft()
+        self.inbox_size -= size
         if self.reading_paused and self.inbox_size <= self.inbox_limit // 2:
             self._resume_reading()
         return message
@@ -373,7 +373,7 @@ class AsgiWebSocket:
                 return
         else:
             message = {"type": "websocket.receive", "bytes": data}
-        self.inbox.append(message)
+        self.inbox.append((message, len(data)))
         self.inbox_size += len(data)
         self.ready.set()
         if self.inbox_size > self.inbox_limit and not self.reading_paused:

@@ -224,10 +224,10 @@ async def test_slow_app_pauses_the_stream_and_loses_nothing(
     bridge: ObjectBridge, apps: Apps
 ) -> None:
     peer = await connect(bridge, "/slow")
-    chunk = b"x" * (64 * 1024)
+    chunk = "é".encode() * (32 * 1024)  # text: 64 KiB on the wire, 32 Ki characters
     sent = 0
     while not peer.stream.reading_paused:
-        peer.client.send_binary(chunk)
+        peer.client.send_text(chunk)
         peer.push()
         sent += 1
         assert sent * len(chunk) < 4 * INBOX_LIMIT, "reading never paused"
@@ -238,8 +238,10 @@ async def test_slow_app_pauses_the_stream_and_loses_nothing(
     peer.push()
     await peer.until(lambda: peer.stream.closed is not None)
     await asyncio.sleep(0.01)
-    assert [len(m["bytes"]) for m in apps.seen[:-1]] == [len(chunk)] * sent
+    assert [m["text"] for m in apps.seen[:-1]] == [chunk.decode()] * sent
     assert apps.seen[-1]["code"] == 1000
+    ws = getattr(peer.stream.handler, "ws", None)
+    assert ws is not None and ws.inbox_size == 0  # the accounting comes back to zero
 
 
 async def test_app_that_outpaces_its_caller_waits_in_send(bridge: ObjectBridge, apps: Apps) -> None:
