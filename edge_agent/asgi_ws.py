@@ -35,6 +35,7 @@ import dataclasses
 import enum
 import http
 import logging
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -75,7 +76,10 @@ logger = logging.getLogger(__name__)
 #: the agent's ``-vvv`` turns on, as for its tunnel.
 _protocol_logger: Final = logging.getLogger("tunnel.websocket")
 
-_FRAMING: Final = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+_FRAMING: Final = frozenset({"content-length", "transfer-encoding", "connection"})
+
+#: Characters that would split or end a header line (response splitting).
+_UNSAFE: Final = re.compile(r"[\r\n\0]")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -237,8 +241,8 @@ class AsgiWebSocket:
         response = self.response
         if subprotocol is not None:
             response.headers["Sec-WebSocket-Protocol"] = subprotocol
-        for name, value in headers:
-            response.headers[name.decode("latin-1")] = value.decode("latin-1")
+        for name, value in _safe(headers):
+            response.headers[name] = value
         self.status = 101
         self._write(response.serialize())
         self.phase = _Phase.OPEN
@@ -287,11 +291,8 @@ class AsgiWebSocket:
             raise RuntimeError(f"a denial response body is limited to {MAX_DENIAL_BODY} bytes")
         if not message.get("more_body", False):
             status, raw = self.denial
-            headers = Headers(
-                (n.decode("latin-1"), v.decode("latin-1"))
-                for n, v in raw
-                if n.lower() not in _FRAMING  # this side frames the body
-            )
+            # this side frames the body
+            headers = Headers((n, v) for n, v in _safe(raw) if n.lower() not in _FRAMING)
             headers["Content-Length"] = str(len(body))
             headers["Connection"] = "close"
             self._answer(Response(status, _reason(status), headers, body))
@@ -450,6 +451,15 @@ class AsgiWebSocket:
             timer = asyncio.get_running_loop().call_later(self.disconnect_grace, task.cancel)
             task.add_done_callback(lambda _: timer.cancel())
         self.on_close(self.status, self.sent, error, reset)
+
+
+def _safe(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """The app's headers as text; RuntimeError (the app's send fails) for a header that
+    would split the response head."""
+    headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw]
+    if any(_UNSAFE.search(n) or _UNSAFE.search(v) for n, v in headers):
+        raise RuntimeError("a response header contains CR, LF or NUL")
+    return headers
 
 
 def _reason(status: int) -> str:

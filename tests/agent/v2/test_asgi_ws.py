@@ -81,6 +81,10 @@ class Apps:
                 self.seen.append({"sent": 65536})
                 await asyncio.sleep(0)  # without flow control it would go on for ever
 
+    async def _split(self, receive: Any, send: Any) -> None:
+        """Tries to split the 101 with a header value holding CR LF."""
+        await send({"type": "websocket.accept", "headers": [(b"x-a", b"1\r\nx-b: 2")]})
+
     async def _returns(self, receive: Any, send: Any) -> None:
         pass  # returns without answering the handshake: 500, as uvicorn
 
@@ -294,7 +298,7 @@ async def test_send_after_the_caller_left_raises_oserror(bridge: ObjectBridge, a
     assert isinstance(apps.send_error, OSError)
 
 
-@pytest.mark.parametrize(("path", "status"), [("/returns", 500)])
+@pytest.mark.parametrize(("path", "status"), [("/returns", 500), ("/split", 500)])
 async def test_app_that_does_not_accept(bridge: ObjectBridge, path: str, status: int) -> None:
     peer = await connect(bridge, path)
     assert peer.response is not None and peer.response.status_code == status
