@@ -29,9 +29,9 @@ returned, else the body iterator is closed and ``LocalResponse.close`` awaited.
 
 WebSocket: a ``GET`` asking for ``Upgrade: websocket`` goes to the Target's
 ``websocket(request, stream, on_close)`` when it has one (:class:`WebSocketTarget`, the
-ASGI app's ``websocket`` scope); the handler it returns takes the stream over, and the
-exchange is recorded when the socket closes. A Target without it gets the request as
-plain HTTP.
+ASGI app's ``websocket`` scope, and the wrappers that pass it on); the handler it returns
+takes the stream over, and the exchange is recorded when the socket closes. A Target
+without it, or whose ``websocket`` returns None, gets the request as plain HTTP.
 """
 
 from __future__ import annotations
@@ -60,16 +60,28 @@ MAX_HEAD: Final = 64 * 1024
 _NO_BODY_STATUS: Final = frozenset({204, 304})
 
 
+#: ``on_close(status, bytes_out, error, reset)`` of a WebSocket: called once when it is over.
+WebSocketClosed = Callable[[int | None, int, str | None, ErrorCode | None], None]
+
+
 @runtime_checkable
 class WebSocketTarget(Protocol):
     """A Target that serves WebSocket upgrades itself (see the module docstring)."""
 
     def websocket(
-        self,
-        request: LocalRequest,
-        stream: StreamPort,
-        on_close: Callable[[int | None, int, str | None, ErrorCode | None], None],
-    ) -> StreamHandler: ...
+        self, request: LocalRequest, stream: StreamPort, on_close: WebSocketClosed
+    ) -> StreamHandler | None:
+        """The handler that takes ``stream`` over, or None: serve it as plain HTTP."""
+        ...
+
+
+def delegate_websocket(
+    inner: Target, request: LocalRequest, stream: StreamPort, on_close: WebSocketClosed
+) -> StreamHandler | None:
+    """What a wrapper's ``websocket`` does to pass an upgrade on to the Target it wraps."""
+    if isinstance(inner, WebSocketTarget):
+        return inner.websocket(request, stream, on_close)
+    return None
 
 
 class _StreamGone(Exception):
@@ -200,9 +212,10 @@ class _Exchange:
         )
         target = self.bridge.target
         if self._opens_websocket() and isinstance(target, WebSocketTarget):
-            self.over = True  # the bridge writes nothing more: the WebSocket does
             self.ws = target.websocket(request, self.stream, self._websocket_closed)
-            return
+            if self.ws is not None:
+                self.over = True  # the bridge writes nothing more: the WebSocket does
+                return
         self.task = asyncio.get_running_loop().create_task(self._run(request))
 
     def _opens_websocket(self) -> bool:

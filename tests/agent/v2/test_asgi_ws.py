@@ -19,6 +19,8 @@ from websockets.uri import parse_uri
 from edge_agent.asgi import AsgiTarget
 from edge_agent.asgi_ws import INBOX_LIMIT, WebSocketLimits
 from edge_agent.bridge import ObjectBridge
+from edge_agent.molecule.dedup import DedupTarget
+from edge_agent.molecule.inbound import InboundSecretTarget
 from edge_agent.port import ExchangeRecord
 from tests.agent.v2.support import FakeStream, open_stream
 from wire import ErrorCode
@@ -329,4 +331,29 @@ async def test_peer_that_never_answers_our_close_is_reset(apps: Apps) -> None:
     Peer(stream, "/close").push()
     await stream.wait_for(lambda: stream.reset_code is not None, within=5)
     assert stream.reset_code is ErrorCode.CANCEL
+    await bridge.aclose()
+
+
+async def test_molecule_wrappers_pass_websockets_on_with_the_inbound_secret(apps: Apps) -> None:
+    inbound = InboundSecretTarget(
+        DedupTarget(AsgiTarget(apps, lifespan="off")), secret="inbound-s3cret"
+    )
+    bridge = ObjectBridge(inbound)
+    refused = open_stream(bridge.handler)
+    Peer(refused, "/echo").push()  # no Authorization: the wrapper's 401, as for HTTP
+    await refused.wait()
+    assert refused.out.startswith(b"HTTP/1.1 401 ")
+    assert apps.scope == {}
+    stream = open_stream(bridge.handler)
+    peer = Peer(stream, "/echo")
+    peer.client.data_to_send()  # replaced by the same request with the secret
+    request = peer.client.connect()
+    request.headers["Authorization"] = "Bearer inbound-s3cret"
+    peer.client.send_request(request)
+    peer.push()
+    await peer.until(lambda: peer.response is not None)
+    assert peer.response is not None and peer.response.status_code == 101
+    peer.client.send_text(b"through the wrappers")
+    peer.push()
+    assert (await peer.message()).data == b"through the wrappers"
     await bridge.aclose()
