@@ -187,7 +187,7 @@ class PublicConnection(asyncio.Protocol):
         exchange = self.exchange
         if exchange is None:
             self.started = True
-        elif exchange.request_done:
+        elif exchange.request_done and not exchange.watch.upgraded:  # a pipelining caller
             self.waiting += len(data)
             if self.waiting > PIPELINE_LIMIT:
                 self.pause_reading()
@@ -455,6 +455,8 @@ class PublicConnection(asyncio.Protocol):
             else:
                 self._start_discard(keep=True)
             return
+        if exchange.watch.upgraded and stream is not None and not stream.ending:
+            stream.end()  # the pipe closes both ways: the agent's side learns it too
         self._done(exchange, exchange.status)
         if close or not exchange.keep_alive or exchange.watch.upgraded:
             self.close()
