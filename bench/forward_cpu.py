@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import multiprocessing
 import socket
 import time
@@ -72,7 +73,7 @@ class LeanStream:
     def end(self, close: bool = False) -> None:
         self.done()
 
-    def reset(self, code: ErrorCode, reason: str = "") -> None:
+    def reset(self, code: ErrorCode, reason: str = "", after_queued: bool = False) -> None:
         raise RuntimeError(f"reset {code.name}: {reason}")
 
     def pause_reading(self) -> None:
@@ -89,8 +90,8 @@ async def _through_forwarder(port: int, requests: int, concurrency: int, record:
 
     async def worker(count: int) -> None:
         for i in range(count):
-            waiter = loop.create_future()
-            stream = LeanStream(i, lambda w=waiter: w.set_result(None))
+            waiter: asyncio.Future[None] = loop.create_future()
+            stream = LeanStream(i, functools.partial(waiter.set_result, None))
             handler = fwd.handler(stream)
             handler.data(REQUEST)
             handler.end(False)
