@@ -6,6 +6,8 @@ Modes:
 * ``idle-agents``: relay memory per idle connected agent (simulated agents).
 * ``busy-tunnel``: small GET p99 on a tunnel during a 1 GiB download, against idle.
 * ``relay-restart``: time for simulated agents to come back after a relay restart.
+* ``attacks``: the hostile-input attacks against a real relay, with a bystander tunnel's
+  p99 and the relay's memory during and after each (``--attacks`` picks some).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import compare, scale
+from bench import attacks, compare, scale
 from bench.paths import ALL_PATHS, path_keys
 from bench.procs import BenchError, Children
 from bench.profile import profile
@@ -29,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
         "mode",
         nargs="?",
         default="paths",
-        choices=["paths", "idle-agents", "busy-tunnel", "relay-restart"],
+        choices=["paths", "idle-agents", "busy-tunnel", "relay-restart", "attacks"],
     )
     p.add_argument("--quick", action="store_true", help="short runs (under 3 minutes)")
     p.add_argument("--out", type=Path, help="write the markdown results to this file")
@@ -52,6 +54,16 @@ def _parser() -> argparse.ArgumentParser:
         "--profile",
         type=Path,
         help="paths mode: after the rounds, py-spy profiles of molecule-edge into this folder",
+    )
+    p.add_argument(
+        "--attacks",
+        default=None,
+        help="attacks: comma-separated subset of " + ",".join(attacks.DESCRIPTIONS),
+    )
+    p.add_argument(
+        "--relay-args",
+        default="",
+        help="attacks: more edge-relay serve flags, e.g. '--max-client-streams 64'",
     )
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     return p
@@ -99,6 +111,8 @@ def main() -> int:
     try:
         if args.mode == "paths":
             text = _paths_mode(args, children, workdir)
+        elif args.mode == "attacks":
+            text = attacks.run(args, children, workdir, _command())
         else:
             text = scale.run(args.mode, args, children, workdir, _command())
     except BenchError as exc:
