@@ -65,11 +65,11 @@ DEFAULT_MIN_BODY_RATE: Final = 256
 BODY_RATE_WINDOW: Final = 30.0
 
 #: Requests one caller address may have in flight on one tunnel; the next gets 429
-#: ``too_many_client_streams``. The default is the stream limit itself (off): a load
-#: test from one machine is normal use, and ``--min-body-rate`` already ends the slow
-#: uploads that held a tunnel. A public relay sets it lower (a browser opens at most 6
-#: connections per host), so that one address cannot hold all of a tunnel's streams.
-DEFAULT_MAX_CLIENT_STREAMS: Final = wire.DEFAULT_MAX_STREAMS
+#: ``too_many_client_streams``. A quarter of the stream limit: one address (slow uploads,
+#: a flood of long polls) can never hold all of a tunnel's streams, while a load test
+#: from one machine (wrk at 64 connections) and a platform proxying many calls from one
+#: address stay far below it. A trusted front proxy is not counted (it speaks for many).
+DEFAULT_MAX_CLIENT_STREAMS: Final = wire.DEFAULT_MAX_STREAMS // 4
 
 #: Seconds an idle keep-alive connection stays open (a little longer than the common
 #: 5 s, so bursty callers reuse connections).
