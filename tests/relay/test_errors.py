@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+import wire
+from relay.config import Settings
 from tests.relay.conftest import RelayFactory, RunningRelay, eventually
 from tests.relay.fake_agent import FakeAgent, FakeRequest
 from tests.relay.rawhttp import error_code, exchange, status_of
@@ -258,6 +260,12 @@ async def test_one_caller_address_cannot_hold_every_stream(relay_factory: RelayF
             assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200]
             assert (await client.get("/a/demo/")).status_code == 200  # the slots came back
     assert relay.app.client_streams == {}
+
+
+def test_by_default_one_address_holds_a_quarter_of_a_tunnels_streams() -> None:
+    """Slow uploads from one address must not take a tunnel down with default settings."""
+    settings = Settings(host="127.0.0.1", port=0)
+    assert settings.max_client_streams == wire.DEFAULT_MAX_STREAMS // 4 == 256
 
 
 async def test_a_body_slower_than_the_minimum_rate_is_408(relay_factory: RelayFactory) -> None:
