@@ -74,6 +74,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "call": "edge_agent.molecule.cli_call:call",
     "plugin": "edge_agent.molecule.cli_plugins:plugin",
     "service": "edge_agent.service.cli:service",
+    "tcp": "edge_agent.raw_cli:tcp",
+    "tls": "edge_agent.raw_cli:tls",
 }
 
 

@@ -36,7 +36,7 @@ import tunnel
 from edge_agent.connect import ConnectOptions, check_name, open_tunnel
 from edge_agent.errors import ConfigError, NotARelay, SessionEndedEarly, TunnelError
 from edge_agent.session import DRAIN_TIMEOUT, WELCOME_TIMEOUT, Hooks, StreamTarget, TunnelSession
-from wire import MAX_AGENT_INFO, MAX_CALLER_AUTH, CallerCredential, Welcome
+from wire import MAX_AGENT_INFO, MAX_CALLER_AUTH, CallerCredential, StreamKind, Welcome
 
 #: A session must last this long before the reconnect backoff starts over.
 HEALTHY_AFTER: Final = 30.0
@@ -76,6 +76,8 @@ class TunnelClient:
         options: transport settings (TLS, proxy, WebSocket timeouts).
         caller_auth: credentials the relay demands from public callers (empty: none).
         on_ready: called with every WELCOME (after each (re)connect).
+        tunnel: what ``target`` serves: HTTP exchanges (the default), or raw TCP or
+            TLS connections (``edge-agent tcp``/``tls``).
     """
 
     def __init__(
@@ -90,8 +92,10 @@ class TunnelClient:
         caller_auth: Sequence[CallerCredential] = (),
         agent: str = "edge-agent",
         on_ready: Callable[[Welcome], None] | None = None,
+        tunnel: StreamKind = StreamKind.HTTP,
     ) -> None:
         check_name(name)
+        self.tunnel = tunnel
         self.relay_url = relay_url
         self.name = name
         self.target = target
@@ -227,6 +231,7 @@ class TunnelClient:
             agent=self.agent,
             is_paused=lambda: self._paused,
             hooks=self.hooks,
+            kind=self.tunnel,
         )
         self._session = session
         logger.info("tunnel_connected", extra={"agent": self.name, "relay": self.relay_url})

@@ -29,6 +29,7 @@ from urllib.parse import parse_qs
 
 import tunnel
 import wire
+from relay import kinds
 from relay.config import RESERVED_NAMES
 from relay.errors import (
     AgentUnauthorized,
@@ -138,6 +139,7 @@ class AgentSession(tunnel.SessionHooks):
         self.client = client
         self.port = port
         self.name = ""
+        self.kind = wire.StreamKind.HTTP  # what the agent serves (HELLO's tunnel)
         self.token_sha256 = claim.token_sha256
         self.caller_auth: tuple[wire.CallerCredential, ...] = ()
         self.phase = Phase.HELLO
@@ -211,6 +213,7 @@ class AgentSession(tunnel.SessionHooks):
             self.state.registry.release(self)
             if not self.state.registry.in_use(self.name):
                 self.state.metrics.tunnel_gone(self.name)
+                self.state.tcp.release(self.name)
         self.closed.set()
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -224,9 +227,19 @@ class AgentSession(tunnel.SessionHooks):
             self.close(ErrorCode.UNAUTHORIZED, "the HELLO name is not allowed", tunnel.WS_POLICY)
             return
         settings = self.state.settings
-        urls = settings.tunnel_urls(name, self.port)
-        welcome = wire.Welcome(name, urls, settings.max_streams, settings.max_request_body)
+        try:
+            urls = kinds.grant(
+                self.state, name, hello.tunnel, self.token_sha256 is not None, self.port
+            )
+        except kinds.Refused as exc:
+            log.info("tunnel_kind_refused", extra={"agent": name, "detail": str(exc)})
+            self.close(exc.code, str(exc), tunnel.WS_POLICY)
+            return
+        welcome = wire.Welcome(
+            name, urls, settings.max_streams, settings.max_request_body, hello.tunnel
+        )
         self.name = name
+        self.kind = hello.tunnel
         self.caller_auth = hello.caller_auth
         self.session.send_welcome(welcome)
         self.phase = Phase.ACTIVE
