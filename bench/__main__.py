@@ -6,6 +6,7 @@ Modes:
 * ``idle-agents``: relay memory per idle connected agent (simulated agents).
 * ``busy-tunnel``: small GET p99 on a tunnel during a 1 GiB download, against idle.
 * ``relay-restart``: time for simulated agents to come back after a relay restart.
+* ``tcp``: raw TCP throughput, direct, ssh -R and ``edge-agent tcp`` (bench.tcp).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import compare, scale
+from bench import compare, scale, tcp
 from bench.paths import ALL_PATHS, path_keys
 from bench.procs import BenchError, Children
 from bench.profile import profile
@@ -29,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
         "mode",
         nargs="?",
         default="paths",
-        choices=["paths", "idle-agents", "busy-tunnel", "relay-restart"],
+        choices=["paths", "idle-agents", "busy-tunnel", "relay-restart", "tcp"],
     )
     p.add_argument("--quick", action="store_true", help="short runs (under 3 minutes)")
     p.add_argument("--out", type=Path, help="write the markdown results to this file")
@@ -53,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="paths mode: after the rounds, py-spy profiles of molecule-edge into this folder",
     )
+    p.add_argument("--mib", type=int, help="tcp: MiB moved each way per round (default 512)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     return p
 
@@ -99,6 +101,10 @@ def main() -> int:
     try:
         if args.mode == "paths":
             text = _paths_mode(args, children, workdir)
+        elif args.mode == "tcp":
+            mib = args.mib or (128 if args.quick else 512)
+            rounds = args.rounds or (3 if args.quick else 5)
+            text = tcp.run(mib, rounds, children, workdir, _command())
         else:
             text = scale.run(args.mode, args, children, workdir, _command())
     except BenchError as exc:
