@@ -107,6 +107,8 @@ def test_the_relays_own_hosts_share_the_port(procs: Procs, tmp_path: Path) -> No
     port = relay.port
     own = curl(port, relay_ca, "localhost", "/_edge/healthz")
     assert own.returncode == 0, own.stderr  # the relay's certificate, the relay's answer
+    by_path = curl(port, relay_ca, "localhost", "/a/web/")  # no HTTP side to a TLS tunnel
+    assert '"unknown_tunnel"' in by_path.stdout.replace(": ", ":"), by_path.stdout
     other = curl(port, None, f"nobody.{DOMAIN}")  # no such tunnel: the relay's own TLS
     assert other.returncode == 0, other.stderr
     assert '"code": "unknown_tunnel"' in other.stdout or '"code":"unknown_tunnel"' in other.stdout
