@@ -4,9 +4,10 @@
 A name keeps its port. For a name with a token the port is kept in the token's record
 (:meth:`relay.tokens.TokenStore.assign_port`), so it survives reconnects, relay restarts
 and token rotation; an open-mode name (no token) keeps its port while this relay process
-runs. A port is bound when the name's first TCP session is welcomed and closed when the
-last session for the name ends (connections then get a refusal from the kernel, as a
-stopped server would); a session that replaces another keeps the listener.
+runs, unless the range fills up while it is offline and its port is the one left. A
+port is bound when the name's first TCP session is welcomed and closed when the last
+session for the name ends (connections then get a refusal from the kernel, as a stopped
+server would); a session that replaces another keeps the listener.
 
 A port another record holds is never given to a second name. A name's own port that
 cannot be bound (another program took it) refuses the session with a transient error
@@ -79,18 +80,7 @@ class TcpPorts:
         bound: dict[int, socket.socket] = {}
 
         def pick(current: int | None, taken: set[int]) -> int | None:
-            busy = taken | {lst.port for lst in self._listeners.values()}
-            busy |= {p for n, p in self._open_mode.items() if n != name}
-            for port in _candidates(ports, current):
-                if port in busy:
-                    continue
-                sock = _listen(state.settings.host, port)
-                if sock is not None:
-                    bound[port] = sock
-                    return port
-                if port == current:
-                    raise PortUnavailable(f"port {port} of this tunnel is in use on the relay")
-            return None
+            return self._pick(state.settings.host, ports, name, current, taken, bound)
 
         if has_token:
             port = state.store.assign_port(name, pick)
@@ -102,6 +92,35 @@ class TcpPorts:
             raise PortUnavailable(f"no free TCP port in {ports[0]}-{ports[1]} on the relay")
         self._start(state, name, port, bound.pop(port))
         return port
+
+    def _pick(
+        self,
+        host: str,
+        ports: tuple[int, int],
+        name: str,
+        current: int | None,
+        taken: set[int],
+        bound: dict[int, socket.socket],
+    ) -> int | None:
+        """Bind ``name``'s port: its own (``current``) when in the range, else the lowest
+        free one. Ports other open-mode names had are avoided while others are free;
+        when none is, the lowest of them whose name is offline is reused."""
+        busy = taken | {lst.port for lst in self._listeners.values()}
+        if current in busy:
+            current = None  # an open-mode name's old port now belongs to a token
+        remembered = {p: n for n, p in self._open_mode.items() if n != name}
+        for avoid in (busy | set(remembered), busy):
+            for port in _candidates(ports, current):
+                if port in avoid:
+                    continue
+                sock = _listen(host, port)
+                if sock is not None:
+                    bound[port] = sock
+                    self._open_mode.pop(remembered.get(port, ""), None)
+                    return port
+                if port == current:
+                    raise PortUnavailable(f"port {port} of this tunnel is in use on the relay")
+        return None
 
     def release(self, name: str) -> None:
         """No session holds ``name`` any more: stop listening on its port."""
