@@ -59,7 +59,8 @@ class RawForwarder:
 
     Args:
         host, port: the local target.
-        kind: the tunnel's kind; a stream of another kind is reset (PROTOCOL_ERROR).
+        kind: the tunnel's kind; a stream of another kind ends the session
+            (GOAWAY PROTOCOL_ERROR: the relay opened what HELLO did not ask for).
         connect_timeout: seconds to connect; past it the stream is reset TARGET_TIMEOUT.
         on_done: called with an :class:`ExchangeRecord` per connection (method ``TCP``
             or ``TLS``, no target or status).
@@ -87,8 +88,11 @@ class RawForwarder:
         return f"{host}:{self.port}"
 
     def handler(self, stream: tunnel.Stream) -> tunnel.StreamHandler:
-        if stream.kind is not self.kind:
-            stream.reset(ErrorCode.PROTOCOL_ERROR, f"this agent serves {self.kind.name} streams")
+        if stream.kind is not self.kind:  # the relay broke HELLO's promise: a session error
+            stream.session.fail(
+                ErrorCode.PROTOCOL_ERROR,
+                f"a {stream.kind.name} stream on a {self.kind.name} tunnel",
+            )
             return tunnel.NULL_HANDLER
         pipe = LocalPipe(self, stream)
         self.pipes.add(pipe)
