@@ -85,6 +85,8 @@ class RawPipe(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         stream = self.stream
+        if self.caller_eof and exc is None:
+            return  # both halves ended cleanly; the END may still be on its way
         if stream is not None and not stream.closed:
             stream.reset(ErrorCode.CANCEL, "caller went away")
             self.state.metrics.reset("relay", ErrorCode.CANCEL)
