@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,5 +132,34 @@ def test_connections_beyond_the_stream_limit_are_refused_at_once(
         assert held[0].recv(100) == b"still"
         for sock in (*held, extra):
             sock.close()
+    finally:
+        echo.close()
+
+
+def test_half_closes_and_both_directions_at_once(procs: Procs, tmp_path: Path) -> None:
+    """16 MiB sent while the echo comes back, then the caller's half-close: every byte
+    returns, in order, and the echo server's close reaches the caller as a clean EOF."""
+    echo = EchoServer()
+    try:
+        relay = tcp_relay(procs, tmp_path / "state")
+        token = issue(relay.state_dir, "echo", "--tcp")
+        agent = procs.add(RawAgent("tcp", relay, token, str(echo.port)))
+        port = public_port(agent.wait_forwarding()[0])
+        payload = os.urandom(16 * 1024 * 1024)
+        conn = socket.create_connection(("127.0.0.1", port), timeout=20)
+
+        def send() -> None:
+            conn.sendall(payload)
+            conn.shutdown(socket.SHUT_WR)  # our half ends; theirs is still open
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        received = bytearray()
+        while data := conn.recv(1 << 20):
+            received += data
+        sender.join(20)
+        conn.close()
+        assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+        agent.wait_line(r"^TCP connection \d+ closed .* 16777216 B in 16777216 B out$")
     finally:
         echo.close()
