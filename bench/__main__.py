@@ -6,6 +6,8 @@ Modes:
 * ``idle-agents``: relay memory per idle connected agent (simulated agents).
 * ``busy-tunnel``: small GET p99 on a tunnel during a 1 GiB download, against idle.
 * ``relay-restart``: time for simulated agents to come back after a relay restart.
+* ``websocket``: WebSocket echo through molecule-edge (pass-through and ``--app``)
+  against direct: round trip and messages/s.
 * ``tcp``: raw TCP throughput, direct, ssh -R and ``edge-agent tcp`` (bench.tcp).
 """
 
@@ -18,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import compare, scale, tcp
+from bench import compare, scale, tcp, wsecho
 from bench.paths import ALL_PATHS, path_keys
 from bench.procs import BenchError, Children
 from bench.profile import profile
@@ -30,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
         "mode",
         nargs="?",
         default="paths",
-        choices=["paths", "idle-agents", "busy-tunnel", "relay-restart", "tcp"],
+        choices=["paths", "idle-agents", "busy-tunnel", "relay-restart", "websocket", "tcp"],
     )
     p.add_argument("--quick", action="store_true", help="short runs (under 3 minutes)")
     p.add_argument("--out", type=Path, help="write the markdown results to this file")
@@ -101,6 +103,8 @@ def main() -> int:
     try:
         if args.mode == "paths":
             text = _paths_mode(args, children, workdir)
+        elif args.mode == "websocket":
+            text = wsecho.run(args, children, workdir, _command())
         elif args.mode == "tcp":
             mib = args.mib or (128 if args.quick else 512)
             rounds = args.rounds or (3 if args.quick else 5)

@@ -171,8 +171,9 @@ class ActivityLog:
         )
 
 
-def activity_json(row: Any) -> dict[str, Any]:
-    """One ``activity_logs`` row as ``GET /workspaces/:id/activity`` shows it."""
+def activity_json(row: Any, *, with_seq: bool = False) -> dict[str, Any]:
+    """One ``activity_logs`` row as ``GET /workspaces/:id/activity`` shows it
+    (``with_seq``: "next", whose rows carry the insertion order a poller acks)."""
 
     def decoded(text: str | None) -> Any:
         return None if text is None else json.loads(text)
@@ -192,4 +193,4 @@ def activity_json(row: Any) -> dict[str, Any]:
         "status": row["status"],
         "error_detail": row["error_detail"],
         "created_at": row["created_at"],
-    }
+    } | ({"seq": row["seq"]} if with_seq else {})

@@ -17,8 +17,9 @@ other parameter is ignored.
 
 Deliberate differences: "strictly after" is by insertion order (``seq``), not by
 ``created_at`` (the real query, ``created_at > cursor``, can skip a row written in the
-same microsecond); the ``attachments`` projection of ``include=peer_info``, the rows'
-``seq`` and ``POST /activity/ack`` are not modelled.
+same microsecond); the ``attachments`` projection of ``include=peer_info`` is not
+modelled. "next" rows carry their ``seq``, which a poller acknowledges with ``POST
+/activity/ack`` (:mod:`devplatform.routes_inbox`).
 """
 
 from __future__ import annotations

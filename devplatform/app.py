@@ -30,6 +30,7 @@ from devplatform import (
     cors,
     routes_a2a,
     routes_discovery,
+    routes_inbox,
     routes_plugins,
     routes_registry,
     routes_secrets,
@@ -86,6 +87,7 @@ def build_app(platform: Platform) -> web.Application:
         routes_plugins,
     ):
         module.add_routes(app)
+    routes_inbox.add_routes(app, next_generation=platform.cfg.is_next)
     return app
 
 

@@ -124,6 +124,11 @@ CREATE TABLE IF NOT EXISTS activity_logs (
     created_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS idx_activity_workspace ON activity_logs(workspace_id, seq);
+CREATE TABLE IF NOT EXISTS inbox_delivery_state (
+    workspace_id TEXT PRIMARY KEY REFERENCES workspaces(id) ON DELETE CASCADE,
+    last_acked_seq INTEGER NOT NULL DEFAULT 0,
+    updated_at TEXT NOT NULL
+);
 """
 
 

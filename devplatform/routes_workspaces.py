@@ -306,7 +306,8 @@ async def list_activity(request: web.Request) -> web.Response:
     workspace_id = request.match_info["id"]
     p.auth.require_workspace(request, workspace_id)
     query = activity.parse_query(request.query, next_generation=p.cfg.is_next)
-    rows = [activity_json(row) for row in activity.select_rows(p.db, workspace_id, query)]
+    found = activity.select_rows(p.db, workspace_id, query)
+    rows = [activity_json(row, with_seq=p.cfg.is_next) for row in found]
     if query.peer_info:
         _add_peer_info(p, platform_url(request), rows)
     return json_response(rows)

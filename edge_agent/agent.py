@@ -15,6 +15,9 @@ One :class:`EdgeAgent` joins four parts that already exist on their own::
 2. The platform session registers that URL with an agent card whose interfaces point
    at it, then heartbeats every ``heartbeat_interval`` seconds (active tasks = streams in
    flight, or messages the de-duplication still works on if that is more).
+   A "next" platform gets the calls by poll delivery while the tunnel is down for more
+   than ``poll_after`` seconds (:mod:`edge_agent.molecule.delivery`): they go through the
+   same de-duplication to the local target, their answers back through the platform.
 3. Once registered, the requested plugins are installed (:mod:`edge_agent.molecule.plugins`);
    then, with a command, the secrets are pulled and the command starts with them in
    its environment; it is restarted with backoff if it crashes.
@@ -76,6 +79,7 @@ from edge_agent.molecule.card import build_agent_card, load_agent_card, rewrite_
 from edge_agent.molecule.child import ChildPolicy, ChildSupervisor
 from edge_agent.molecule.client import CALL_TIMEOUT, PlatformClient
 from edge_agent.molecule.dedup import DedupLimits, DedupTarget
+from edge_agent.molecule.delivery import POLL_AFTER, DeliverySwitch
 from edge_agent.molecule.errors import (
     MoleculeError,
     NotFound,
@@ -92,6 +96,7 @@ from edge_agent.molecule.plugins import (
     PluginRequest,
     install_plugin,
 )
+from edge_agent.molecule.poll import PollDelivery
 from edge_agent.molecule.session import (
     Generation,
     Load,
@@ -139,6 +144,8 @@ class AgentHooks:
     on_command: Callable[[Sequence[str], Sequence[str]], None] | None = None
     #: A plugin was installed (before the command starts).
     on_plugin: Callable[[InstalledPlugin], None] | None = None
+    #: The platform took a delivery mode: "poll" (the tunnel is down) or "push" again.
+    on_delivery_mode: Callable[[str], None] | None = None
 
 
 class EdgeAgent:
@@ -174,6 +181,8 @@ class EdgeAgent:
             platform out; in "next" the inbound secret is always accepted too.
         relay_tls: TLS options towards the relay (CA file, insecure, pin).
         ping_interval, ping_timeout: the tunnel's keepalive (None: its defaults).
+        poll_after: seconds the tunnel must be down before a "next" platform is asked
+            for poll delivery (60).
         plugins, plugin_options: plugins to install from the platform once registered,
             before the command starts; a plugin that fails to install ends the run.
         platform_verify: TLS verification towards the platform (an ``SSLContext`` for
@@ -204,6 +213,7 @@ class EdgeAgent:
         relay_tls: TlsOptions | None = None,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
+        poll_after: float = POLL_AFTER,
         plugins: Sequence[PluginRequest] = (),
         plugin_options: PluginOptions | None = None,
         platform_verify: ssl.SSLContext | bool = True,
@@ -230,6 +240,10 @@ class EdgeAgent:
         self._session_config = session_config or _session_config(heartbeat_interval)
         self._child_policy = child_policy
         self._plugins = tuple(plugins)
+        if not poll_after > 0:
+            raise ConfigError(f"poll_after must be more than 0 seconds, got {poll_after!r}")
+        self._poll_after = poll_after
+        self._switch: DeliverySwitch | None = None
         self._plugin_options = plugin_options or PluginOptions()
         self._local = _as_target(target)
         self._local_card = _local_card(self._local) if agent_card is None else None
@@ -356,6 +370,8 @@ class EdgeAgent:
                 return 0
             session = self._start_session(client)
             session_task = _spawn(tasks, session.run(), "platform-session")
+            switch = _spawn(tasks, self._start_switch(client, session).run(), "delivery")
+            switch.add_done_callback(_log_failure)
             after = self.command or self._plugins
             child = _spawn(tasks, self._after_registration(session), "command") if after else None
             return await self._supervise(tunnel, session_task, child)
@@ -440,6 +456,17 @@ class EdgeAgent:
             config=self._session_config,
         )
         return self._session
+
+    def _start_switch(self, client: PlatformClient, session: PlatformSession) -> DeliverySwitch:
+        poller = PollDelivery(client, self._dedup)
+        self._switch = DeliverySwitch(
+            session,
+            poller,
+            lambda: self._tunnel.connected,
+            poll_after=self._poll_after,
+            on_mode=self.hooks.on_delivery_mode,
+        )
+        return self._switch
 
     async def _supervise(
         self,
@@ -551,6 +578,8 @@ class EdgeAgent:
 
     def _on_registered(self, result: RegisterResult) -> None:
         self._registered_once = True
+        if self._switch is not None:
+            self._switch.registered(result)
         self._apply_pause()
         if self.hooks.on_registered is not None:
             self.hooks.on_registered(result)
@@ -654,6 +683,11 @@ def _spawn(tasks: list[asyncio.Task[Any]], coro: Any, name: str) -> asyncio.Task
     task = asyncio.create_task(coro, name=name)
     tasks.append(task)
     return task
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("task_failed", extra={"task": task.get_name()}, exc_info=task.exception())
 
 
 def _exit_status(code: int) -> int:

@@ -1,6 +1,7 @@
 """AsgiTarget: serve tunnelled requests from an in-process ASGI app, without a socket.
 
-Each request runs the app in a task of its own. ``receive()`` is fed from the tunnel's
+Each request runs the app in a task of its own (a WebSocket upgrade too: see
+:meth:`AsgiTarget.websocket` and :mod:`edge_agent.asgi_ws`). ``receive()`` is fed from the tunnel's
 request body; ``send()`` chunks go through a bounded buffer to the response body
 iterator, so an app that writes faster than the caller reads waits in ``send()``
 (flow control reaches the app). When the stream is cancelled (the relay RESET it, the
@@ -11,15 +12,21 @@ in uvicorn), and an app that ignores both is cancelled after ``disconnect_grace`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
+from websockets.datastructures import Headers
+from websockets.http11 import Request
+
 from edge_agent.asgi_channel import Channel
-from edge_agent.asgi_lifespan import AsgiApp, Lifespan, LifespanMode, Message
-from edge_agent.asgi_scope import build_scope
+from edge_agent.asgi_lifespan import AsgiApp, Lifespan, LifespanMode, Message, Receive, Send
+from edge_agent.asgi_scope import build_scope, build_websocket_scope
+from edge_agent.asgi_ws import DEFAULT_LIMITS, AsgiWebSocket, OnClose, WebSocketLimits
 from edge_agent.errors import ConfigError, TargetFailed
+from edge_agent.port import StreamHandler, StreamPort
 from edge_agent.target import EmptyBody, LocalRequest, LocalResponse
 from wire import MAX_PAYLOAD
 
@@ -60,6 +67,8 @@ class AsgiTarget:
         lifespan: ``auto`` (run it if the app supports it), ``on`` or ``off``. Startup
             runs on :meth:`start`, or before the first request; shutdown on :meth:`aclose`.
         disconnect_grace: seconds an app may run on after a disconnect before cancellation.
+        websocket_limits: message size, buffering and closing-handshake timeout of each
+            WebSocket (:mod:`edge_agent.asgi_ws`); its ``disconnect_grace`` is this one's.
     """
 
     def __init__(
@@ -68,9 +77,13 @@ class AsgiTarget:
         *,
         lifespan: LifespanMode = "auto",
         disconnect_grace: float = DISCONNECT_GRACE,
+        websocket_limits: WebSocketLimits = DEFAULT_LIMITS,
     ) -> None:
         self.app = load_app(app) if isinstance(app, str) else app
         self.disconnect_grace = disconnect_grace
+        self.websocket_limits = dataclasses.replace(
+            websocket_limits, disconnect_grace=disconnect_grace
+        )
         self._lifespan = Lifespan(self.app, lifespan)
         self._started: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -93,6 +106,27 @@ class AsgiTarget:
         except BaseException:
             exchange.abandon()
             raise
+
+    def websocket(
+        self, request: LocalRequest, stream: StreamPort, on_close: OnClose
+    ) -> StreamHandler:
+        """Serve an ``Upgrade: websocket`` request as the app's ``websocket`` scope; the
+        returned handler takes the stream over (:mod:`edge_agent.asgi_ws`)."""
+        handshake = Request(request.target, Headers(request.headers))
+        ws = AsgiWebSocket(stream, handshake, on_close, self.websocket_limits)
+        if not ws.valid:
+            ws.reject_invalid()
+            return ws
+
+        async def call(receive: Receive, send: Send) -> None:
+            await self.start()
+            scope = build_websocket_scope(request, self._lifespan.state)
+            await self.app(scope, receive, send)
+
+        task = ws.start(call)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return ws
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

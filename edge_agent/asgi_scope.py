@@ -1,4 +1,5 @@
-"""The ASGI HTTP scope for a tunnelled request, as uvicorn would build it behind a proxy.
+"""The ASGI HTTP and WebSocket scopes for a tunnelled request, as uvicorn would build
+them behind a proxy.
 
 ``X-Forwarded-*`` headers come from the relay, which drops whatever an untrusted public
 caller sent and sets its own, so they are trusted here: ``X-Forwarded-Prefix`` becomes
@@ -41,6 +42,31 @@ def build_scope(request: LocalRequest, state: dict[str, Any] | None = None) -> d
     }
     if state is not None:
         scope["state"] = dict(state)
+    return scope
+
+
+def build_websocket_scope(
+    request: LocalRequest, state: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Return the ``websocket`` scope for an upgrade ``request``: the HTTP scope's fields
+    with ``ws``/``wss`` as the scheme, every request header (the handshake's included,
+    as uvicorn gives them), the offered ``subprotocols`` and the denial-response
+    extension."""
+    scope = build_scope(request, state)
+    del scope["method"]
+    scope["type"] = "websocket"
+    scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
+    scope["headers"] = [
+        (n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in request.headers
+    ]
+    scope["subprotocols"] = [
+        token.strip()
+        for name, value in request.headers
+        if name.lower() == "sec-websocket-protocol"
+        for token in value.split(",")
+        if token.strip()
+    ]
+    scope["extensions"] = {"websocket.http.response": {}}
     return scope
 
 

@@ -26,6 +26,12 @@ the stream with its code (CONNECT_ERROR, TARGET_TIMEOUT, UNAVAILABLE, ...), afte
 TARGET_ERROR, as do a body shorter or longer than its Content-Length and any other
 exception (logged). ``aborted()`` cancels the Target's work: ``handle()`` if it has not
 returned, else the body iterator is closed and ``LocalResponse.close`` awaited.
+
+WebSocket: a ``GET`` asking for ``Upgrade: websocket`` goes to the Target's
+``websocket(request, stream, on_close)`` when it has one (:class:`WebSocketTarget`, the
+ASGI app's ``websocket`` scope, and the wrappers that pass it on); the handler it returns
+takes the stream over, and the exchange is recorded when the socket closes. A Target
+without it, or whose ``websocket`` returns None, gets the request as plain HTTP.
 """
 
 from __future__ import annotations
@@ -34,13 +40,13 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Final
+from typing import Final, Protocol, runtime_checkable
 
 import httptools
 
 from edge_agent.bridge_io import RequestBody, content_length, response_head
 from edge_agent.errors import RequestAborted, TargetError, TargetFailed
-from edge_agent.headers import strip_hop_by_hop
+from edge_agent.headers import header_value, strip_hop_by_hop
 from edge_agent.port import ExchangeRecord, StreamHandler, StreamPort
 from edge_agent.target import EmptyBody, LocalRequest, LocalResponse, Target, close_response
 from wire import ErrorCode
@@ -52,6 +58,30 @@ logger = logging.getLogger(__name__)
 MAX_HEAD: Final = 64 * 1024
 
 _NO_BODY_STATUS: Final = frozenset({204, 304})
+
+
+#: ``on_close(status, bytes_out, error, reset)`` of a WebSocket: called once when it is over.
+WebSocketClosed = Callable[[int | None, int, str | None, ErrorCode | None], None]
+
+
+@runtime_checkable
+class WebSocketTarget(Protocol):
+    """A Target that serves WebSocket upgrades itself (see the module docstring)."""
+
+    def websocket(
+        self, request: LocalRequest, stream: StreamPort, on_close: WebSocketClosed
+    ) -> StreamHandler | None:
+        """The handler that takes ``stream`` over, or None: serve it as plain HTTP."""
+        ...
+
+
+def delegate_websocket(
+    inner: Target, request: LocalRequest, stream: StreamPort, on_close: WebSocketClosed
+) -> StreamHandler | None:
+    """What a wrapper's ``websocket`` does to pass an upgrade on to the Target it wraps."""
+    if isinstance(inner, WebSocketTarget):
+        return inner.websocket(request, stream, on_close)
+    return None
 
 
 class _StreamGone(Exception):
@@ -106,27 +136,40 @@ class _Exchange:
         self.reset: ErrorCode | None = None
         self.recorded = False
         self.started = time.monotonic()
+        self.ws: StreamHandler | None = None  # the WebSocket that took the stream over
 
     # -- StreamHandler ----------------------------------------------------------------
 
     def data(self, data: bytes) -> None:
         self.bytes_in += len(data)
+        if self.ws is not None:
+            self.ws.data(data)
+            return
         if self.parsed or self.over:
             return  # bytes after the request (an upgrade's, or garbage): not ours
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            pass  # on_message_complete has run; what follows the head is not forwarded
+        except httptools.HttpParserUpgrade as exc:
+            # on_message_complete has run; what follows the head is the WebSocket's
+            # (frames a client sent early), else not forwarded
+            if self.ws is not None and len(data) > exc.args[0]:
+                self.ws.data(data[exc.args[0] :])
         except (httptools.HttpParserError, TargetFailed) as exc:
             self._fail(ErrorCode.TARGET_ERROR, f"invalid request bytes: {exc}")
 
     def end(self, close: bool) -> None:
+        if self.ws is not None:
+            self.ws.end(close)
+            return
         if not self.parsed:
             self.body.end(RequestAborted("the request ended before its body was complete"))
             if self.task is None:
                 self._fail(ErrorCode.TARGET_ERROR, "the request ended before its head")
 
     def aborted(self, code: ErrorCode, reason: str) -> None:
+        if self.ws is not None:
+            self.ws.aborted(code, reason)
+            return
         self.over = True
         self.error = self.error or f"aborted by the relay: {code.name} {reason}".rstrip()
         self.reset = self.reset or code
@@ -138,9 +181,13 @@ class _Exchange:
 
     def pause_writing(self) -> None:
         self.writable.clear()
+        if self.ws is not None:
+            self.ws.pause_writing()
 
     def resume_writing(self) -> None:
         self.writable.set()
+        if self.ws is not None:
+            self.ws.resume_writing()
 
     # -- httptools callbacks ------------------------------------------------------------
 
@@ -163,7 +210,27 @@ class _Exchange:
         request = LocalRequest(
             self.stream.sid, self.method, self.url.decode("latin-1"), self.headers, body
         )
+        target = self.bridge.target
+        if self._opens_websocket() and isinstance(target, WebSocketTarget):
+            self.ws = target.websocket(request, self.stream, self._websocket_closed)
+            if self.ws is not None:
+                self.over = True  # the bridge writes nothing more: the WebSocket does
+                return
         self.task = asyncio.get_running_loop().create_task(self._run(request))
+
+    def _opens_websocket(self) -> bool:
+        upgrade = header_value(self.headers, "upgrade") or ""
+        return (
+            self.method == "GET"
+            and self.parser.should_upgrade()
+            and upgrade.strip().lower() == "websocket"
+        )
+
+    def _websocket_closed(
+        self, status: int | None, sent: int, error: str | None, reset: ErrorCode | None
+    ) -> None:
+        self.status, self.sent, self.error, self.reset = status, sent, error, reset
+        self._record()
 
     def on_body(self, body: bytes) -> None:
         self.body.feed(body)

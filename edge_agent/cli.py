@@ -17,7 +17,14 @@ from typing import Any
 import click
 
 from edge_agent import __version__, caller_auth, screen
-from edge_agent.config import HttpSettings, load_file, resolve_http
+from edge_agent.agent_key import machine_key
+from edge_agent.config import (
+    HttpSettings,
+    default_config,
+    exposed_secrets,
+    load_file,
+    resolve_http,
+)
 from edge_agent.connect import ConnectOptions
 from edge_agent.console import (
     LazyGroup,
@@ -50,10 +57,16 @@ def main() -> None:
 @click.option("--name", help="Tunnel name (a DNS label); default: the token's name.")
 @click.option("--app", metavar="MODULE:ATTR", help="Serve this ASGI app in-process.")
 @click.option(
+    "--app-dir",
+    type=click.Path(file_okay=False),
+    help="Import --app's module from this folder (default: the current one), as uvicorn.",
+)
+@click.option(
     "--caller-auth",
     multiple=True,
     metavar="bearer:TOKEN|basic:USER:PASS",
-    help="Credential public callers must present (repeatable).",
+    help="Credential public callers must present (repeatable) [env: EDGE_CALLER_AUTH, "
+    "white-space separated; or caller-auth in the config file]. Flags show in ps.",
 )
 @click.option(
     "--ping-interval",
@@ -80,6 +93,11 @@ def main() -> None:
     help="Do NOT verify an https target's certificate (a local dev server's own).",
 )
 @click.option(
+    "--proxy",
+    metavar="URL",
+    help="HTTP CONNECT or SOCKS5 proxy to the relay (default: HTTPS_PROXY, ALL_PROXY).",
+)
+@click.option(
     "--no-screen",
     is_flag=True,
     help="Plain lines even on a terminal (no live status screen).",
@@ -90,6 +108,15 @@ def main() -> None:
 def http(config: str | None, **flags: Any) -> None:
     """Forward the public URL to TARGET: a port (http://127.0.0.1:PORT) or a URL.
 
+    Settings come from flags, then EDGE_* variables, then --config FILE, by default
+    (when it exists):
+
+    \b
+      ~/.config/edge-agent/config.toml   ($XDG_CONFIG_HOME/edge-agent/config.toml)
+
+    Keep the token out of flags (ps shows them): EDGE_RELAY_TOKEN, or token = "..." in
+    that file, made 0600 (the agent warns when others can read it).
+
     On a terminal, shows a live status screen (state, URLs, latency, rates, the last
     requests); piped, with --log-format json, -v or --no-screen, prints the public URL,
     then one line per request. Ctrl-C (or SIGTERM) stops taking
@@ -97,10 +124,14 @@ def http(config: str | None, **flags: Any) -> None:
     """
     inspect = take_settings(flags)
     no_screen = bool(flags.pop("no_screen", False))
+    path = config or default_config()
     try:
-        settings = resolve_http(flags, file=load_file(config))
+        file = load_file(path)
+        settings = resolve_http(flags, file=file)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    if path is not None and (exposed := exposed_secrets(path, file)) is not None:
+        click.echo(f"WARNING: {exposed}", err=True)
     setup_logging(settings.verbose, "json" if settings.log_format == "json" else "text")
     use_screen = screen.wanted(sys.stdout, settings.log_format, settings.verbose, no_screen)
     sys.exit(run_main(serve_http(settings, inspect, use_screen=use_screen)))
@@ -125,6 +156,7 @@ async def serve_http(
         host_header=settings.host_header,
         target_ca=settings.target_ca,
         target_insecure=settings.target_insecure,
+        app_dir=settings.app_dir,
     )
     lines.label = label
     target = TappedTarget(stream_target)  # the inspector's view of every stream
@@ -145,6 +177,7 @@ async def serve_http(
         caller_auth=[caller_auth.parse(spec) for spec in settings.caller_auth],
         agent=f"edge-agent/{__version__}",
         on_ready=lines.ready,
+        on_retry=lines.retrying if isinstance(lines, RequestLines) else None,  # screen: its state
     )
     tty = lines if isinstance(lines, screen.TtyScreen) else None
     on_stop_signals(Stopper(client, announce=tty.note if tty else None).signal)
@@ -169,10 +202,14 @@ async def serve_http(
 
 
 def _connect_options(settings: HttpSettings, tls: TlsOptions) -> ConnectOptions:
-    """TLS plus the keepalive settings that were given (the rest keep their defaults)."""
+    """TLS, the proxy, and the keepalive settings that were given (the rest keep their
+    defaults)."""
     keepalive = {
         key: value
         for key in ("ping_interval", "ping_timeout")
         if (value := getattr(settings, key)) is not None
     }
-    return ConnectOptions(tls=tls, **keepalive)
+    # The machine's agent key matters only without a token (an open relay); a token
+    # proves the name by itself, and the client then uses a key of its own.
+    key = machine_key() if settings.token is None else None
+    return ConnectOptions(tls=tls, proxy=settings.proxy, agent_key=key, **keepalive)

@@ -1,6 +1,13 @@
 """Settings of ``edge-agent http``: flags win, then environment variables, then the
 ``--config`` TOML file (same keys as the long flags, ``-`` or ``_``; a ``[http]`` table
-overrides the top level for this command)."""
+overrides the top level for this command). ``[tunnels.NAME]`` tables are read by
+``edge-agent start`` (:mod:`edge_agent.multi`), ``[run]`` by ``edge-agent run``; any
+other table, and a value of the wrong type, is a :class:`ConfigError` naming it.
+Without ``--config``, ``edge-agent http`` and ``start`` read
+``$XDG_CONFIG_HOME/edge-agent/config.toml`` (``~/.config/...``) if it exists.
+
+Secrets (``token``, ``caller_auth``) belong in the environment or in that file, kept
+0600: a flag's value is visible to every user of the machine in ``ps``."""
 
 from __future__ import annotations
 
@@ -12,17 +19,46 @@ from typing import Any, Final
 
 from edge_agent.errors import ConfigError
 
-#: Environment variables, by setting.
-ENV: Final = {"relay": "EDGE_RELAY_URL", "token": "EDGE_RELAY_TOKEN"}
+#: Environment variables, by setting. EDGE_CALLER_AUTH holds one or more credentials
+#: separated by white space (``bearer:TOKEN basic:USER:PASS``).
+ENV: Final = {
+    "relay": "EDGE_RELAY_URL",
+    "token": "EDGE_RELAY_TOKEN",
+    "caller_auth": "EDGE_CALLER_AUTH",
+}
+
+#: Keys whose values are secrets: a config file that holds one should be 0600.
+SECRET_KEYS: Final = frozenset({"token", "caller_auth"})
 
 #: Keys ``edge-agent http`` reads from a config file.
 HTTP_KEYS: Final = frozenset(
     {
         "relay", "token", "name", "target", "app", "caller_auth", "ca_file",
         "insecure", "pin_sha256", "verbose", "log_format", "ping_interval", "ping_timeout",
-        "host_header", "target_ca", "target_insecure",
+        "host_header", "target_ca", "target_insecure", "proxy", "app_dir",
     }
 )  # fmt: skip
+
+#: Tables a config file may have: settings of one command each.
+TABLES: Final = frozenset({"http", "run", "tunnels"})
+
+#: What each typed key must hold in a file, as (TOML types allowed, how to say it).
+KEY_TYPES: Final[dict[str, tuple[tuple[type, ...], str]]] = {
+    **{
+        key: ((str,), "a string")
+        for key in (
+            "relay", "token", "name", "app", "ca_file", "pin_sha256", "log_format",
+            "host_header", "target_ca", "proxy",
+        )
+    },
+    "insecure": ((bool,), "true or false"),
+    "target_insecure": ((bool,), "true or false"),
+    "verbose": ((int,), "a whole number"),
+    "ping_interval": ((int, float), "a number of seconds"),
+    "ping_timeout": ((int, float), "a number of seconds"),
+    "target": ((str, int), "a port number or a URL string"),
+    "caller_auth": ((str, list), "a string or a list of strings"),
+}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -43,25 +79,93 @@ class HttpSettings:
     host_header: str = "preserve"  # preserve | rewrite | a value (as ngrok's --host-header)
     target_ca: str | None = None  # PEM CA for an https target
     target_insecure: bool = False  # no verification of an https target's certificate
+    proxy: str | None = None  # the tunnel's proxy URL; None: from the environment
+    app_dir: str | None = None  # where --app's module is imported from (default: cwd)
 
 
 def load_file(path: str | None, section: str = "http") -> dict[str, Any]:
     """Read a TOML config file: top-level keys, overridden by the ``[section]`` table.
 
-    Other tables (settings of other commands) are ignored.
+    The other known tables (settings of other commands) are skipped; an unknown table or
+    a known key with a value of the wrong type raises ConfigError naming it, and so does
+    a key ``edge-agent http`` does not know when ``section`` is ``http``.
     """
     if path is None:
         return {}
+    raw = read_toml(path)
+    values = checked(path, "", {k: v for k, v in raw.items() if not isinstance(v, dict)})
+    table = raw.get(section, {})
+    table = checked(path, f"[{section}] ", table) if isinstance(table, dict) else {}
+    if section == "http":
+        reject_unknown(path, "at the top level", set(values) - HTTP_KEYS)
+        reject_unknown(path, "in [http]", set(table) - HTTP_KEYS)
+    return values | table
+
+
+def reject_unknown(path: str, where: str, unknown: set[str]) -> None:
+    """ConfigError naming the file, the place (``"in [tunnels.web]"``) and the keys."""
+    if unknown:
+        keys = ", ".join(sorted(unknown))
+        raise ConfigError(f"{path}: unknown key{'s' * (len(unknown) > 1)} {where}: {keys}")
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    """The file's TOML document; ConfigError if it cannot be read or has an unknown table."""
     try:
         with open(path, "rb") as fh:
             raw = tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-    values = {_key(k): v for k, v in raw.items() if not isinstance(v, dict)}
-    table = raw.get(section, {})
-    if isinstance(table, dict):
-        values.update({_key(k): v for k, v in table.items()})
+    for key, value in raw.items():
+        if isinstance(value, dict) and _key(key) not in TABLES:
+            known = ", ".join(f"[{t}]" for t in sorted(TABLES))
+            raise ConfigError(f"{path}: unknown table [{key}] (known: {known})")
+    return raw
+
+
+def checked(path: str, where: str, table: Mapping[str, Any]) -> dict[str, Any]:
+    """``table`` with ``_`` keys, each typed key checked (``where``: ``"[tunnels.web] "``)."""
+    values = {_key(k): v for k, v in table.items()}
+    for key, value in values.items():
+        if key not in KEY_TYPES:
+            continue  # unknown keys: each command says which it takes
+        types, what = KEY_TYPES[key]
+        bad = not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+        if not bad and isinstance(value, list):
+            bad = not all(isinstance(item, str) for item in value)
+        if bad:
+            raise ConfigError(f"{path}: {where}{key} must be {what}, not {_toml_type(value)}")
     return values
+
+
+def _toml_type(value: Any) -> str:
+    kinds = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
+    kinds |= {list: "an array", dict: "a table"}
+    return next((name for kind, name in kinds.items() if isinstance(value, kind)), "a date")
+
+
+def default_path() -> str:
+    """``$XDG_CONFIG_HOME/edge-agent/config.toml`` (``~/.config`` when unset)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "edge-agent", "config.toml")
+
+
+def default_config() -> str | None:
+    """:func:`default_path` if that file exists."""
+    path = default_path()
+    return path if os.path.isfile(path) else None
+
+
+def exposed_secrets(path: str, values: Mapping[str, Any]) -> str | None:
+    """A warning when the file at ``path`` holds a secret and others may read it."""
+    held = sorted(SECRET_KEYS & {k for k, v in values.items() if v})
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if not held or not mode & 0o077:
+        return None
+    return f"{path} holds {' and '.join(held)} and other users can read it: chmod 600 {path}"
 
 
 def _key(name: str) -> str:
@@ -88,7 +192,9 @@ def resolve_http(
     if bool(values["target"]) == bool(values["app"]):
         raise ConfigError("give either a TARGET (port or URL) or --app module:attr")
     auth = values["caller_auth"] or ()
-    values["caller_auth"] = (auth,) if isinstance(auth, str) else tuple(auth)
+    if isinstance(auth, str):  # the environment's list, or the file's one credential
+        auth = auth.split() if auth == env.get(ENV["caller_auth"]) else (auth,)
+    values["caller_auth"] = tuple(auth)
     values["insecure"] = bool(values["insecure"])
     values["target_insecure"] = bool(values["target_insecure"])
     values["host_header"] = str(values["host_header"] or "preserve")

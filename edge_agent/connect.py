@@ -1,7 +1,8 @@
 """Opening the tunnel WebSocket, and the one place where its failures are classified.
 
-Fatal (raised as is by the reconnect loop): 401/403 -> :class:`AuthError`, any other
-4xx, a bad URL or name, a relay that does not speak our subprotocol ->
+Fatal (raised as is by the reconnect loop): 401/403 -> :class:`AuthError`, 409
+``name_in_use`` (open mode: another machine holds the name) -> :class:`NameTakenError`,
+any other 4xx, a bad URL or name, a relay that does not speak our subprotocol ->
 :class:`ConfigError`, an untrusted certificate or pin mismatch -> :class:`TlsError`.
 Transient (retried with backoff): network errors, timeouts, broken handshakes, 5xx and
 429 -> :class:`RelayUnavailable`.
@@ -20,9 +21,17 @@ from websockets.http11 import Response
 from yarl import URL
 
 import tunnel
-from edge_agent.errors import AuthError, ConfigError, NotARelay, RelayUnavailable, TlsError
+from edge_agent import proxy, proxy_dial
+from edge_agent.errors import (
+    AuthError,
+    ConfigError,
+    NameTakenError,
+    NotARelay,
+    RelayUnavailable,
+    TlsError,
+)
 from edge_agent.tls import TlsOptions, check_pin, client_context
-from wire.rules import CONNECT_PATH, valid_name
+from wire.rules import AGENT_KEY_HEADER, CONNECT_PATH, valid_name
 
 #: TCP + TLS + HTTP upgrade must finish within this (websockets' default is 10 s too).
 OPEN_TIMEOUT: Final = 10.0
@@ -46,11 +55,14 @@ logger = logging.getLogger(__name__)
 class ConnectOptions:
     """Transport settings for the tunnel WebSocket.
 
-    ``proxy``: reserved for an HTTP CONNECT/SOCKS proxy; None is a direct connection.
+    ``proxy``: an HTTP CONNECT or SOCKS5 proxy URL (:mod:`edge_agent.proxy`); None takes
+    the environment's (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``...), if any.
+    ``agent_key``: sent as ``X-Edge-Agent-Key`` (:mod:`edge_agent.agent_key`); None: none.
     """
 
     tls: TlsOptions = dataclasses.field(default_factory=TlsOptions)
     proxy: str | None = None
+    agent_key: str | None = None
     open_timeout: float = OPEN_TIMEOUT
     ping_interval: float = PING_INTERVAL
     ping_timeout: float = PING_TIMEOUT
@@ -74,14 +86,52 @@ def connect_url(relay_url: str, name: str | None) -> str:
 async def open_tunnel(
     relay_url: str, token: str | None, name: str | None, options: ConnectOptions
 ) -> tunnel.WsLink:
-    """Open the WebSocket to the relay (upgrade with the bearer token and subprotocol).
+    """Open the WebSocket to the relay (upgrade with the bearer token and subprotocol),
+    through a proxy when one is set (:mod:`edge_agent.proxy`).
 
-    Raises AuthError, ConfigError, TlsError (fatal) or RelayUnavailable (transient).
+    Raises AuthError, ConfigError, TlsError, ProxyRefused (fatal) or RelayUnavailable
+    (transient).
     """
     check_name(name)
     uri = connect_url(relay_url, name)
+    sock = await _through_proxy(uri, options)
+    try:
+        link = await _upgrade(relay_url, uri, token, options, sock)
+    except BaseException:
+        if sock is not None:
+            sock.close()  # never handed to a transport, or already closed by it
+        raise
+    try:
+        _check_connection(link, options.tls)
+    except BaseException:
+        link.abort()
+        raise
+    return link
+
+
+async def _through_proxy(uri: str, options: ConnectOptions) -> socket.socket | None:
+    """A socket to the relay through the proxy in use, or None to connect directly."""
+    url = URL(uri)
+    assert url.host is not None and url.port is not None
+    via = proxy.choose(options.proxy, url.host, url.port, url.scheme == "wss")
+    if via is None:
+        return None
+    logger.debug("tunnel_proxy", extra={"proxy": via.display})
+    return await proxy_dial.dial(via, url.host, url.port, options.open_timeout)
+
+
+async def _upgrade(
+    relay_url: str,
+    uri: str,
+    token: str | None,
+    options: ConnectOptions,
+    sock: socket.socket | None,
+) -> tunnel.WsLink:
+    """The upgrade itself, its foreign errors mapped into the agent's tree."""
     secure = uri.startswith("wss:")
     headers = [("Authorization", f"Bearer {token}")] if token else []
+    if options.agent_key:
+        headers.append((AGENT_KEY_HEADER, options.agent_key))
     try:
         link, _response = await tunnel.connect_link(
             uri,
@@ -90,6 +140,7 @@ async def open_tunnel(
             ping_interval=options.ping_interval,
             ping_timeout=options.ping_timeout,
             open_timeout=options.open_timeout,
+            sock=sock,
         )
     except tunnel.HandshakeRefused as exc:
         raise status_error(exc.response) from exc
@@ -110,11 +161,6 @@ async def open_tunnel(
         raise NotARelay(f"{relay_url!r} does not answer as a relay does ({exc})") from exc
     except (OSError, TimeoutError) as exc:
         raise RelayUnavailable(f"cannot reach the relay: {type(exc).__name__}: {exc}") from exc
-    try:
-        _check_connection(link, options.tls)
-    except BaseException:
-        link.abort()
-        raise
     return link
 
 
@@ -138,6 +184,8 @@ def status_error(response: Response) -> Exception:
     reason = _relay_reason(response.body)
     if status == 403 and reason.startswith("name_forbidden"):
         return AuthError(f"the relay refused the name ({status} {reason})")
+    if status == 409 and reason.startswith("name_in_use"):
+        return NameTakenError(f"the relay refused the name ({status} {reason})")
     if status in (401, 403):
         return AuthError(
             f"the relay refused the agent's token ({status} {reason}); "

@@ -13,6 +13,7 @@ import asyncio
 import importlib
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -20,8 +21,10 @@ import click
 
 from edge_agent.asgi import AsgiTarget
 from edge_agent.bridge import ObjectBridge
+from edge_agent.errors import ConfigError
 from edge_agent.forward import HttpForwarder
 from edge_agent.port import ExchangeRecord
+from edge_agent.screen import replaced_note, web_first
 from edge_agent.session import DRAIN_TIMEOUT, StreamTarget
 from edge_agent.target import HttpTarget, Target, target_url
 from wire import Welcome
@@ -33,7 +36,12 @@ def relay_options(func: F) -> F:
     """``--relay``, ``--token`` and the TLS flags (values None when not given)."""
     options = [
         click.option("--relay", metavar="URL", help="Relay base URL [env: EDGE_RELAY_URL]."),
-        click.option("--token", metavar="TOKEN", help="Relay token [env: EDGE_RELAY_TOKEN]."),
+        click.option(
+            "--token",
+            metavar="TOKEN",
+            help="Relay token [env: EDGE_RELAY_TOKEN; or token in the 0600 config file]. "
+            "A flag shows in ps: prefer those.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -74,6 +82,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "call": "edge_agent.molecule.cli_call:call",
     "plugin": "edge_agent.molecule.cli_plugins:plugin",
     "service": "edge_agent.service.cli:service",
+    "start": "edge_agent.start:start",
     "tcp": "edge_agent.raw_cli:tcp",
     "tls": "edge_agent.raw_cli:tls",
 }
@@ -103,12 +112,16 @@ def make_target(
     host_header: str = "preserve",
     target_ca: str | None = None,
     target_insecure: bool = False,
+    app_dir: str | None = None,
 ) -> tuple[StreamTarget, str, AsgiTarget | None]:
     """Where streams go for a port/URL or a ``module:attr`` app, its label for output,
-    and the app's target (to start its lifespan) if it is an app."""
+    and the app's target (to start its lifespan) if it is an app.
+
+    The app's module is imported from ``app_dir`` (default: the current folder), as
+    uvicorn's ``--app-dir``; ConfigError if that is not a folder.
+    """
     if app:
-        if os.getcwd() not in sys.path:  # as uvicorn: import the app from the current dir
-            sys.path.insert(0, os.getcwd())
+        _importable_from(app_dir)
         asgi = AsgiTarget(app)
         return ObjectBridge(asgi, on_done=on_done), app, asgi
     assert target is not None
@@ -120,6 +133,14 @@ def make_target(
         on_done=on_done,
     )
     return forwarder, target_url(target), None
+
+
+def _importable_from(app_dir: str | None) -> None:
+    folder = os.path.abspath(app_dir) if app_dir else os.getcwd()
+    if not os.path.isdir(folder):
+        raise ConfigError(f"--app-dir {app_dir}: no such folder")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
 
 
 def object_target(target: str | None, app: str | None) -> tuple[Target, str]:
@@ -164,7 +185,9 @@ class Stopper:
 
 
 class RequestLines:
-    """Prints the public URL(s) on each new WELCOME and one line per finished request.
+    """Prints the public URL(s) on each new WELCOME (host-routed first, for the web; the
+    path-routed one second, for A2A) and one line per finished request, which starts
+    with the local time of day (``14:02:11 GET / 200 7 ms 682 B``).
 
     Request lines are written once per loop turn, not flushed one by one: under load a
     flush (a system call) per request was a tenth of the agent's CPU.
@@ -175,6 +198,17 @@ class RequestLines:
         self.inspector: str | None = None
         self._shown: tuple[str, ...] = ()
         self._pending: list[str] = []
+        self._retried = False  # a reconnect was announced: say when it is back
+        self._clock_second = 0
+        self._clock_text = ""
+
+    def _clock(self) -> str:
+        """The local time of day, ``HH:MM:SS``, formatted once per second."""
+        now = int(time.time())
+        if now != self._clock_second:
+            self._clock_second = now
+            self._clock_text = time.strftime("%H:%M:%S", time.localtime(now))
+        return self._clock_text
 
     def _emit(self, line: str) -> None:
         if not self._pending:
@@ -188,9 +222,22 @@ class RequestLines:
         out.flush()
 
     def ready(self, welcome: Welcome) -> None:
+        # A takeover is news on the first WELCOME only: after a reconnect, the session
+        # replaced is most likely this agent's own, which the relay had not seen die.
+        if welcome.replaced is not None and not self._shown:
+            self._emit(f"{self._clock()} {replaced_note(welcome)}")
         if welcome.urls != self._shown:
             self._shown = welcome.urls
-            self.forwarding(*welcome.urls)
+            self.forwarding(*web_first(welcome.urls))
+        elif self._retried:
+            self._emit(f"{self._clock()} Reconnected: the tunnel is up again")
+        self._retried = False
+
+    def retrying(self, delay: float, error: BaseException | None) -> None:
+        """A reconnect was scheduled: say so, and why (the URL usually comes back)."""
+        self._retried = True
+        why = _printable(str(error))[:200] if error is not None else "the session ended"
+        self._emit(f"{self._clock()} Tunnel down ({why}); reconnecting in {delay:.0f} s")
 
     def forwarding(self, *urls: str) -> None:
         """The public URL(s), and the inspector's beside them."""
@@ -216,7 +263,8 @@ class RequestLines:
         )
         target = _printable(record.target)
         line = (
-            f"{record.method} {target} {outcome} {record.duration_ms:.0f} ms {record.bytes_out} B"
+            f"{self._clock()} {record.method} {target} {outcome or 'NO_STATUS'} "
+            f"{record.duration_ms:.0f} ms {record.bytes_out} B"
         )
         if record.error:  # why, on the same line: "TARGET_ERROR 65 ms" alone says nothing
             line += f" ({_printable(record.error)[:200]})"

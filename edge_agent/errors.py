@@ -5,7 +5,8 @@ The tree::
     AgentError                   base of everything ``edge_agent`` raises
     ├── AuthError                the relay refused our token (401/403) or revoked it: fatal
     ├── ConfigError              settings no retry can fix: bad URL or name, another 4xx
-    │   └── TlsError             certificate not trusted, or the pinned fingerprint differs
+    │   ├── TlsError             certificate not trusted, or the pinned fingerprint differs
+    │   └── ProxyRefused         the proxy refused: 407, 403, SOCKS authentication or rules
     ├── NameTakenError           another session replaced ours (GOAWAY REPLACED): fatal
     ├── MoleculeError            the platform session: see edge_agent.molecule.errors
     ├── TunnelError              the session failed; the agent reconnects with backoff
@@ -49,6 +50,10 @@ class TlsError(ConfigError):
     """The relay's certificate failed verification or did not match the pin."""
 
 
+class ProxyRefused(ConfigError):
+    """The proxy to the relay refused the agent (credentials, or its rules)."""
+
+
 class NameTakenError(AgentError):
     """Another agent session took this tunnel name; reconnecting would fight it."""
 
@@ -64,7 +69,14 @@ class RelayUnavailable(TunnelError):
 class NotARelay(RelayUnavailable):
     """The relay URL's host is unknown, or what answers there is not a relay (plain HTTP
     behind an https URL, not HTTP at all). Fatal until a session has worked once: a
-    retry cannot fix a wrong URL, but a relay that worked may be restarting."""
+    retry cannot fix a wrong URL, but a relay that worked may be restarting.
+
+    ``fix`` says which setting to check (the relay URL, or the proxy's).
+    """
+
+    def __init__(self, message: str, fix: str = "check --relay") -> None:
+        super().__init__(message)
+        self.fix = fix
 
 
 class SessionEndedEarly(TunnelError):

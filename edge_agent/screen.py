@@ -69,14 +69,17 @@ class ScreenModel:
         self._window: collections.deque[tuple[float, float]] = collections.deque(maxlen=MAX_WINDOW)
 
     def request(self, record: ExchangeRecord) -> None:
-        outcome = " ".join(
-            part
-            for part in (
-                str(record.status) if record.status is not None else "",
-                record.reset.name if record.reset is not None else "",
+        outcome = (
+            " ".join(
+                part
+                for part in (
+                    str(record.status) if record.status is not None else "",
+                    record.reset.name if record.reset is not None else "",
+                )
+                if part
             )
-            if part
-        )
+            or "NO_STATUS"
+        )  # as the request lines: never an empty column
         self.rows.appendleft(
             Row(_printable(record.method), _printable(record.target), outcome, record.duration_ms)
         )
@@ -184,6 +187,7 @@ class TtyScreen:
         self.inspector: str | None = None
         self.out = out if out is not None else sys.stdout
         self._drawn = 0  # lines on screen from the last draw
+        self._welcomed = False  # a WELCOME came (a takeover is noted on the first only)
         self._last: tuple[list[str], int] | None = None
 
     @property
@@ -195,7 +199,11 @@ class TtyScreen:
         self.model.label = value
 
     def ready(self, welcome: Welcome) -> None:
-        pass  # the URLs are read from the tunnel at each look
+        # The URLs are read from the tunnel at each look; a takeover is worth a note
+        # (on the first WELCOME: later, the session replaced is most likely our own).
+        if welcome.replaced is not None and not self._welcomed:
+            self.note(replaced_note(welcome))
+        self._welcomed = True
 
     def inspector_at(self, url: str) -> None:
         self.inspector = url
@@ -210,7 +218,7 @@ class TtyScreen:
         retry_at = source.retry_at
         return Status(
             state=source.state,
-            urls=source.public_urls,
+            urls=web_first(source.public_urls),
             inspector=self.inspector,
             latency=source.latency,
             open_streams=source.active_streams,
@@ -254,3 +262,19 @@ class TtyScreen:
 def wanted(out: TextIO, log_format: str, verbose: int, no_screen: bool) -> bool:
     """The screen, rather than plain lines: on a terminal, text logs, no ``-v``."""
     return not no_screen and log_format != "json" and verbose == 0 and out.isatty()
+
+
+def web_first(urls: tuple[str, ...]) -> tuple[str, ...]:
+    """The public URLs in the order they are shown: the host-routed one first (for web
+    use: redirects, absolute links and cookies work), then the path-routed one, which
+    WELCOME always lists first (``<relay>/a/<name>/``: one fixed base, for A2A)."""
+    return urls[1:] + urls[:1]
+
+
+def replaced_note(welcome: Welcome) -> str:
+    """What to tell the user when WELCOME says this session took its name over."""
+    where = _printable((welcome.replaced or "?")[:100])
+    return (
+        f"Replaced the session that held {welcome.name} (from {where}): "
+        "the relay told that agent, which stops"
+    )

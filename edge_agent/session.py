@@ -219,8 +219,10 @@ class TunnelSession(tunnel.SessionHooks):
         elif event.code is ErrorCode.UNAUTHORIZED:
             self._fatal = AuthError(f"the relay revoked this agent's token: {event.reason}")
         elif event.code is ErrorCode.REPLACED:
+            # Reconnecting would take the name back, and the other agent would do the same.
             self._fatal = NameTakenError(
-                f"another agent session took the name {self.tunnel_name!r}: {event.reason}"
+                f"another agent took the name {self.tunnel_name!r} ({event.reason}); "
+                "this one stops rather than fight it for the name"
             )
         elif event.code not in (ErrorCode.NO_ERROR,):
             reason = f" ({event.reason})" if event.reason else ""

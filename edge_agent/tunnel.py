@@ -33,6 +33,7 @@ from tenacity import (
 )
 
 import tunnel
+from edge_agent.agent_key import new_key
 from edge_agent.connect import ConnectOptions, check_name, open_tunnel
 from edge_agent.errors import ConfigError, NotARelay, SessionEndedEarly, TunnelError
 from edge_agent.session import DRAIN_TIMEOUT, WELCOME_TIMEOUT, Hooks, StreamTarget, TunnelSession
@@ -76,6 +77,8 @@ class TunnelClient:
         options: transport settings (TLS, proxy, WebSocket timeouts).
         caller_auth: credentials the relay demands from public callers (empty: none).
         on_ready: called with every WELCOME (after each (re)connect).
+        on_retry: called with the delay and the error (None: a session ended) each time
+            a reconnect is scheduled.
         tunnel: what ``target`` serves: HTTP exchanges (the default), or raw TCP or
             TLS connections (``edge-agent tcp``/``tls``).
     """
@@ -92,6 +95,7 @@ class TunnelClient:
         caller_auth: Sequence[CallerCredential] = (),
         agent: str = "edge-agent",
         on_ready: Callable[[Welcome], None] | None = None,
+        on_retry: Callable[[float, BaseException | None], None] | None = None,
         tunnel: StreamKind = StreamKind.HTTP,
     ) -> None:
         check_name(name)
@@ -101,9 +105,12 @@ class TunnelClient:
         self.target = target
         self.policy = policy
         self.options = options or ConnectOptions()
+        if self.options.agent_key is None:  # a name taken in open mode stays this client's
+            self.options = dataclasses.replace(self.options, agent_key=new_key())
         self.agent = agent
         self.hooks = Hooks(self._ready)
         self._on_ready = on_ready
+        self._on_retry = on_retry
         self._token = token
         self._caller_auth = _checked_auth(caller_auth)
         if len(agent) > MAX_AGENT_INFO:
@@ -219,7 +226,7 @@ class TunnelClient:
             link = await self._connect()
         except NotARelay as exc:
             if self.welcome is None:  # never connected: a retry cannot fix the URL
-                raise ConfigError(f"{exc}; check --relay") from exc
+                raise ConfigError(f"{exc}; {exc.fix}") from exc
             raise
         if link is None:
             return  # stopped while connecting
@@ -291,6 +298,8 @@ class TunnelClient:
             extra={"agent": self.name, "attempt": attempt, "delay": round(delay, 3)}
             | ({"error": str(error)} if error is not None else {}),
         )
+        if self._on_retry is not None:
+            self._on_retry(delay, error)
 
     def _ready(self, welcome: Welcome) -> None:
         self.welcome = welcome

@@ -6,14 +6,20 @@ so an agent can tell them apart:
 * 401 ``agent_unauthorized``: token missing (and not open mode), unknown, or revoked;
 * 403 ``name_forbidden``: the token is valid for another name, or the name is reserved
   (or owned by a token while the agent has none);
+* 409 ``name_in_use``: open mode, and the name is held by a live session whose agent key
+  (``X-Edge-Agent-Key``, a secret the agent keeps) the request does not present: without a
+  token, only the machine that holds a name may take it over (a restarted agent whose
+  old session the relay has not yet seen die);
 * 400 ``bad_name`` / ``subprotocol_required`` / ``protocol_version`` (an agent that
   speaks only ``molecule-edge.v1``: upgrade it);
 * 503 ``relay_draining``: the relay is shutting down (transient, retry).
 
 After the upgrade the first frame must be HELLO within the hello timeout (10 s); its
 name must equal the name of the connect URL or the token. A new session for a name
-replaces the old one at once: the old one gets GOAWAY REPLACED and may finish its
-in-flight streams, while new requests go to the new one.
+replaces the old one at once: the old one gets GOAWAY REPLACED (its reason says from
+which address the new session came) and may finish its in-flight streams, while new
+requests go to the new one; the new one's WELCOME says it replaced a session
+(``replaced``: the old one's address).
 """
 
 from __future__ import annotations
@@ -35,12 +41,13 @@ from relay.errors import (
     AgentUnauthorized,
     BadAgentRequest,
     NameForbidden,
+    NameInUse,
     RelayConfigError,
     RelayNotAccepting,
 )
 from relay.state import RelayState
 from wire import ErrorCode
-from wire.rules import valid_name
+from wire.rules import AGENT_KEY_HEADER, MAX_AGENT_KEY, credential_sha256, valid_name
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +59,31 @@ HELLO_FRAME_ALLOWANCE: Final = 64
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Claim:
-    """What an upgrade request was allowed: a name (None: any free one) and the token."""
+    """What an upgrade request was allowed: a name (None: any free one), the token, and
+    the SHA-256 of the agent key it presented (None: none)."""
 
     name: str | None
     token_sha256: str | None
+    key_sha256: str | None = None
+
+
+def _agent_key(values: list[bytes]) -> str | None:
+    """SHA-256 of the ``X-Edge-Agent-Key`` header, or None. Raises BadAgentRequest."""
+    if not values:
+        return None
+    key = values[0].decode("latin-1").strip()
+    if len(values) > 1 or not key or len(key) > MAX_AGENT_KEY:
+        raise BadAgentRequest("bad_agent_key", f"{AGENT_KEY_HEADER}: one value, 1-256 chars")
+    return credential_sha256(key)
+
+
+def may_take(live: AgentSession | None, key_sha256: str | None) -> bool:
+    """Open mode: whether a session with this agent key may take a name ``live`` holds
+    (any when none holds it; else only the same key, compared in constant time)."""
+    if live is None or live.phase is Phase.CLOSED:
+        return True
+    held = live.claim.key_sha256
+    return held is not None and key_sha256 is not None and hmac.compare_digest(held, key_sha256)
 
 
 def _query_name(query: str) -> str | None:
@@ -89,7 +117,11 @@ def _check_subprotocol(offered: list[str]) -> None:
 
 
 def authorize(
-    state: RelayState, query: str, authorization: list[bytes], offered: list[str]
+    state: RelayState,
+    query: str,
+    authorization: list[bytes],
+    offered: list[str],
+    agent_key: list[bytes] = [],  # noqa: B006 (read only)
 ) -> Claim:
     """Decide on an upgrade request before accepting it. Raises AgentRefused."""
     if state.draining:
@@ -118,7 +150,12 @@ def authorize(
     elif name is not None and state.store.owns(name):
         raise NameForbidden(f"the name {name} belongs to a token")
     else:
-        claim = Claim(name, None)
+        claim = Claim(name, None, _agent_key(agent_key))
+        if name is not None and not may_take(state.registry.lookup(name), claim.key_sha256):
+            raise NameInUse(
+                f"the name {name} is in use by an agent on another machine: "
+                "pick another --name, or stop that agent first"
+            )
     _check_subprotocol(offered)
     return claim
 
@@ -235,20 +272,28 @@ class AgentSession(tunnel.SessionHooks):
             log.info("tunnel_kind_refused", extra={"agent": name, "detail": str(exc)})
             self.close(exc.code, str(exc), tunnel.WS_POLICY)
             return
+        registry = self.state.registry
+        live = registry.lookup(name)
+        replaced = live.client if live is not None else None
         welcome = wire.Welcome(
-            name, urls, settings.max_streams, settings.max_request_body, hello.tunnel
+            name,
+            urls,
+            settings.max_streams,
+            settings.max_request_body,
+            replaced,
+            hello.tunnel,
         )
         self.name = name
         self.kind = hello.tunnel
         self.caller_auth = hello.caller_auth
         self.session.send_welcome(welcome)
         self.phase = Phase.ACTIVE
-        registry = self.state.registry
         reconnect = registry.known(name)  # connected now or lately: every session after the first
         old = registry.claim(self)
         self.state.metrics.session_started(replaced=old is not None, reconnect=reconnect)
         if old is not None:
-            old.retire(ErrorCode.REPLACED, "replaced by a newer session", settings.drain_timeout)
+            reason = f"replaced by a new session for {name} from {self.client}"
+            old.retire(ErrorCode.REPLACED, reason, settings.drain_timeout)
             log.info("agent_replaced", extra={"agent": name, "client": self.client})
         log.info(
             "agent_connected",
@@ -265,6 +310,8 @@ class AgentSession(tunnel.SessionHooks):
         name = hello.name
         if not valid_name(name) or name in RESERVED_NAMES or self.state.store.owns(name):
             return None
+        if not may_take(self.state.registry.lookup(name), claim.key_sha256):
+            return None  # open mode: another machine's live name (HELLO named it, not the URL)
         return name
 
     def _no_hello(self) -> None:

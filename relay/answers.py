@@ -36,6 +36,7 @@ def response(
 _HINTS: Final = {
     "unknown_tunnel": "No tunnel has this name on this relay. Check the address.",
     "agent_offline": "The tunnel's agent is not connected. Its owner should start it.",
+    "tunnel_revoked": "The relay's operator revoked this tunnel. It will not come back here.",
     "agent_unavailable": "The tunnel's agent is paused or draining. Try again shortly.",
     "target_unreachable": "The agent could not reach the local server. Its owner should start it.",
     "target_failed": "The local server failed to answer. Its owner should check its logs.",

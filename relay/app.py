@@ -37,6 +37,8 @@ class RelayApp:
         self.connections: set[PublicConnection] = set()
         #: Streams in flight per (tunnel, caller address), for --max-client-streams.
         self.client_streams: dict[tuple[str, str], int] = {}
+        #: Host routing's domain (``--domain``, or ``localhost`` on loopback), read once.
+        self.route_domain = state.settings.route_domain()
         try:
             self.trusted_proxies = h1.parse_cidrs(state.settings.trusted_proxies)
         except ValueError as exc:

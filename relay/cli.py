@@ -128,8 +128,10 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
         "token": tokens,
         "doctor": doctor,
     }
-    if ctx.info_name == "serve":
-        ctx.default_map = serve
+    # Given after a subcommand (``edge-relay token list --config F``): that command's part.
+    for command, part in (("serve", serve), ("doctor", doctor), *tokens.items()):
+        if ctx.info_name == command:
+            ctx.default_map = part
     return value
 
 
@@ -152,6 +154,18 @@ def _common(func: Any) -> Any:
         callback=_load_config,
         envvar="EDGE_RELAY_CONFIG",
         help="TOML file with the same keys as the flags.",
+    )(func)
+
+
+def _config_option(func: Any) -> Any:
+    """``--config`` after a subcommand that takes no other global option."""
+    return click.option(
+        "--config",
+        type=click.Path(dir_okay=False),
+        is_eager=True,
+        expose_value=False,
+        callback=_load_config,
+        help="TOML file with the same keys as the flags (here: state-dir).",
     )(func)
 
 
@@ -194,7 +208,8 @@ def _state_dir_option(func: Any) -> Any:
     "--domain",
     envvar="EDGE_RELAY_DOMAIN",
     type=Domain(),
-    help="Wildcard domain: <name>.DOMAIN routes to tunnel <name> (e.g. localhost).",
+    help="Wildcard domain: <name>.DOMAIN routes to tunnel <name>.  [default: localhost "
+    "for a relay on loopback (no public URL elsewhere), else none]",
 )
 @_state_dir_option
 @click.option(
@@ -359,6 +374,7 @@ def _store(state_dir: Path) -> Any:
 
 
 @token.command("issue")
+@_config_option
 @click.argument("name")
 @_state_dir_option
 @click.option("--replace", is_flag=True, help="Rotate: replace NAME's existing token.")
@@ -385,6 +401,7 @@ def token_issue(name: str, state_dir: Path, replace: bool, tcp: bool, tls: bool)
 
 
 @token.command("list")
+@_config_option
 @_state_dir_option
 def token_list(state_dir: Path) -> None:
     """List tunnel names that have a token: creation time, tunnel kinds, TCP port."""
@@ -401,6 +418,7 @@ def token_list(state_dir: Path) -> None:
 
 
 @token.command("revoke")
+@_config_option
 @click.argument("name")
 @_state_dir_option
 def token_revoke(name: str, state_dir: Path) -> None:

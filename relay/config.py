@@ -8,6 +8,7 @@ and tests build it directly with small values.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -144,12 +145,40 @@ class Settings:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{host}:{bound_port or self.port}"
 
-    def tunnel_urls(self, name: str, bound_port: int | None = None) -> tuple[str, ...]:
-        """Public URLs of tunnel ``name``: path-based first, host-based if a domain is set."""
-        urls = [f"{self.base_url(bound_port)}/a/{name}/"]
+    def route_domain(self) -> str | None:
+        """The domain of host routing: ``--domain``, else ``localhost`` for a relay on
+        loopback whose public URL is on loopback too (development: browsers and curl
+        send ``<name>.localhost`` to loopback, so host routing needs no DNS work)."""
         if self.domain:
-            urls.append(host_url(self.base_url(bound_port), name, self.domain))
+            return self.domain.lower().removesuffix(".")
+        public_host = urlsplit(self.public_url).hostname if self.public_url else self.host
+        if is_loopback(self.host) and is_loopback(public_host or ""):
+            return LOCALHOST
+        return None
+
+    def tunnel_urls(self, name: str, bound_port: int | None = None) -> tuple[str, ...]:
+        """Public URLs of tunnel ``name``: path-based first (the protocol fixes
+        ``urls[0]``), host-based second when host routing is on (:meth:`route_domain`)."""
+        urls = [f"{self.base_url(bound_port)}/a/{name}/"]
+        domain = self.route_domain()
+        if domain:
+            urls.append(host_url(self.base_url(bound_port), name, domain))
         return tuple(urls)
+
+
+#: The development domain: every ``<name>.localhost`` is loopback (RFC 6761).
+LOCALHOST: Final = "localhost"
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost``, or an address in 127.0.0.0/8 or ``::1``."""
+    host = host.strip("[]").lower()
+    if host == LOCALHOST:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 _LABEL: Final = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")

@@ -1,4 +1,5 @@
-"""The relay's own paths, under ``/_edge/`` (on every host):
+"""The relay's own paths, under ``/_edge/``, on the relay's own host (a host-routed
+``<name>.DOMAIN`` sends them to its tunnel like any other path):
 
 * ``/_edge/connect``: the agents' WebSocket endpoint (:mod:`relay.agents`);
 * ``/_edge/healthz``: 200 while the process runs;
@@ -21,12 +22,14 @@ from relay.answers import error_response, json_response, response, text_response
 from relay.errors import AgentRefused, BadRequest, MetricsUnauthorized, NotFound
 from relay.metrics import CONTENT_TYPE
 from relay.tlsask import TLS_ASK_PATH, tls_ask
-from wire.rules import CONNECT_PATH
+from wire.rules import AGENT_KEY_HEADER, CONNECT_PATH
 
 if TYPE_CHECKING:
     from relay.public import PublicConnection
 
 log = logging.getLogger(__name__)
+
+_AGENT_KEY = AGENT_KEY_HEADER.lower().encode()
 
 
 def _check_metrics_token(token: str | None, head: h1.Head) -> None:
@@ -80,9 +83,10 @@ def _connect(conn: PublicConnection, head: h1.Head, query: str) -> None:
         raise BadRequest("invalid WebSocket upgrade")
     offered = tunnel.offered_subprotocols(request)
     authorization = [v for n, v in head.headers if n == b"authorization"]
+    agent_key = [v for n, v in head.headers if n == _AGENT_KEY]
     client = f"{conn.client_ip}"
     try:
-        claim = authorize(state, query, authorization, offered)
+        claim = authorize(state, query, authorization, offered, agent_key)
     except AgentRefused as exc:
         state.metrics.agent_refused(exc.status)
         log.info("agent_refused", extra={"status": exc.status, "code": exc.code, "client": client})

@@ -9,6 +9,7 @@ The tree::
     │   ├── MetricsUnauthorized      401 metrics_unauthorized (/_edge/metrics, --metrics-token)
     │   ├── UnknownTunnel            404 unknown_tunnel
     │   ├── NotFound                 404 not_found (an unknown /_edge/ path)
+    │   ├── TunnelRevoked            410 tunnel_revoked (its token was revoked)
     │   ├── RequestTimeout           408 request_timeout (slow headers or body)
     │   ├── BodyTooLarge             413 body_too_large
     │   ├── TooManyStreams           429 too_many_streams
@@ -26,6 +27,7 @@ The tree::
     │   ├── BadAgentRequest          400 bad_name / subprotocol_required / protocol_version
     │   ├── AgentUnauthorized        401 agent_unauthorized (missing/invalid/revoked token)
     │   ├── NameForbidden            403 name_forbidden (token for another name, reserved)
+    │   ├── NameInUse                409 name_in_use (open mode: a live name, another machine)
     │   └── RelayNotAccepting        503 relay_draining (shutting down: retry later)
     └── RelayConfigError             bad settings, unreadable token store or certificate
 
@@ -140,6 +142,11 @@ class UpstreamFailed(PublicError):
     code, status, default_message = "target_failed", 502, "the agent's target failed"
 
 
+class TunnelRevoked(PublicError):
+    code, status = "tunnel_revoked", 410
+    default_message = "this tunnel's token was revoked: the tunnel is gone"
+
+
 class AgentOffline(PublicError):
     code, status, default_message = "agent_offline", 503, "the agent for this tunnel is offline"
 
@@ -181,6 +188,12 @@ class AgentUnauthorized(AgentRefused):
 
 class NameForbidden(AgentRefused):
     code, status = "name_forbidden", 403
+
+
+class NameInUse(AgentRefused):
+    """Open mode: the name is held by a live session of another machine."""
+
+    code, status = "name_in_use", 409
 
 
 class RelayNotAccepting(AgentRefused):

@@ -9,8 +9,9 @@ next request waits in the reader, and reading pauses until the exchange ends.
 
 Routing:
 
-* host-based, when a wildcard domain D is configured: ``Host: <name>.D`` sends the whole
-  path to tunnel ``name`` (no prefix);
+* host-based, when a wildcard domain D is configured (``--domain``; on a loopback relay
+  without one, ``localhost``): ``Host: <name>.D`` sends the whole path to tunnel
+  ``name`` (no prefix);
 * path-based, always: ``/a/<name>/rest`` sends ``/rest`` (query kept) to tunnel
   ``name`` with ``X-Forwarded-Prefix: /a/<name>``. ``/a/<name>`` alone is ``/``.
 
@@ -46,6 +47,7 @@ from relay.errors import (
     ResponseTimeout,
     TooManyClientStreams,
     TooManyStreams,
+    TunnelRevoked,
     UnknownTunnel,
     UpstreamFailed,
     error_for_reset,
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PATH_PREFIX: Final = b"/a/"
+_RESERVED: Final = RESERVED_PREFIX.encode()
 
 #: Status recorded (metrics) for a request whose caller left before any answer.
 CALLER_GONE: Final = 499
@@ -88,25 +91,36 @@ class Route:
     prefix: bytes | None  # X-Forwarded-Prefix (path routing only)
 
 
-def _host_name(host: bytes) -> str:
-    text = host.decode("latin-1").strip().lower()
-    if text.startswith("["):
-        return text  # an IPv6 literal never names a tunnel
-    return text.rsplit(":", 1)[0] if ":" in text else text
+def host_label(head: h1.Head, domain: str | None) -> str | None:
+    """``name`` when the Host is ``<name>.D`` for the host-routing domain D, else None
+    (the relay's own host; reserved labels such as www.D or relay.D are the relay's too).
+
+    On bytes, and decoding only a match: it runs for every request of a relay on
+    loopback (``localhost`` routing), most of which name the relay's own host.
+    """
+    if not domain:
+        return None
+    host = head.host.strip().lower()
+    if host.startswith(b"["):
+        return None  # an IPv6 literal never names a tunnel
+    colon = host.rfind(b":")
+    if colon >= 0:
+        host = host[:colon]
+    suffix = b"." + domain.encode("ascii")
+    if not host.endswith(suffix):
+        return None
+    label = host[: -len(suffix)].decode("latin-1")
+    return label if label not in RESERVED_NAMES else None
 
 
 def route(head: h1.Head, domain: str | None) -> Route:
     """Find the tunnel a request is for. Raises UnknownTunnel or BadRequest."""
     target = head.target
-    if domain:
-        host = _host_name(head.host)
-        suffix = "." + domain.lower()
-        label = host[: -len(suffix)] if host.endswith(suffix) else None
-        # Reserved labels (www.D, relay.D...) are the relay's own host: path routing.
-        if label is not None and label not in RESERVED_NAMES:
-            if not valid_name(label):
-                raise UnknownTunnel()
-            return Route(label, target, None)
+    label = host_label(head, domain)
+    if label is not None:
+        if not valid_name(label):
+            raise UnknownTunnel()
+        return Route(label, target, None)
     if not target.startswith(PATH_PREFIX):
         raise UnknownTunnel()
     path, question, query = target.partition(b"?")
@@ -173,7 +187,7 @@ class PublicConnection(asyncio.Protocol):
         exchange = self.exchange
         if exchange is None:
             self.started = True
-        elif exchange.request_done:
+        elif exchange.request_done and not exchange.watch.upgraded:  # a pipelining caller
             self.waiting += len(data)
             if self.waiting > PIPELINE_LIMIT:
                 self.pause_reading()
@@ -240,7 +254,12 @@ class PublicConnection(asyncio.Protocol):
         self.body_received = 0
         self.started = False
         try:
-            if head.target.startswith(RESERVED_PREFIX.encode()):
+            # The relay's own paths live on its own host only: a host-routed tunnel
+            # gets /_edge/... too (its app may use that path).
+            if (
+                head.target.startswith(_RESERVED)
+                and host_label(head, self.app.route_domain) is None
+            ):
                 control.handle(self, head)
             else:
                 self._forward(head)
@@ -295,7 +314,7 @@ class PublicConnection(asyncio.Protocol):
         settings = state.settings
         if state.draining:
             raise RelayDraining()
-        where = route(head, settings.domain)
+        where = route(head, self.app.route_domain)
         session = state.registry.lookup(where.name)
         if session is None:
             raise self._missing(where.name)
@@ -382,12 +401,18 @@ class PublicConnection(asyncio.Protocol):
         return True
 
     def _missing(self, name: str) -> PublicError:
-        """503 for a name that has a token or had a session lately, else 404."""
+        """503 for a name that has a token or had a session lately, 410 for one whose
+        token was revoked, else 404."""
+        store = self.state.store
         try:
-            self.state.store.refresh()  # a stat; re-reads only when the file changed
+            store.refresh()  # a stat; re-reads only when the file changed
         except RelayConfigError:
             pass
-        if self.state.store.owns(name) or self.state.registry.known(name):
+        if store.owns(name):
+            return AgentOffline()
+        if store.revoked(name):
+            return TunnelRevoked()
+        if self.state.registry.known(name):
             return AgentOffline()
         return UnknownTunnel()
 
@@ -432,6 +457,8 @@ class PublicConnection(asyncio.Protocol):
             else:
                 self._start_discard(keep=True)
             return
+        if exchange.watch.upgraded and stream is not None and not stream.ending:
+            stream.end()  # the pipe closes both ways: the agent's side learns it too
         self._done(exchange, exchange.status)
         if close or not exchange.keep_alive or exchange.watch.upgraded:
             self.close()

@@ -41,6 +41,9 @@ from wire.rules import valid_name
 #: File name inside the state folder.
 TOKENS_FILE: Final = "tokens.json"
 
+#: Revoked names remembered (for 410 tunnel_revoked); past it the oldest are forgotten.
+MAX_REVOKED_NAMES: Final = 10_000
+
 #: Prefix of every token, so a leaked one is recognisable by secret scanners.
 TOKEN_PREFIX: Final = "mer_"
 
@@ -91,6 +94,9 @@ class TokenStore:
         self.path = state_dir / TOKENS_FILE
         self._records: dict[str, TokenRecord] = {}
         self._identity: tuple[int, int, int] | None = None
+        #: Names whose token this process saw disappear (oldest first, at most
+        #: MAX_REVOKED_NAMES): their public URL answers 410 tunnel_revoked, not 503.
+        self._revoked: dict[str, None] = {}
 
     # -- the relay side: authenticate and notice changes --------------------------------
 
@@ -99,9 +105,20 @@ class TokenStore:
         identity = self._stat()
         if identity == self._identity:
             return False
-        self._records = self._read()
+        records = self._read()
+        if self._identity is not None:  # not the first read: these were revoked
+            self._revoked.update(dict.fromkeys(self._records.keys() - records.keys()))
+        for name in records:
+            self._revoked.pop(name, None)
+        while len(self._revoked) > MAX_REVOKED_NAMES:
+            del self._revoked[next(iter(self._revoked))]
+        self._records = records
         self._identity = identity
         return True
+
+    def revoked(self, name: str) -> bool:
+        """Whether ``name``'s token was revoked while this relay ran (and none issued since)."""
+        return name in self._revoked
 
     def authenticate(self, token: str) -> TokenRecord | None:
         """The record ``token`` belongs to, or None. Compares every hash in constant time."""

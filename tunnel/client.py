@@ -8,6 +8,7 @@ the same protocol object moves into a :class:`tunnel.link.WsLink`.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Sequence
 from typing import Final, cast
@@ -128,11 +129,14 @@ async def connect_link(
     ping_timeout: float | None = 20.0,
     open_timeout: float = 10.0,
     subprotocols: Sequence[str] = (wire.SUBPROTOCOL,),
+    sock: socket.socket | None = None,
 ) -> tuple[WsLink, Response]:
     """Connect to ``ws[s]://host[:port]/path`` and upgrade with the tunnel subprotocol.
 
     Returns the open link (attach a session to it) and the server's 101 answer.
-    ``subprotocols`` other than the default are for tests of refusals.
+    ``subprotocols`` other than the default are for tests of refusals. ``sock``: an
+    already connected socket to use (through a proxy; TLS still verifies the URL's
+    host); it belongs to the link from then on.
 
     Raises:
         HandshakeRefused: any other status (its response carries the body).
@@ -152,9 +156,18 @@ async def connect_link(
     if parsed.secure and context is None:
         context = ssl.create_default_context()
     async with asyncio.timeout(open_timeout):
-        transport, upgrade = await loop.create_connection(
-            lambda: _Upgrade(ws, headers), parsed.host, parsed.port, ssl=context
-        )
+        if sock is None:
+            transport, upgrade = await loop.create_connection(
+                lambda: _Upgrade(ws, headers), parsed.host, parsed.port, ssl=context
+            )
+        else:
+            server_hostname = parsed.host if context is not None else None
+            transport, upgrade = await loop.create_connection(
+                lambda: _Upgrade(ws, headers),
+                sock=sock,
+                ssl=context,
+                server_hostname=server_hostname,
+            )
         try:
             events = await upgrade.done
         except BaseException:

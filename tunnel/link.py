@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Final, cast
 
 import wire
 from tunnel import wsframe
+from wire.rules import AGENT_KEY_HEADER
 
 if TYPE_CHECKING:
     from tunnel.session import Session
@@ -42,12 +43,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+#: Handshake headers whose values are secrets: the token, and the agent key.
+_SECRET_HEADERS: Final = frozenset({"authorization", AGENT_KEY_HEADER.lower()})
+
+
 class _RedactAuthorization(logging.Filter):
-    """websockets logs handshake headers at DEBUG; never let a token through."""
+    """websockets logs handshake headers at DEBUG; never let a token (or key) through."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        if isinstance(args, tuple) and len(args) == 2 and str(args[0]).lower() == "authorization":
+        if isinstance(args, tuple) and len(args) == 2 and str(args[0]).lower() in _SECRET_HEADERS:
             record.args = (args[0], "[redacted]")
         return True
 

@@ -114,18 +114,29 @@ class Hello:
     tunnel: StreamKind = StreamKind.HTTP
 
 
+#: Longest ``replaced`` text in a WELCOME (an address, or an address and a port).
+MAX_REPLACED: Final = 200
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Welcome:
     """The relay's answer to HELLO: the name granted, its public URLs, and limits.
 
-    ``tunnel`` repeats the kind of tunnel granted: an agent that asked for TCP or TLS
-    and gets a WELCOME without it is talking to a relay that does not know such tunnels.
+    ``replaced``, when not None, says this session took the name from a session that
+    was live: the address that session came from (at most :data:`MAX_REPLACED`
+    characters). Encoded only when set, so a WELCOME without it is byte for byte the
+    same as before the key existed.
+
+    ``tunnel`` repeats the kind of tunnel granted (left out for HTTP, likewise): an
+    agent that asked for TCP or TLS and gets a WELCOME without it is talking to a relay
+    that does not know such tunnels.
     """
 
     name: str
     urls: tuple[str, ...]
     max_streams: int
     max_request_body: int
+    replaced: str | None = None
     tunnel: StreamKind = StreamKind.HTTP
 
 
@@ -179,6 +190,8 @@ def encode_welcome(welcome: Welcome) -> bytes:
         "max_streams": welcome.max_streams,
         "max_request_body": welcome.max_request_body,
     }
+    if welcome.replaced is not None:
+        obj["replaced"] = welcome.replaced
     return _dump(_with_tunnel(obj, welcome.tunnel))
 
 
@@ -192,7 +205,10 @@ def decode_welcome(payload: bytes) -> Welcome:
         raise FrameError("welcome urls must be a list of strings")
     if type(streams) is not int or type(body) is not int or streams < 1 or body < 0:
         raise FrameError("welcome max_streams must be >= 1 and max_request_body >= 0")
-    return Welcome(name, tuple(urls), streams, body, _tunnel(obj, "welcome"))
+    replaced = obj.get("replaced")
+    if not (replaced is None or (isinstance(replaced, str) and len(replaced) <= MAX_REPLACED)):
+        raise FrameError(f"welcome replaced must be a string of at most {MAX_REPLACED} chars")
+    return Welcome(name, tuple(urls), streams, body, replaced, _tunnel(obj, "welcome"))
 
 
 def checked_hello(hello: Hello) -> bytes:

@@ -6,6 +6,9 @@
   label (``<name>.DOMAIN``) and can never contain a dot, a slash or an escape.
 * :func:`credential_sha256`: how a caller credential is digested, so the relay checks
   callers against digests the agent sent in HELLO without learning the credential.
+* :data:`AGENT_KEY_HEADER`: the upgrade request header with which an agent proves, in
+  open mode, that it is the machine that holds a live name (a secret the agent keeps;
+  the relay keeps only its SHA-256, :func:`credential_sha256`).
 * :data:`HOP_BY_HOP`: header names that describe one connection, not the message
   (RFC 9110 section 7.6.1, plus the legacy Proxy-Connection and Keep-Alive).
 """
@@ -18,6 +21,11 @@ from typing import Final
 
 RESERVED_PREFIX: Final = "/_edge/"
 CONNECT_PATH: Final = "/_edge/connect"
+
+AGENT_KEY_HEADER: Final = "X-Edge-Agent-Key"
+
+#: Longest agent key the relay reads (a longer one is refused 400 bad_agent_key).
+MAX_AGENT_KEY: Final = 256
 
 NAME_RE: Final = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 

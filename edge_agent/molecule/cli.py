@@ -112,6 +112,13 @@ from edge_agent.tls import TlsOptions
     help="Pull the secrets again this often; restart the command when one changed "
     "[env: EDGE_SECRETS_REFRESH].",
 )
+@click.option(
+    "--poll-after",
+    type=float,
+    metavar="SECONDS",
+    help="When the tunnel is down this long, a 'next' platform delivers the calls by "
+    "poll until it is back (default 60) [env: EDGE_POLL_AFTER].",
+)
 @tls_options
 @inspect_options
 @output_options
@@ -123,6 +130,10 @@ def run(config: str | None, **flags: Any) -> None:
     heartbeats, follows pause/resume/delete, and forwards the platform's A2A calls to
     --to or --app. After `--`, a COMMAND to run with the workspace's secrets in its
     environment (restarted if it crashes; the run ends with its exit code).
+
+    While the tunnel is down for more than --poll-after seconds, a "next" platform is
+    asked for poll delivery: the agent fetches the calls and posts the answers back
+    through the platform, and returns to push when the tunnel is back.
 
     The TLS flags apply to the relay; --ca-file and --insecure also to the platform.
     Exit codes: 2 bad settings or the URL refused, 3 relay token refused, 5 workspace
@@ -160,6 +171,7 @@ async def serve_run(settings: RunSettings, inspect: InspectSettings | None = Non
         platform_verify=platform_verify(settings),
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
+        poll_after=settings.poll_after,
         child_policy=ChildPolicy(
             max_restarts=settings.max_restarts, secrets_refresh=settings.secrets_refresh
         ),
@@ -203,6 +215,7 @@ class RunPrinter:
             on_request=self.request,
             on_command=self.command,
             on_plugin=print_installed,
+            on_delivery_mode=self.delivery_mode,
         )
 
     def public_url(self, url: str) -> None:
@@ -224,6 +237,15 @@ class RunPrinter:
             click.echo(f"Workspace token issued and cached in {store.token_path}")
         if result.inbound_secret is not None and self.registrations == 1:
             click.echo("Calls must carry the platform inbound secret (checked by relay and agent)")
+
+    def delivery_mode(self, mode: str) -> None:
+        if mode == "poll":
+            click.echo(
+                f"Tunnel down for over {self.settings.poll_after:g} s: the platform now "
+                "queues the calls and this agent polls for them"
+            )
+        else:
+            click.echo("Tunnel back: the platform pushes the calls to the relay URL again")
 
     def paused(self) -> None:
         click.echo("Paused on the platform: new requests get 503 until it is resumed")

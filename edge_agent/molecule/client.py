@@ -371,6 +371,40 @@ class PlatformClient:
         path = f"/workspaces/{self._ws}/plugins"
         await self._send("POST", path, "plugin report", {"source": source})
 
+    async def get_activity(
+        self, *, since_id: str | None = None, activity_type: str = "", limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """``GET /workspaces/:id/activity``: the rows after ``since_id`` oldest first
+        ("next"), or the newest ``limit`` rows newest first without it.
+
+        Raises:
+            PlatformRejected: ``status`` 410 when the cursor row is gone (start over
+            without ``since_id``).
+        """
+        params = {"limit": str(limit)}
+        if since_id:
+            params["since_id"] = since_id
+        if activity_type:
+            params["type"] = activity_type
+        rows = await self._send(
+            "GET", f"/workspaces/{self._ws}/activity", "activity", params=params
+        )
+        if not isinstance(rows, list):
+            raise UnexpectedResponse("activity: the answer is not a JSON array")
+        return [row for row in rows if isinstance(row, dict)]
+
+    async def ack_activity(self, seq: int) -> int:
+        """``POST /workspaces/:id/activity/ack``: rows up to ``seq`` are handled ("next").
+        Returns the platform's stored high-water mark (it never goes down)."""
+        path = f"/workspaces/{self._ws}/activity/ack"
+        data = _object(await self._send("POST", path, "ack", {"acked_seq": seq}))
+        stored = data.get("last_acked_seq")
+        return stored if isinstance(stored, int) and not isinstance(stored, bool) else seq
+
+    async def notify(self, message: str) -> None:
+        """``POST /workspaces/:id/notify``: a message to the canvas user (row 13)."""
+        await self._send("POST", f"/workspaces/{self._ws}/notify", "notify", {"message": message})
+
     def _call_answer(self, target_id: str, status: int, body: bytes) -> CallResult:
         if status == 202 or status >= 300:
             error = call_error_for(target_id, status, error_payload(body))

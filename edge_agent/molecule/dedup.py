@@ -44,8 +44,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Final
 
+from edge_agent.bridge import WebSocketClosed, delegate_websocket
 from edge_agent.errors import TargetFailed
 from edge_agent.inspect import tap
+from edge_agent.port import StreamHandler, StreamPort
 from edge_agent.target import EmptyBody, LocalRequest, LocalResponse, Target
 
 logger = logging.getLogger(__name__)
@@ -175,6 +177,12 @@ class DedupTarget:
         if parsed is None or len(self._pending) >= self._limits.max_pending:
             return await self._inner.handle(refed)
         return await self._dedup(refed, chunks, *parsed)
+
+    def websocket(
+        self, request: LocalRequest, stream: StreamPort, on_close: WebSocketClosed
+    ) -> StreamHandler | None:
+        """A WebSocket carries no A2A message to de-duplicate: passed on as it is."""
+        return delegate_websocket(self._inner, request, stream, on_close)
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

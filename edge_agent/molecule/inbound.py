@@ -18,7 +18,9 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Final
 
+from edge_agent.bridge import WebSocketClosed, delegate_websocket
 from edge_agent.molecule.tokens import check_credential
+from edge_agent.port import StreamHandler, StreamPort
 from edge_agent.target import LocalRequest, LocalResponse, Target
 
 logger = logging.getLogger(__name__)
@@ -67,6 +69,16 @@ class InboundSecretTarget:
             logger.warning("inbound_secret_rejected", extra={"stream_id": request.stream_id})
             return _unauthorized()
         return await self._inner.handle(request)
+
+    def websocket(
+        self, request: LocalRequest, stream: StreamPort, on_close: WebSocketClosed
+    ) -> StreamHandler | None:
+        """A WebSocket upgrade needs the secret too: without it, None, and :meth:`handle`
+        answers the request with its 401."""
+        secret = self._secret
+        if secret is not None and not _presents(request.headers, secret):
+            return None
+        return delegate_websocket(self._inner, request, stream, on_close)
 
     async def aclose(self) -> None:
         await self._inner.aclose()

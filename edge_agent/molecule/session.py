@@ -32,8 +32,10 @@ Generations: the "next" platform is recognised by ``delivery_mode`` /
 ``platform_inbound_secret`` in its answers. We do not probe (contract §13) because the
 probe registers in poll mode, which would switch the workspace away from push; the
 echo in the first registration answer tells us the same. ``delivery_mode: "push"`` is
-always sent (a "next" platform would default an external workspace to poll); should a
-"current" platform refuse the field, registration is retried once without it.
+sent (a "next" platform would default an external workspace to poll), or the mode
+:meth:`PlatformSession.set_delivery_mode` asked for (:mod:`.delivery`, while the tunnel
+is down), which also cuts the wait for the next cycle short; should a "current"
+platform refuse the field, registration is retried once without it.
 """
 
 from __future__ import annotations
@@ -183,6 +185,7 @@ class PlatformSession:
         self._generation = Generation.UNKNOWN
         self._announced_secret: str | None = None
         self._registered = asyncio.Event()
+        self._wake = asyncio.Event()
 
     @property
     def paused(self) -> bool:
@@ -210,7 +213,7 @@ class PlatformSession:
         try:
             while True:
                 await self._retrying(self._cycle)
-                await self._sleep(self._config.heartbeat_interval)
+                await self._rest()
         except PlatformRejected as exc:
             reason = _stop_reason(exc)
             logger.error(
@@ -233,6 +236,19 @@ class PlatformSession:
             self._public_url, self._card = public_url, dict(agent_card)
             self._needs_register = True
 
+    @property
+    def delivery_mode(self) -> str | None:
+        """The mode the registrations ask for (None: the field is not sent)."""
+        return self._delivery_mode
+
+    def set_delivery_mode(self, mode: str) -> None:
+        """Register again at once asking for ``mode`` ("push" or "poll", "next" only);
+        ``on_registered`` tells when the platform took it."""
+        if mode != self._delivery_mode:
+            self._delivery_mode = mode
+            self._needs_register = True
+            self._wake.set()
+
     async def update_card(self, agent_card: Mapping[str, Any]) -> None:
         """Push a new card now (one attempt) and use it for later registrations."""
         self._card = dict(agent_card)
@@ -253,6 +269,20 @@ class PlatformSession:
             sample_error=load.sample_error,
         )
         await self._announce_secret(result.inbound_secret)
+
+    async def _rest(self) -> None:
+        """Sleep until the next cycle; :meth:`set_delivery_mode` cuts it short."""
+        if self._wake.is_set():
+            self._wake.clear()
+            return
+        sleeping = asyncio.ensure_future(self._sleep(self._config.heartbeat_interval))
+        waking = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeping, waking}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeping.cancel()
+            waking.cancel()
+        self._wake.clear()
 
     async def _refresh_card(self) -> None:
         if self._card_source is None:

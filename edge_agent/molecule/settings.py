@@ -37,6 +37,7 @@ ENV: Final = {
     "agent_card": "EDGE_AGENT_CARD",
     "max_restarts": "EDGE_MAX_RESTARTS",
     "secrets_refresh": "EDGE_SECRETS_REFRESH",
+    "poll_after": "EDGE_POLL_AFTER",
 }
 
 PLATFORM_KEYS: Final = frozenset(
@@ -50,13 +51,15 @@ RUN_KEYS: Final = PLATFORM_KEYS | frozenset(
     {
         "relay", "relay_token", "to", "app", "agent_card", "agent_name", "heartbeat_interval",
         "caller_auth", "pin_sha256", "command", "ping_interval", "ping_timeout",
-        "max_restarts", "secrets_refresh", "plugin", "run_setup",
+        "max_restarts", "secrets_refresh", "plugin", "run_setup", "poll_after",
     }
 )  # fmt: skip
 
 DEFAULT_HEARTBEAT_INTERVAL: Final = 30.0
 #: Restarts of the command allowed in ten minutes before ``run`` gives up.
 DEFAULT_MAX_RESTARTS: Final = 5
+#: Seconds the tunnel must be down before a "next" platform is asked for poll delivery.
+DEFAULT_POLL_AFTER: Final = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +95,7 @@ class RunSettings(PlatformSettings):
     secrets_refresh: float | None = None  # None: secrets are pulled once, at start
     plugin: tuple[str, ...] = ()  # NAME or NAME=SOURCE, installed before the command
     run_setup: bool = False
+    poll_after: float = DEFAULT_POLL_AFTER
 
 
 def resolve_platform(
@@ -126,8 +130,10 @@ def resolve_run(
     command = run["command"]
     run["command"] = tuple(shlex.split(command)) if isinstance(command, str) else command
     run["command"] = _strings(run["command"], "command")
-    for key in ("ping_interval", "ping_timeout", "secrets_refresh"):
+    for key in ("ping_interval", "ping_timeout", "secrets_refresh", "poll_after"):
         run[key] = _seconds(run[key], key, minimum=1.0)
+    if run["poll_after"] is None:
+        run["poll_after"] = DEFAULT_POLL_AFTER
     run["max_restarts"] = _count(run["max_restarts"], "max_restarts", DEFAULT_MAX_RESTARTS)
     run["plugin"] = _strings(run["plugin"], "plugin")
     run["run_setup"] = bool(run["run_setup"])

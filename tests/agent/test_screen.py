@@ -10,7 +10,7 @@ import pytest
 from edge_agent import screen
 from edge_agent.port import ExchangeRecord
 from edge_agent.screen import ScreenModel, Status, TtyScreen
-from wire import ErrorCode
+from wire import ErrorCode, Welcome
 
 
 class Clock:
@@ -193,3 +193,20 @@ def test_screen_only_on_a_terminal_with_text_logs() -> None:
     assert not screen.wanted(FakeOut(True), "json", 0, no_screen=False)
     assert not screen.wanted(FakeOut(True), "text", 1, no_screen=False)  # -v: log lines
     assert not screen.wanted(FakeOut(True), "text", 0, no_screen=True)
+
+
+def test_a_takeover_is_noted_on_the_first_welcome_only() -> None:
+    tty = screen.TtyScreen("http://127.0.0.1:8000", out=io.StringIO())
+    took = Welcome("demo", ("https://relay.example/a/demo/",), 8, 1, "192.0.2.7\x1b[2J")
+    tty.ready(took)
+    tty.ready(took)  # a reconnect: the session replaced was most likely our own
+    assert tty.model.notes == [
+        "Replaced the session that held demo (from 192.0.2.7?[2J): "
+        "the relay told that agent, which stops"
+    ]
+
+
+def test_a_row_without_status_or_reset_says_so() -> None:
+    model = ScreenModel("x", clock=lambda: 0.0)
+    model.request(record("/cut", None, 3.0))
+    assert model.rows[0].outcome == "NO_STATUS"

@@ -66,7 +66,7 @@ def service_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
         (lambda p: p.write_text('relay = "https://r"\ntarget = "8000"\n'), "has no token"),
         (lambda p: p.write_text(f'token = "{TOKEN}"\ntarget = "1"\n'), "no relay URL"),
         (lambda p: p.write_text('relay = "https://r"\ntoken = "x"\n'), "give either a TARGET"),
-        (lambda p: p.write_text("tokn = 1\n"), "unknown keys in the config file: tokn"),
+        (lambda p: p.write_text("tokn = 1\n"), "unknown key at the top level: tokn"),
     ],
 )
 def test_install_refuses_a_bad_config(

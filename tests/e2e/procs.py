@@ -219,7 +219,9 @@ class AgentProc(Proc):
         self.url = ""
 
     def wait_url(self, timeout: float = 20.0) -> str:
-        return self.wait_line(r"^Forwarding (\S+) -> ", timeout).group(1)
+        """The path-routed URL (``.../a/NAME/``): a loopback relay also prints
+        ``http://NAME.localhost:PORT/`` first, which Python's resolver does not know."""
+        return self.wait_line(r"^Forwarding (\S+/a/[a-z0-9-]+/) -> ", timeout).group(1)
 
 
 def start_agent(relay: RelayProc, token: str | None, *args: str, name: str = "agent") -> AgentProc:

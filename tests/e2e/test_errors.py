@@ -54,7 +54,7 @@ async def test_local_target_refused_is_502(strict: Tunnel, procs: Procs) -> None
     agent = procs.add(start_agent(strict.relay, token, str(free_port()), name="agent-refused"))
     resp, code = await _get(agent.url + "anything")
     assert (resp.status, code) == (502, "target_unreachable")
-    agent.wait_line(r"^GET /anything CONNECT_ERROR ")
+    agent.wait_line(r"^\d\d:\d\d:\d\d GET /anything CONNECT_ERROR ")
 
 
 @pytest.mark.parametrize("mode", ["length", "chunked"])

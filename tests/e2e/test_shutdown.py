@@ -119,7 +119,7 @@ async def test_agent_sigterm_finishes_requests_in_flight(
     assert status == 503 and code in ("agent_unavailable", "agent_offline")
     await _finish_slow(origin, key, slow)
     assert tunnel.agent.wait(15) == 0
-    tunnel.agent.wait_count(rf"^GET /slow\?key={key}/\d+&n=\d+ 200 ", len(SIZES), 5)
+    tunnel.agent.wait_count(rf"^\d\d:\d\d:\d\d GET /slow\?key={key}/\d+&n=\d+ 200 ", len(SIZES), 5)
     assert await _status(tunnel.at("echo")) == (503, "agent_offline")
 
 

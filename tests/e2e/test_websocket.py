@@ -62,11 +62,15 @@ async def test_websocket_messages_pass_through(ws_tunnel: tuple[Procs, Path]) ->
     procs, tmp = ws_tunnel
     async with local_server() as port:
         tunnel = open_tunnel(procs, tmp, str(port), name="ws")
-        async with connect(
-            _ws_url(tunnel, "echo"),
-            subprotocols=[Subprotocol("chat.v1"), Subprotocol("chat.v2")],
-            max_size=4 * MIB,
-        ) as ws:
+        async with (
+            asyncio.timeout(10),
+            connect(
+                _ws_url(tunnel, "echo"),
+                subprotocols=[Subprotocol("chat.v1"), Subprotocol("chat.v2")],
+                max_size=4 * MIB,
+                ping_interval=None,  # no keepalive traffic that could unstick a stalled pipe
+            ) as ws,
+        ):
             assert ws.subprotocol == "chat.v2"  # the local server's choice
             await ws.send("hello, text")
             assert await ws.recv() == "hello, text"
@@ -93,6 +97,8 @@ async def test_close_code_from_the_local_server_reaches_the_caller(
             with pytest.raises(ConnectionClosed):
                 await ws.recv()
         assert ws.close_code == 4321 and ws.close_reason == "closed by the local server"
+        # the pipe is over at both ends at once (no wait for a close timeout)
+        tunnel.agent.wait_line(r"GET /close-me 101 \d+ ms", timeout=3)
 
 
 async def test_many_sockets_share_one_tunnel(ws_tunnel: tuple[Procs, Path]) -> None:

@@ -145,7 +145,7 @@ async def test_platform_knows_only_the_relay_url(platform: Platform) -> None:
 async def test_send_message_through_the_platform_proxy(platform: Platform) -> None:
     headers = platform.admin_headers() if platform.generation == "next" else {}
     timeout = httpx.Timeout(CALLER_TIMEOUT)
-    requests_before = platform.agent.count(r"^POST / ")
+    requests_before = platform.agent.count(r"^\d\d:\d\d:\d\d POST / ")
     async with httpx.AsyncClient(headers=headers, timeout=timeout, trust_env=False) as http:
         config = ClientConfig(httpx_client=http, streaming=False)
         client = await create_client(proxy_card(platform), client_config=config)
@@ -159,7 +159,7 @@ async def test_send_message_through_the_platform_proxy(platform: Platform) -> No
     assert texts == ["VIA THE PLATFORM", f"secrets: {SECRET_NAME}"]
     assert SECRET_VALUE not in str(reply.event) and SECRET_VALUE not in platform.agent.output()
     # The call went down the tunnel: edge-agent printed it.
-    platform.agent.wait_count(r"^POST / ", requests_before + 1, timeout=5)
+    platform.agent.wait_count(r"^\d\d:\d\d:\d\d POST / ", requests_before + 1, timeout=5)
 
 
 async def test_relay_demands_the_inbound_secret_in_next(platform: Platform) -> None:

@@ -32,7 +32,7 @@ from tests.e2e_a2a.conftest import A2ATunnel, Stack
 from tests.support.a2a_clients import MakeClient
 
 #: The line edge-agent prints for a request the relay reset (CANCEL) after the head.
-CANCELLED_LINE = r"^POST / 200 CANCEL "
+CANCELLED_LINE = r"^\d\d:\d\d:\d\d POST / 200 CANCEL "
 
 
 def task_text(task: Task) -> str:

@@ -1,6 +1,6 @@
-"""Fixtures of the inspector's tests: the local target, and a real tunnel (an
-``edge-relay serve`` and an ``edge-agent http`` process with its inspector on an
-ephemeral loopback port) in front of it."""
+"""Fixtures of the inspector's tests: a Store the tap records into, the local target,
+and a real tunnel (an ``edge-relay serve`` and an ``edge-agent http`` process with its
+inspector on an ephemeral loopback port) in front of it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from edge_agent.inspect import tap
+from edge_agent.inspect.observe import Recorder
+from edge_agent.inspect.store import Store
 from tests.e2e.procs import AgentProc, Procs, RelayProc, issue_token, start_agent
 from tests.inspect.local import Local
 
@@ -17,6 +20,16 @@ from tests.inspect.local import Local
 def local() -> Iterator[Local]:
     with Local() as server:
         yield server
+
+
+@pytest.fixture
+def store() -> Iterator[Store]:
+    store = Store()
+    tap.install(Recorder(store))
+    try:
+        yield store
+    finally:
+        tap.install(None)
 
 
 @dataclasses.dataclass

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from edge_agent.bridge import ObjectBridge
-from edge_agent.inspect import tap
-from edge_agent.inspect.observe import Recorder
 from edge_agent.inspect.store import Store
 from edge_agent.inspect.streamtap import TappedTarget
 from edge_agent.molecule.dedup import DedupTarget
@@ -20,16 +18,6 @@ from edge_agent.tunnel import TunnelClient
 from tests.agent.conftest import FAST, TOKEN
 from tests.agent.fake_relay import FakeRelay
 from tests.inspect.test_tap import Echo, a2a_call
-
-
-@pytest.fixture
-def store() -> Iterator[Store]:
-    store = Store()
-    tap.install(Recorder(store))
-    try:
-        yield store
-    finally:
-        tap.install(None)
 
 
 @pytest.fixture

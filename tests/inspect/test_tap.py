@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
 from edge_agent.errors import TargetFailed
 from edge_agent.inspect import tap
-from edge_agent.inspect.observe import Recorder
 from edge_agent.inspect.store import Exchange, Store
 from edge_agent.molecule.dedup import DedupTarget
 from edge_agent.target import EmptyBody, LocalRequest, LocalResponse
@@ -46,16 +45,6 @@ class Echo:
 
     async def aclose(self) -> None:
         pass
-
-
-@pytest.fixture
-def store() -> Iterator[Store]:
-    store = Store()
-    tap.install(Recorder(store))
-    try:
-        yield store
-    finally:
-        tap.install(None)
 
 
 async def forward(target: Echo | DedupTarget, request: LocalRequest) -> bytes:

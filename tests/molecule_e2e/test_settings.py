@@ -76,6 +76,8 @@ def test_config_file_run_table_and_http_keys(tmp_path: Path) -> None:
         ({"max_restarts": 2.5}, "max_restarts must be a whole number"),
         ({"secrets_refresh": 0}, "secrets_refresh must be at least 1"),
         ({"secrets_refresh": 30}, "secrets_refresh needs a command"),
+        ({"poll_after": 0}, "poll_after must be at least 1"),
+        ({"poll_after": "later"}, "poll_after must be a number"),
     ],
 )
 def test_bad_run_settings(change: dict[str, Any], message: str) -> None:
@@ -92,6 +94,12 @@ def test_child_and_keepalive_settings() -> None:
     settings = resolve_run(BASE, env, file)
     assert (settings.max_restarts, settings.secrets_refresh) == (0, 60.0)
     assert (settings.ping_interval, settings.ping_timeout) == (5.0, 7.5)
+
+
+def test_poll_after_defaults_to_a_minute() -> None:
+    assert resolve_run(BASE, {}, {}).poll_after == 60.0
+    assert resolve_run(BASE, {"EDGE_POLL_AFTER": "5"}, {}).poll_after == 5.0
+    assert resolve_run(BASE | {"poll_after": 2.5}, {}, {"poll_after": 9}).poll_after == 2.5
 
 
 def test_keepalive_reaches_the_tunnels_connect_options() -> None:
@@ -128,6 +136,8 @@ def test_edge_agent_checks_its_settings_before_any_io() -> None:
         EdgeAgent(workspace_id=WS, heartbeat_interval=600, **kwargs)
     with pytest.raises(ConfigError, match="target"):
         EdgeAgent(workspace_id=WS, **kwargs | {"target": "ftp://nope"})
+    with pytest.raises(ConfigError, match="poll_after must be more than 0"):
+        EdgeAgent(workspace_id=WS, poll_after=0, **kwargs)
 
 
 async def test_a_bad_card_file_or_platform_url_fails_at_open(tmp_path: Path) -> None:

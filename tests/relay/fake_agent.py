@@ -176,8 +176,10 @@ class FakeAgent:
         caller_auth: tuple[wire.CallerCredential, ...] = (),
         grant_credit: bool = True,
         ssl: ssl_module.SSLContext | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.relay_url = relay_url
+        self.headers = headers  # more upgrade request headers (X-Edge-Agent-Key...)
         self.handler = handler or _ok_handler
         self.token = token
         self.name = name
@@ -220,6 +222,7 @@ class FakeAgent:
 
     async def start(self, subprotocols: tuple[str, ...] = (wire.SUBPROTOCOL,)) -> None:
         headers = [("Authorization", f"Bearer {self.token}")] if self.token else []
+        headers += self.headers
         self.link, _ = await tunnel.connect_link(
             self.connect_url(),
             headers=headers,

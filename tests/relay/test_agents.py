@@ -16,6 +16,7 @@ from relay.tokens import TokenStore
 from tests.relay.conftest import RelayFactory, RunningRelay, eventually
 from tests.relay.fake_agent import FakeAgent, FakeRequest
 from wire import ErrorCode
+from wire.rules import AGENT_KEY_HEADER
 
 
 async def refused(
@@ -72,7 +73,9 @@ async def test_token_names_its_tunnel_without_a_query(relay: RunningRelay) -> No
     async with FakeAgent(relay.url, token=token, name="demo", query_name=False) as agent:
         welcome = await agent.wait_welcome()
     assert welcome.name == "demo"
-    assert welcome.urls == (f"{relay.url}/a/demo/",)
+    # A relay on loopback routes <name>.localhost too (no --domain needed in development).
+    host_url = relay.url.replace("127.0.0.1", "demo.localhost") + "/"
+    assert welcome.urls == (f"{relay.url}/a/demo/", host_url)
     assert welcome.max_request_body == relay.settings.max_request_body
 
 
@@ -133,6 +136,40 @@ async def test_new_session_replaces_the_stale_one(relay: RunningRelay) -> None:
                 await old.closed.wait()
             assert (await client.get("/a/demo/")).text == "from new"
     assert relay.state.metrics.sample("edge_sessions_replaced_total") == 1
+    # Both were told: the old one from where the new one came, the new one what it took.
+    assert old.goaways[0].reason == "replaced by a new session for demo from 127.0.0.1"
+    assert new.welcome is not None and new.welcome.replaced == "127.0.0.1"
+    assert old.welcome is not None and old.welcome.replaced is None
+
+
+def _key(value: str) -> tuple[tuple[str, str], ...]:
+    return ((AGENT_KEY_HEADER, value),)
+
+
+async def test_open_mode_gives_a_live_name_only_to_its_key(relay_factory: RelayFactory) -> None:
+    relay: RunningRelay = await relay_factory(open_mode=True)
+    async with FakeAgent(relay.url, name="laptop", headers=_key("k1")) as holder:
+        await holder.wait_welcome()
+        assert await refused(FakeAgent(relay.url, name="laptop")) == (409, "name_in_use")
+        other = FakeAgent(relay.url, name="laptop", headers=_key("k2"))
+        assert await refused(other) == (409, "name_in_use")
+        # Named in HELLO only (no query name to refuse before the upgrade): GOAWAY.
+        sneaky = FakeAgent(relay.url, name="laptop", query_name=False, headers=_key("k2"))
+        async with sneaky:
+            async with asyncio.timeout(5):
+                await sneaky.closed.wait()
+            assert [g.code for g in sneaky.goaways] == [ErrorCode.UNAUTHORIZED]
+        assert relay.state.registry.lookup("laptop") is not None
+        async with FakeAgent(relay.url, name="laptop", headers=_key("k1")) as again:
+            assert (await again.wait_welcome()).replaced == "127.0.0.1"
+            assert [g.code for g in holder.goaways] == [ErrorCode.REPLACED]
+    long_key = _key("x" * 257)
+    assert await refused(FakeAgent(relay.url, name="a", headers=long_key)) == (
+        400,
+        "bad_agent_key",
+    )
+    twice = FakeAgent(relay.url, name="a", headers=_key("k1") + _key("k1"))
+    assert await refused(twice) == (400, "bad_agent_key")
 
 
 async def test_revocation_closes_the_live_session(relay_factory: RelayFactory) -> None:
@@ -146,7 +183,8 @@ async def test_revocation_closes_the_live_session(relay_factory: RelayFactory) -
     assert [g.code for g in agent.goaways] == [ErrorCode.UNAUTHORIZED]
     async with relay.client() as client:
         r = await client.get("/a/demo/")
-    assert r.status_code in (404, 503)  # gone: unknown now, or offline until forgotten
+    assert r.status_code == 410  # gone, not offline (no Retry-After)
+    assert r.headers["x-edge-error"] == "tunnel_revoked" and "retry-after" not in r.headers
 
 
 async def test_issuing_a_token_evicts_an_open_mode_session(relay_factory: RelayFactory) -> None:

@@ -268,3 +268,14 @@ def test_host_urls_keep_the_public_urls_scheme_and_port(captured: list[Settings]
         "http://127.0.0.1:9001/a/demo/",
         "http://demo.localhost:9001/",
     )
+
+
+def test_localhost_routing_only_for_a_relay_on_loopback() -> None:
+    assert Settings().route_domain() == "localhost"
+    assert Settings(host="::1", public_url="http://localhost:8080").route_domain() == "localhost"
+    assert Settings(domain="Tunnels.Example").route_domain() == "tunnels.example"
+    assert Settings(host="0.0.0.0").route_domain() is None  # reachable from elsewhere
+    assert Settings(public_url="https://relay.example").route_domain() is None
+    assert Settings(public_url="https://relay.example").tunnel_urls("demo") == (
+        "https://relay.example/a/demo/",
+    )

@@ -37,6 +37,7 @@ WELCOMES = st.builds(
     st.lists(st.text(max_size=80), max_size=3).map(tuple),
     st.integers(1, 2**31),
     st.integers(0, 2**40),
+    st.none() | st.text(max_size=200),
     st.sampled_from(StreamKind),
 )
 CODES = st.sampled_from(ErrorCode)

@@ -271,6 +271,18 @@ def test_session_payloads_ignore_unknown_keys() -> None:
     assert f.decode_welcome(welcome) == f.Welcome("d", (), 1, 0)
 
 
+def test_welcome_replaced_is_sent_only_when_set() -> None:
+    plain = f.Welcome("d", ("u",), 1, 0)
+    assert (
+        f.encode_welcome(plain) == b'{"name":"d","urls":["u"],"max_streams":1,"max_request_body":0}'
+    )
+    took = f.Welcome("d", ("u",), 1, 0, "192.0.2.7")
+    assert f.encode_welcome(took).endswith(b',"replaced":"192.0.2.7"}')
+    assert f.decode_welcome(f.checked_welcome(took)) == took
+    with pytest.raises(FrameError, match="replaced"):
+        f.checked_welcome(f.Welcome("d", ("u",), 1, 0, "x" * 201))
+
+
 def test_session_payload_size_cap() -> None:
     with pytest.raises(FrameError, match="over"):
         f.decode_hello(b" " * (64 * 1024 + 1))

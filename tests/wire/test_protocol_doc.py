@@ -180,6 +180,20 @@ def test_json_examples_follow_their_schema(example: Example) -> None:
         (FrameType.WELCOME, {"name": "d", "urls": "u", "max_streams": 1, "max_request_body": 0}),
         (FrameType.WELCOME, {"name": 1, "urls": [], "max_streams": 1, "max_request_body": 0}),
         (FrameType.WELCOME, {"name": "d", "urls": [], "max_streams": 1, "max_request_body": -1}),
+        (
+            FrameType.WELCOME,
+            {"name": "d", "urls": [], "max_streams": 1, "max_request_body": 0, "replaced": 7},
+        ),
+        (
+            FrameType.WELCOME,
+            {
+                "name": "d",
+                "urls": [],
+                "max_streams": 1,
+                "max_request_body": 0,
+                "replaced": "x" * 201,
+            },
+        ),
     ],
 )
 def test_schemas_reject_what_the_decoders_reject(ftype: FrameType, value: object) -> None:

@@ -81,9 +81,9 @@ def test_hello_says_the_tunnel_kind_and_keeps_it() -> None:
     relay, agent = Connection(Role.RELAY), Connection(Role.AGENT)
     agent.send_hello(Hello(NAME, tunnel=StreamKind.TCP))
     assert pump(agent, relay) == [HelloReceived(Hello(NAME, tunnel=StreamKind.TCP))]
-    relay.send_welcome(Welcome(NAME, ("tcp://r:30000",), 4, 0, StreamKind.TCP))
+    relay.send_welcome(Welcome(NAME, ("tcp://r:30000",), 4, 0, tunnel=StreamKind.TCP))
     assert pump(relay, agent) == [
-        WelcomeReceived(Welcome(NAME, ("tcp://r:30000",), 4, 0, StreamKind.TCP))
+        WelcomeReceived(Welcome(NAME, ("tcp://r:30000",), 4, 0, tunnel=StreamKind.TCP))
     ]
     agent.send_hello(Hello(NAME, (BEARER,), tunnel=StreamKind.TCP))  # same kind: fine
     pump(agent, relay)

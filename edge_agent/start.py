@@ -1,0 +1,162 @@
+"""``edge-agent start web api`` (or ``--all``): the config file's tunnels in one process.
+
+Each tunnel has its own connection to the relay (the tunnel protocol carries one name
+per session, see docs/protocol.md), its own target and reconnect loop; they share the
+process, its event loop and its Ctrl-C. Every line a tunnel prints starts with its label:
+``[web] Forwarding https://relay.example/a/web/ -> http://127.0.0.1:8001``, then
+``[web] GET / 200 3 ms 120 B``.
+
+A tunnel that fails for good (its token refused, its name taken over) stops the others
+and the process, with its error prefixed by its label and its exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from edge_agent import __version__, caller_auth
+from edge_agent.cli import _connect_options
+from edge_agent.config import default_config, default_path
+from edge_agent.console import RequestLines, Stopper, make_target, output_options, tls_options
+from edge_agent.errors import AgentError, ConfigError
+from edge_agent.logs import setup_logging
+from edge_agent.multi import TunnelSpec, read_tunnels, resolve_tunnels, select
+from edge_agent.runner import on_stop_signals, run_main
+from edge_agent.session import DRAIN_TIMEOUT, StreamTarget
+from edge_agent.tls import TlsOptions
+from edge_agent.tunnel import TunnelClient
+
+
+class TunnelLines(RequestLines):
+    """:class:`RequestLines` whose every line starts with the tunnel's ``[label]``."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__("")
+        self.tag = tag
+
+    def _emit(self, line: str) -> None:
+        super()._emit(f"[{self.tag}] {line}")
+
+    def forwarding(self, *urls: str) -> None:
+        for url in urls:
+            click.echo(f"[{self.tag}] Forwarding {url} -> {self.label}")
+
+
+class Fleet:
+    """The tunnels of one process, drained or stopped together (a :class:`Drainable`)."""
+
+    def __init__(self, clients: Sequence[TunnelClient]) -> None:
+        self.clients = list(clients)
+
+    async def drain(self, deadline: float = DRAIN_TIMEOUT) -> None:
+        await asyncio.gather(*(client.drain(deadline) for client in self.clients))
+
+    def stop(self) -> None:
+        for client in self.clients:
+            client.stop()
+
+
+@click.command()
+@click.argument("tunnels", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Start every tunnel of the file.")
+@click.option("--relay", metavar="URL", help="Relay base URL for tunnels that set none.")
+@click.option(
+    "--proxy",
+    metavar="URL",
+    help="HTTP CONNECT or SOCKS5 proxy to the relay (default: HTTPS_PROXY, ALL_PROXY).",
+)
+@tls_options
+@output_options
+@click.version_option(__version__, prog_name="edge-agent")
+def start(tunnels: tuple[str, ...], everything: bool, config: str | None, **flags: Any) -> None:
+    """Start the config file's [tunnels.NAME] tables named (or --all) in one process.
+
+    The file is --config, else ~/.config/edge-agent/config.toml. Every line a tunnel
+    prints starts with its [NAME]. Ctrl-C drains all of them; a second Ctrl-C exits.
+    """
+    path = config or default_config()
+    try:
+        if path is None:
+            raise ConfigError(f"no config file: pass --config FILE or write {default_path()}")
+        file = read_tunnels(path)
+        specs = resolve_tunnels(file, select(file, tunnels, everything), flags)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    verbose = int(flags.get("verbose") or file.top.get("verbose") or 0)
+    log_format = str(flags.get("log_format") or file.top.get("log_format") or "text")
+    setup_logging(verbose, "json" if log_format == "json" else "text")
+    sys.exit(run_main(serve_tunnels(specs)))
+
+
+async def serve_tunnels(specs: Sequence[TunnelSpec]) -> None:
+    """Run every tunnel until all are drained or stopped, or one fails for good."""
+    clients: list[TunnelClient] = []
+    targets: list[StreamTarget] = []
+    apps = []
+    try:
+        for spec in specs:
+            client, target, app = _tunnel(spec)
+            clients.append(client)
+            targets.append(target)
+            apps += [app] if app is not None else []
+        fleet = Fleet(clients)
+        on_stop_signals(Stopper(fleet).signal)
+        for app in apps:
+            await app.start()
+        await _run_all(fleet, [spec.label for spec in specs])
+    finally:
+        for target in targets:
+            await target.aclose()
+
+
+def _tunnel(spec: TunnelSpec) -> tuple[TunnelClient, StreamTarget, Any]:
+    settings = spec.settings
+    lines = TunnelLines(spec.label)
+    target, label, app = make_target(
+        settings.target,
+        settings.app,
+        lines.request,
+        host_header=settings.host_header,
+        target_ca=settings.target_ca,
+        target_insecure=settings.target_insecure,
+    )
+    lines.label = label
+    if settings.insecure:
+        click.echo(
+            f"WARNING: [{spec.label}] --insecure: the relay's TLS certificate is NOT verified",
+            err=True,
+        )
+    tls = TlsOptions(settings.ca_file, settings.insecure, settings.pin_sha256)
+    client = TunnelClient(
+        settings.relay,
+        settings.token,
+        settings.name,
+        target,
+        options=_connect_options(settings, tls),
+        caller_auth=[caller_auth.parse(spec) for spec in settings.caller_auth],
+        agent=f"edge-agent/{__version__}",
+        on_ready=lines.ready,
+    )
+    return client, target, app
+
+
+async def _run_all(fleet: Fleet, labels: Sequence[str]) -> None:
+    """Wait for every client's run; the first fatal error stops the rest and is raised,
+    its message prefixed with its tunnel's label (its class, so the exit code, kept)."""
+    tasks = [asyncio.ensure_future(client.run()) for client in fleet.clients]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    failed = next((t for t in tasks if t.done() and t.exception() is not None), None)
+    if failed is None:
+        return
+    fleet.stop()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    error = failed.exception()
+    assert error is not None
+    if isinstance(error, AgentError):
+        error.args = (f"[{labels[tasks.index(failed)]}] {error}",)
+    raise error
