@@ -79,7 +79,10 @@ class RelayServer:
         def factory() -> PublicConnection:
             return PublicConnection(self.app, tls)
 
-        if sockets:
+        if sockets and context is not None and settings.domain:  # TLS passthrough by SNI
+            sockets[0].listen(BACKLOG)
+            self._server = SniRouter(self.app.state, sockets[0], context, factory)
+        elif sockets:
             self._server = await loop.create_server(
                 factory, sock=sockets[0], ssl=context, backlog=BACKLOG
             )
