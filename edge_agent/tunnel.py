@@ -112,7 +112,7 @@ class TunnelClient:
         self._on_ready = on_ready
         self._on_retry = on_retry
         self._token = token
-        self._caller_auth = _checked_auth(caller_auth)
+        self._caller_auth = _checked_auth(caller_auth, tunnel)
         if len(agent) > MAX_AGENT_INFO:
             raise ConfigError(f"agent text over {MAX_AGENT_INFO} characters")
         self._paused = False
@@ -167,9 +167,10 @@ class TunnelClient:
     def set_caller_auth(self, caller_auth: Sequence[CallerCredential]) -> None:
         """Replace the caller credentials; re-sends HELLO in the live session, if any.
 
-        Raises ConfigError for more than :data:`wire.MAX_CALLER_AUTH` credentials.
+        Raises ConfigError for more than :data:`wire.MAX_CALLER_AUTH` credentials, or
+        any on a TCP or TLS tunnel (the relay cannot check them there).
         """
-        self._caller_auth = _checked_auth(caller_auth)
+        self._caller_auth = _checked_auth(caller_auth, self.tunnel)
         if self._session is not None:
             self._session.update_hello(self._caller_auth)
 
@@ -307,7 +308,11 @@ class TunnelClient:
             self._on_ready(welcome)
 
 
-def _checked_auth(caller_auth: Sequence[CallerCredential]) -> tuple[CallerCredential, ...]:
+def _checked_auth(
+    caller_auth: Sequence[CallerCredential], kind: StreamKind
+) -> tuple[CallerCredential, ...]:
     if len(caller_auth) > MAX_CALLER_AUTH:
         raise ConfigError(f"at most {MAX_CALLER_AUTH} caller credentials are allowed")
+    if caller_auth and kind is not StreamKind.HTTP:
+        raise ConfigError("caller auth works on HTTP tunnels only (the relay cannot check it here)")
     return tuple(caller_auth)

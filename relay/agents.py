@@ -210,6 +210,9 @@ class AgentSession(tunnel.SessionHooks):
         if self._hellos > HELLO_FRAME_ALLOWANCE:
             session.fail(ErrorCode.PROTOCOL_ERROR, "too many HELLO frames")
             return
+        if hello.caller_auth and self.kind is not wire.StreamKind.HTTP:
+            self.close(ErrorCode.UNAUTHORIZED, kinds.NO_CALLER_AUTH, tunnel.WS_POLICY)
+            return
         # A HELLO re-sent after WELCOME (same name, checked by wire) replaces caller_auth.
         self.caller_auth = hello.caller_auth
         log.info("caller_auth_updated", extra={"agent": self.name})
@@ -265,6 +268,7 @@ class AgentSession(tunnel.SessionHooks):
             return
         settings = self.state.settings
         try:
+            kinds.check_caller_auth(hello)
             urls = kinds.grant(
                 self.state, name, hello.tunnel, self.token_sha256 is not None, self.port
             )

@@ -13,18 +13,27 @@ HELLO says what the agent serves (``wire.Hello.tunnel``):
   without decrypting (:mod:`relay.sniroute`).
 
 A refusal ends the session with GOAWAY: ``UNAUTHORIZED`` (the agent stops and shows
-the reason) when the token lacks the permission or the relay is not set up for the
-kind, ``LIMIT_EXCEEDED`` (the agent retries) when no port is free now.
+the reason) when the token lacks the permission, the relay is not set up for the kind,
+or a TCP or TLS HELLO lists caller credentials (the relay cannot check them in bytes it
+does not parse: refusing is safer than a tunnel that looks guarded and is not);
+``LIMIT_EXCEEDED`` (the agent retries) when no port is free now.
 """
 
 from __future__ import annotations
 
+from typing import Final
 from urllib.parse import urlsplit
 
 from relay.state import RelayState
 from relay.tcp import PortUnavailable
-from wire import ErrorCode, StreamKind
+from wire import ErrorCode, Hello, StreamKind
 from wire.payloads import TUNNEL_NAMES
+
+#: Why a TCP or TLS session with caller credentials is refused.
+NO_CALLER_AUTH: Final = (
+    "caller auth cannot be enforced on TCP or TLS tunnels (the relay does not parse "
+    "their bytes): leave it out, and let the local service authenticate its callers"
+)
 
 
 class Refused(Exception):
@@ -33,6 +42,12 @@ class Refused(Exception):
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def check_caller_auth(hello: Hello) -> None:
+    """Raise :class:`Refused` for a TCP or TLS HELLO that lists caller credentials."""
+    if hello.caller_auth and hello.tunnel is not StreamKind.HTTP:
+        raise Refused(ErrorCode.UNAUTHORIZED, NO_CALLER_AUTH)
 
 
 def grant(
