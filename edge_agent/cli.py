@@ -30,6 +30,7 @@ from edge_agent.console import (
     LazyGroup,
     RequestLines,
     Stopper,
+    keepalive_options,
     make_target,
     output_options,
     relay_options,
@@ -68,18 +69,7 @@ def main() -> None:
     help="Credential public callers must present (repeatable) [env: EDGE_CALLER_AUTH, "
     "white-space separated; or caller-auth in the config file]. Flags show in ps.",
 )
-@click.option(
-    "--ping-interval",
-    type=float,
-    metavar="SECONDS",
-    help="WebSocket keepalive ping interval (default 20).",
-)
-@click.option(
-    "--ping-timeout",
-    type=float,
-    metavar="SECONDS",
-    help="Drop the tunnel when a ping is unanswered this long (default 20).",
-)
+@keepalive_options
 @click.option(
     "--host-header",
     metavar="preserve|rewrite|VALUE",

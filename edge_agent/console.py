@@ -48,6 +48,27 @@ def relay_options(func: F) -> F:
     return tls_options(func)
 
 
+def keepalive_options(func: F) -> F:
+    """``--ping-interval`` and ``--ping-timeout`` of the tunnel (None when not given)."""
+    options = [
+        click.option(
+            "--ping-interval",
+            type=float,
+            metavar="SECONDS",
+            help="Tunnel keepalive ping interval (default 20).",
+        ),
+        click.option(
+            "--ping-timeout",
+            type=float,
+            metavar="SECONDS",
+            help="Drop the tunnel when a ping is unanswered this long (default 20).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def tls_options(func: F) -> F:
     """``--ca-file``, ``--insecure`` and ``--pin-sha256`` (values None when not given)."""
     options = [

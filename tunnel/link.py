@@ -16,9 +16,10 @@ an SSL transport ``writelines`` cost ten times more CPU than one joined buffer).
 transport's write buffer limits are :data:`WRITE_HIGH`/:data:`WRITE_LOW`; the session
 frames no more than the room under the high mark (:meth:`WsLink.budget`).
 
-Reads: at most :data:`MAX_MESSAGES_PER_TURN` messages are processed per loop turn;
-the rest wait (the socket is paused) until the next turn, so one peer that floods small
-frames cannot monopolise the event loop that every other tunnel shares.
+Reads: at most :data:`MAX_MESSAGES_PER_TURN` messages are parsed and processed per loop
+turn; the rest wait (the socket is paused, the bytes stay in the parser) until the next
+turn, so one peer that floods small frames cannot monopolise the event loop that every
+other tunnel shares. After a close with an error code nothing the peer sends is parsed.
 
 Closing: the RFC 6455 handshake (a close frame each way, the server closes TCP first),
 cut short after :data:`CLOSE_TIMEOUT` seconds.
@@ -74,6 +75,9 @@ MAX_MESSAGES_PER_TURN: Final = 256
 #: of bulk payloads). On TLS always joined: the SSL transport's ``writelines`` cost ten
 #: times more CPU than one buffer.
 JOIN_BELOW: Final = 64 * 1024
+
+#: Close codes that end a link cleanly (normal closure, going away); any other fails it.
+_CLEAN_CLOSE: Final = frozenset({1000, 1001})
 
 #: Seconds the closing handshake may take before the connection is dropped.
 CLOSE_TIMEOUT: Final = 2.0
@@ -164,26 +168,18 @@ class WsLink(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._received += len(data)
         if self._failed:
-            return  # the framing is broken: nothing after it is parsed
+            return  # the connection failed: nothing after it is parsed
+        self._parse(data)
+        self._process()
+
+    def _parse(self, data: bytes) -> None:
+        """Parse what fits in this turn's message budget (the rest stays in the parser)."""
         try:
-            self._pending.extend(self._parser.feed(data))
+            room = max(MAX_MESSAGES_PER_TURN - len(self._pending), 1)
+            self._pending.extend(self._parser.feed(data, room))
         except wsframe.WsError as exc:
             log.info("tunnel_websocket_error", extra={"code": exc.code, "detail": exc.reason})
-            self._pending.clear()
-            self._failed = True
             self.close(exc.code, exc.reason)
-            transport = self.transport
-            if transport is not None:
-                # Fail the connection (RFC 6455 section 7.1.7): the close frame, then our
-                # end of TCP, so the peer ends it now rather than at the close timeout.
-                # What it still sends is read and dropped: closing with unread bytes
-                # would reset the connection and could lose the close frame.
-                if transport.can_write_eof():
-                    transport.write_eof()
-                else:
-                    transport.close()
-            return
-        self._process()
 
     def eof_received(self) -> bool | None:
         return None  # close the transport: connection_lost follows
@@ -242,15 +238,37 @@ class WsLink(asyncio.Protocol):
         return WRITE_HIGH + 1 - self.transport.get_write_buffer_size()
 
     def close(self, code: int, reason: str) -> None:
-        """Send a close frame (once); the connection ends when the peer answers."""
+        """Send a close frame (once); the connection ends when the peer answers. With an
+        error code (not 1000 or 1001) the connection is failed: nothing more the peer
+        sends is parsed."""
+        self._send_close(code, reason)
+        if code not in _CLEAN_CLOSE and not self._failed:
+            self._fail()
+
+    def _send_close(self, code: int, reason: str) -> None:
         if not self._close_sent:
             self._control(wsframe.OP_CLOSE, wsframe.close_payload(code, reason))
             self._close_sent = True
         if self._close_handle is None and self.transport is not None:
             self._close_handle = self._loop.call_later(CLOSE_TIMEOUT, self.abort)
 
+    def _fail(self) -> None:
+        """Fail the connection (RFC 6455 section 7.1.7): the close frame is written, then
+        our end of TCP, so the peer ends it now rather than at the close timeout. What it
+        still sends is read and dropped unparsed (a flood that broke the rules costs no
+        more parsing; closing with unread bytes would reset the connection and could
+        lose the close frame)."""
+        self._failed = True
+        self._pending.clear()
+        transport = self.transport
+        if transport is not None:
+            if transport.can_write_eof():
+                transport.write_eof()
+            else:
+                transport.close()
+
     def abort(self) -> None:
-        if self.transport is not None:
+        if self.transport is not None and not self.closed.done():
             self.transport.abort()
 
     # -- internals ----------------------------------------------------------------------------
@@ -273,7 +291,8 @@ class WsLink(asyncio.Protocol):
                 session.receive(payload)
             else:
                 self._other(opcode, payload, session)
-        if pending and not self._paused_reading and self.transport is not None:
+        more = pending or (self._parser.more and not self._failed)
+        if more and not self._paused_reading and self.transport is not None:
             self._paused_reading = True
             self.transport.pause_reading()
             self._loop.call_soon(self._resume)
@@ -294,13 +313,15 @@ class WsLink(asyncio.Protocol):
         self._pending.clear()
         if not self._close_sent:
             code = self.close_code if self.close_code != 1005 else 1000
-            self.close(code, "")
+            self._send_close(code, "")  # the answer: the peer ends the connection
         transport = self.transport
         if transport is not None and not self.client:
             transport.close()  # the server closes TCP first (RFC 6455 section 7.1.1)
 
     def _resume(self) -> None:
         self._paused_reading = False
+        if self._parser.more and not self._failed:
+            self._parse(b"")
         if self._pending:
             self._process()
         if not self._paused_reading and self.transport is not None:

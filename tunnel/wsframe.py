@@ -106,7 +106,7 @@ class Parser:
         masked: whether the peer must mask (this side is the server).
     """
 
-    __slots__ = ("_buf", "_fragments", "_masked", "_max", "_op", "_size")
+    __slots__ = ("_buf", "_fragments", "_masked", "_max", "_op", "_size", "more")
 
     def __init__(self, max_size: int, masked: bool) -> None:
         self._buf = bytearray()
@@ -115,10 +115,17 @@ class Parser:
         self._fragments: list[bytes] = []
         self._op = 0  # opcode of the message being reassembled (0: none)
         self._size = 0
+        #: The last :meth:`feed` stopped at its ``limit``: call ``feed(b"", limit)`` for
+        #: the frames already buffered before reading more.
+        self.more = False
 
-    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+    def feed(self, data: bytes, limit: int = 1 << 62) -> list[tuple[int, bytes]]:
         """Complete messages ``(opcode, payload)`` that ``data`` finishes, in order.
-        Control frames come out as they arrive. Raises WsError."""
+        Control frames come out as they arrive. Raises WsError.
+
+        ``limit``: frames parsed at most (a read of 256 KiB can hold 18,000 empty
+        frames: parsing them all at once would hold the event loop for tens of ms);
+        past it the rest is kept and :attr:`more` is set."""
         buf = self._buf
         if buf:
             buf += data
@@ -128,11 +135,14 @@ class Parser:
         out: list[tuple[int, bytes]] = []
         pos = 0
         end = len(view)
-        while end - pos >= 2:
+        frames = 0
+        while end - pos >= 2 and frames < limit:
             used = self._frame(view, pos, end, out)
             if not used:
                 break
             pos += used
+            frames += 1
+        self.more = frames >= limit and end - pos >= 2
         if view is buf:
             del buf[:pos]
         elif pos < end:

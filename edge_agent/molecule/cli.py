@@ -22,7 +22,14 @@ import click
 from edge_agent import caller_auth
 from edge_agent.agent import AgentHooks, EdgeAgent
 from edge_agent.config import load_file
-from edge_agent.console import RequestLines, Stopper, object_target, output_options, tls_options
+from edge_agent.console import (
+    RequestLines,
+    Stopper,
+    keepalive_options,
+    object_target,
+    output_options,
+    tls_options,
+)
 from edge_agent.errors import ConfigError
 from edge_agent.inspect.launch import InspectSettings, inspect_options, running, take_settings
 from edge_agent.molecule.card import build_agent_card, load_agent_card
@@ -74,18 +81,7 @@ from edge_agent.tls import TlsOptions
     metavar="bearer:TOKEN|basic:USER:PASS",
     help="Extra credential public callers may present (repeatable).",
 )
-@click.option(
-    "--ping-interval",
-    type=float,
-    metavar="SECONDS",
-    help="Tunnel keepalive ping interval (default 20).",
-)
-@click.option(
-    "--ping-timeout",
-    type=float,
-    metavar="SECONDS",
-    help="Drop the tunnel when a ping is unanswered this long (default 20).",
-)
+@keepalive_options
 @click.option(
     "--max-restarts",
     type=int,

@@ -229,7 +229,15 @@ def check_partial(data: bytes | bytearray, start: int, end: int) -> None:
     Used on the part of an unfinished head or trailer section that arrived since the last
     look, so a caller sending garbage gets its 400 at once instead of at the head limit or
     timeout. Linear: each byte is looked at once (the complete head is checked again).
+    The common case, no control byte and every CR and LF in a pair, is decided by C
+    loops (``translate``, ``count``); the regular expression, some 30 times slower per
+    byte (a whole 32 KiB head cost 1.5 ms), looks only at a part that has a bad byte.
     """
+    part = data[start:end]
+    if len(part.translate(None, _CTL)) == len(part):
+        pairs = part.count(b"\r\n")
+        if part.count(b"\r") == pairs and part.count(b"\n") == pairs:
+            return
     m = _BAD_PARTIAL.search(data, start, end)
     if m is not None:
         raise _diagnose(bytes(m.group()))

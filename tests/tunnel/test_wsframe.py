@@ -110,6 +110,21 @@ def test_several_messages_in_one_feed_and_buffered_rest() -> None:
     assert parser.feed(b"") == []
 
 
+def test_a_limit_parses_that_many_frames_and_keeps_the_rest() -> None:
+    masks = Masks()
+    stream = b"".join(wsframe.encode(OP_BINARY, bytes([i]), masks) for i in range(10))
+    parser = Parser(MAX, masked=True)
+    assert [p for _, p in parser.feed(stream[:-1], 4)] == [bytes([i]) for i in range(4)]
+    assert parser.more
+    assert [p for _, p in parser.feed(b"", 4)] == [bytes([i]) for i in range(4, 8)]
+    assert parser.more
+    # The last frame is not complete yet: nothing more to parse until bytes arrive.
+    assert [p for _, p in parser.feed(b"", 4)] == [bytes([8])]
+    assert not parser.more
+    assert parser.feed(stream[-1:], 4) == [(OP_BINARY, bytes([9]))]
+    assert not parser.more
+
+
 # -- interop with websockets' sans-I/O Protocol ---------------------------------------------
 
 
