@@ -10,6 +10,7 @@ Modes:
   against direct: round trip and messages/s.
 * ``attacks``: the hostile-input attacks against a real relay, with a bystander tunnel's
   p99 and the relay's memory during and after each (``--attacks`` picks some).
+* ``tcp``: raw TCP throughput, direct, ssh -R and ``edge-agent tcp`` (bench.tcp).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import attacks, compare, scale, wsecho
+from bench import attacks, compare, scale, tcp, wsecho
 from bench.paths import ALL_PATHS, path_keys
 from bench.procs import BenchError, Children
 from bench.profile import profile
@@ -33,7 +34,15 @@ def _parser() -> argparse.ArgumentParser:
         "mode",
         nargs="?",
         default="paths",
-        choices=["paths", "idle-agents", "busy-tunnel", "relay-restart", "websocket", "attacks"],
+        choices=[
+            "paths",
+            "idle-agents",
+            "busy-tunnel",
+            "relay-restart",
+            "websocket",
+            "attacks",
+            "tcp",
+        ],
     )
     p.add_argument("--quick", action="store_true", help="short runs (under 3 minutes)")
     p.add_argument("--out", type=Path, help="write the markdown results to this file")
@@ -67,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         default="",
         help="attacks: more edge-relay serve flags, e.g. '--max-client-streams 64'",
     )
+    p.add_argument("--mib", type=int, help="tcp: MiB moved each way per round (default 512)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     return p
 
@@ -117,6 +127,10 @@ def main() -> int:
             text = wsecho.run(args, children, workdir, _command())
         elif args.mode == "attacks":
             text = attacks.run(args, children, workdir, _command())
+        elif args.mode == "tcp":
+            mib = args.mib or (128 if args.quick else 512)
+            rounds = args.rounds or (3 if args.quick else 5)
+            text = tcp.run(mib, rounds, children, workdir, _command())
         else:
             text = scale.run(args.mode, args, children, workdir, _command())
     except BenchError as exc:

@@ -198,7 +198,11 @@ class SshReverse(BenchPath):
         ssh = self._spawn("client", self._ssh_argv(sshd_port, public_port, origin_port, user))
         wait_listening(public_port, child=ssh)
         self.base_url = f"http://127.0.0.1:{public_port}"
-        wait_http_ok(self.base_url + "/small", child=ssh)
+        self.ready(ssh)
+
+    def ready(self, client: Child) -> None:
+        """Wait until the forwarded port serves (the HTTP origin answers /small)."""
+        wait_http_ok(self.base_url + "/small", child=client)
 
     def _ssh_argv(self, sshd_port: int, public_port: int, origin_port: int, user: str) -> list[str]:
         d = self.workdir

@@ -104,6 +104,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "plugin": "edge_agent.molecule.cli_plugins:plugin",
     "service": "edge_agent.service.cli:service",
     "start": "edge_agent.start:start",
+    "tcp": "edge_agent.raw_cli:tcp",
+    "tls": "edge_agent.raw_cli:tls",
 }
 
 

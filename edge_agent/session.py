@@ -19,8 +19,18 @@ from collections.abc import Callable, Sequence
 from typing import Final, Protocol, TypeVar
 
 import tunnel
-from edge_agent.errors import AgentError, AuthError, NameTakenError, TunnelError
-from wire import CallerCredential, Connection, ErrorCode, GoAwayReceived, Hello, Role, Welcome
+from edge_agent.errors import AgentError, AuthError, ConfigError, NameTakenError, TunnelError
+from wire import (
+    CallerCredential,
+    Connection,
+    ErrorCode,
+    GoAwayReceived,
+    Hello,
+    Role,
+    StreamKind,
+    Welcome,
+)
+from wire.payloads import TUNNEL_NAMES
 
 #: Seconds the relay has to answer HELLO with WELCOME before the session is dropped.
 WELCOME_TIMEOUT: Final = 10.0
@@ -58,6 +68,7 @@ class TunnelSession(tunnel.SessionHooks):
         name: the tunnel name asked for in HELLO (None: the relay picks, open mode).
         caller_auth: the credentials public callers must present (see :meth:`update_hello`).
         is_paused: read for each new stream; True answers it with RESET UNAVAILABLE.
+        kind: what the agent serves (HELLO's ``tunnel``): HTTP, or raw TCP or TLS.
     """
 
     def __init__(
@@ -70,8 +81,10 @@ class TunnelSession(tunnel.SessionHooks):
         agent: str = "",
         is_paused: Callable[[], bool] = lambda: False,
         hooks: Hooks | None = None,
+        kind: StreamKind = StreamKind.HTTP,
     ) -> None:
         self.link = link
+        self.tunnel = kind
         self.target = target
         self.name = name
         self.agent = agent
@@ -164,7 +177,7 @@ class TunnelSession(tunnel.SessionHooks):
 
     def _send_hello(self) -> None:
         self._sent_auth = self._caller_auth
-        self.session.send_hello(Hello(self.name, self._caller_auth, self.agent))
+        self.session.send_hello(Hello(self.name, self._caller_auth, self.agent, self.tunnel))
 
     # -- tunnel.SessionHooks ------------------------------------------------------------------
 
@@ -185,6 +198,11 @@ class TunnelSession(tunnel.SessionHooks):
             self._idle.set()
 
     def on_welcome(self, session: tunnel.Session, welcome: Welcome) -> None:
+        if welcome.tunnel is not self.tunnel:  # a relay that ignored HELLO's tunnel
+            kind = TUNNEL_NAMES[self.tunnel].upper()
+            self._fatal = ConfigError(f"the relay does not serve {kind} tunnels (upgrade it)")
+            session.close(ErrorCode.NO_ERROR, "wrong tunnel kind", tunnel.WS_NORMAL)
+            return
         self.welcome = welcome
         self.ready_at = time.monotonic()
         self._ready.set()
@@ -196,7 +214,9 @@ class TunnelSession(tunnel.SessionHooks):
 
     def on_goaway(self, session: tunnel.Session, event: GoAwayReceived) -> None:
         logger.info("goaway_received", extra={"agent": self.tunnel_name, "code": event.code.name})
-        if event.code is ErrorCode.UNAUTHORIZED:
+        if event.code is ErrorCode.UNAUTHORIZED and self.welcome is None:
+            self._fatal = AuthError(f"the relay refused this tunnel: {event.reason}")
+        elif event.code is ErrorCode.UNAUTHORIZED:
             self._fatal = AuthError(f"the relay revoked this agent's token: {event.reason}")
         elif event.code is ErrorCode.REPLACED:
             # Reconnecting would take the name back, and the other agent would do the same.
@@ -205,7 +225,8 @@ class TunnelSession(tunnel.SessionHooks):
                 "this one stops rather than fight it for the name"
             )
         elif event.code not in (ErrorCode.NO_ERROR,):
-            self._failure = TunnelError(f"relay closed the session: {event.code.name}")
+            reason = f" ({event.reason})" if event.reason else ""
+            self._failure = TunnelError(f"relay closed the session: {event.code.name}{reason}")
         # No new streams will come: finish the in-flight ones, then close.
         if not self.draining:
             self._drain_task = asyncio.get_running_loop().create_task(self.drain())

@@ -37,7 +37,7 @@ from edge_agent.agent_key import new_key
 from edge_agent.connect import ConnectOptions, check_name, open_tunnel
 from edge_agent.errors import ConfigError, NotARelay, SessionEndedEarly, TunnelError
 from edge_agent.session import DRAIN_TIMEOUT, WELCOME_TIMEOUT, Hooks, StreamTarget, TunnelSession
-from wire import MAX_AGENT_INFO, MAX_CALLER_AUTH, CallerCredential, Welcome
+from wire import MAX_AGENT_INFO, MAX_CALLER_AUTH, CallerCredential, StreamKind, Welcome
 
 #: A session must last this long before the reconnect backoff starts over.
 HEALTHY_AFTER: Final = 30.0
@@ -79,6 +79,8 @@ class TunnelClient:
         on_ready: called with every WELCOME (after each (re)connect).
         on_retry: called with the delay and the error (None: a session ended) each time
             a reconnect is scheduled.
+        tunnel: what ``target`` serves: HTTP exchanges (the default), or raw TCP or
+            TLS connections (``edge-agent tcp``/``tls``).
     """
 
     def __init__(
@@ -94,8 +96,10 @@ class TunnelClient:
         agent: str = "edge-agent",
         on_ready: Callable[[Welcome], None] | None = None,
         on_retry: Callable[[float, BaseException | None], None] | None = None,
+        tunnel: StreamKind = StreamKind.HTTP,
     ) -> None:
         check_name(name)
+        self.tunnel = tunnel
         self.relay_url = relay_url
         self.name = name
         self.target = target
@@ -108,7 +112,7 @@ class TunnelClient:
         self._on_ready = on_ready
         self._on_retry = on_retry
         self._token = token
-        self._caller_auth = _checked_auth(caller_auth)
+        self._caller_auth = _checked_auth(caller_auth, tunnel)
         if len(agent) > MAX_AGENT_INFO:
             raise ConfigError(f"agent text over {MAX_AGENT_INFO} characters")
         self._paused = False
@@ -163,9 +167,10 @@ class TunnelClient:
     def set_caller_auth(self, caller_auth: Sequence[CallerCredential]) -> None:
         """Replace the caller credentials; re-sends HELLO in the live session, if any.
 
-        Raises ConfigError for more than :data:`wire.MAX_CALLER_AUTH` credentials.
+        Raises ConfigError for more than :data:`wire.MAX_CALLER_AUTH` credentials, or
+        any on a TCP or TLS tunnel (the relay cannot check them there).
         """
-        self._caller_auth = _checked_auth(caller_auth)
+        self._caller_auth = _checked_auth(caller_auth, self.tunnel)
         if self._session is not None:
             self._session.update_hello(self._caller_auth)
 
@@ -234,6 +239,7 @@ class TunnelClient:
             agent=self.agent,
             is_paused=lambda: self._paused,
             hooks=self.hooks,
+            kind=self.tunnel,
         )
         self._session = session
         logger.info("tunnel_connected", extra={"agent": self.name, "relay": self.relay_url})
@@ -302,7 +308,11 @@ class TunnelClient:
             self._on_ready(welcome)
 
 
-def _checked_auth(caller_auth: Sequence[CallerCredential]) -> tuple[CallerCredential, ...]:
+def _checked_auth(
+    caller_auth: Sequence[CallerCredential], kind: StreamKind
+) -> tuple[CallerCredential, ...]:
     if len(caller_auth) > MAX_CALLER_AUTH:
         raise ConfigError(f"at most {MAX_CALLER_AUTH} caller credentials are allowed")
+    if caller_auth and kind is not StreamKind.HTTP:
+        raise ConfigError("caller auth works on HTTP tunnels only (the relay cannot check it here)")
     return tuple(caller_auth)

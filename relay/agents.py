@@ -35,6 +35,7 @@ from urllib.parse import parse_qs
 
 import tunnel
 import wire
+from relay import kinds
 from relay.config import RESERVED_NAMES
 from relay.errors import (
     AgentUnauthorized,
@@ -175,6 +176,7 @@ class AgentSession(tunnel.SessionHooks):
         self.client = client
         self.port = port
         self.name = ""
+        self.kind = wire.StreamKind.HTTP  # what the agent serves (HELLO's tunnel)
         self.token_sha256 = claim.token_sha256
         self.caller_auth: tuple[wire.CallerCredential, ...] = ()
         self.phase = Phase.HELLO
@@ -207,6 +209,9 @@ class AgentSession(tunnel.SessionHooks):
         self._hellos += 1
         if self._hellos > HELLO_FRAME_ALLOWANCE:
             session.fail(ErrorCode.PROTOCOL_ERROR, "too many HELLO frames")
+            return
+        if hello.caller_auth and self.kind is not wire.StreamKind.HTTP:
+            self.close(ErrorCode.UNAUTHORIZED, kinds.NO_CALLER_AUTH, tunnel.WS_POLICY)
             return
         # A HELLO re-sent after WELCOME (same name, checked by wire) replaces caller_auth.
         self.caller_auth = hello.caller_auth
@@ -248,6 +253,7 @@ class AgentSession(tunnel.SessionHooks):
             self.state.registry.release(self)
             if not self.state.registry.in_use(self.name):
                 self.state.metrics.tunnel_gone(self.name)
+                self.state.tcp.release(self.name)
         self.closed.set()
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -261,14 +267,28 @@ class AgentSession(tunnel.SessionHooks):
             self.close(ErrorCode.UNAUTHORIZED, "the HELLO name is not allowed", tunnel.WS_POLICY)
             return
         settings = self.state.settings
+        try:
+            kinds.check_caller_auth(hello)
+            urls = kinds.grant(
+                self.state, name, hello.tunnel, self.token_sha256 is not None, self.port
+            )
+        except kinds.Refused as exc:
+            log.info("tunnel_kind_refused", extra={"agent": name, "detail": str(exc)})
+            self.close(exc.code, str(exc), tunnel.WS_POLICY)
+            return
         registry = self.state.registry
         live = registry.lookup(name)
         replaced = live.client if live is not None else None
-        urls = settings.tunnel_urls(name, self.port)
         welcome = wire.Welcome(
-            name, urls, settings.max_streams, settings.max_request_body, replaced
+            name,
+            urls,
+            settings.max_streams,
+            settings.max_request_body,
+            replaced,
+            hello.tunnel,
         )
         self.name = name
+        self.kind = hello.tunnel
         self.caller_auth = hello.caller_auth
         self.session.send_welcome(welcome)
         self.phase = Phase.ACTIVE

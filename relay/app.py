@@ -53,6 +53,7 @@ class RelayApp:
         self._watcher = asyncio.get_running_loop().create_task(self._watch_tokens())
 
     async def stop(self) -> None:
+        self.state.tcp.close_all()
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -45,6 +45,7 @@ _SERVE_KEYS: Final = frozenset(
         "max_client_streams",
         "metrics_token",
         "metrics_per_tunnel",
+        "tcp_ports",
     }
 )
 _GLOBAL_KEYS: Final = frozenset({"verbose", "log_format"})
@@ -84,6 +85,22 @@ class Domain(click.ParamType):  # type: ignore[type-arg]
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         try:
             return cfg.check_domain(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class PortRange(click.ParamType):  # type: ignore[type-arg]
+    """``--tcp-ports``: ``30000-30099``."""
+
+    name = "range"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return cfg.check_port_range(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -290,6 +307,13 @@ def _state_dir_option(func: Any) -> Any:
     default=cfg.DEFAULT_METRICS_PER_TUNNEL,
     help="Per-tunnel metric series while at most this many tunnels (0: none).",
 )
+@click.option(
+    "--tcp-ports",
+    envvar="EDGE_RELAY_TCP_PORTS",
+    type=PortRange(),
+    metavar="FIRST-LAST",
+    help="Ports for raw TCP tunnels (edge-agent tcp), e.g. 30000-30099.  [default: none]",
+)
 @_common
 @click.pass_context
 def serve(ctx: click.Context, /, **opts: Any) -> None:
@@ -318,6 +342,7 @@ def serve(ctx: click.Context, /, **opts: Any) -> None:
         max_client_streams=opts["max_client_streams"],
         metrics_token=opts["metrics_token"] or None,
         metrics_per_tunnel=opts["metrics_per_tunnel"],
+        tcp_ports=opts["tcp_ports"],
     )
     if settings.open_mode:
         click.echo(
@@ -353,10 +378,22 @@ def _store(state_dir: Path) -> Any:
 @click.argument("name")
 @_state_dir_option
 @click.option("--replace", is_flag=True, help="Rotate: replace NAME's existing token.")
-def token_issue(name: str, state_dir: Path, replace: bool) -> None:
-    """Print a new token for NAME on stdout (it is shown only this once)."""
+@click.option("--tcp", is_flag=True, help="It may also open raw TCP tunnels (edge-agent tcp).")
+@click.option(
+    "--tls", is_flag=True, help="It may also open TLS passthrough tunnels (edge-agent tls)."
+)
+def token_issue(name: str, state_dir: Path, replace: bool, tcp: bool, tls: bool) -> None:
+    """Print a new token for NAME on stdout (it is shown only this once).
+
+    A token opens HTTP tunnels; --tcp and --tls add raw TCP and TLS passthrough, which
+    the relay cannot guard with caller auth (see docs/security.md).
+    """
+    from wire import StreamKind
+
+    allowed = {StreamKind.HTTP} | ({StreamKind.TCP} if tcp else set())
+    allowed |= {StreamKind.TLS} if tls else set()
     try:
-        secret = _store(state_dir).issue(name, replace=replace)
+        secret = _store(state_dir).issue(name, replace=replace, kinds=frozenset(allowed))
     except RelayConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"token for {name} (shown once; only its hash is stored):", err=True)
@@ -367,13 +404,17 @@ def token_issue(name: str, state_dir: Path, replace: bool) -> None:
 @_config_option
 @_state_dir_option
 def token_list(state_dir: Path) -> None:
-    """List tunnel names that have a token, with their creation time."""
+    """List tunnel names that have a token: creation time, tunnel kinds, TCP port."""
+    from wire.payloads import TUNNEL_NAMES
+
     try:
         records = _store(state_dir).records()
     except RelayConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     for record in records:
-        click.echo(f"{record.name}\t{record.created}")
+        kinds = ",".join(sorted(TUNNEL_NAMES[k] for k in record.kinds))
+        port = f"\ttcp_port={record.tcp_port}" if record.tcp_port is not None else ""
+        click.echo(f"{record.name}\t{record.created}\t{kinds}{port}")
 
 
 @token.command("revoke")

@@ -130,6 +130,8 @@ class Settings:
     hello_timeout: float = HELLO_TIMEOUT
     ws_ping_interval: float = WS_PING_INTERVAL
     ws_ping_timeout: float = WS_PING_TIMEOUT
+    #: Ports of raw TCP tunnels, first and last included (``--tcp-ports``); None: none.
+    tcp_ports: tuple[int, int] | None = None
 
     @property
     def tls(self) -> bool:
@@ -197,6 +199,24 @@ def check_domain(text: str) -> str:
             "labels, e.g. tunnels.example.com; no scheme, port or path)"
         )
     return domain
+
+
+#: Most ports ``--tcp-ports`` may span: each bound port is a listening socket.
+MAX_TCP_PORTS: Final = 10_000
+
+
+def check_port_range(text: str) -> tuple[int, int]:
+    """``--tcp-ports``: ``30000-30099`` (or one port); ValueError saying what is wrong."""
+    match = re.fullmatch(r"\s*(\d{1,5})\s*(?:-\s*(\d{1,5})\s*)?", text)
+    if not match:
+        raise ValueError(f"{text!r} is not a port range (e.g. 30000-30099)")
+    first = int(match.group(1))
+    last = int(match.group(2) or first)
+    if not 1 <= first <= last <= 65535:
+        raise ValueError(f"{text!r}: ports must be 1-65535, the first no larger than the last")
+    if last - first + 1 > MAX_TCP_PORTS:
+        raise ValueError(f"{text!r}: at most {MAX_TCP_PORTS} ports")
+    return first, last
 
 
 def host_url(base_url: str, name: str, domain: str) -> str:

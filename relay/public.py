@@ -318,6 +318,8 @@ class PublicConnection(asyncio.Protocol):
         session = state.registry.lookup(where.name)
         if session is None:
             raise self._missing(where.name)
+        if session.kind is not StreamKind.HTTP:  # a TCP or TLS tunnel has no HTTP side
+            raise UnknownTunnel()
         strip_auth = check_caller(head.headers, session.caller_auth, where.name)
         if head.framing is h1.Framing.LENGTH and head.length > settings.max_request_body:
             raise BodyTooLarge()

@@ -28,6 +28,7 @@ from relay.app import RelayApp
 from relay.config import Settings
 from relay.errors import RelayConfigError
 from relay.public import PublicConnection
+from relay.sniroute import SniRouter, listen
 from relay.state import RelayState
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class RelayServer:
         self.should_exit = False
         self.force_exit = False
         self.port = app.state.settings.port
-        self._server: asyncio.Server | None = None
+        self._server: asyncio.Server | SniRouter | None = None
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         """Serve until :attr:`should_exit` (or a signal), then drain and return."""
@@ -78,15 +79,22 @@ class RelayServer:
         def factory() -> PublicConnection:
             return PublicConnection(self.app, tls)
 
-        if sockets:
+        if sockets and context is not None and settings.domain:  # TLS passthrough by SNI
+            sockets[0].listen(BACKLOG)
+            self._server = SniRouter(self.app.state, sockets[0], context, factory)
+        elif sockets:
             self._server = await loop.create_server(
                 factory, sock=sockets[0], ssl=context, backlog=BACKLOG
             )
         else:
             try:
-                self._server = await loop.create_server(
-                    factory, settings.host, settings.port, ssl=context, backlog=BACKLOG
-                )
+                if context is not None and settings.domain:  # TLS passthrough by SNI
+                    sock = listen(settings.host, settings.port, BACKLOG)
+                    self._server = SniRouter(self.app.state, sock, context, factory)
+                else:
+                    self._server = await loop.create_server(
+                        factory, settings.host, settings.port, ssl=context, backlog=BACKLOG
+                    )
             except OSError as exc:
                 log.error(
                     "relay_bind_failed",

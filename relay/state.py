@@ -7,6 +7,7 @@ import dataclasses
 from relay.config import Settings
 from relay.metrics import Metrics
 from relay.registry import InMemoryRegistry, SessionRegistry
+from relay.tcp import TcpPorts
 from relay.tokens import TokenStore
 
 
@@ -16,6 +17,8 @@ class RelayState:
     store: TokenStore
     registry: SessionRegistry = dataclasses.field(default_factory=InMemoryRegistry)
     metrics: Metrics = dataclasses.field(default_factory=Metrics)
+    #: The listening ports of TCP tunnels.
+    tcp: TcpPorts = dataclasses.field(default_factory=TcpPorts)
     #: Set by a graceful shutdown: new public requests get 503, new agents are refused.
     draining: bool = False
 

@@ -2,7 +2,12 @@
 
 A token is printed once by ``edge-relay token issue NAME``; the store keeps only its
 SHA-256, so a stolen state file does not let anyone connect. One token per name; a token
-claims only its own name. The file is JSON, written atomically (temporary file in the same
+claims only its own name. A token opens HTTP tunnels; raw TCP and TLS passthrough
+tunnels only when issued with that permission (``--tcp``, ``--tls``: they bypass the
+relay's HTTP checks, see docs/security.md), so a token issued before these existed,
+whose record has no ``kinds``, opens HTTP tunnels only. A name's TCP port, once the
+relay picked it, is kept in its record: the port stays the name's across reconnects,
+relay restarts and token rotation. The file is JSON, written atomically (temporary file in the same
 folder, fsync, rename) with mode 0600 in a 0700 folder, under an exclusive lock so two CLI
 invocations cannot lose each other's change.
 
@@ -23,12 +28,14 @@ import hmac
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
 from relay.config import RESERVED_NAMES
 from relay.errors import RelayConfigError
+from wire import StreamKind
+from wire.payloads import TUNNEL_NAMES
 from wire.rules import valid_name
 
 #: File name inside the state folder.
@@ -44,13 +51,30 @@ TOKEN_PREFIX: Final = "mer_"
 TOKEN_BYTES: Final = 32
 
 
+#: What every token may open, and what a token may open at most.
+DEFAULT_KINDS: Final = frozenset({StreamKind.HTTP})
+ALL_KINDS: Final = frozenset(StreamKind)
+
+_KIND_NAMES: Final = {text: kind for kind, text in TUNNEL_NAMES.items()}
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class TokenRecord:
-    """One stored token: the name it claims, the SHA-256 of the token, when issued."""
+    """One stored token: the name it claims, the SHA-256 of the token, when issued, the
+    kinds of tunnel it may open, and the name's TCP port once one was picked."""
 
     name: str
     sha256: str
     created: str
+    kinds: frozenset[StreamKind] = DEFAULT_KINDS
+    tcp_port: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        kinds = sorted(TUNNEL_NAMES[k] for k in self.kinds)
+        out: dict[str, Any] = {"sha256": self.sha256, "created": self.created, "kinds": kinds}
+        if self.tcp_port is not None:
+            out["tcp_port"] = self.tcp_port
+        return out
 
 
 def token_hash(token: str) -> str:
@@ -119,8 +143,16 @@ class TokenStore:
         self.refresh()
         return sorted(self._records.values(), key=lambda r: r.name)
 
-    def issue(self, name: str, replace: bool = False) -> str:
+    def record(self, name: str) -> TokenRecord | None:
+        return self._records.get(name)
+
+    def issue(
+        self, name: str, replace: bool = False, kinds: frozenset[StreamKind] = DEFAULT_KINDS
+    ) -> str:
         """Create a token for ``name`` and return it (the only time it is seen).
+
+        ``kinds``: the tunnels it may open (HTTP is always among them). A rotated token
+        keeps the name's TCP port.
 
         Raises RelayConfigError for an invalid or reserved name, or when ``name`` has a
         token already and ``replace`` is false.
@@ -133,9 +165,41 @@ class TokenStore:
             if name in records and not replace:
                 raise RelayConfigError(f"{name} already has a token (use --replace to rotate it)")
             created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-            records[name] = TokenRecord(name, token_hash(token), created)
+            old = records.get(name)
+            port = old.tcp_port if old is not None else None
+            records[name] = TokenRecord(
+                name, token_hash(token), created, kinds | DEFAULT_KINDS, port
+            )
             self._write(records)
         return token
+
+    def assign_port(
+        self, name: str, pick: Callable[[int | None, set[int]], int | None]
+    ) -> int | None:
+        """Keep the TCP port ``pick(current, taken)`` returns in ``name``'s record.
+
+        ``current`` is the record's port (None: none yet), ``taken`` the ports other
+        records hold; ``pick`` (the relay, which binds the port it returns) answers
+        None when no port is free. Returns the port, or None (also when ``name`` has no
+        token). Runs under the store's lock, so two relays never pick the same port.
+        """
+        with self._locked():
+            records = self._read()
+            record = records.get(name)
+            if record is None:
+                return None
+            taken = {r.tcp_port for r in records.values() if r.name != name and r.tcp_port}
+            port = pick(record.tcp_port, taken)
+            if port is not None and port != record.tcp_port:
+                records[name] = dataclasses.replace(record, tcp_port=port)
+                self._write(records)
+            self._records = records
+            self._identity = self._stat()
+        return port
+
+    def ports(self) -> dict[int, str]:
+        """TCP ports the records hold, with their names."""
+        return {r.tcp_port: r.name for r in self._records.values() if r.tcp_port is not None}
 
     def revoke(self, name: str) -> bool:
         """Delete ``name`` 's token. Returns False if it had none."""
@@ -165,7 +229,7 @@ class TokenStore:
         return _parse(raw, self.path)
 
     def _write(self, records: dict[str, TokenRecord]) -> None:
-        data = {"version": 1, "tokens": {n: dataclasses.asdict(r) for n, r in records.items()}}
+        data = {"version": 1, "tokens": {n: r.to_json() for n, r in records.items()}}
         tmp = self.path.with_name(f".{TOKENS_FILE}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -201,5 +265,17 @@ def _parse(raw: Any, path: Path) -> dict[str, TokenRecord]:
     for name, entry in tokens.items():
         if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)):
             raise RelayConfigError(f"token store {path}: bad entry for {name!r}")
-        records[name] = TokenRecord(name, entry["sha256"], str(entry.get("created", "")))
+        kinds = _kinds(entry.get("kinds", ["http"]))
+        port = entry.get("tcp_port")
+        if kinds is None or not (port is None or (type(port) is int and 0 < port < 65536)):
+            raise RelayConfigError(f"token store {path}: bad kinds or tcp_port for {name!r}")
+        created = str(entry.get("created", ""))
+        records[name] = TokenRecord(name, entry["sha256"], created, kinds | DEFAULT_KINDS, port)
     return records
+
+
+def _kinds(raw: Any) -> frozenset[StreamKind] | None:
+    if not (isinstance(raw, list) and all(isinstance(k, str) for k in raw)):
+        return None
+    kinds = {_KIND_NAMES.get(k) for k in raw}
+    return None if None in kinds else frozenset(k for k in kinds if k is not None)

@@ -38,6 +38,12 @@ if TYPE_CHECKING:
 WRITE_HIGH: Final = 256 * 1024
 WRITE_LOW: Final = 64 * 1024
 
+#: A queued write at least this large goes out as a frame of its own when it fits,
+#: instead of being joined with the writes after it: joining copies every byte once
+#: more, which on a bulk stream (raw TCP, large bodies: reads of 64-256 KiB) cost more
+#: than the extra frame header.
+WHOLE_WRITE: Final = 32 * 1024
+
 
 class StreamHandler(Protocol):
     """What a stream's consumer implements. Called synchronously; never awaits."""
@@ -178,8 +184,9 @@ class Stream:
         """Up to ``limit`` queued bytes as one payload, whether it ends our half (FIN),
         and the CLOSE flag. Called by the session's writer only."""
         out = self.out
-        if len(out) == 1 and len(out[0]) <= limit:
-            data = out.popleft()
+        first = len(out[0]) if out else 0
+        if first <= limit and (len(out) == 1 or first >= WHOLE_WRITE):
+            data = out.popleft()  # a bulk write is a frame of its own: no join, no copy
         else:
             parts: list[bytes] = []
             size = 0

@@ -106,6 +106,7 @@ class Connection:
         self._hello_done = False  # relay: HELLO received; agent: HELLO sent
         self._welcome_done = False  # relay: WELCOME sent; agent: WELCOME received
         self._names: tuple[str | None, ...] = ()  # names a repeated HELLO may carry
+        self._tunnel = StreamKind.HTTP  # the tunnel kind of the first HELLO
         self.goaway_sent = False
         self.goaway_received = False
         self._goaway_error_sent = False
@@ -180,14 +181,15 @@ class Connection:
         """Agent: the first frame of a session.
 
         Once established, the agent may send HELLO again to replace its ``caller_auth``;
-        the name must be the one of the first HELLO or the one WELCOME granted. The
+        the name must be the one of the first HELLO or the one WELCOME granted, and the
+        tunnel kind that of the first HELLO. The
         relay does not answer a repeated HELLO.
 
         Raises:
             LocalProtocolError: not the agent, a second HELLO before WELCOME, a changed
                 name, or a HELLO the relay would reject (code FRAME_ERROR).
         """
-        self._need(self.role is Role.AGENT and self._may_hello(hello.name), "HELLO")
+        self._need(self.role is Role.AGENT and self._may_hello(hello), "HELLO")
         payload = _checked(f.checked_hello, hello)
         self._hello_seen(hello)
         self._emit(FrameType.HELLO, 0, payload)
@@ -325,7 +327,7 @@ class Connection:
     def _on_hello(self, frame: f.Frame) -> list[Event]:
         self._need(self.role is Role.RELAY, "HELLO")
         hello = f.decode_hello(frame.payload)
-        self._need(self._may_hello(hello.name), "HELLO")
+        self._need(self._may_hello(hello), "HELLO")
         self._hello_seen(hello)
         return [HelloReceived(hello)]
 
@@ -417,14 +419,17 @@ class Connection:
 
     # -- helpers ---------------------------------------------------------------------
 
-    def _may_hello(self, name: str | None) -> bool:
-        """A first HELLO, or a repeated one after WELCOME that keeps the name."""
-        return not self._hello_done or (self._welcome_done and name in self._names)
+    def _may_hello(self, hello: f.Hello) -> bool:
+        """A first HELLO, or a repeated one after WELCOME that keeps name and tunnel."""
+        if not self._hello_done:
+            return True
+        return self._welcome_done and hello.name in self._names and hello.tunnel is self._tunnel
 
     def _hello_seen(self, hello: f.Hello) -> None:
         if not self._hello_done:
             self._hello_done = True
             self._names = (hello.name,)
+            self._tunnel = hello.tunnel
 
     def _welcome_seen(self, welcome: f.Welcome) -> None:
         self._welcome_done = True

@@ -38,6 +38,11 @@ _SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 _KINDS: Final = {int(k): k for k in StreamKind}
 _KIND_BYTES: Final = {k: bytes((k,)) for k in StreamKind}
 
+#: The ``tunnel`` key of HELLO and WELCOME: what kind of tunnel the agent opens. Left out
+#: for ``http`` (the default), so an HTTP session's frames are those of every v2 peer.
+TUNNEL_NAMES: Final = {StreamKind.HTTP: "http", StreamKind.TCP: "tcp", StreamKind.TLS: "tls"}
+_TUNNELS: Final = {text: kind for kind, text in TUNNEL_NAMES.items()}
+
 _T = TypeVar("_T")
 
 
@@ -97,13 +102,16 @@ class Hello:
     ``name`` is the tunnel name the agent asks for (``None``: let the relay choose, open
     mode only). ``caller_auth``, when not empty, lists the credentials of which public
     callers must present one (at most :data:`MAX_CALLER_AUTH`); ``agent`` identifies the
-    software for logs (at most :data:`MAX_AGENT_INFO` characters). A HELLO sent again
-    after WELCOME replaces ``caller_auth``; its name must not change.
+    software for logs (at most :data:`MAX_AGENT_INFO` characters). ``tunnel`` is what
+    the agent serves: HTTP exchanges (the default), or raw TCP or TLS connections, each
+    public connection one stream of that kind. A HELLO sent again after WELCOME replaces
+    ``caller_auth``; its name and tunnel must not change.
     """
 
     name: str | None = None
     caller_auth: tuple[CallerCredential, ...] = ()
     agent: str = ""
+    tunnel: StreamKind = StreamKind.HTTP
 
 
 #: Longest ``replaced`` text in a WELCOME (an address, or an address and a port).
@@ -118,6 +126,10 @@ class Welcome:
     was live: the address that session came from (at most :data:`MAX_REPLACED`
     characters). Encoded only when set, so a WELCOME without it is byte for byte the
     same as before the key existed.
+
+    ``tunnel`` repeats the kind of tunnel granted (left out for HTTP, likewise): an
+    agent that asked for TCP or TLS and gets a WELCOME without it is talking to a relay
+    that does not know such tunnels.
     """
 
     name: str
@@ -125,11 +137,27 @@ class Welcome:
     max_streams: int
     max_request_body: int
     replaced: str | None = None
+    tunnel: StreamKind = StreamKind.HTTP
 
 
 def encode_hello(hello: Hello) -> bytes:
     auth = [{"scheme": c.scheme, "sha256": c.sha256} for c in hello.caller_auth]
-    return _dump({"name": hello.name, "caller_auth": auth, "agent": hello.agent})
+    obj: dict[str, Any] = {"name": hello.name, "caller_auth": auth, "agent": hello.agent}
+    return _dump(_with_tunnel(obj, hello.tunnel))
+
+
+def _with_tunnel(obj: dict[str, Any], tunnel: StreamKind) -> dict[str, Any]:
+    if tunnel is not StreamKind.HTTP:
+        obj["tunnel"] = TUNNEL_NAMES[tunnel]
+    return obj
+
+
+def _tunnel(obj: dict[str, Any], what: str) -> StreamKind:
+    raw = obj.get("tunnel", "http")
+    kind = _TUNNELS.get(raw) if isinstance(raw, str) else None
+    if kind is None:
+        raise FrameError(f"{what} tunnel must be one of http, tcp, tls")
+    return kind
 
 
 def _credential(raw: Any) -> CallerCredential:
@@ -152,7 +180,7 @@ def decode_hello(payload: bytes) -> Hello:
         raise FrameError(f"hello caller_auth must be a list of at most {MAX_CALLER_AUTH}")
     if not (isinstance(agent, str) and len(agent) <= MAX_AGENT_INFO):
         raise FrameError(f"hello agent must be a string of at most {MAX_AGENT_INFO} chars")
-    return Hello(name, tuple(_credential(c) for c in auth), agent)
+    return Hello(name, tuple(_credential(c) for c in auth), agent, _tunnel(obj, "hello"))
 
 
 def encode_welcome(welcome: Welcome) -> bytes:
@@ -164,7 +192,7 @@ def encode_welcome(welcome: Welcome) -> bytes:
     }
     if welcome.replaced is not None:
         obj["replaced"] = welcome.replaced
-    return _dump(obj)
+    return _dump(_with_tunnel(obj, welcome.tunnel))
 
 
 def decode_welcome(payload: bytes) -> Welcome:
@@ -180,7 +208,7 @@ def decode_welcome(payload: bytes) -> Welcome:
     replaced = obj.get("replaced")
     if not (replaced is None or (isinstance(replaced, str) and len(replaced) <= MAX_REPLACED)):
         raise FrameError(f"welcome replaced must be a string of at most {MAX_REPLACED} chars")
-    return Welcome(name, tuple(urls), streams, body, replaced)
+    return Welcome(name, tuple(urls), streams, body, replaced, _tunnel(obj, "welcome"))
 
 
 def checked_hello(hello: Hello) -> bytes:

@@ -29,6 +29,7 @@ HELLOS = st.builds(
     st.none() | st.text(max_size=63),
     st.lists(CREDENTIALS, max_size=MAX_CALLER_AUTH).map(tuple),
     st.text(max_size=MAX_AGENT_INFO),
+    st.sampled_from(StreamKind),
 )
 WELCOMES = st.builds(
     Welcome,
@@ -36,6 +37,8 @@ WELCOMES = st.builds(
     st.lists(st.text(max_size=80), max_size=3).map(tuple),
     st.integers(1, 2**31),
     st.integers(0, 2**40),
+    st.none() | st.text(max_size=200),
+    st.sampled_from(StreamKind),
 )
 CODES = st.sampled_from(ErrorCode)
 KINDS = st.sampled_from(StreamKind)

@@ -168,6 +168,11 @@ def test_json_examples_follow_their_schema(example: Example) -> None:
         (FrameType.HELLO, {"caller_auth": [{"scheme": "digest", "sha256": "0" * 64}]}),
         (FrameType.HELLO, {"caller_auth": [{"scheme": "basic", "sha256": "A" * 64}]}),
         (FrameType.HELLO, {"agent": "x" * 201}),
+        (FrameType.HELLO, {"tunnel": "udp"}),
+        (
+            FrameType.WELCOME,
+            {"name": "a", "urls": [], "max_streams": 1, "max_request_body": 0, "tunnel": "ssh"},
+        ),
         (FrameType.WELCOME, {"name": "d", "urls": [], "max_streams": 0, "max_request_body": 0}),
         (FrameType.WELCOME, {"name": "d", "urls": []}),
         (FrameType.HELLO, {"caller_auth": [{"scheme": "bearer"}]}),

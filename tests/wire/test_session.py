@@ -77,6 +77,28 @@ def test_hello_again_with_another_name() -> None:
     assert info.value.code is ErrorCode.PROTOCOL_ERROR
 
 
+def test_hello_says_the_tunnel_kind_and_keeps_it() -> None:
+    relay, agent = Connection(Role.RELAY), Connection(Role.AGENT)
+    agent.send_hello(Hello(NAME, tunnel=StreamKind.TCP))
+    assert pump(agent, relay) == [HelloReceived(Hello(NAME, tunnel=StreamKind.TCP))]
+    relay.send_welcome(Welcome(NAME, ("tcp://r:30000",), 4, 0, tunnel=StreamKind.TCP))
+    assert pump(relay, agent) == [
+        WelcomeReceived(Welcome(NAME, ("tcp://r:30000",), 4, 0, tunnel=StreamKind.TCP))
+    ]
+    agent.send_hello(Hello(NAME, (BEARER,), tunnel=StreamKind.TCP))  # same kind: fine
+    pump(agent, relay)
+    with pytest.raises(LocalProtocolError):
+        agent.send_hello(Hello(NAME))  # an HTTP HELLO on a TCP session
+    with pytest.raises(RemoteProtocolError) as info:
+        relay.receive(raw(FrameType.HELLO, 0, encode_hello(Hello(NAME))))
+    assert info.value.code is ErrorCode.PROTOCOL_ERROR
+
+
+def test_an_http_hello_is_the_same_bytes_as_before_the_tunnel_key() -> None:
+    assert encode_hello(Hello(NAME)) == b'{"name":"demo","caller_auth":[],"agent":""}'
+    assert b'"tunnel":"tls"' in encode_hello(Hello(NAME, tunnel=StreamKind.TLS))
+
+
 def test_hello_again_before_welcome() -> None:
     relay, agent = Connection(Role.RELAY), Connection(Role.AGENT)
     agent.send_hello(Hello(NAME))
