@@ -41,6 +41,7 @@ from edge_agent.inspect.streamtap import TappedTarget
 from edge_agent.logs import setup_logging
 from edge_agent.port import ExchangeRecord
 from edge_agent.runner import on_stop_signals, run_main
+from edge_agent.session import StreamTarget
 from edge_agent.target import HttpTarget, Target
 from edge_agent.tls import TlsOptions
 from edge_agent.tunnel import TunnelClient
@@ -151,24 +152,7 @@ async def serve_http(
     lines.label = label
     target = TappedTarget(stream_target)  # the inspector's view of every stream
     replay: Target = app if app is not None else HttpTarget(label)
-    if settings.insecure:
-        click.echo(
-            "WARNING: --insecure: the relay's TLS certificate is NOT verified; anyone on the "
-            "path can read and change this tunnel's traffic",
-            err=True,
-        )
-    tls = TlsOptions(settings.ca_file, settings.insecure, settings.pin_sha256)
-    client = TunnelClient(
-        settings.relay,
-        settings.token,
-        settings.name,
-        target,
-        options=_connect_options(settings, tls),
-        caller_auth=[caller_auth.parse(spec) for spec in settings.caller_auth],
-        agent=f"edge-agent/{__version__}",
-        on_ready=lines.ready,
-        on_retry=lines.retrying if isinstance(lines, RequestLines) else None,  # screen: its state
-    )
+    client = tunnel_client(settings, target, lines)
     tty = lines if isinstance(lines, screen.TtyScreen) else None
     on_stop_signals(Stopper(client, announce=tty.note if tty else None).signal)
     drawing = asyncio.create_task(tty.run(client)) if tty else None
@@ -189,6 +173,34 @@ async def serve_http(
             drawing.cancel()
             tty.close(client)
         await target.aclose()
+
+
+def tunnel_client(
+    settings: HttpSettings,
+    target: StreamTarget,
+    lines: RequestLines | screen.TtyScreen,
+    tag: str = "",
+) -> TunnelClient:
+    """The tunnel of ``http`` (and of each ``start`` tunnel, its lines prefixed by
+    ``[tag]``), with the loud warning ``--insecure`` deserves."""
+    if settings.insecure:
+        click.echo(
+            f"WARNING: {f'[{tag}] ' if tag else ''}--insecure: the relay's TLS certificate is "
+            "NOT verified; anyone on the path can read and change this tunnel's traffic",
+            err=True,
+        )
+    tls = TlsOptions(settings.ca_file, settings.insecure, settings.pin_sha256)
+    return TunnelClient(
+        settings.relay,
+        settings.token,
+        settings.name,
+        target,
+        options=_connect_options(settings, tls),
+        caller_auth=[caller_auth.parse(spec) for spec in settings.caller_auth],
+        agent=f"edge-agent/{__version__}",
+        on_ready=lines.ready,
+        on_retry=lines.retrying if isinstance(lines, RequestLines) else None,  # screen: its state
+    )
 
 
 def _connect_options(settings: HttpSettings, tls: TlsOptions) -> ConnectOptions:

@@ -19,8 +19,8 @@ from typing import Any
 
 import click
 
-from edge_agent import __version__, caller_auth
-from edge_agent.cli import _connect_options
+from edge_agent import __version__
+from edge_agent.cli import tunnel_client
 from edge_agent.config import default_config, default_path
 from edge_agent.console import RequestLines, Stopper, make_target, output_options, tls_options
 from edge_agent.errors import AgentError, ConfigError
@@ -28,7 +28,6 @@ from edge_agent.logs import setup_logging
 from edge_agent.multi import TunnelSpec, read_tunnels, resolve_tunnels, select
 from edge_agent.runner import on_stop_signals, run_main
 from edge_agent.session import DRAIN_TIMEOUT, StreamTarget
-from edge_agent.tls import TlsOptions
 from edge_agent.tunnel import TunnelClient
 
 
@@ -124,24 +123,10 @@ def _tunnel(spec: TunnelSpec) -> tuple[TunnelClient, StreamTarget, Any]:
         host_header=settings.host_header,
         target_ca=settings.target_ca,
         target_insecure=settings.target_insecure,
+        app_dir=settings.app_dir,
     )
     lines.label = label
-    if settings.insecure:
-        click.echo(
-            f"WARNING: [{spec.label}] --insecure: the relay's TLS certificate is NOT verified",
-            err=True,
-        )
-    tls = TlsOptions(settings.ca_file, settings.insecure, settings.pin_sha256)
-    client = TunnelClient(
-        settings.relay,
-        settings.token,
-        settings.name,
-        target,
-        options=_connect_options(settings, tls),
-        caller_auth=[caller_auth.parse(spec) for spec in settings.caller_auth],
-        agent=f"edge-agent/{__version__}",
-        on_ready=lines.ready,
-    )
+    client = tunnel_client(settings, target, lines, spec.label)
     return client, target, app
 
 

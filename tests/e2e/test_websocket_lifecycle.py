@@ -247,52 +247,45 @@ async def test_tunnel_drop_closes_sockets_with_1006(procs: Procs, tmp_path: Path
         assert local.closes["dropped"][0] == 1006
 
 
-async def test_relay_drain_lets_open_sockets_finish(procs: Procs, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("side", "relay_args", "draining", "code"),
+    [
+        ("relay", ("--drain-timeout", "30"), r"relay_draining agents=1 streams=1", 1000),
+        ("agent", (), r"^Draining: finishing requests in flight", 4000),
+    ],
+)
+async def test_drain_lets_open_sockets_finish(
+    procs: Procs,
+    tmp_path: Path,
+    side: str,
+    relay_args: tuple[str, ...],
+    draining: str,
+    code: int,
+) -> None:
+    """SIGTERM to the relay or the agent: open sockets go on until they close, and the
+    process exits then, not at the drain deadline."""
     async with local_server() as local:
-        tunnel = open_tunnel(
-            procs, tmp_path, str(local.port), "--drain-timeout", "30", name="wsdrain"
-        )
-        async with _open(_ws(tunnel, "echo?key=drained")) as ws:
+        tunnel = open_tunnel(procs, tmp_path, str(local.port), *relay_args, name=f"ws{side}")
+        proc = tunnel.relay if side == "relay" else tunnel.agent
+        key = f"{side}-drained"
+        async with _open(_ws(tunnel, f"echo?key={key}")) as ws:
             await ws.send("x")
             assert await ws.recv() == "x"
-            tunnel.relay.signal(signal.SIGTERM)
-            tunnel.relay.wait_line(r"relay_draining agents=1 streams=1")
-            for i in range(5):  # the socket goes on while the relay drains
+            proc.signal(signal.SIGTERM)
+            proc.wait_line(draining)
+            for i in range(5):  # the socket goes on while the process drains
                 await asyncio.sleep(0.1)
                 await ws.send(f"during drain {i}")
                 assert await ws.recv() == f"during drain {i}"
             closed = time.monotonic()
-            await ws.close(1000, "done")
-        assert ws.close_code == 1000
-        assert tunnel.relay.wait(10) == 0
+            await ws.close(code, "done")
+        assert ws.close_code == code
+        assert proc.wait(10) == 0
         took = time.monotonic() - closed
-        print(f"\nrelay exited {took:.1f} s after the last socket closed")
+        print(f"\n{side} exited {took:.1f} s after the last socket closed")
         assert took < 5  # at once, not at the 30 s drain deadline
-        await _until(lambda: "drained" in local.closes, 5)
-        assert local.closes["drained"] == (1000, "done")
-
-
-async def test_agent_drain_lets_open_sockets_finish(procs: Procs, tmp_path: Path) -> None:
-    async with local_server() as local:
-        tunnel = open_tunnel(procs, tmp_path, str(local.port), name="wsadrain")
-        async with _open(_ws(tunnel, "echo?key=agent-drained")) as ws:
-            await ws.send("x")
-            assert await ws.recv() == "x"
-            tunnel.agent.signal(signal.SIGTERM)
-            tunnel.agent.wait_line(r"^Draining: finishing requests in flight")
-            for i in range(5):  # the socket goes on while the agent drains
-                await asyncio.sleep(0.1)
-                await ws.send(f"during drain {i}")
-                assert await ws.recv() == f"during drain {i}"
-            closed = time.monotonic()
-            await ws.close(4000, "done")
-        assert ws.close_code == 4000
-        assert tunnel.agent.wait(10) == 0
-        took = time.monotonic() - closed
-        print(f"\nagent exited {took:.1f} s after the last socket closed")
-        assert took < 5  # at once, not at the 30 s drain deadline
-        await _until(lambda: "agent-drained" in local.closes, 5)
-        assert local.closes["agent-drained"] == (4000, "done")
+        await _until(lambda: key in local.closes, 5)
+        assert local.closes[key] == (code, "done")
 
 
 async def test_caller_auth_applies_to_the_upgrade(procs: Procs, tmp_path: Path) -> None:
