@@ -327,7 +327,7 @@ class PublicConnection(asyncio.Protocol):
         exchange = Exchange(
             self, where.name, head.method, where.target, head.keep_alive, upgrade, time.monotonic()
         )
-        exchange.html = wants_html(head.headers)
+        exchange.headers = head.headers  # read only if the relay answers with an error
         self._begin(exchange)
         no_body = head.framing is h1.Framing.NONE and not upgrade
         try:
@@ -357,6 +357,8 @@ class PublicConnection(asyncio.Protocol):
 
     def _end_exchange(self) -> None:
         exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.watch.release()
         if exchange is not None and exchange.slot is not None:
             counts = self.app.client_streams
             left = counts.get(exchange.slot, 1) - 1
@@ -475,7 +477,8 @@ class PublicConnection(asyncio.Protocol):
             close = False
         elif not exchange.request_done:
             close = True
-        self._write_answer(error_response(error, close, exchange.html), close)
+        html = wants_html(exchange.headers)
+        self._write_answer(error_response(error, close, html), close)
 
     def _answer_error(self, exc: PublicError, head: h1.Head) -> None:
         self.state.metrics.request_done(exc.status, exc.code)

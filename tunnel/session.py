@@ -31,7 +31,7 @@ import logging
 from typing import Final, Protocol
 
 import wire
-from tunnel.stream import Stream, StreamHandler
+from tunnel.stream import NULL_HANDLER, Stream, StreamHandler
 from wire import (
     DataReceived,
     ErrorCode,
@@ -248,8 +248,9 @@ class Session:
         elif isinstance(event, StreamReset):
             reset = self.streams.get(event.stream_id)
             if reset is not None:
+                handler = reset.handler
                 self._finish(reset)
-                reset.handler.aborted(event.code, event.reason)
+                handler.aborted(event.code, event.reason)
         elif isinstance(event, GoAwayReceived):
             self.hooks.on_goaway(self, event)
         elif isinstance(event, HelloReceived):
@@ -269,8 +270,13 @@ class Session:
             self.ready(waiting)
 
     def _finish(self, stream: Stream) -> None:
-        """Forget a stream that is closed (both halves done, or reset)."""
+        """Forget a stream that is closed (both halves done, or reset).
+
+        The stream lets go of its handler (which usually holds the stream): the pair
+        is then freed by reference counting, not left to the cyclic collector, which
+        under load spent about 10 us per request on such pairs."""
         stream.closed = True
+        stream.handler = NULL_HANDLER
         stream.out.clear()
         stream.buffered = 0
         self.streams.pop(stream.sid, None)
@@ -283,8 +289,9 @@ class Session:
     def _abort_all(self, code: ErrorCode, reason: str) -> None:
         self.is_closed = True
         for stream in list(self.streams.values()):
+            handler = stream.handler
             self._finish(stream)
-            stream.handler.aborted(code, reason)
+            handler.aborted(code, reason)
         self._ready.clear()
         self.hooks.on_session_closed(self)
 
