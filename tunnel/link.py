@@ -12,7 +12,10 @@ Settings written on purpose (the library defaults are wrong for a tunnel):
   within ``ping_timeout`` after it closes the link (a dead NAT mapping is found so).
 
 Writes: each :meth:`WsLink.send` is one ``transport.write`` of the joined frames (on
-an SSL transport ``writelines`` cost ten times more CPU than one joined buffer). The
+an SSL transport ``writelines`` cost ten times more CPU than one joined buffer), or on
+plain TCP, with bulk frames in it, one ``writelines`` of their parts: the payload of a
+large DATA frame is never copied to join it to its header (``wire``'s
+``messages_to_send``), and a client masks header and payload apart. The
 transport's write buffer limits are :data:`WRITE_HIGH`/:data:`WRITE_LOW`; the session
 frames no more than the room under the high mark (:meth:`WsLink.budget`).
 
@@ -201,19 +204,26 @@ class WsLink(asyncio.Protocol):
 
     # -- the session's side ---------------------------------------------------------------
 
-    def send(self, messages: list[bytes]) -> None:
+    def send(self, messages: list[wire.Message]) -> None:
         transport = self.transport
         if self._close_sent or transport is None or transport.is_closing():
             return
         masks = self._masks
         op = wsframe.OP_BINARY
-        if len(messages) == 1 and len(messages[0]) < JOIN_BELOW:
-            transport.write(wsframe.encode(op, messages[0], masks))
+        if len(messages) == 1 and not isinstance(first := messages[0], tuple):
+            transport.write(wsframe.encode(op, first, masks))
             return
         parts: list[bytes] = []
+        size = 0
         for message in messages:
-            parts.extend(wsframe.encode_parts(op, message, masks))
-        if self._tls or sum(map(len, messages)) < JOIN_BELOW:
+            if isinstance(message, tuple):  # a bulk DATA frame: header and payload apart
+                head, payload = message
+                parts.extend(wsframe.encode_split(op, head, payload, masks))
+                size += len(payload)
+            else:
+                parts.extend(wsframe.encode_parts(op, message, masks))
+                size += len(message)
+        if self._tls or size < JOIN_BELOW:
             transport.write(b"".join(parts))
         else:  # bulk frames: no copy into one buffer (one writev)
             transport.writelines(parts)

@@ -56,8 +56,9 @@ WS_POLICY: Final = 1008
 class Link(Protocol):
     """What the session needs from the WebSocket under it (:class:`tunnel.link.WsLink`)."""
 
-    def send(self, messages: list[bytes]) -> None:
-        """Write every message, in order, as one binary WebSocket message each."""
+    def send(self, messages: list[wire.Message]) -> None:
+        """Write every message, in order, as one binary WebSocket message each (a
+        ``(header, payload)`` pair is one message)."""
 
     def budget(self) -> int:
         """Bytes that may be framed now before the socket is considered backed up."""
@@ -309,7 +310,7 @@ class Session:
             return
         if self._ready:
             self._pump(link.budget())
-        out = self.conn.data_to_send()
+        out = self.conn.messages_to_send()
         if out:
             link.send(out)
         if self._ready and link.budget() > 0:

@@ -98,6 +98,19 @@ def encode_parts(opcode: int, payload: bytes, masks: Masks | None) -> tuple[byte
     return header(opcode, len(payload), mask), apply_mask(payload, mask)
 
 
+def encode_split(
+    opcode: int, head: bytes, payload: bytes, masks: Masks | None
+) -> tuple[bytes, bytes, bytes]:
+    """One final frame whose payload is ``head + payload``, without joining them: the
+    frame header, then the two parts (masked, on the client side). ``len(head)`` must be
+    a multiple of 4, so that the mask's phase is the same at the start of ``payload``."""
+    size = len(head) + len(payload)
+    if masks is None:
+        return header(opcode, size, None), head, payload
+    mask = masks.next()
+    return header(opcode, size, mask), apply_mask(head, mask), apply_mask(payload, mask)
+
+
 class Parser:
     """Frames in, messages out.
 

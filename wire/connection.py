@@ -64,6 +64,13 @@ from wire.state import Half, Move, advance, data_move, head_move
 #: Default cap on concurrent streams in a session (the relay answers 429 beyond it).
 DEFAULT_MAX_STREAMS = 1024
 
+#: DATA payloads from this size on are queued beside their header (see
+#: :meth:`Connection.messages_to_send`); smaller ones are joined, one buffer per message.
+SPLIT_AT: Final = 16 * 1024
+
+#: A queued message: its bytes, or a large DATA frame's header and payload.
+Message = bytes | tuple[bytes, bytes]
+
 _T = TypeVar("_T")
 
 
@@ -102,7 +109,7 @@ class Connection:
         self._last_stream_id = 0  # highest stream id opened so far
         self._send_session = SendWindow(INITIAL_SESSION_WINDOW)
         self._recv_session = RecvWindow(INITIAL_SESSION_WINDOW, divisor=4, grow=False)
-        self._out: list[bytes] = []
+        self._out: list[Message] = []
         self._hello_done = False  # relay: HELLO received; agent: HELLO sent
         self._welcome_done = False  # relay: WELCOME sent; agent: WELCOME received
         self._names: tuple[str | None, ...] = ()  # names a repeated HELLO may carry
@@ -171,6 +178,13 @@ class Connection:
 
     def data_to_send(self) -> list[bytes]:
         """Return and forget the queued messages; send each as one WebSocket message."""
+        out, self._out = self._out, []
+        return [m[0] + m[1] if isinstance(m, tuple) else m for m in out]
+
+    def messages_to_send(self) -> list[Message]:
+        """Like :meth:`data_to_send`, but a DATA frame of at least :data:`SPLIT_AT` bytes
+        comes as ``(header, payload)``, not joined: the caller sends the two as one
+        WebSocket message (the payload is not copied to prepend 8 bytes)."""
         out, self._out = self._out, []
         return out
 
@@ -271,7 +285,10 @@ class Connection:
             self._useful += 1  # the peer's credit for these bytes is progress
         self._set_sending(stream_id, stream, state)
         flags = _DATA_FLAGS[end_stream, close]
-        self._out.append(f.encode_parts(FrameType.DATA, stream_id, data, flags))
+        if size >= SPLIT_AT:
+            self._out.append((f.encode_parts(FrameType.DATA, stream_id, b"", flags), data))
+        else:
+            self._out.append(f.encode_parts(FrameType.DATA, stream_id, data, flags))
 
     def send_reset(self, stream_id: int, code: ErrorCode, reason: str = "") -> None:
         """Abort a stream. A no-op if it is not open (the race with the peer is normal).

@@ -138,6 +138,17 @@ def test_websockets_parses_what_we_encode(n: int) -> None:
 
 
 @pytest.mark.parametrize("n", LENGTHS)
+def test_a_frame_encoded_in_two_parts_is_one_message_to_websockets(n: int) -> None:
+    head, body = b"8 bytes!", payload(n)
+    for ours_client, their_side in ((True, Side.SERVER), (False, Side.CLIENT)):
+        theirs = Protocol(their_side, max_size=MAX)
+        masks = Masks() if ours_client else None
+        theirs.receive_data(b"".join(wsframe.encode_split(OP_BINARY, head, body, masks)))
+        [event] = theirs.events_received()
+        assert (event.opcode, bytes(event.data)) == (Opcode.BINARY, head + body)
+
+
+@pytest.mark.parametrize("n", LENGTHS)
 def test_we_parse_what_websockets_sends(n: int) -> None:
     data = payload(n)
     for their_side, we_expect_mask in ((Side.CLIENT, True), (Side.SERVER, False)):
