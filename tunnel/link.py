@@ -108,8 +108,11 @@ class WsLink(asyncio.Protocol):
         self.closed = asyncio.get_running_loop().create_future()
         self._loop = asyncio.get_running_loop()
         self._masks = wsframe.Masks() if client else None
-        self._parser = wsframe.Parser(wire.MAX_FRAME_SIZE, masked=not client)
-        self._pending: collections.deque[tuple[int, bytes]] = collections.deque()
+        # Bulk frames come out as (8-byte header, payload): wire takes the payload as is.
+        self._parser = wsframe.Parser(
+            wire.MAX_FRAME_SIZE, masked=not client, split=wire.HEADER_SIZE
+        )
+        self._pending: collections.deque[tuple[int, wsframe.Payload]] = collections.deque()
         self._paused_reading = False
         self._tls = False
         self._close_sent = False
@@ -267,7 +270,7 @@ class WsLink(asyncio.Protocol):
             if self._close_sent:  # closed before a session took it: only the handshake
                 while pending:
                     opcode, payload = pending.popleft()
-                    if opcode == wsframe.OP_CLOSE:
+                    if opcode == wsframe.OP_CLOSE and not isinstance(payload, tuple):
                         self._peer_closed(payload)
             return  # kept until attach()
         count = 0
@@ -276,7 +279,7 @@ class WsLink(asyncio.Protocol):
             count += 1
             if opcode == wsframe.OP_BINARY:
                 session.receive(payload)
-            else:
+            elif not isinstance(payload, tuple):  # control and text frames are never split
                 self._other(opcode, payload, session)
         if pending and not self._paused_reading and self.transport is not None:
             self._paused_reading = True

@@ -193,8 +193,8 @@ class Session:
 
     # -- the link's side ------------------------------------------------------------------
 
-    def receive(self, message: bytes) -> None:
-        """One WebSocket message from the peer."""
+    def receive(self, message: wire.Message) -> None:
+        """One WebSocket message from the peer (a bulk one as its header and the rest)."""
         if self.is_closed:
             return
         try:

@@ -111,25 +111,38 @@ def encode_split(
     return header(opcode, size, mask), apply_mask(head, mask), apply_mask(payload, mask)
 
 
+#: A received message: its payload, or (``split`` > 0) a large binary one's first
+#: ``split`` bytes and the rest.
+Payload = bytes | tuple[bytes, bytes]
+
+#: Binary messages from this size on are split (when the parser is asked to).
+SPLIT_AT: Final = 16 * 1024
+
+
 class Parser:
     """Frames in, messages out.
 
     Args:
         max_size: largest data message (after reassembly); larger is WsError 1009.
         masked: whether the peer must mask (this side is the server).
+        split: a multiple of 4, or 0. When set, a binary message of at least
+            :data:`SPLIT_AT` bytes in one frame comes out as ``(first split bytes,
+            rest)``, each copied (and unmasked) once from the received bytes: a receiver
+            that strips a fixed header then needs no second copy of the rest.
     """
 
-    __slots__ = ("_buf", "_fragments", "_masked", "_max", "_op", "_size")
+    __slots__ = ("_buf", "_fragments", "_masked", "_max", "_op", "_size", "_split")
 
-    def __init__(self, max_size: int, masked: bool) -> None:
+    def __init__(self, max_size: int, masked: bool, split: int = 0) -> None:
         self._buf = bytearray()
         self._max = max_size
         self._masked = masked
+        self._split = split
         self._fragments: list[bytes] = []
         self._op = 0  # opcode of the message being reassembled (0: none)
         self._size = 0
 
-    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+    def feed(self, data: bytes) -> list[tuple[int, Payload]]:
         """Complete messages ``(opcode, payload)`` that ``data`` finishes, in order.
         Control frames come out as they arrive. Raises WsError."""
         buf = self._buf
@@ -138,7 +151,7 @@ class Parser:
             view: bytes | bytearray = buf
         else:
             view = data
-        out: list[tuple[int, bytes]] = []
+        out: list[tuple[int, Payload]] = []
         pos = 0
         end = len(view)
         while end - pos >= 2:
@@ -153,7 +166,7 @@ class Parser:
         return out
 
     def _frame(
-        self, view: bytes | bytearray, pos: int, end: int, out: list[tuple[int, bytes]]
+        self, view: bytes | bytearray, pos: int, end: int, out: list[tuple[int, Payload]]
     ) -> int:
         b0, b1 = view[pos], view[pos + 1]
         length = b1 & 0x7F
@@ -180,6 +193,14 @@ class Parser:
         # One copy of the payload whatever the case (a slice of a bytearray and then
         # bytes() of it was two, and unmasking a copy three).
         window = memoryview(view)[start : start + length]
+        split = self._split
+        if split and length >= SPLIT_AT and b0 == 0x80 | OP_BINARY and not self._op:
+            head, rest = window[:split], window[split:]
+            if masked:  # the split is a multiple of 4: the mask's phase holds for the rest
+                out.append((OP_BINARY, (apply_mask(head, mask), apply_mask(rest, mask))))
+            else:
+                out.append((OP_BINARY, (bytes(head), bytes(rest))))
+            return start + length - pos
         payload = apply_mask(window, mask) if masked else bytes(window)
         self._message(b0 & 0x0F, bool(b0 & 0x80), payload, out)
         return start + length - pos
@@ -199,7 +220,7 @@ class Parser:
             raise WsError(CLOSE_TOO_BIG, f"message over {self._max} bytes")
 
     def _message(
-        self, opcode: int, fin: bool, payload: bytes, out: list[tuple[int, bytes]]
+        self, opcode: int, fin: bool, payload: bytes, out: list[tuple[int, Payload]]
     ) -> None:
         if opcode in _CONTROL_OPS:
             out.append((opcode, payload))

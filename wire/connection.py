@@ -321,9 +321,11 @@ class Connection:
 
     # -- receiving -------------------------------------------------------------------
 
-    def receive(self, message: bytes) -> list[Event]:
+    def receive(self, message: Message) -> list[Event]:
         """Process one WebSocket message from the peer.
 
+        ``message`` may come as ``(first 8 bytes, rest)``: the rest is then the frame's
+        payload as it is (a receiver that unmasks bulk frames in two parts saves a copy).
         Returns the events it produced (possibly none). Frames may have been queued
         (WINDOW refunds), so call :meth:`data_to_send` afterwards.
 
@@ -332,7 +334,10 @@ class Connection:
                 ``exc.code`` (:meth:`send_goaway`), flush, and close the WebSocket.
         """
         try:
-            frame = f.decode_frame(message)
+            if isinstance(message, tuple):
+                frame = f.decode_split(*message)
+            else:
+                frame = f.decode_frame(message)
             return self._dispatch[frame.type](frame)
         except RemoteProtocolError:
             raise
