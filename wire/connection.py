@@ -59,7 +59,7 @@ from wire.events import (
     WindowUpdated,
 )
 from wire.flow import RecvWindow, SendWindow
-from wire.state import Half, Move, advance, data_move, head_move
+from wire.state import Half, Move, advance, head_move
 
 #: Default cap on concurrent streams in a session (the relay answers 429 beyond it).
 DEFAULT_MAX_STREAMS = 1024
@@ -275,15 +275,21 @@ class Connection:
         if close:
             self._need(self.role is Role.AGENT and end_stream, "CLOSE")
         stream = self._sending_stream(stream_id)
-        state = advance(stream.sending, data_move(end_stream))
+        state = advance(stream.sending, _DATA_MOVES[end_stream])
         size = len(data)
         if size:
-            if size > self.sendable(stream_id):
+            # sendable(), inlined: the stream's half is BODY (advance() passed).
+            session = self._send_session
+            window = stream.send_window
+            if size > window.available or size > session.available or size > MAX_PAYLOAD:
                 raise LocalProtocolError(f"{size} bytes of DATA exceed the credit or frame size")
-            stream.send_window.spend(size)
-            self._send_session.spend(size)
+            window.available -= size
+            session.available -= size
             self._useful += 1  # the peer's credit for these bytes is progress
-        self._set_sending(stream_id, stream, state)
+        stream.sending = state
+        if state is Half.DONE and stream.receiving is Half.DONE:
+            del self._streams[stream_id]
+            self._useful += 1
         flags = _DATA_FLAGS[end_stream, close]
         if size >= SPLIT_AT:
             self._out.append((f.encode_parts(FrameType.DATA, stream_id, b"", flags), data))
@@ -361,43 +367,50 @@ class Connection:
 
     def _on_open(self, frame: f.Frame) -> list[Event]:
         sid = frame.stream_id
-        self._need(self.role is Role.AGENT and self._welcome_done, "OPEN")
+        if self.role is not Role.AGENT or not self._welcome_done:
+            self._need(False, "OPEN")
         if sid % 2 == 0 or sid <= self._last_stream_id:
             raise LocalProtocolError(f"OPEN with unusable stream id {sid}")
         if self.goaway_received or len(self._streams) >= self.max_streams:
             raise LocalProtocolError("OPEN beyond the stream limit or after GOAWAY")
         kind, data = f.decode_open(frame.payload)
-        stream = self._new_stream(Half.BODY, advance(Half.IDLE, head_move(frame.fin)))
+        fin = f.FIN_SET[frame.flags]
+        stream = self._new_stream(Half.BODY, Half.DONE if fin else Half.BODY)
         size = len(data)
         self._recv_session.receive(size)
         stream.recv_window.receive(size)
         self._last_stream_id = sid
         self._useful += 1
         self._streams[sid] = stream  # open until the agent's half is done too
-        return [StreamOpened(sid, kind, data, frame.fin)]
+        return [StreamOpened(sid, kind, data, fin)]
 
     def _on_data(self, frame: f.Frame) -> list[Event]:
-        sid, data = frame.stream_id, frame.payload
-        self._need(self._welcome_done, "DATA")
-        close = frame.close
+        # The hot path of every received byte: checks are inlined (no helper calls).
+        sid, data, flags = frame.stream_id, frame.payload, frame.flags
+        if not self._welcome_done:
+            self._need(False, "DATA")
+        close = f.CLOSE_SET[flags]
         if close and self.role is not Role.RELAY:
             # A role violation, not a race: checked before a closed stream's drop.
             raise LocalProtocolError("CLOSE is sent by the agent only")
         size = len(data)
         self._recv_session.receive(size)
         stream = self._streams.get(sid)
+        fin = f.FIN_SET[flags]
         if stream is None:
             self._check_opened(sid)
-            self._crossing_data(sid, size, frame.fin)
+            self._crossing_data(sid, size, fin)
             self.consumed(sid, size)  # dropped: refund the session credit
             return []
-        fin = frame.fin
         if size:
             self._useful += 1
             stream.recv_window.receive(size)
         elif not fin:
             self._idle()
-        self._advance_recv(sid, stream, data_move(fin))
+        stream.receiving = receiving = advance(stream.receiving, _DATA_MOVES[fin])
+        if receiving is Half.DONE and stream.sending is Half.DONE:
+            del self._streams[sid]
+            self._useful += 1
         return [DataReceived(sid, data, fin, close)]
 
     def _on_reset(self, frame: f.Frame) -> list[Event]:
@@ -526,6 +539,9 @@ class Connection:
 #: How many streams we reset recently keep the credit their peer had (see send_reset):
 #: DATA crossing a RESET arrives within a round trip, long before that many more resets.
 _RESET_CREDIT_STREAMS: Final = 1024
+
+#: The move a DATA frame makes, by its FIN.
+_DATA_MOVES: Final = (Move.DATA, Move.DATA_FIN)
 
 #: DATA flags by (end_stream, close).
 _DATA_FLAGS: Final = {

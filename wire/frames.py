@@ -46,6 +46,8 @@ from wire.payloads import (
 )
 
 __all__ = [
+    "CLOSE_SET",
+    "FIN_SET",
     "CallerCredential",
     "Frame",
     "Hello",
@@ -114,8 +116,12 @@ _TYPES: Final = {int(t): t for t in FrameType}
 _FLAG_MASK: Final = {int(t): int(ALLOWED_FLAGS.get(t, Flag.NONE)) for t in FrameType}
 _FLAGS: Final = tuple(Flag(i) for i in range(256))
 # Flag arithmetic runs Python code in enum.py; indexing a tuple does not.
-_FIN: Final = tuple(bool(i & Flag.FIN) for i in range(256))
-_CLOSE: Final = tuple(bool(i & Flag.CLOSE) for i in range(256))
+#: Whether FIN is set, by a frame's flags (``FIN_SET[frame.flags]``: no Python call).
+FIN_SET: Final = tuple(bool(i & Flag.FIN) for i in range(256))
+#: Whether CLOSE is set, by a frame's flags.
+CLOSE_SET: Final = tuple(bool(i & Flag.CLOSE) for i in range(256))
+_FIN: Final = FIN_SET
+_CLOSE: Final = CLOSE_SET
 _FIN_BIT: Final = int(Flag.FIN)
 _CLOSE_BIT: Final = int(Flag.CLOSE)
 _SESSION_TYPES: Final = frozenset({FrameType.HELLO, FrameType.WELCOME, FrameType.GOAWAY})
