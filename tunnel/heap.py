@@ -16,12 +16,13 @@ Measured with ``perf`` on the relay and the agent:
   CPU on GET /big. With :data:`MMAP_THRESHOLD` and :data:`TRIM_THRESHOLD` set, those
   buffers are reused from the heap: CPU per 64 MiB download 107-131 ms -> 28-42 ms in
   the agent, 44-49 -> 27-34 ms in the relay. What stays mapped after a burst is bounded
-  by the trim threshold.
+  by the trim threshold. They are set on the first bulk frame (:func:`bulk`), not at
+  start: ``ctypes``, which calling ``mallopt`` needs, costs 440 KiB of an idle agent's
+  memory.
 """
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import sys
 from typing import Final
@@ -44,19 +45,32 @@ _M_MMAP_THRESHOLD: Final = -3
 
 def settle() -> None:
     """Call once, when the program has started and before it serves (see the module
-    docstring): collect start-up garbage, freeze what is left, collect the young
-    generation less often, and set malloc's thresholds (glibc only; a no-op elsewhere)."""
+    docstring): collect start-up garbage, freeze what is left, and collect the young
+    generation less often."""
     gc.collect()
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, older, oldest)
-    _tune_malloc()
+
+
+_bulk_seen = False
+
+
+def bulk() -> None:
+    """A bulk frame goes through: set malloc's thresholds, the first time (glibc only;
+    a no-op elsewhere). Cheap to call again."""
+    global _bulk_seen
+    if not _bulk_seen:
+        _bulk_seen = True
+        _tune_malloc()
 
 
 def _tune_malloc() -> bool:
     """Set glibc's thresholds; False where there is no glibc ``mallopt``."""
     if not sys.platform.startswith("linux"):
         return False
+    import ctypes  # here: see the module docstring
+
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter runs on
     except (OSError, AttributeError, TypeError):

@@ -37,7 +37,7 @@ import time
 from typing import TYPE_CHECKING, Final, cast
 
 import wire
-from tunnel import wsframe
+from tunnel import heap, wsframe
 
 if TYPE_CHECKING:
     from tunnel.session import Session
@@ -220,6 +220,7 @@ class WsLink(asyncio.Protocol):
         size = 0
         for message in messages:
             if isinstance(message, tuple):  # a bulk DATA frame: header and payload apart
+                heap.bulk()
                 head, payload = message
                 parts.extend(wsframe.encode_split(op, head, payload, masks))
                 size += len(payload)
@@ -278,6 +279,8 @@ class WsLink(asyncio.Protocol):
             opcode, payload = pending.popleft()
             count += 1
             if opcode == wsframe.OP_BINARY:
+                if isinstance(payload, tuple):
+                    heap.bulk()
                 session.receive(payload)
             elif not isinstance(payload, tuple):  # control and text frames are never split
                 self._other(opcode, payload, session)

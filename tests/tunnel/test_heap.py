@@ -22,19 +22,23 @@ async def pair() -> AsyncIterator[Pair]:
     await close_pair(made)
 
 
-def test_settle_freezes_the_heap_and_raises_the_young_threshold() -> None:
+def test_settle_freezes_the_heap_and_malloc_is_tuned_at_the_first_bulk_frame() -> None:
     # In a child: settle() changes the whole process's collector.
     code = (
-        "import gc, json; from tunnel import heap; heap.settle();"
-        "print(json.dumps([gc.get_freeze_count(), gc.get_threshold()[0], heap._tune_malloc()]))"
+        "import gc, json, sys; from tunnel import heap; heap.settle();"
+        "idle = 'ctypes' in sys.modules; heap.bulk(); heap.bulk();"
+        "print(json.dumps([gc.get_freeze_count(), gc.get_threshold()[0], idle,"
+        " 'ctypes' in sys.modules, heap._tune_malloc()]))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
     )
-    frozen, young, malloc = json.loads(out.stdout)
+    frozen, young, ctypes_idle, ctypes_bulk, malloc = json.loads(out.stdout)
     assert frozen > 1000  # the modules' objects
     assert young == heap.YOUNG_THRESHOLD
-    assert malloc is sys.platform.startswith("linux")  # glibc: mallopt took both settings
+    linux = sys.platform.startswith("linux")
+    assert (ctypes_idle, ctypes_bulk) == (False, linux)  # idle: ctypes not even loaded
+    assert malloc is linux  # glibc: mallopt took both settings
 
 
 async def test_a_closed_stream_lets_go_of_its_handler(pair: Pair) -> None:
