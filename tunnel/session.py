@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 from typing import Final, Protocol
 
 import wire
@@ -179,7 +180,8 @@ class Session:
         if not stream.queued and stream not in self._blocked:
             stream.queued = True
             self._ready.append(stream)
-        self._schedule()
+        if not self._scheduled:
+            self._schedule()
 
     def consumed(self, stream: Stream, n: int) -> None:
         self.conn.consumed(stream.sid, n)
@@ -319,12 +321,13 @@ class Session:
     def _pump(self, budget: int) -> None:
         ready = self._ready
         if len(ready) > 1:
-            ready.sort(key=_sent)
+            ready.sort(key=_SENT)
         conn = self.conn
         while ready and budget > 0:
             later: list[Stream] = []
             for stream in ready:
-                if stream.closed or not stream.pending:
+                # stream.pending, inlined (twice per stream and flush)
+                if stream.closed or not (stream.out or (stream.ending and not stream.local_done)):
                     stream.queued = False
                     continue
                 if budget <= 0:
@@ -348,7 +351,7 @@ class Session:
                     stream.local_done = True
                     if stream.remote_done:
                         self._finish(stream)
-                if stream.pending and not stream.closed:
+                if not stream.closed and (stream.out or (stream.ending and not stream.local_done)):
                     later.append(stream)
                 else:
                     stream.queued = False
@@ -356,5 +359,4 @@ class Session:
         self._ready = ready
 
 
-def _sent(stream: Stream) -> int:
-    return stream.sent
+_SENT: Final = operator.attrgetter("sent")  # a sort key in C
