@@ -134,9 +134,8 @@ class Session:
             stream.write(data[len(first) :])
             if end:
                 stream.end()
-        elif end:
-            stream.local_done = True
-            stream.end()
+        elif end:  # the FIN went with the OPEN: nothing is left for the writer
+            stream.local_done = stream.ending = True
         self._schedule()
         return stream
 
