@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -31,7 +32,12 @@ def test_settle_freezes_the_heap_and_malloc_is_tuned_at_the_first_bulk_frame() -
         " 'ctypes' in sys.modules, heap._tune_malloc()]))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+        cwd=Path(__file__).resolve().parents[2],  # the checkout, whatever pytest's cwd
     )
     frozen, young, ctypes_idle, ctypes_bulk, malloc = json.loads(out.stdout)
     assert frozen > 1000  # the modules' objects
