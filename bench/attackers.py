@@ -232,8 +232,8 @@ class Mallory:
         try:
             while True:
                 for opcode, payload in parser.feed(data):
-                    if opcode == wsframe.OP_BINARY:
-                        self._frame(payload)
+                    if opcode == wsframe.OP_BINARY:  # never split: no split= asked for
+                        self._frame(payload if isinstance(payload, bytes) else b"".join(payload))
                     elif opcode == wsframe.OP_CLOSE:
                         return
                 data = self.sock.recv(65536)

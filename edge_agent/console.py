@@ -274,15 +274,15 @@ class RequestLines:
             click.echo(f"Inspector {url}")
 
     def request(self, record: ExchangeRecord) -> None:
-        outcome = " ".join(
-            part
-            for part in (
-                str(record.status) if record.status is not None else "",
-                record.reset.name if record.reset is not None else "",
-            )
-            if part
-        )
-        target = _printable(record.target)
+        # Once per request in the agent: no generator, no join (a tenth of its calls).
+        status, reset = record.status, record.reset
+        if reset is None:
+            outcome = "" if status is None else str(status)
+        else:
+            outcome = reset.name if status is None else f"{status} {reset.name}"
+        target = record.target
+        if not target.isascii():
+            target = _printable(target)
         line = (
             f"{self._clock()} {record.method} {target} {outcome or 'NO_STATUS'} "
             f"{record.duration_ms:.0f} ms {record.bytes_out} B"

@@ -13,6 +13,7 @@ from typing import Any, Final
 import click
 
 from edge_agent.errors import AgentError, AuthError, ConfigError, NameTakenError
+from tunnel.heap import settle as settle_gc
 
 EXIT_OK: Final = 0
 EXIT_CONFIG: Final = 2  # bad settings (also click's usage errors)
@@ -61,6 +62,7 @@ def exit_code(exc: BaseException) -> int:
 
 def run_main(main: Coroutine[Any, Any, None]) -> int:
     """Run ``main`` to completion; fatal agent errors print one clear line on stderr."""
+    settle_gc()
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(main)

@@ -229,8 +229,9 @@ class AgentSession(tunnel.SessionHooks):
         # Streams the agent never saw were not processed: safe for the caller to retry.
         for sid, stream in list(session.streams.items()):
             if sid > event.last_stream_id:
+                handler = stream.handler  # a closed stream lets go of its handler
                 stream.reset(ErrorCode.REFUSED_STREAM)
-                stream.handler.aborted(ErrorCode.REFUSED_STREAM, "agent draining")
+                handler.aborted(ErrorCode.REFUSED_STREAM, "agent draining")
 
     def on_protocol_error(self, session: tunnel.Session, code: ErrorCode, reason: str) -> None:
         self.state.metrics.protocol_error()

@@ -50,7 +50,7 @@ class ResponseWatch:
     )
 
     def __init__(self, head_only: bool, upgrade: bool) -> None:
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self.head_only = head_only
         self.upgrade = upgrade
         self.status = 0  # the final status, once its head is complete
@@ -63,12 +63,19 @@ class ResponseWatch:
         """Check ``data``. Raises ResponseError when it breaks the rules."""
         if self.upgraded:
             return
+        if self.parser is None:
+            raise ResponseError("bytes after the end of the exchange")
         if self.complete:
             raise ResponseError("bytes after the end of the response")
         if self.head_only:
             self._feed_head(data)
             return
         self._parse(data)
+
+    def release(self) -> None:
+        """The exchange is over: drop the parser, which holds this object (the pair is
+        then freed by reference counting instead of by the cyclic collector)."""
+        self.parser = None
 
     def _feed_head(self, data: bytes) -> None:
         # The parser would read a body that a HEAD response does not have: it must end
@@ -81,6 +88,7 @@ class ResponseWatch:
             raise ResponseError("bytes after the end of a response to HEAD")
 
     def _parse(self, data: bytes) -> None:
+        assert self.parser is not None  # checked by feed()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -97,13 +105,15 @@ class ResponseWatch:
             raise ResponseError("a second response")
 
     def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
+        parser = self.parser
+        assert parser is not None  # called by it
+        status = parser.get_status_code()
         if status < 200 and status != 101:
             return  # interim (100, 103): the final head follows
         if status == 101 and not self.upgrade:
             raise ResponseError("101 to a request that did not ask for an upgrade")
         self.status = status
-        self.keep_alive = self.parser.should_keep_alive()
+        self.keep_alive = parser.should_keep_alive()
         if self.head_only:
             self.complete = True
 
@@ -117,7 +127,7 @@ class Exchange:
 
     __slots__ = (
         "conn",
-        "html",
+        "headers",
         "keep_alive",
         "method",
         "name",
@@ -150,7 +160,7 @@ class Exchange:
         self.sent = 0  # response bytes written to the caller
         self.request_done = False  # the caller's request bytes all went down
         self.slot: tuple[str, str] | None = None  # (tunnel, caller address) it counts for
-        self.html = False  # the caller is a browser: a relay error is a page
+        self.headers: list[tuple[bytes, bytes]] = []  # the request's (a relay error's Accept)
         self.stream: Stream | None = None
 
     @property
@@ -164,8 +174,11 @@ class Exchange:
     # -- tunnel.StreamHandler ---------------------------------------------------------------
 
     def data(self, data: bytes) -> None:
+        watch = self.watch
+        if watch.parser is None and not watch.upgraded:
+            return  # the exchange is over (its stream is being reset): nothing reaches the caller
         try:
-            self.watch.feed(data)
+            watch.feed(data)
         except ResponseError as exc:
             self.conn.agent_broke(self, str(exc))
             return
@@ -173,7 +186,7 @@ class Exchange:
             self.conn.first_byte(self)
         self.sent += len(data)
         self.conn.write(data)
-        if self.watch.upgraded:
+        if watch.upgraded:
             self.conn.upgraded(self)
 
     def end(self, close: bool) -> None:

@@ -299,10 +299,11 @@ class PublicConnection(asyncio.Protocol):
         exchange = self.exchange
         if exchange is None or exchange.stream is None:
             return
-        self._disarm_kind("body")
+        if self._timer_kind == "body":  # _disarm_kind("body"), inlined (per request)
+            self._timer_kind = ""
+        if not exchange.request_done and not exchange.watch.upgrade:
+            exchange.stream.end()  # a request without a body was ended at its open
         exchange.request_done = True
-        if not exchange.watch.upgrade:
-            exchange.stream.end()
         # Reading goes on (a caller that leaves is noticed at once); what a pipelining
         # caller sends meanwhile waits in the reader, up to PIPELINE_LIMIT bytes.
         self.waiting = 0
@@ -348,7 +349,7 @@ class PublicConnection(asyncio.Protocol):
         exchange = Exchange(
             self, where.name, head.method, where.target, head.keep_alive, upgrade, time.monotonic()
         )
-        exchange.html = wants_html(head.headers)
+        exchange.headers = head.headers  # read only if the relay answers with an error
         self._begin(exchange)
         no_body = head.framing is h1.Framing.NONE and not upgrade
         try:
@@ -378,6 +379,8 @@ class PublicConnection(asyncio.Protocol):
 
     def _end_exchange(self) -> None:
         exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.watch.release()
         if exchange is not None and exchange.slot is not None:
             counts = self.app.client_streams
             left = counts.get(exchange.slot, 1) - 1
@@ -424,7 +427,8 @@ class PublicConnection(asyncio.Protocol):
             self.state.metrics.bytes_out += len(data)
 
     def first_byte(self, exchange: Exchange) -> None:
-        self._disarm_kind("response")
+        if self._timer_kind == "response":  # _disarm_kind, inlined (per request)
+            self._timer_kind = ""
         self.state.metrics.first_byte(exchange.started)
 
     def upgraded(self, exchange: Exchange) -> None:
@@ -504,7 +508,8 @@ class PublicConnection(asyncio.Protocol):
             close = False
         elif not exchange.request_done:
             close = True
-        self._write_answer(error_response(error, close, exchange.html), close)
+        html = wants_html(exchange.headers)
+        self._write_answer(error_response(error, close, html), close)
 
     def _answer_error(self, exc: PublicError, head: h1.Head) -> None:
         self.state.metrics.request_done(exc.status, exc.code)
@@ -586,10 +591,6 @@ class PublicConnection(asyncio.Protocol):
             self._timer = self._loop.call_at(self._deadline, self._on_timer)
             return
         self._timeout()
-
-    def _disarm_kind(self, kind: str) -> None:
-        if self._timer_kind == kind:
-            self._disarm()
 
     def _timeout(self) -> None:
         kind, self._timer_kind = self._timer_kind, ""

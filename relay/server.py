@@ -30,6 +30,7 @@ from relay.errors import RelayConfigError
 from relay.public import PublicConnection
 from relay.sniroute import SniRouter, listen
 from relay.state import RelayState
+from tunnel.heap import settle as settle_gc
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,7 @@ def build(settings: Settings, handle_signals: bool = True) -> RelayServer:
 def serve(settings: Settings) -> None:
     """Run a relay until SIGINT/SIGTERM (then drain and return)."""
     server = build(settings)
+    settle_gc()
     try:
         import uvloop
     except ImportError:  # Windows, PyPy

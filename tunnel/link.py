@@ -12,7 +12,10 @@ Settings written on purpose (the library defaults are wrong for a tunnel):
   within ``ping_timeout`` after it closes the link (a dead NAT mapping is found so).
 
 Writes: each :meth:`WsLink.send` is one ``transport.write`` of the joined frames (on
-an SSL transport ``writelines`` cost ten times more CPU than one joined buffer). The
+an SSL transport ``writelines`` cost ten times more CPU than one joined buffer), or on
+plain TCP, with bulk frames in it, one ``writelines`` of their parts: the payload of a
+large DATA frame is never copied to join it to its header (``wire``'s
+``messages_to_send``), and a client masks header and payload apart. The
 transport's write buffer limits are :data:`WRITE_HIGH`/:data:`WRITE_LOW`; the session
 frames no more than the room under the high mark (:meth:`WsLink.budget`).
 
@@ -35,7 +38,7 @@ import time
 from typing import TYPE_CHECKING, Final, cast
 
 import wire
-from tunnel import wsframe
+from tunnel import heap, wsframe
 from wire.rules import AGENT_KEY_HEADER
 
 if TYPE_CHECKING:
@@ -114,8 +117,11 @@ class WsLink(asyncio.Protocol):
         self.closed = asyncio.get_running_loop().create_future()
         self._loop = asyncio.get_running_loop()
         self._masks = wsframe.Masks() if client else None
-        self._parser = wsframe.Parser(wire.MAX_FRAME_SIZE, masked=not client)
-        self._pending: collections.deque[tuple[int, bytes]] = collections.deque()
+        # Bulk frames come out as (8-byte header, payload): wire takes the payload as is.
+        self._parser = wsframe.Parser(
+            wire.MAX_FRAME_SIZE, masked=not client, split=wire.HEADER_SIZE
+        )
+        self._pending: collections.deque[tuple[int, wsframe.Payload]] = collections.deque()
         self._paused_reading = False
         self._tls = False
         self._close_sent = False
@@ -202,19 +208,27 @@ class WsLink(asyncio.Protocol):
 
     # -- the session's side ---------------------------------------------------------------
 
-    def send(self, messages: list[bytes]) -> None:
+    def send(self, messages: list[wire.Message]) -> None:
         transport = self.transport
         if self._close_sent or transport is None or transport.is_closing():
             return
         masks = self._masks
         op = wsframe.OP_BINARY
-        if len(messages) == 1 and len(messages[0]) < JOIN_BELOW:
-            transport.write(wsframe.encode(op, messages[0], masks))
+        if len(messages) == 1 and not isinstance(first := messages[0], tuple):
+            transport.write(wsframe.encode(op, first, masks))
             return
         parts: list[bytes] = []
+        size = 0
         for message in messages:
-            parts.extend(wsframe.encode_parts(op, message, masks))
-        if self._tls or sum(map(len, messages)) < JOIN_BELOW:
+            if isinstance(message, tuple):  # a bulk DATA frame: header and payload apart
+                heap.bulk()
+                head, payload = message
+                parts.extend(wsframe.encode_split(op, head, payload, masks))
+                size += len(payload)
+            else:
+                parts.extend(wsframe.encode_parts(op, message, masks))
+                size += len(message)
+        if self._tls or size < JOIN_BELOW:
             transport.write(b"".join(parts))
         else:  # bulk frames: no copy into one buffer (one writev)
             transport.writelines(parts)
@@ -280,7 +294,7 @@ class WsLink(asyncio.Protocol):
             if self._close_sent:  # closed before a session took it: only the handshake
                 while pending:
                     opcode, payload = pending.popleft()
-                    if opcode == wsframe.OP_CLOSE:
+                    if opcode == wsframe.OP_CLOSE and not isinstance(payload, tuple):
                         self._peer_closed(payload)
             return  # kept until attach()
         count = 0
@@ -288,8 +302,10 @@ class WsLink(asyncio.Protocol):
             opcode, payload = pending.popleft()
             count += 1
             if opcode == wsframe.OP_BINARY:
+                if isinstance(payload, tuple):
+                    heap.bulk()
                 session.receive(payload)
-            else:
+            elif not isinstance(payload, tuple):  # control and text frames are never split
                 self._other(opcode, payload, session)
         more = pending or (self._parser.more and not self._failed)
         if more and not self._paused_reading and self.transport is not None:

@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 from typing import Final, Protocol
 
 import wire
-from tunnel.stream import Stream, StreamHandler
+from tunnel.stream import NULL_HANDLER, Stream, StreamHandler
 from wire import (
     DataReceived,
     ErrorCode,
@@ -56,8 +57,9 @@ WS_POLICY: Final = 1008
 class Link(Protocol):
     """What the session needs from the WebSocket under it (:class:`tunnel.link.WsLink`)."""
 
-    def send(self, messages: list[bytes]) -> None:
-        """Write every message, in order, as one binary WebSocket message each."""
+    def send(self, messages: list[wire.Message]) -> None:
+        """Write every message, in order, as one binary WebSocket message each (a
+        ``(header, payload)`` pair is one message)."""
 
     def budget(self) -> int:
         """Bytes that may be framed now before the socket is considered backed up."""
@@ -132,9 +134,8 @@ class Session:
             stream.write(data[len(first) :])
             if end:
                 stream.end()
-        elif end:
-            stream.local_done = True
-            stream.end()
+        elif end:  # the FIN went with the OPEN: nothing is left for the writer
+            stream.local_done = stream.ending = True
         self._schedule()
         return stream
 
@@ -178,7 +179,8 @@ class Session:
         if not stream.queued and stream not in self._blocked:
             stream.queued = True
             self._ready.append(stream)
-        self._schedule()
+        if not self._scheduled:
+            self._schedule()
 
     def consumed(self, stream: Stream, n: int) -> None:
         self.conn.consumed(stream.sid, n)
@@ -192,8 +194,8 @@ class Session:
 
     # -- the link's side ------------------------------------------------------------------
 
-    def receive(self, message: bytes) -> None:
-        """One WebSocket message from the peer."""
+    def receive(self, message: wire.Message) -> None:
+        """One WebSocket message from the peer (a bulk one as its header and the rest)."""
         if self.is_closed:
             return
         try:
@@ -248,8 +250,9 @@ class Session:
         elif isinstance(event, StreamReset):
             reset = self.streams.get(event.stream_id)
             if reset is not None:
+                handler = reset.handler
                 self._finish(reset)
-                reset.handler.aborted(event.code, event.reason)
+                handler.aborted(event.code, event.reason)
         elif isinstance(event, GoAwayReceived):
             self.hooks.on_goaway(self, event)
         elif isinstance(event, HelloReceived):
@@ -269,8 +272,13 @@ class Session:
             self.ready(waiting)
 
     def _finish(self, stream: Stream) -> None:
-        """Forget a stream that is closed (both halves done, or reset)."""
+        """Forget a stream that is closed (both halves done, or reset).
+
+        The stream lets go of its handler (which usually holds the stream): the pair
+        is then freed by reference counting, not left to the cyclic collector, which
+        under load spent about 10 us per request on such pairs."""
         stream.closed = True
+        stream.handler = NULL_HANDLER
         stream.out.clear()
         stream.buffered = 0
         self.streams.pop(stream.sid, None)
@@ -283,8 +291,9 @@ class Session:
     def _abort_all(self, code: ErrorCode, reason: str) -> None:
         self.is_closed = True
         for stream in list(self.streams.values()):
+            handler = stream.handler
             self._finish(stream)
-            stream.handler.aborted(code, reason)
+            handler.aborted(code, reason)
         self._ready.clear()
         self.hooks.on_session_closed(self)
 
@@ -302,7 +311,7 @@ class Session:
             return
         if self._ready:
             self._pump(link.budget())
-        out = self.conn.data_to_send()
+        out = self.conn.messages_to_send()
         if out:
             link.send(out)
         if self._ready and link.budget() > 0:
@@ -311,12 +320,13 @@ class Session:
     def _pump(self, budget: int) -> None:
         ready = self._ready
         if len(ready) > 1:
-            ready.sort(key=_sent)
+            ready.sort(key=_SENT)
         conn = self.conn
         while ready and budget > 0:
             later: list[Stream] = []
             for stream in ready:
-                if stream.closed or not stream.pending:
+                # stream.pending, inlined (twice per stream and flush)
+                if stream.closed or not (stream.out or (stream.ending and not stream.local_done)):
                     stream.queued = False
                     continue
                 if budget <= 0:
@@ -340,7 +350,7 @@ class Session:
                     stream.local_done = True
                     if stream.remote_done:
                         self._finish(stream)
-                if stream.pending and not stream.closed:
+                if not stream.closed and (stream.out or (stream.ending and not stream.local_done)):
                     later.append(stream)
                 else:
                     stream.queued = False
@@ -348,5 +358,4 @@ class Session:
         self._ready = ready
 
 
-def _sent(stream: Stream) -> int:
-    return stream.sent
+_SENT: Final = operator.attrgetter("sent")  # a sort key in C

@@ -88,12 +88,12 @@ class Stream:
 
     __slots__ = (
         "_close_flag",
-        "_ending",
         "_held",
         "_read_paused",
         "_write_paused",
         "buffered",
         "closed",
+        "ending",
         "handler",
         "kind",
         "local_done",
@@ -118,7 +118,7 @@ class Stream:
         self.closed = False
         self.local_done = False  # our FIN was framed
         self.remote_done = False  # the peer's FIN arrived
-        self._ending = False  # end() called: FIN after ``out``
+        self.ending = False  # end() called: FIN after ``out`` (it may wait for credit)
         self.reset_after: tuple[ErrorCode, str] | None = None  # RESET instead of that FIN
         self._close_flag = False
         self._read_paused = False
@@ -129,7 +129,7 @@ class Stream:
 
     def write(self, data: bytes) -> None:
         """Queue ``data`` for the peer. Dropped after :meth:`end`, or once closed."""
-        if self.closed or self._ending or not data:
+        if self.closed or self.ending or not data:
             return
         self.out.append(data)
         self.buffered += len(data)
@@ -140,9 +140,9 @@ class Stream:
 
     def end(self, close: bool = False) -> None:
         """Half-close after the queued bytes. ``close``: the CLOSE flag (agent only)."""
-        if self.closed or self._ending:
+        if self.closed or self.ending:
             return
-        self._ending = True
+        self.ending = True
         self._close_flag = close
         self.session.ready(self)
 
@@ -156,15 +156,10 @@ class Stream:
             return
         if after_queued and self.out:
             self.reset_after = (code, reason)
-            self._ending = True
+            self.ending = True
             self.session.ready(self)
             return
         self.session.reset_stream(self, code, reason)
-
-    @property
-    def ending(self) -> bool:
-        """:meth:`end` was called (the FIN may still be waiting for credit)."""
-        return self._ending
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -204,13 +199,13 @@ class Stream:
         if self._write_paused and self.buffered < WRITE_LOW:
             self._write_paused = False
             self.handler.resume_writing()
-        fin = self._ending and not out
+        fin = self.ending and not out
         return data, fin, fin and self._close_flag
 
     @property
     def pending(self) -> bool:
         """Bytes or a FIN wait to be framed."""
-        return bool(self.out) or (self._ending and not self.local_done)
+        return bool(self.out) or (self.ending and not self.local_done)
 
     def deliver(self, data: bytes) -> int:
         """Give received bytes to the handler. Returns the credit to return now."""

@@ -98,20 +98,46 @@ def encode_parts(opcode: int, payload: bytes, masks: Masks | None) -> tuple[byte
     return header(opcode, len(payload), mask), apply_mask(payload, mask)
 
 
+def encode_split(
+    opcode: int, head: bytes, payload: bytes, masks: Masks | None
+) -> tuple[bytes, bytes, bytes]:
+    """One final frame whose payload is ``head + payload``, without joining them: the
+    frame header, then the two parts (masked, on the client side). ``len(head)`` must be
+    a multiple of 4, so that the mask's phase is the same at the start of ``payload``."""
+    size = len(head) + len(payload)
+    if masks is None:
+        return header(opcode, size, None), head, payload
+    mask = masks.next()
+    return header(opcode, size, mask), apply_mask(head, mask), apply_mask(payload, mask)
+
+
+#: A received message: its payload, or (``split`` > 0) a large binary one's first
+#: ``split`` bytes and the rest.
+Payload = bytes | tuple[bytes, bytes]
+
+#: Binary messages from this size on are split (when the parser is asked to).
+SPLIT_AT: Final = 16 * 1024
+
+
 class Parser:
     """Frames in, messages out.
 
     Args:
         max_size: largest data message (after reassembly); larger is WsError 1009.
         masked: whether the peer must mask (this side is the server).
+        split: a multiple of 4, or 0. When set, a binary message of at least
+            :data:`SPLIT_AT` bytes in one frame comes out as ``(first split bytes,
+            rest)``, each copied (and unmasked) once from the received bytes: a receiver
+            that strips a fixed header then needs no second copy of the rest.
     """
 
-    __slots__ = ("_buf", "_fragments", "_masked", "_max", "_op", "_size", "more")
+    __slots__ = ("_buf", "_fragments", "_masked", "_max", "_op", "_size", "_split", "more")
 
-    def __init__(self, max_size: int, masked: bool) -> None:
+    def __init__(self, max_size: int, masked: bool, split: int = 0) -> None:
         self._buf = bytearray()
         self._max = max_size
         self._masked = masked
+        self._split = split
         self._fragments: list[bytes] = []
         self._op = 0  # opcode of the message being reassembled (0: none)
         self._size = 0
@@ -119,7 +145,7 @@ class Parser:
         #: the frames already buffered before reading more.
         self.more = False
 
-    def feed(self, data: bytes, limit: int = 1 << 62) -> list[tuple[int, bytes]]:
+    def feed(self, data: bytes, limit: int = 1 << 62) -> list[tuple[int, Payload]]:
         """Complete messages ``(opcode, payload)`` that ``data`` finishes, in order.
         Control frames come out as they arrive. Raises WsError.
 
@@ -132,7 +158,7 @@ class Parser:
             view: bytes | bytearray = buf
         else:
             view = data
-        out: list[tuple[int, bytes]] = []
+        out: list[tuple[int, Payload]] = []
         pos = 0
         end = len(view)
         frames = 0
@@ -150,7 +176,7 @@ class Parser:
         return out
 
     def _frame(
-        self, view: bytes | bytearray, pos: int, end: int, out: list[tuple[int, bytes]]
+        self, view: bytes | bytearray, pos: int, end: int, out: list[tuple[int, Payload]]
     ) -> int:
         b0, b1 = view[pos], view[pos + 1]
         length = b1 & 0x7F
@@ -177,6 +203,14 @@ class Parser:
         # One copy of the payload whatever the case (a slice of a bytearray and then
         # bytes() of it was two, and unmasking a copy three).
         window = memoryview(view)[start : start + length]
+        split = self._split
+        if split and length >= SPLIT_AT and b0 == 0x80 | OP_BINARY and not self._op:
+            head, rest = window[:split], window[split:]
+            if masked:  # the split is a multiple of 4: the mask's phase holds for the rest
+                out.append((OP_BINARY, (apply_mask(head, mask), apply_mask(rest, mask))))
+            else:
+                out.append((OP_BINARY, (bytes(head), bytes(rest))))
+            return start + length - pos
         payload = apply_mask(window, mask) if masked else bytes(window)
         self._message(b0 & 0x0F, bool(b0 & 0x80), payload, out)
         return start + length - pos
@@ -196,7 +230,7 @@ class Parser:
             raise WsError(CLOSE_TOO_BIG, f"message over {self._max} bytes")
 
     def _message(
-        self, opcode: int, fin: bool, payload: bytes, out: list[tuple[int, bytes]]
+        self, opcode: int, fin: bool, payload: bytes, out: list[tuple[int, Payload]]
     ) -> None:
         if opcode in _CONTROL_OPS:
             out.append((opcode, payload))

@@ -25,7 +25,7 @@ from wire.codes import (
     FrameType,
     StreamKind,
 )
-from wire.connection import DEFAULT_MAX_STREAMS, Connection, Role
+from wire.connection import DEFAULT_MAX_STREAMS, SPLIT_AT, Connection, Message, Role
 from wire.errors import (
     FlowControlError,
     FrameError,
@@ -69,6 +69,7 @@ __all__ = [
     "MAX_STREAM_ID",
     "MAX_STREAM_WINDOW",
     "MAX_WINDOW",
+    "SPLIT_AT",
     "SUBPROTOCOL",
     "SUBPROTOCOL_V1",
     "CallerCredential",
@@ -85,6 +86,7 @@ __all__ = [
     "Hello",
     "HelloReceived",
     "LocalProtocolError",
+    "Message",
     "ProtocolError",
     "RemoteProtocolError",
     "Role",

@@ -59,10 +59,17 @@ from wire.events import (
     WindowUpdated,
 )
 from wire.flow import RecvWindow, SendWindow
-from wire.state import Half, Move, advance, data_move, head_move
+from wire.state import Half, Move, advance, head_move
 
 #: Default cap on concurrent streams in a session (the relay answers 429 beyond it).
 DEFAULT_MAX_STREAMS = 1024
+
+#: DATA payloads from this size on are queued beside their header (see
+#: :meth:`Connection.messages_to_send`); smaller ones are joined, one buffer per message.
+SPLIT_AT: Final = 16 * 1024
+
+#: A queued message: its bytes, or a large DATA frame's header and payload.
+Message = bytes | tuple[bytes, bytes]
 
 _T = TypeVar("_T")
 
@@ -102,7 +109,7 @@ class Connection:
         self._last_stream_id = 0  # highest stream id opened so far
         self._send_session = SendWindow(INITIAL_SESSION_WINDOW)
         self._recv_session = RecvWindow(INITIAL_SESSION_WINDOW, divisor=4, grow=False)
-        self._out: list[bytes] = []
+        self._out: list[Message] = []
         self._hello_done = False  # relay: HELLO received; agent: HELLO sent
         self._welcome_done = False  # relay: WELCOME sent; agent: WELCOME received
         self._names: tuple[str | None, ...] = ()  # names a repeated HELLO may carry
@@ -172,6 +179,13 @@ class Connection:
 
     def data_to_send(self) -> list[bytes]:
         """Return and forget the queued messages; send each as one WebSocket message."""
+        out, self._out = self._out, []
+        return [m[0] + m[1] if isinstance(m, tuple) else m for m in out]
+
+    def messages_to_send(self) -> list[Message]:
+        """Like :meth:`data_to_send`, but a DATA frame of at least :data:`SPLIT_AT` bytes
+        comes as ``(header, payload)``, not joined: the caller sends the two as one
+        WebSocket message (the payload is not copied to prepend 8 bytes)."""
         out, self._out = self._out, []
         return out
 
@@ -263,17 +277,26 @@ class Connection:
         if close:
             self._need(self.role is Role.AGENT and end_stream, "CLOSE")
         stream = self._sending_stream(stream_id)
-        state = advance(stream.sending, data_move(end_stream))
+        state = advance(stream.sending, _DATA_MOVES[end_stream])
         size = len(data)
         if size:
-            if size > self.sendable(stream_id):
+            # sendable(), inlined: the stream's half is BODY (advance() passed).
+            session = self._send_session
+            window = stream.send_window
+            if size > window.available or size > session.available or size > MAX_PAYLOAD:
                 raise LocalProtocolError(f"{size} bytes of DATA exceed the credit or frame size")
-            stream.send_window.spend(size)
-            self._send_session.spend(size)
+            window.available -= size
+            session.available -= size
             self._useful += 1  # the peer's credit for these bytes is progress
-        self._set_sending(stream_id, stream, state)
+        stream.sending = state
+        if state is Half.DONE and stream.receiving is Half.DONE:
+            del self._streams[stream_id]
+            self._useful += 1
         flags = _DATA_FLAGS[end_stream, close]
-        self._out.append(f.encode_parts(FrameType.DATA, stream_id, data, flags))
+        if size >= SPLIT_AT:
+            self._out.append((f.encode_parts(FrameType.DATA, stream_id, b"", flags), data))
+        else:
+            self._out.append(f.encode_parts(FrameType.DATA, stream_id, data, flags))
 
     def send_reset(self, stream_id: int, code: ErrorCode, reason: str = "") -> None:
         """Abort a stream. A no-op if it is not open (the race with the peer is normal).
@@ -306,9 +329,11 @@ class Connection:
 
     # -- receiving -------------------------------------------------------------------
 
-    def receive(self, message: bytes) -> list[Event]:
+    def receive(self, message: Message) -> list[Event]:
         """Process one WebSocket message from the peer.
 
+        ``message`` may come as ``(first 8 bytes, rest)``: the rest is then the frame's
+        payload as it is (a receiver that unmasks bulk frames in two parts saves a copy).
         Returns the events it produced (possibly none). Frames may have been queued
         (WINDOW refunds), so call :meth:`data_to_send` afterwards.
 
@@ -317,7 +342,10 @@ class Connection:
                 ``exc.code`` (:meth:`send_goaway`), flush, and close the WebSocket.
         """
         try:
-            frame = f.decode_frame(message)
+            if isinstance(message, tuple):
+                frame = f.decode_split(*message)
+            else:
+                frame = f.decode_frame(message)
             return self._dispatch[frame.type](frame)
         except RemoteProtocolError:
             raise
@@ -341,43 +369,50 @@ class Connection:
 
     def _on_open(self, frame: f.Frame) -> list[Event]:
         sid = frame.stream_id
-        self._need(self.role is Role.AGENT and self._welcome_done, "OPEN")
+        if self.role is not Role.AGENT or not self._welcome_done:
+            self._need(False, "OPEN")
         if sid % 2 == 0 or sid <= self._last_stream_id:
             raise LocalProtocolError(f"OPEN with unusable stream id {sid}")
         if self.goaway_received or len(self._streams) >= self.max_streams:
             raise LocalProtocolError("OPEN beyond the stream limit or after GOAWAY")
         kind, data = f.decode_open(frame.payload)
-        stream = self._new_stream(Half.BODY, advance(Half.IDLE, head_move(frame.fin)))
+        fin = f.FIN_SET[frame.flags]
+        stream = self._new_stream(Half.BODY, Half.DONE if fin else Half.BODY)
         size = len(data)
         self._recv_session.receive(size)
         stream.recv_window.receive(size)
         self._last_stream_id = sid
         self._useful += 1
         self._streams[sid] = stream  # open until the agent's half is done too
-        return [StreamOpened(sid, kind, data, frame.fin)]
+        return [StreamOpened(sid, kind, data, fin)]
 
     def _on_data(self, frame: f.Frame) -> list[Event]:
-        sid, data = frame.stream_id, frame.payload
-        self._need(self._welcome_done, "DATA")
-        close = frame.close
+        # The hot path of every received byte: checks are inlined (no helper calls).
+        sid, data, flags = frame.stream_id, frame.payload, frame.flags
+        if not self._welcome_done:
+            self._need(False, "DATA")
+        close = f.CLOSE_SET[flags]
         if close and self.role is not Role.RELAY:
             # A role violation, not a race: checked before a closed stream's drop.
             raise LocalProtocolError("CLOSE is sent by the agent only")
         size = len(data)
         self._recv_session.receive(size)
         stream = self._streams.get(sid)
+        fin = f.FIN_SET[flags]
         if stream is None:
             self._check_opened(sid)
-            self._crossing_data(sid, size, frame.fin)
+            self._crossing_data(sid, size, fin)
             self.consumed(sid, size)  # dropped: refund the session credit
             return []
-        fin = frame.fin
         if size:
             self._useful += 1
             stream.recv_window.receive(size)
         elif not fin:
             self._idle()
-        self._advance_recv(sid, stream, data_move(fin))
+        stream.receiving = receiving = advance(stream.receiving, _DATA_MOVES[fin])
+        if receiving is Half.DONE and stream.sending is Half.DONE:
+            del self._streams[sid]
+            self._useful += 1
         return [DataReceived(sid, data, fin, close)]
 
     def _on_reset(self, frame: f.Frame) -> list[Event]:
@@ -509,6 +544,9 @@ class Connection:
 #: How many streams we reset recently keep the credit their peer had (see send_reset):
 #: DATA crossing a RESET arrives within a round trip, long before that many more resets.
 _RESET_CREDIT_STREAMS: Final = 1024
+
+#: The move a DATA frame makes, by its FIN.
+_DATA_MOVES: Final = (Move.DATA, Move.DATA_FIN)
 
 #: DATA flags by (end_stream, close).
 _DATA_FLAGS: Final = {

@@ -46,6 +46,8 @@ from wire.payloads import (
 )
 
 __all__ = [
+    "CLOSE_SET",
+    "FIN_SET",
     "CallerCredential",
     "Frame",
     "Hello",
@@ -57,6 +59,7 @@ __all__ = [
     "decode_hello",
     "decode_open",
     "decode_reset",
+    "decode_split",
     "decode_welcome",
     "decode_window",
     "encode_frame",
@@ -113,8 +116,12 @@ _TYPES: Final = {int(t): t for t in FrameType}
 _FLAG_MASK: Final = {int(t): int(ALLOWED_FLAGS.get(t, Flag.NONE)) for t in FrameType}
 _FLAGS: Final = tuple(Flag(i) for i in range(256))
 # Flag arithmetic runs Python code in enum.py; indexing a tuple does not.
-_FIN: Final = tuple(bool(i & Flag.FIN) for i in range(256))
-_CLOSE: Final = tuple(bool(i & Flag.CLOSE) for i in range(256))
+#: Whether FIN is set, by a frame's flags (``FIN_SET[frame.flags]``: no Python call).
+FIN_SET: Final = tuple(bool(i & Flag.FIN) for i in range(256))
+#: Whether CLOSE is set, by a frame's flags.
+CLOSE_SET: Final = tuple(bool(i & Flag.CLOSE) for i in range(256))
+_FIN: Final = FIN_SET
+_CLOSE: Final = CLOSE_SET
 _FIN_BIT: Final = int(Flag.FIN)
 _CLOSE_BIT: Final = int(Flag.CLOSE)
 _SESSION_TYPES: Final = frozenset({FrameType.HELLO, FrameType.WELCOME, FrameType.GOAWAY})
@@ -136,7 +143,20 @@ def decode_frame(message: bytes) -> Frame:
         message = _as_bytes(message)
     if len(message) < HEADER_SIZE:
         raise FrameError(f"frame of {len(message)} bytes is shorter than the header")
-    raw_type, raw_flags, reserved, stream_id = _HEADER.unpack_from(message)
+    return _decode(message, message[HEADER_SIZE:], len(message))
+
+
+def decode_split(head: bytes, payload: bytes) -> Frame:
+    """Like :func:`decode_frame` for a message received in two parts: its first
+    :data:`HEADER_SIZE` bytes (``head``) and the rest, which becomes the payload as it is
+    (no copy). Raises FrameError as :func:`decode_frame` does."""
+    if len(head) != HEADER_SIZE:
+        raise FrameError(f"a split frame's header must be {HEADER_SIZE} bytes")
+    return _decode(head, payload, HEADER_SIZE + len(payload))
+
+
+def _decode(head: bytes, payload: bytes, size: int) -> Frame:
+    raw_type, raw_flags, reserved, stream_id = _HEADER.unpack_from(head)
     ftype = _TYPES.get(raw_type)
     if ftype is None:
         raise FrameError(f"unknown frame type 0x{raw_type:02x}")
@@ -144,10 +164,10 @@ def decode_frame(message: bytes) -> Frame:
         raise FrameError("reserved header bits are set")
     if raw_flags & ~_FLAG_MASK[raw_type] or (raw_flags & _CLOSE_BIT and not raw_flags & _FIN_BIT):
         raise FrameError(f"flags 0x{raw_flags:02x} not allowed on {ftype.name}")
-    if len(message) > MAX_FRAME_SIZE:
+    if size > MAX_FRAME_SIZE:
         raise FrameError(f"{ftype.name} payload over {MAX_PAYLOAD} bytes")
     _check_stream_id(ftype, stream_id)
-    return Frame(ftype, stream_id, message[HEADER_SIZE:], _FLAGS[raw_flags])
+    return Frame(ftype, stream_id, payload, _FLAGS[raw_flags])
 
 
 def _as_bytes(message: object) -> bytes:

@@ -172,9 +172,13 @@ _COMMON: Final = frozenset({b"http", b"https"})
 def _forwarded_element(ip: bytes, host: bytes, proto: bytes) -> bytes:
     """``for=...;host=...;proto=...`` (RFC 7239 section 4); an IPv6 node is quoted."""
     node = b'"[' + ip + b']"' if b":" in ip else (ip or b"unknown")
+    if proto not in _COMMON:
+        proto = _value(proto)
     if not host:
-        return b"for=%s;proto=%s" % (node, _value(proto))
-    return b"for=%s;host=%s;proto=%s" % (node, _value(host), _value(proto))
+        return b"for=%s;proto=%s" % (node, proto)
+    if host.translate(None, _TCHAR):  # not a token (a port's colon...): quoted
+        host = _value(host)
+    return b"for=%s;host=%s;proto=%s" % (node, host, proto)
 
 
 def _value(value: bytes) -> bytes:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import tunnel
@@ -246,5 +246,6 @@ async def close_pair(pair: Pair) -> None:
     await pair.server.stop()
 
 
-def frames(messages: list[bytes]) -> list[wire.Frame]:
-    return [wire.decode_frame(m) for m in messages]
+def frames(messages: Sequence[wire.Message]) -> list[wire.Frame]:
+    """The frames of what a session handed its link (a bulk DATA frame comes in two parts)."""
+    return [wire.decode_frame(m[0] + m[1] if isinstance(m, tuple) else m) for m in messages]

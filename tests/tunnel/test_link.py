@@ -238,8 +238,9 @@ class _Messages:
     def attach(self, link: object) -> None:
         pass
 
-    def receive(self, message: bytes) -> None:
-        self.messages.append(message)
+    def receive(self, message: wire.Message) -> None:
+        # A bulk message comes as its 8-byte header and the rest (see wsframe.Parser).
+        self.messages.append(message[0] + message[1] if isinstance(message, tuple) else message)
         self.got.set()
 
     def fail(self, code: ErrorCode, reason: str) -> None:

@@ -28,12 +28,12 @@ async def pair() -> AsyncIterator[Pair]:
     await close_pair(made)
 
 
-def spy(monkeypatch: pytest.MonkeyPatch, link: tunnel.WsLink) -> list[list[bytes]]:
+def spy(monkeypatch: pytest.MonkeyPatch, link: tunnel.WsLink) -> list[list[wire.Message]]:
     """Every ``send`` of ``link`` (one list of messages = one transport write)."""
-    sends: list[list[bytes]] = []
+    sends: list[list[wire.Message]] = []
     original = link.send
 
-    def send(messages: list[bytes]) -> None:
+    def send(messages: list[wire.Message]) -> None:
         sends.append(list(messages))
         original(messages)
 
@@ -41,7 +41,7 @@ def spy(monkeypatch: pytest.MonkeyPatch, link: tunnel.WsLink) -> list[list[bytes
     return sends
 
 
-def data_frames(sends: list[list[bytes]], sid: int) -> list[wire.Frame]:
+def data_frames(sends: list[list[wire.Message]], sid: int) -> list[wire.Frame]:
     return [
         f
         for batch in sends

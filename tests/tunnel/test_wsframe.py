@@ -153,6 +153,17 @@ def test_websockets_parses_what_we_encode(n: int) -> None:
 
 
 @pytest.mark.parametrize("n", LENGTHS)
+def test_a_frame_encoded_in_two_parts_is_one_message_to_websockets(n: int) -> None:
+    head, body = b"8 bytes!", payload(n)
+    for ours_client, their_side in ((True, Side.SERVER), (False, Side.CLIENT)):
+        theirs = Protocol(their_side, max_size=MAX)
+        masks = Masks() if ours_client else None
+        theirs.receive_data(b"".join(wsframe.encode_split(OP_BINARY, head, body, masks)))
+        [event] = theirs.events_received()
+        assert (event.opcode, bytes(event.data)) == (Opcode.BINARY, head + body)
+
+
+@pytest.mark.parametrize("n", LENGTHS)
 def test_we_parse_what_websockets_sends(n: int) -> None:
     data = payload(n)
     for their_side, we_expect_mask in ((Side.CLIENT, True), (Side.SERVER, False)):
@@ -380,3 +391,26 @@ def test_close_payload_round_trip() -> None:
     assert theirs.close_rcvd is not None and theirs.close_rcvd.reason == "é" * 61
     # Invalid UTF-8 in a received reason does not raise.
     assert wsframe.parse_close(b"\x03\xe8\xff")[0] == 1000
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_a_large_binary_message_comes_out_split_after_its_header(masked: bool) -> None:
+    body = payload(wsframe.SPLIT_AT)
+    small = payload(wsframe.SPLIT_AT - 9)
+    masks = Masks() if masked else None
+    parser = Parser(MAX, masked=masked, split=8)
+    wire_bytes = b"".join(
+        wsframe.encode(op, data, masks)
+        for op, data in ((OP_BINARY, small), (OP_BINARY, b"headers!" + body), (OP_TEXT, body))
+    )
+    # Fed in pieces too: the split works on the reassembled buffer.
+    out = parser.feed(wire_bytes[:100]) + parser.feed(wire_bytes[100:])
+    assert out == [(OP_BINARY, small), (OP_BINARY, (b"headers!", body)), (OP_TEXT, body)]
+
+
+def test_a_fragmented_large_message_is_not_split() -> None:
+    parser = Parser(MAX, masked=False, split=8)
+    body = payload(2 * wsframe.SPLIT_AT)
+    first = bytes((OP_BINARY, 126)) + struct.pack("!H", wsframe.SPLIT_AT) + body[: wsframe.SPLIT_AT]
+    last = bytes((0x80 | OP_CONTINUATION, 126)) + struct.pack("!H", wsframe.SPLIT_AT)
+    assert parser.feed(first + last + body[wsframe.SPLIT_AT :]) == [(OP_BINARY, body)]

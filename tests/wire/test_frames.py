@@ -286,3 +286,19 @@ def test_welcome_replaced_is_sent_only_when_set() -> None:
 def test_session_payload_size_cap() -> None:
     with pytest.raises(FrameError, match="over"):
         f.decode_hello(b" " * (64 * 1024 + 1))
+
+
+@given(s.frames())
+def test_a_frame_received_in_two_parts_decodes_as_the_whole(frame: Frame) -> None:
+    message = encode_frame(frame)
+    head, rest = message[:HEADER_SIZE], message[HEADER_SIZE:]
+    assert f.decode_split(head, rest) == decode_frame(message)
+
+
+def test_a_split_frame_is_checked_like_a_whole_one() -> None:
+    with pytest.raises(FrameError, match="header must be 8 bytes"):
+        f.decode_split(b"\x02\x00\x00", b"x" * 20)
+    with pytest.raises(FrameError, match="payload over"):
+        f.decode_split(raw(FrameType.DATA, 1)[:HEADER_SIZE], b"x" * (MAX_PAYLOAD + 1))
+    with pytest.raises(FrameError, match="unknown frame type"):
+        f.decode_split(b"\x7f" + bytes(7), b"x")

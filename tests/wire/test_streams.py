@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.wire.helpers import (
+    FIN,
     GET,
     HTTP,
     NAME,
@@ -21,6 +22,7 @@ from tests.wire.helpers import (
 )
 from wire import (
     MAX_PAYLOAD,
+    SPLIT_AT,
     Connection,
     DataReceived,
     ErrorCode,
@@ -366,3 +368,22 @@ def test_raw_pipe_kinds_flow_both_ways(kind: StreamKind) -> None:
     agent.send_data(sid, b"", end_stream=True)
     pump(agent, relay)
     assert relay.open_streams == agent.open_streams == 0
+
+
+def test_a_large_data_frame_is_queued_beside_its_header_and_joins_to_the_same_bytes() -> None:
+    relay, agent, sid = open_pair()
+    small, large = b"s" * (SPLIT_AT - 1), b"L" * SPLIT_AT
+    agent.send_data(sid, small)
+    agent.send_data(sid, large, end_stream=True)
+    queued = agent.messages_to_send()
+    assert queued[0] == raw(FrameType.DATA, sid, small)
+    assert queued[1] == (raw(FrameType.DATA, sid, b"", FIN), large)
+    assert queued[1][1] is large  # the payload itself: not copied
+    # The joined form is what data_to_send gives, byte for byte.
+    _relay2, agent2, sid2 = open_pair()
+    agent2.send_data(sid2, small)
+    agent2.send_data(sid2, large, end_stream=True)
+    joined = agent2.data_to_send()
+    assert joined == [queued[0], queued[1][0] + queued[1][1]]
+    events = [e for m in joined for e in relay.receive(m)]
+    assert [e.data for e in events if isinstance(e, DataReceived)] == [small, large]
