@@ -30,7 +30,9 @@ paused on the platform does the same until it is resumed.
 The inbound-secret check is the outermost wrapper, so an unauthenticated request can
 never be answered from the de-duplication cache. The relay is told the secret's hash
 (caller auth in HELLO, re-sent when the secret changes) and refuses such requests
-before they reach this machine; the agent checks again.
+before they reach this machine; the agent checks again. A WebSocket upgrade passes
+the same check (without the secret: 401), skips the de-duplication and, for a URL
+target, is piped to it as bytes (:mod:`edge_agent.upgrade`).
 
 How a run ends
 --------------
@@ -110,6 +112,7 @@ from edge_agent.session import DRAIN_TIMEOUT
 from edge_agent.target import HttpTarget, Target
 from edge_agent.tls import TlsOptions
 from edge_agent.tunnel import ReconnectPolicy, TunnelClient
+from edge_agent.upgrade import UpgradingHttpTarget
 from wire import CallerCredential, Welcome
 
 logger = logging.getLogger(__name__)
@@ -247,7 +250,7 @@ class EdgeAgent:
         self._plugin_options = plugin_options or PluginOptions()
         self._local = _as_target(target)
         self._local_card = _local_card(self._local) if agent_card is None else None
-        self._dedup = DedupTarget(self._local, dedup_limits)
+        self._dedup = DedupTarget(_with_upgrades(self._local), dedup_limits)
         self._inbound = InboundSecretTarget(self._dedup)
         self._tunnel = TunnelClient(
             relay_url,
@@ -643,6 +646,11 @@ def _as_target(target: Target | AsgiApp | str) -> Target:
     if callable(target):
         return AsgiTarget(target)
     raise ConfigError(f"target must be a Target, an ASGI app or a URL, not {type(target)!r}")
+
+
+def _with_upgrades(target: Target) -> Target:
+    """A URL target's WebSocket upgrades piped as bytes (:mod:`edge_agent.upgrade`)."""
+    return UpgradingHttpTarget(target) if isinstance(target, HttpTarget) else target
 
 
 def _connect_options(
