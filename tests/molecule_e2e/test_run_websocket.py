@@ -18,9 +18,15 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.server import Server, ServerConnection, serve
+from websockets.typing import Subprotocol
 
 from tests.molecule_e2e.conftest import Stack
 from tests.molecule_e2e.stack import RunAgent
+
+MIB = 1024 * 1024
+CHAT_V1, CHAT_V2 = Subprotocol("chat.v1"), Subprotocol("chat.v2")
+#: The local server requires a subprotocol (and picks its favourite of those offered).
+CHAT = [CHAT_V1]
 
 
 @dataclasses.dataclass
@@ -58,7 +64,9 @@ def _echo(seen: Seen) -> Callable[[ServerConnection], None]:
 @contextlib.contextmanager
 def local_ws_server(seen: Seen) -> Iterator[int]:
     """A websockets server in a thread of its own (the agent's startup blocks the test)."""
-    server: Server = serve(_echo(seen), "127.0.0.1", 0)
+    server: Server = serve(
+        _echo(seen), "127.0.0.1", 0, subprotocols=[CHAT_V2, CHAT_V1], max_size=4 * MIB
+    )
     thread = threading.Thread(target=server.serve_forever, name="local-ws", daemon=True)
     thread.start()
     try:
@@ -98,12 +106,22 @@ async def test_messages_and_close_codes_pass_through(ws_agent: WsAgent) -> None:
     closes = len(ws_agent.seen.closes)
     async with (
         asyncio.timeout(10),
-        connect(ws_agent.url + "echo", additional_headers=_auth(ws_agent.secret)) as ws,
+        connect(
+            ws_agent.url + "echo",
+            additional_headers=_auth(ws_agent.secret),
+            subprotocols=[CHAT_V1, CHAT_V2],
+            max_size=4 * MIB,
+        ) as ws,
     ):
+        assert ws.subprotocol == CHAT_V2  # the local server's choice
         await ws.send("hello, text")
         assert await ws.recv() == "hello, text"
         await ws.send(b"\x00\x01binary\xff")
         assert await ws.recv() == b"\x00\x01binary\xff"
+        big = bytes(range(256)) * (MIB // 256)
+        await ws.send(big)
+        assert await ws.recv() == big
+        await asyncio.wait_for(await ws.ping(), 5)
         await ws.close(4000, "the caller is done")
     assert ws.close_code == 4000 and ws.close_reason == "the caller is done"
     # The request line is printed when the socket closes; the local server saw the
@@ -116,7 +134,9 @@ async def test_messages_and_close_codes_pass_through(ws_agent: WsAgent) -> None:
 async def test_a_close_code_from_the_local_server_reaches_the_caller(ws_agent: WsAgent) -> None:
     async with (
         asyncio.timeout(10),
-        connect(ws_agent.url + "close-me", additional_headers=_auth(ws_agent.secret)) as ws,
+        connect(
+            ws_agent.url + "close-me", additional_headers=_auth(ws_agent.secret), subprotocols=CHAT
+        ) as ws,
     ):
         with pytest.raises(ConnectionClosed):
             await ws.recv()
@@ -127,7 +147,7 @@ async def test_an_upgrade_without_the_inbound_secret_is_refused(ws_agent: WsAgen
     before = len(ws_agent.seen.hosts)
     if ws_agent.secret is None:
         # "current" sends no credential: the tunnel stays open to upgrades too.
-        async with asyncio.timeout(10), connect(ws_agent.url + "echo") as ws:
+        async with asyncio.timeout(10), connect(ws_agent.url + "echo", subprotocols=CHAT) as ws:
             await ws.send("open")
             assert await ws.recv() == "open"
         return
@@ -135,7 +155,7 @@ async def test_an_upgrade_without_the_inbound_secret_is_refused(ws_agent: WsAgen
         with pytest.raises(InvalidStatus) as refused:
             async with (
                 asyncio.timeout(10),
-                connect(ws_agent.url + "echo", additional_headers=headers),
+                connect(ws_agent.url + "echo", additional_headers=headers, subprotocols=CHAT),
             ):
                 pass
         assert refused.value.response.status_code == 401
