@@ -112,7 +112,7 @@ class HttpForwarder:
         self._connecting: set[asyncio.Task[None]] = set()
         self.connections_made = 0
 
-    def handler(self, stream: StreamPort) -> StreamHandler:
+    def handler(self, stream: StreamPort) -> Passthrough:
         """The handler for a new stream; call before its first ``data``. Never blocks:
         a pooled connection is used at once, else one is made in a task (meanwhile the
         request bytes are held, and the stream's reading paused)."""

@@ -7,7 +7,9 @@ de-duplication) read requests as objects. :class:`UpgradingHttpTarget` wraps the
 bridge's ``websocket`` hook: an ``Upgrade: websocket`` request that the wrappers let
 through (the inbound secret is checked on it; it is never de-duplicated) goes to the
 same byte path ``edge-agent http`` uses, a :class:`~edge_agent.passthrough.Passthrough`
-from an :class:`~edge_agent.forward.HttpForwarder`. No WebSocket is spoken here: the
+from an :class:`~edge_agent.forward.HttpForwarder` with its own keep-alive pool (the
+connection a refusal kept alive serves the next upgrade; a 101's connection is the
+socket's, closed with it). No WebSocket is spoken here: the
 local server's 101 and every frame after it pass through untouched, and a refusal
 (any other status) is passed back as the answer to the request.
 
@@ -25,7 +27,6 @@ from yarl import URL
 
 from edge_agent.bridge import WebSocketClosed
 from edge_agent.forward import HttpForwarder
-from edge_agent.passthrough import Passthrough
 from edge_agent.port import ExchangeRecord, StreamHandler, StreamPort
 from edge_agent.target import HttpTarget, LocalRequest, LocalResponse
 
@@ -49,12 +50,9 @@ class UpgradingHttpTarget:
         def done(record: ExchangeRecord) -> None:
             on_close(record.status, record.bytes_out, record.error, record.reset)
 
-        # A connection of its own (never a pooled one: it becomes the socket's pipe);
-        # the head waits in the handler, with the stream's reading paused, until it is made.
-        exchange = Passthrough(self._forwarder, stream, done)
+        exchange = self._forwarder.handler(stream)
+        exchange.on_done = done
         exchange.data(self._head(request))
-        exchange.update_reading()
-        self._forwarder.connect(exchange)
         return exchange
 
     async def aclose(self) -> None:

@@ -12,7 +12,14 @@ from edge_agent.molecule.inbound import InboundSecretTarget
 from edge_agent.port import ExchangeRecord
 from edge_agent.target import HttpTarget
 from edge_agent.upgrade import UpgradingHttpTarget
-from tests.agent.v2.support import RawServer, open_stream, parse_response, raw_server, read_head
+from tests.agent.v2.support import (
+    RawServer,
+    canned,
+    open_stream,
+    parse_response,
+    raw_server,
+    read_head,
+)
 
 SECRET = "inbound-s3cret"
 UPGRADE = (
@@ -82,19 +89,18 @@ async def test_an_upgrade_without_the_secret_gets_401_and_never_reaches_the_targ
 
 
 async def test_a_refused_upgrade_is_answered_as_the_target_answers() -> None:
-    refusal = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno"
-
-    async def refuse(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: RawServer) -> None:
-        await read_head(r, s)
-        w.write(refusal)
-
+    refusal = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno"  # keep-alive
     records: list[ExchangeRecord] = []
-    async with raw_server(refuse) as server:
+    async with raw_server(canned(refusal, refusal)) as server:
         bridge = _chain(server.url, records)
-        stream = open_stream(bridge.handler)
-        assert stream.handler is not None
-        stream.handler.data(UPGRADE + b"Authorization: Bearer " + SECRET.encode() + b"\r\n\r\n")
-        await stream.wait()
-        assert bytes(stream.out) == refusal
+        for _ in range(2):
+            stream = open_stream(bridge.handler)
+            assert stream.handler is not None
+            auth = b"Authorization: Bearer " + SECRET.encode() + b"\r\n\r\n"
+            stream.handler.data(UPGRADE + auth)
+            stream.handler.end(False)
+            await stream.wait()
+            assert bytes(stream.out) == refusal
         await bridge.aclose()
-    assert records[0].status == 403
+        assert server.connections == 1  # the kept-alive connection served the second one
+    assert [r.status for r in records] == [403, 403]
