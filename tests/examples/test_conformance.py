@@ -6,7 +6,11 @@ the example served by its own uvicorn process on 127.0.0.1 (``direct``), and thr
 real ``edge-relay`` + ``edge-agent`` tunnel in front of that same process (``tunnel``).
 Tests that need a fresh context use a unique ``contextId``, so they share one server.
 
-Where the kit and the A2A 1.0 spec disagree, the spec wins (noted at the test).
+Where the kit and the A2A 1.0 spec disagree, the spec wins. Kit checks not followed, for
+that reason: a SendMessage task that GetTask shows WORKING afterwards (the kit's ListTasks
+helper waits for it; a blocking SendMessage returns only at a terminal or interrupted
+state), the state spelled ``TASK_STATE_CANCELLED`` (1.0: ``TASK_STATE_CANCELED``), and a
+card field ``protocolVersions`` (1.0: ``supportedInterfaces[].protocolVersion``).
 """
 
 from __future__ import annotations
@@ -165,7 +169,7 @@ async def test_send_message_continues_a_task(rpc: Rpc) -> None:
 
 
 async def test_send_message_return_immediately(rpc: Rpc) -> None:
-    # kit: test_message_send_capabilities (returnImmediately): a Task at once, then done
+    # not a kit test: A2A 1.0 SendMessageConfiguration.returnImmediately (the Task at once)
     params = {"message": user_message("later"), "configuration": {"returnImmediately": True}}
     task = (await rpc.result("SendMessage", params))["task"]
     assert task["status"]["state"] in SEND_STATES
@@ -209,7 +213,7 @@ async def test_get_unknown_task_is_task_not_found(rpc: Rpc) -> None:
 
 
 async def test_get_task_negative_history_length(rpc: Rpc) -> None:
-    # kit: test_tasks_get_method.py (invalid historyLength)
+    # as the kit's test_tasks_list_method.py::test_negative_history_length_error, for GetTask
     task = await rpc.send("x")
     assert await rpc.error_code("GetTask", {"id": task["id"], "historyLength": -1}) == -32602
 
@@ -329,8 +333,8 @@ async def sse_events(http: httpx.AsyncClient, base: str, method: str, params: An
 async def test_subscribe_to_unknown_task_is_an_event_stream(
     http: httpx.AsyncClient, base: str
 ) -> None:
-    # kit: test_streaming_methods.py (tasks/resubscribe of a nonexistent task): the
-    # error arrives as the stream's one event
+    # kit: its JSON-RPC streaming client (tck/transport/jsonrpc_client.py) refuses any
+    # answer that is not text/event-stream; the error arrives as the stream's one event
     lines = await sse_events(http, base, "SubscribeToTask", {"id": "no-such-task"})
     assert lines[0] == "event: error"
     assert '"code": -32001' in lines[1] or '"code":-32001' in lines[1], lines
@@ -340,6 +344,7 @@ async def test_subscribe_to_unknown_task_is_an_event_stream(
 async def test_subscribe_to_finished_task_is_an_event_stream(
     http: httpx.AsyncClient, base: str, rpc: Rpc
 ) -> None:
+    # not a kit test: a finished task has nothing more to stream (UnsupportedOperation)
     task = await rpc.send("done soon")
     await rpc.result("CancelTask", {"id": task["id"]})
     lines = await sse_events(http, base, "SubscribeToTask", {"id": task["id"]})
