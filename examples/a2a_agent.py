@@ -2,15 +2,24 @@
 
 What it answers (JSON-RPC binding, A2A 1.0; the 0.3 method names are served too):
 
-* ``SendMessage``: one agent Message whose first text part is the user's text upper-cased
-  and whose second part says which of the watched secret environment variables are set
-  (names only: the values never leave the process). The same facts are in the message
-  metadata: ``{"echo": ..., "secrets": [...]}``.
+* ``SendMessage``: a Task (SUBMITTED, WORKING, then INPUT_REQUIRED), returned when it
+  waits for input: its ``history`` holds the user's message, its one new artifact
+  (``echo-N``) the user's text upper-cased and a line saying which of the watched secret
+  environment variables are set (names only: the values never leave the process); the
+  same facts are in the artifact's metadata: ``{"echo": ..., "secrets": [...]}``. The
+  task stays open: a message with its ``taskId`` adds the next artifact, ``CancelTask``
+  ends it. (``returnImmediately`` returns the Task as soon as it exists.)
 * ``SendStreamingMessage``: a Task lifecycle produced over time: the Task, a WORKING
   status, ``chunks`` artifact chunks ``interval`` seconds apart (the text
   ``[i/n] TEXT\\n`` each), optionally a silent ``gap`` in the middle of the stream, then
-  COMPLETED. ``GetTask`` and ``CancelTask`` are served from the SDK's in-memory task
-  store; a cancelled stream ends with a CANCELED status.
+  COMPLETED. A cancelled stream ends with a CANCELED status.
+* ``GetTask``, ``ListTasks``, ``CancelTask`` and ``SubscribeToTask``: the SDK's, on an
+  in-memory store of at most ``MAX_TASKS`` tasks.
+
+It follows the mandatory tests of the A2A conformance kit (a2aproject/a2a-tck) for A2A
+1.0 over JSON-RPC; ``examples/a2a_spec.py`` fills, in the server's wiring, what a2a-sdk
+1.3.0 lacks for them, and tests/examples/test_conformance.py checks each one, directly
+and through a tunnel.
 
 Run it as a server, or import it as an ASGI app (configured from the environment)::
 
@@ -38,27 +47,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import os
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final
 
 import uvicorn
 from a2a.helpers import new_task, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
-from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.request_handlers.response_helpers import agent_card_to_dict
-from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
-from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.server.routes import create_agent_card_routes
+from a2a.server.tasks import TaskUpdater
 from a2a.types import (
     AgentCapabilities,
     AgentCard,
     AgentInterface,
     AgentSkill,
     Message,
-    Role,
     TaskState,
 )
 from sse_starlette.sse import EventSourceResponse
@@ -66,6 +73,15 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
+
+try:  # imported from the examples package (python -m, --app examples.a2a_agent:app)
+    from examples.a2a_spec import BoundedTaskStore, SpecRequestHandler, spec_jsonrpc_routes
+except ModuleNotFoundError:  # run as a script: python examples/a2a_agent.py
+    from a2a_spec import (  # type: ignore[no-redef,import-not-found]
+        BoundedTaskStore,
+        SpecRequestHandler,
+        spec_jsonrpc_routes,
+    )
 
 #: Most artifact chunks one stream may ask for.
 MAX_CHUNKS: Final = 1000
@@ -75,9 +91,11 @@ MAX_INTERVAL: Final = 60.0
 MAX_GAP: Final = 600.0
 #: Longest text echoed back (longer input is cut, so a reply stays small).
 MAX_ECHO: Final = 4096
-#: Methods answered with a Task lifecycle; every other one gets a single Message.
+#: Methods answered with a Task lifecycle over time; SendMessage gets one echo artifact.
 STREAMING_METHODS: Final = frozenset({"SendStreamingMessage", "message/stream"})
 CARD_PATH: Final = "/.well-known/agent-card.json"
+#: Default of ``Settings.idle_release``, in seconds.
+IDLE_RELEASE: Final = 60.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -88,6 +106,9 @@ class Settings:
     gap: float = 0.0
     sse_ping: float = 15.0
     secret_names: tuple[str, ...] = ("DEMO_SECRET",)
+    #: Seconds a task waiting for input keeps its in-memory runner (the SDK's default is
+    #: forever: one per open task); after that a follow-up rebuilds it from the store.
+    idle_release: float = IDLE_RELEASE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -168,23 +189,22 @@ class ExampleExecutor(AgentExecutor):
         return "secrets: " + (", ".join(self.secrets_present()) or "none")
 
     async def _reply(self, context: RequestContext, event_queue: EventQueue) -> None:
+        updater = await _task_for(context, event_queue)
+        await updater.start_work()
         echo = context.get_user_input()[:MAX_ECHO].upper()
-        message = Message(
-            role=Role.ROLE_AGENT,
-            message_id=str(uuid.uuid4()),
-            context_id=context.context_id or "",
+        turn = len(context.current_task.artifacts) + 1 if context.current_task else 1
+        await updater.add_artifact(
             parts=[new_text_part(echo), new_text_part(self._secrets_line())],
+            artifact_id=f"echo-{turn}",
+            name="echo",
+            metadata={"echo": echo, "secrets": self.secrets_present()},
         )
-        message.metadata.update({"echo": echo, "secrets": self.secrets_present()})
-        await event_queue.enqueue_event(message)
+        # Interrupted, not finished: the caller may send more text to this task (each
+        # reply is one more artifact) or cancel it.
+        await updater.requires_input()
 
     async def _stream(self, context: RequestContext, event_queue: EventQueue) -> None:
-        task_id, context_id = context.task_id or "", context.context_id or ""
-        if context.current_task is None:  # a Task must be enqueued before any update
-            history = [context.message] if context.message is not None else []
-            task = new_task(task_id, context_id, TaskState.TASK_STATE_SUBMITTED, history=history)
-            await event_queue.enqueue_event(task)
-        updater = TaskUpdater(event_queue, task_id, context_id)
+        updater = await _task_for(context, event_queue)
         note = updater.new_agent_message(parts=[new_text_part("working; " + self._secrets_line())])
         await updater.start_work(message=note)
         shape = StreamShape.for_message(self.settings, _metadata(context.message))
@@ -203,6 +223,22 @@ class ExampleExecutor(AgentExecutor):
                 append=i > 0,
                 last_chunk=i == shape.chunks - 1,
             )
+
+
+async def _task_for(context: RequestContext, event_queue: EventQueue) -> TaskUpdater:
+    """An updater for the request's task, the Task itself enqueued first if it is new
+    (the SDK wants a Task before any update), SUBMITTED with the user's message.
+
+    A follow-up may name its task without the context: the task's own context is used
+    (the SDK would give the request a new one, which the task then refuses)."""
+    task_id, context_id = context.task_id or "", context.context_id or ""
+    if context.current_task is not None:
+        context_id = context.current_task.context_id
+    else:
+        history = [context.message] if context.message is not None else []
+        task = new_task(task_id, context_id, TaskState.TASK_STATE_SUBMITTED, history=history)
+        await event_queue.enqueue_event(task)
+    return TaskUpdater(event_queue, task_id, context_id)
 
 
 def make_card(url: str) -> AgentCard:
@@ -257,13 +293,20 @@ def build_app(settings: Settings) -> Starlette:
     """The ASGI app: the card at ``/.well-known/agent-card.json``, JSON-RPC at ``/``."""
     # sse-starlette reads its ping interval from this class attribute (process-wide).
     EventSourceResponse.DEFAULT_PING_INTERVAL = settings.sse_ping  # type: ignore[assignment]
-    handler = DefaultRequestHandler(
+    handler = SpecRequestHandler(
         agent_executor=ExampleExecutor(settings),
-        task_store=InMemoryTaskStore(),
+        task_store=BoundedTaskStore(),
         agent_card=make_card(settings.public_url or "http://127.0.0.1/"),
+        interrupted_task_timeout=settings.idle_release,
     )
-    rpc = create_jsonrpc_routes(handler, rpc_url="/", enable_v0_3_compat=True)
-    return Starlette(routes=[*card_routes(settings), *rpc])
+    rpc = spec_jsonrpc_routes(handler, rpc_url="/", enable_v0_3_compat=True)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        await handler.aclose()  # the runners of tasks still open (waiting for input)
+
+    return Starlette(routes=[*card_routes(settings), *rpc], lifespan=lifespan)
 
 
 #: The app for ``edge-agent --app examples.a2a_agent:app`` and ``uvicorn``: configured

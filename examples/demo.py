@@ -288,7 +288,7 @@ async def proxy_call(http: httpx.AsyncClient, stack: Stack) -> None:
             events = [event async for event in client.send_message(request(PROXY_TEXT))]
     finally:
         await client.close()
-    texts = [part.text for event in events for part in event.message.parts]
+    texts = [text for event in events for text in reply_texts(event)]
     if texts[:1] != [PROXY_TEXT.upper()]:
         raise ValueError(f"unexpected reply {texts!r}")
     say(f"  reply      {' | '.join(texts)}  ({time.monotonic() - start:.2f} s)")
@@ -315,6 +315,14 @@ async def stream(http: httpx.AsyncClient, stack: Stack) -> None:
     kinds = [kind for kind, _ in seen]
     if kinds.count("artifact") != CHUNKS or seen[-1:] != [("status", "completed")]:
         raise ValueError(f"the stream was not {CHUNKS} chunks, then completed: {kinds}")
+
+
+def reply_texts(event: Any) -> list[str]:
+    """The text of a SendMessage answer: a Task's artifacts (the example agent's
+    answer), or a Message's parts."""
+    if event.WhichOneof("payload") == "task":
+        return [part.text for artifact in event.task.artifacts for part in artifact.parts]
+    return [part.text for part in event.message.parts]
 
 
 def describe(event: Any) -> tuple[str, str]:

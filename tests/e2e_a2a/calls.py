@@ -36,6 +36,12 @@ class Arrival:
     def state(self) -> str:
         return str(TaskState.Name(self.event.status_update.status.state))
 
+    @property
+    def answer(self) -> list[str]:
+        """The example's SendMessage answer: the text parts of the Task's artifacts."""
+        assert self.kind == "task", self.event
+        return [part.text for a in self.event.task.artifacts for part in a.parts]
+
     def produced_at(self) -> float:
         """The agent's wall-clock timestamp of a status update, in epoch seconds."""
         stamp = self.event.status_update.status.timestamp
@@ -49,6 +55,11 @@ async def collect(client: Client, req: SendMessageRequest, within: float = 60.0)
         async for event in client.send_message(req):
             arrivals.append(Arrival(time.monotonic() - start, event))
     return arrivals
+
+
+def first_answer_part(result: dict[str, Any]) -> Any:
+    """The first part of the example's raw SendMessage ``result`` (a Task's artifact)."""
+    return result["task"]["artifacts"][0]["parts"][0]
 
 
 def kinds(arrivals: list[Arrival]) -> list[str]:

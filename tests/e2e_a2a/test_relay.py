@@ -24,6 +24,7 @@ from tests.e2e_a2a.calls import (
     check_timed_stream,
     chunks_text,
     collect,
+    first_answer_part,
     request,
     rpc_body,
     timed_stream_request,
@@ -63,18 +64,16 @@ async def test_base_url_without_trailing_slash(
         headers={"A2A-Version": "1.0"},
     )
     assert answer.status_code == 200, answer.text
-    assert answer.json()["result"]["message"]["parts"][0] == {"text": "NO SLASH"}
+    assert first_answer_part(answer.json()["result"]) == {"text": "NO SLASH"}
     client = await make_client(tunnel.url.rstrip("/"), streaming=False)
     [reply] = await collect(client, request("sdk, no slash"))
-    assert reply.event.message.parts[0].text == "SDK, NO SLASH"
+    assert reply.answer[0] == "SDK, NO SLASH"
 
 
 async def test_send_message(tunnel: A2ATunnel, make_client: MakeClient) -> None:
     client = await make_client(tunnel.url, streaming=False)
     [reply] = await collect(client, request("hello through the relay"))
-    assert reply.kind == "message"
-    texts = [part.text for part in reply.event.message.parts]
-    assert texts == ["HELLO THROUGH THE RELAY", "secrets: none"]
+    assert reply.answer == ["HELLO THROUGH THE RELAY", "secrets: none"]
 
 
 async def test_stream_events_arrive_as_produced(tunnel: A2ATunnel, make_client: MakeClient) -> None:
@@ -156,4 +155,4 @@ async def test_a2a_version_header_reaches_the_agent(
     without = await http.post(tunnel.url, json=body)
     assert without.json()["error"]["code"] == -32009, without.text
     with_header = await http.post(tunnel.url, json=body, headers={"A2A-Version": "1.0"})
-    assert with_header.json()["result"]["message"]["parts"][0] == {"text": "VERSIONED"}
+    assert first_answer_part(with_header.json()["result"]) == {"text": "VERSIONED"}

@@ -25,7 +25,8 @@ async def serve() -> AsyncIterator[Serve]:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-        config = uvicorn.Config(build_app(settings), lifespan="off", log_level="warning")
+        # Lifespan on: its shutdown closes the runners of tasks left waiting for input.
+        config = uvicorn.Config(build_app(settings), lifespan="on", log_level="warning")
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve(sockets=[sock]))
         servers.append((server, task))

@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 import pytest
 from a2a.client import Client
-from a2a.helpers import get_stream_response_text, new_text_message
+from a2a.helpers import get_stream_response_text, new_task, new_text_message
+from a2a.server.context import ServerCallContext
 from a2a.types import (
     CancelTaskRequest,
     GetTaskRequest,
@@ -21,6 +22,7 @@ from a2a.types import (
 )
 
 from examples.a2a_agent import Settings
+from examples.a2a_spec import BoundedTaskStore
 from tests.examples.conftest import Serve
 from tests.support.a2a_clients import MakeClient
 
@@ -57,10 +59,12 @@ async def test_send_message_echoes_and_names_secrets(
     base = await serve(Settings(secret_names=("DEMO_SECRET", "OTHER_SECRET")))
     client = await make_client(base, streaming=False)  # SendMessage, not the stream
     [(_, event)] = await collect(client, request("hello tunnel"))
-    assert event.WhichOneof("payload") == "message"
-    texts = [part.text for part in event.message.parts]
+    assert event.WhichOneof("payload") == "task"  # the answer is the task's artifact
+    [artifact] = event.task.artifacts
+    texts = [part.text for part in artifact.parts]
     assert texts == ["HELLO TUNNEL", "secrets: DEMO_SECRET"]
-    assert list(event.message.metadata["secrets"]) == ["DEMO_SECRET"]
+    assert list(artifact.metadata["secrets"]) == ["DEMO_SECRET"]
+    assert event.task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
     assert "s3cr3t" not in str(event)
 
 
@@ -162,3 +166,42 @@ async def test_stream_shape_from_message_metadata(
     message.metadata.update(metadata)
     events = await collect(client, SendMessageRequest(message=message))
     assert kinds(events).count("artifact_update") == expected
+
+
+async def test_waiting_task_released_then_continued_and_cancelled(
+    serve: Serve, http: httpx.AsyncClient
+) -> None:
+    """A task waiting for input gives its in-memory runner back after ``idle_release``;
+    a follow-up and a cancel still work (rebuilt from the store)."""
+    base = await serve(Settings(idle_release=0.2))
+    headers = {"A2A-Version": "1.0"}
+
+    async def call(method: str, params: dict[str, Any]) -> dict[str, Any]:
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+        answer: dict[str, Any] = (await http.post(base, json=body, headers=headers)).json()
+        return answer
+
+    def message(text: str, **fields: str) -> dict[str, Any]:
+        return {"messageId": f"m-{text}", "role": "ROLE_USER", "parts": [{"text": text}], **fields}
+
+    task = (await call("SendMessage", {"message": message("one")}))["result"]["task"]
+    await asyncio.sleep(0.6)  # released by now
+    follow = {"message": message("two", taskId=task["id"], contextId=task["contextId"])}
+    again = (await call("SendMessage", follow))["result"]["task"]
+    assert [a["parts"][0]["text"] for a in again["artifacts"]] == ["ONE", "TWO"]
+    await asyncio.sleep(0.6)
+    cancelled = (await call("CancelTask", {"id": task["id"]}))["result"]
+    assert cancelled["status"]["state"] == "TASK_STATE_CANCELED"
+
+
+async def test_task_store_forgets_the_oldest_beyond_its_limit() -> None:
+    store = BoundedTaskStore(limit=3)
+    context = ServerCallContext()
+    for i in range(5):
+        await store.save(new_task(f"t{i}", "c", TaskState.TASK_STATE_WORKING), context)
+    kept = [i for i in range(5) if await store.get(f"t{i}", context) is not None]
+    assert kept == [2, 3, 4]
+    await store.save(new_task("t2", "c", TaskState.TASK_STATE_COMPLETED), context)  # newest
+    await store.save(new_task("t5", "c", TaskState.TASK_STATE_WORKING), context)
+    kept = [i for i in range(6) if await store.get(f"t{i}", context) is not None]
+    assert kept == [2, 4, 5]

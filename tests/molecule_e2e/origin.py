@@ -49,7 +49,9 @@ class Recorder:
 class A2AOrigin(ThreadedUvicorn):
     def __init__(self) -> None:
         self.recorder = Recorder(build_app(Settings(secret_names=("DEMO_SECRET",))))
-        super().__init__(self.recorder, "a2a-origin")
+        # Lifespan on: its shutdown closes the runners of tasks left waiting for input,
+        # which would otherwise be garbage-collected after their loop is gone.
+        super().__init__(self.recorder, "a2a-origin", lifespan="on")
 
 
 async def _read_body(receive: Any) -> bytes:

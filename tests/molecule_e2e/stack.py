@@ -252,7 +252,9 @@ def jsonrpc(
 
 
 def answer_text(resp: httpx.Response) -> str:
-    """The first text part of a JSON-RPC ``message/send`` result."""
+    """The first text part of a JSON-RPC ``message/send`` result: the example agent's
+    Task (its first artifact), or a Message."""
     assert resp.status_code == 200, (resp.status_code, resp.text)
     result = resp.json()["result"]
-    return str(result["parts"][0]["text"])
+    parts = result["artifacts"][0]["parts"] if result.get("kind") == "task" else result["parts"]
+    return str(parts[0]["text"])

@@ -57,7 +57,7 @@ def test_a_call_to_a_peer_and_back(served: Served, peer: Workspace) -> None:
     back = call(stack, served.ws, peer.id, "and back", "--json")
     assert back.returncode == 0, back.stderr
     answer = json.loads(back.stdout)
-    assert answer["result"]["parts"][0]["text"] == "AND BACK"
+    assert answer["result"]["artifacts"][0]["parts"][0]["text"] == "AND BACK"  # a Task
 
 
 def test_edge_agent_call_from_a_program(served: Served, peer: Workspace) -> None:

@@ -72,7 +72,8 @@ async def a2a_exchange(base_url: str) -> tuple[list[str], list[tuple[float, str,
         plain = await create_client(base_url, ClientConfig(httpx_client=http, streaming=False))
         hello = new_text_message("hello from the internet", role=Role.ROLE_USER)
         reply = [ev async for ev in plain.send_message(SendMessageRequest(message=hello))]
-        texts = [part.text for ev in reply for part in ev.message.parts]
+        # The example answers with a Task; its artifacts hold the reply.
+        texts = [part.text for ev in reply for a in ev.task.artifacts for part in a.parts]
         stream = await create_client(base_url, ClientConfig(httpx_client=http, streaming=True))
         message = new_text_message("a b", role=Role.ROLE_USER)
         message.metadata.update({"chunks": 4, "interval": 0.3})
