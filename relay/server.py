@@ -30,6 +30,7 @@ from relay.errors import RelayConfigError
 from relay.public import PublicConnection
 from relay.sniroute import SniRouter, listen
 from relay.state import RelayState
+from tunnel import heap
 from tunnel.heap import settle as settle_gc
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,12 @@ class RelayServer:
         self.started = True
         log.info("relay_listening", extra={"port": self.port, "public_url": self.public_url})
         with self._signals():
-            while not self.should_exit:  # noqa: ASYNC110
+            trim_at = loop.time() + heap.TRIM_INTERVAL
+            while not self.should_exit:
                 await asyncio.sleep(0.05)
+                if loop.time() >= trim_at:  # what a burst freed goes back to the kernel
+                    heap.trim()
+                    trim_at = loop.time() + heap.TRIM_INTERVAL
             await self.shutdown()
 
     @property
