@@ -352,7 +352,11 @@ class RequestReader:
         self._state = _PAUSED if self._upgrade else _HEAD
 
     def _die(self, exc: H1Error) -> None:
-        self._error = exc
+        # A copy, not ``exc``: the raised error's traceback holds this reader's frames,
+        # and keeping it here would make a cycle that holds the reader (and the
+        # connection, with its buffers) until a full collection: under a flood of bad
+        # heads that was tens of MiB of garbage.
+        self._error = type(exc)(exc.message)
         self._buf = bytearray()
 
     def _dead(self) -> H1Error:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 
 from relay.exchange import Exchange, ResponseWatch
+from relay.h1.reader import RequestReader
+from relay.public import PublicConnection
 from tests.relay.conftest import RunningRelay
 from tests.relay.fake_agent import FakeAgent, FakeRequest
 from tunnel import Stream
@@ -37,4 +40,32 @@ async def test_exchanges_and_streams_are_freed_without_the_cyclic_collector(
                 gc.set_debug(0)
                 gc.garbage.clear()
                 gc.enable()
+    assert ours == []
+
+
+async def test_refused_heads_leave_no_connection_behind(relay: RunningRelay) -> None:
+    """A 431 (or 400) must not leave the connection and its buffers in a cycle with the
+    error's traceback: a flood of bad heads held tens of MiB until a full collection."""
+    port = relay.server.port
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(10):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            if i % 2:
+                writer.write(b"GET /a/demo/ HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000)
+            else:
+                writer.write(b"GET /a/demo/ HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+            answer = await reader.read()
+            assert answer.startswith((b"HTTP/1.1 431 ", b"HTTP/1.1 400 ")), answer[:40]
+            writer.close()
+            await writer.wait_closed()
+        await asyncio.sleep(0.1)  # the relay's side of the last connection is gone
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        ours = [o for o in gc.garbage if isinstance(o, PublicConnection | RequestReader)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
     assert ours == []
