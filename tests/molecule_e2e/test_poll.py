@@ -31,7 +31,7 @@ import pytest
 
 from tests.e2e.procs import Procs
 from tests.molecule_e2e.conftest import Stack
-from tests.molecule_e2e.stack import Relay, RunAgent, jsonrpc
+from tests.molecule_e2e.stack import Relay, RunAgent, answer_text, jsonrpc
 from tests.support.threaded_uvicorn import ThreadedUvicorn
 
 LONG = os.environ.get("EDGE_LONG_TESTS") == "1"
@@ -129,7 +129,7 @@ class Caller:
                 if doc.get("status") == "queued" and doc.get("delivery_mode") == "poll":
                     self.queued.add(message_id)
                     return
-                self.sync[message_id] = doc["result"]["parts"][0]["text"]
+                self.sync[message_id] = answer_text(resp)  # the example answers a Task
                 return
             self.retries += 1  # 502/503 (tunnel down, push mode), 202 (cut mid-call)
             time.sleep(1.0)
