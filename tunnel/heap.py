@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import gc
 import sys
-from typing import Final
+from typing import Any, Final
 
 #: Net allocations of tracked objects between two young collections (CPython's default
 #: is 700). Under load a relay holds more objects than that in requests in flight
@@ -75,14 +75,11 @@ def bulk() -> None:
 
 def _tune_malloc() -> bool:
     """Set glibc's thresholds; False where there is no glibc ``mallopt``."""
-    if not sys.platform.startswith("linux"):
-        return False
     import ctypes  # here: see the module docstring
 
-    try:
-        mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter runs on
-    except (OSError, AttributeError, TypeError):
-        return False  # not glibc (musl has no mallopt)
+    mallopt = _glibc("mallopt")
+    if mallopt is None:
+        return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     mmap_set: int = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
@@ -93,15 +90,25 @@ def _tune_malloc() -> bool:
 def trim() -> bool:
     """Give malloc's free pages back to the kernel (glibc ``malloc_trim(0)``: about a
     millisecond for a heap of 100 MiB). False where there is no glibc."""
-    if not sys.platform.startswith("linux"):
-        return False
     import ctypes  # here: see the module docstring
 
-    try:
-        malloc_trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError, TypeError):
-        return False  # not glibc
+    malloc_trim = _glibc("malloc_trim")
+    if malloc_trim is None:
+        return False
     malloc_trim.argtypes = (ctypes.c_size_t,)
     malloc_trim.restype = ctypes.c_int
     malloc_trim(0)
     return True
+
+
+def _glibc(name: str) -> Any:
+    """glibc's function ``name`` through ctypes, or None (not Linux, or a C library
+    without it: musl has neither ``mallopt`` nor ``malloc_trim``)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes  # here: see the module docstring
+
+    try:
+        return getattr(ctypes.CDLL(None), name)  # the C library the interpreter runs on
+    except (OSError, AttributeError, TypeError):
+        return None
