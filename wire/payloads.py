@@ -6,7 +6,7 @@ it). No head is ever encoded as an object: the bytes are the caller's.
 
 HELLO and WELCOME are compact JSON objects, sent once per session. Encoders emit ASCII
 (non-ASCII as ``\\u`` escapes); decoders accept UTF-8 JSON and ignore unknown keys, so a
-later minor revision can add fields (session resumption will add some).
+later minor revision can add fields (session resumption added ``resume``).
 
 Every JSON payload has one validator shared by both directions: the decoder runs it on
 what the peer sent (a failure is the peer's :class:`wire.errors.FrameError`), and the
@@ -29,6 +29,14 @@ from wire.codes import (
     StreamKind,
 )
 from wire.errors import FrameError
+from wire.resume import (
+    ResumeOffer,
+    ResumeTicket,
+    decode_offer,
+    decode_ticket,
+    encode_offer,
+    encode_ticket,
+)
 
 #: Largest HELLO or WELCOME payload. Both are a few hundred bytes; the cap keeps a
 #: hostile peer's JSON from costing the other side more than a small parse.
@@ -105,13 +113,16 @@ class Hello:
     software for logs (at most :data:`MAX_AGENT_INFO` characters). ``tunnel`` is what
     the agent serves: HTTP exchanges (the default), or raw TCP or TLS connections, each
     public connection one stream of that kind. A HELLO sent again after WELCOME replaces
-    ``caller_auth``; its name and tunnel must not change.
+    ``caller_auth``; its name and tunnel must not change. ``resume`` (see
+    :mod:`wire.resume`): asks for resumption, or resumes a dropped session; left out
+    when None.
     """
 
     name: str | None = None
     caller_auth: tuple[CallerCredential, ...] = ()
     agent: str = ""
     tunnel: StreamKind = StreamKind.HTTP
+    resume: ResumeTicket | None = None
 
 
 #: Longest ``replaced`` text in a WELCOME (an address, or an address and a port).
@@ -130,6 +141,9 @@ class Welcome:
     ``tunnel`` repeats the kind of tunnel granted (left out for HTTP, likewise): an
     agent that asked for TCP or TLS and gets a WELCOME without it is talking to a relay
     that does not know such tunnels.
+
+    ``resume`` (see :mod:`wire.resume`): the relay offers resumption of this session,
+    or says it resumed one; left out when None.
     """
 
     name: str
@@ -138,11 +152,14 @@ class Welcome:
     max_request_body: int
     replaced: str | None = None
     tunnel: StreamKind = StreamKind.HTTP
+    resume: ResumeOffer | None = None
 
 
 def encode_hello(hello: Hello) -> bytes:
     auth = [{"scheme": c.scheme, "sha256": c.sha256} for c in hello.caller_auth]
     obj: dict[str, Any] = {"name": hello.name, "caller_auth": auth, "agent": hello.agent}
+    if hello.resume is not None:
+        obj["resume"] = encode_ticket(hello.resume)
     return _dump(_with_tunnel(obj, hello.tunnel))
 
 
@@ -180,7 +197,9 @@ def decode_hello(payload: bytes) -> Hello:
         raise FrameError(f"hello caller_auth must be a list of at most {MAX_CALLER_AUTH}")
     if not (isinstance(agent, str) and len(agent) <= MAX_AGENT_INFO):
         raise FrameError(f"hello agent must be a string of at most {MAX_AGENT_INFO} chars")
-    return Hello(name, tuple(_credential(c) for c in auth), agent, _tunnel(obj, "hello"))
+    resume = decode_ticket(obj["resume"]) if "resume" in obj else None
+    credentials = tuple(_credential(c) for c in auth)
+    return Hello(name, credentials, agent, _tunnel(obj, "hello"), resume)
 
 
 def encode_welcome(welcome: Welcome) -> bytes:
@@ -192,6 +211,8 @@ def encode_welcome(welcome: Welcome) -> bytes:
     }
     if welcome.replaced is not None:
         obj["replaced"] = welcome.replaced
+    if welcome.resume is not None:
+        obj["resume"] = encode_offer(welcome.resume)
     return _dump(_with_tunnel(obj, welcome.tunnel))
 
 
@@ -208,7 +229,8 @@ def decode_welcome(payload: bytes) -> Welcome:
     replaced = obj.get("replaced")
     if not (replaced is None or (isinstance(replaced, str) and len(replaced) <= MAX_REPLACED)):
         raise FrameError(f"welcome replaced must be a string of at most {MAX_REPLACED} chars")
-    return Welcome(name, tuple(urls), streams, body, replaced, _tunnel(obj, "welcome"))
+    resume = decode_offer(obj["resume"]) if "resume" in obj else None
+    return Welcome(name, tuple(urls), streams, body, replaced, _tunnel(obj, "welcome"), resume)
 
 
 def checked_hello(hello: Hello) -> bytes:

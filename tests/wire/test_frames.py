@@ -264,10 +264,10 @@ def test_payload_codecs_emit_compact_ascii_json() -> None:
 
 
 def test_session_payloads_ignore_unknown_keys() -> None:
-    """A later revision (session resumption) may add keys; receivers ignore them."""
-    hello = b'{"name":"demo","resume":{"session":"abc","acked":{"1":5}},"agent":"a"}'
+    """A later revision may add keys (session resumption did); receivers ignore them."""
+    hello = b'{"name":"demo","future":{"session":"abc","acked":{"1":5}},"agent":"a"}'
     assert f.decode_hello(hello) == f.Hello("demo", (), "a")
-    welcome = b'{"name":"d","urls":[],"max_streams":1,"max_request_body":0,"session":"s"}'
+    welcome = b'{"name":"d","urls":[],"max_streams":1,"max_request_body":0,"future":"s"}'
     assert f.decode_welcome(welcome) == f.Welcome("d", (), 1, 0)
 
 
