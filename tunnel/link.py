@@ -144,6 +144,19 @@ class WsLink(asyncio.Protocol):
         if self.closed.done():  # the connection ended before the session was attached
             session.lost()
 
+    def rebind(self, session: Session) -> None:
+        """Carry ``session`` from now on (a resumed one): messages not processed yet
+        go to it. The session's :meth:`~tunnel.session.Session.reattach` follows."""
+        self.session = session
+        if self._pending:
+            self._loop.call_soon(self._process)
+
+    def detach(self) -> None:
+        """Carry no session any more (a newer link resumed it): nothing more is
+        processed, and the end of this link tells no one."""
+        self.session = None
+        self._pending.clear()
+
     def adopt(
         self,
         transport: asyncio.BaseTransport,
@@ -305,6 +318,10 @@ class WsLink(asyncio.Protocol):
                 if isinstance(payload, tuple):
                     heap.bulk()
                 session.receive(payload)
+                if self.session is not session:  # a resumption moved the link
+                    if self.session is None:
+                        return
+                    session = self.session
             elif not isinstance(payload, tuple):  # control and text frames are never split
                 self._other(opcode, payload, session)
         more = pending or (self._parser.more and not self._failed)

@@ -22,6 +22,11 @@ Theory of operation
   of the socket; bytes not framed yet stay in their streams, whose producers are paused.
 * **Credit** is returned by :class:`tunnel.stream.Stream` when its handler takes the
   bytes (see there), never by hand elsewhere.
+* **Resumption** (:mod:`wire.resume`, driven by :mod:`tunnel.resume`): with a
+  :attr:`Session.resend` log, a link that dies without a close frame asks the owner
+  (``on_link_lost``) whether to keep the session; a kept session has no link, its
+  streams wait (bytes stay queued in them), and :meth:`Session.reattach` carries on
+  over a new link, re-sending what the peer did not process.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from wire import (
     WelcomeReceived,
     WindowUpdated,
 )
+from wire.resume import ResendLog
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +100,11 @@ class SessionHooks:
     def on_session_closed(self, session: Session) -> None:
         """The session ended (closed by us or the link is gone); streams were aborted."""
 
+    def on_link_lost(self, session: Session) -> bool:
+        """The link died under a session that has a :attr:`Session.resend` log. True
+        keeps the session (no link until :meth:`Session.reattach`); False ends it."""
+        return False
+
 
 class Session:
     """One tunnel session over one link.
@@ -113,6 +124,9 @@ class Session:
         self._blocked: set[Stream] = set()  # pending bytes, no credit
         self._scheduled = False
         self._loop = asyncio.get_running_loop()
+        #: Messages sent that the peer may not have processed (None: not resumable).
+        self.resend: ResendLog | None = None
+        self.received = 0  # messages processed (what a resumption reports to the peer)
 
     def attach(self, link: Link) -> None:
         self.link = link
@@ -198,6 +212,7 @@ class Session:
         """One WebSocket message from the peer (a bulk one as its header and the rest)."""
         if self.is_closed:
             return
+        self.received += 1
         try:
             events = self.conn.receive(message)
         except wire.RemoteProtocolError as exc:
@@ -220,7 +235,38 @@ class Session:
         """The link is gone (closed, reset, or timed out)."""
         if self.is_closed:
             return
+        if self.resend is not None and self.hooks.on_link_lost(self):
+            self.link = None  # kept: the streams wait for reattach()
+            return
         self._abort_all(ErrorCode.INTERNAL_ERROR, "tunnel connection lost")
+
+    # -- resumption -----------------------------------------------------------------------
+
+    def handover(self) -> Link | None:
+        """Give up the link to another session (one being resumed): what is queued is
+        written first; this session is closed without touching streams or hooks."""
+        self._flush()
+        link, self.link = self.link, None
+        self.is_closed = True
+        return link
+
+    def reattach(self, link: Link, peer_received: int) -> list[wire.Message]:
+        """Carry on over ``link`` after the peer said it processed ``peer_received`` of
+        our messages: re-send the rest (returned), then what queued up meanwhile.
+
+        Raises ``wire.resume.ResumeError`` (nothing changed) when that cannot be done.
+        """
+        if self.resend is None:
+            raise ValueError("this session keeps no resend log")
+        replay = self.resend.replay(peer_received)
+        self.link = link
+        if replay:
+            link.send(replay)
+        for stream in self.streams.values():
+            if stream.pending and stream not in self._blocked:
+                self.ready(stream)
+        self._schedule()
+        return replay
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -246,6 +292,8 @@ class Session:
             self.hooks.on_opened(self, stream)
             self._on_data(event.stream_id, event.data, event.end_stream, False)
         elif isinstance(event, WindowUpdated):
+            if event.stream_id == 0 and self.resend is not None:
+                self.resend.ack(event.increment)
             self._on_window(event.stream_id)
         elif isinstance(event, StreamReset):
             reset = self.streams.get(event.stream_id)
@@ -314,6 +362,8 @@ class Session:
         out = self.conn.messages_to_send()
         if out:
             link.send(out)
+            if self.resend is not None:
+                self.resend.record(out)
         if self._ready and link.budget() > 0:
             self._schedule()  # more to send: next turn, after the loop's other work
 
