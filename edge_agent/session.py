@@ -5,7 +5,8 @@ is its agent-side hooks: each stream the relay opens gets a handler from the
 :class:`StreamTarget` (bytes to a local server, or an in-process app), unless the agent
 is draining or paused, when the stream is refused at once. The session ends when the
 WebSocket closes; streams still open then are aborted, which aborts their local
-requests.
+requests, unless the session is resumable and the WebSocket died without a close frame:
+then it is parked and may be carried on by the next connection (:mod:`edge_agent.resume`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from collections.abc import Callable, Sequence
 from typing import Final, Protocol, TypeVar
 
 import tunnel
+from edge_agent import resume
 from edge_agent.errors import AgentError, AuthError, ConfigError, NameTakenError, TunnelError
+from tunnel.resume import Parked, enable
 from wire import (
     CallerCredential,
     Connection,
@@ -31,6 +34,7 @@ from wire import (
     Welcome,
 )
 from wire.payloads import TUNNEL_NAMES
+from wire.resume import ResumeOffer
 
 #: Seconds the relay has to answer HELLO with WELCOME before the session is dropped.
 WELCOME_TIMEOUT: Final = 10.0
@@ -69,6 +73,7 @@ class TunnelSession(tunnel.SessionHooks):
         caller_auth: the credentials public callers must present (see :meth:`update_hello`).
         is_paused: read for each new stream; True answers it with RESET UNAVAILABLE.
         kind: what the agent serves (HELLO's ``tunnel``): HTTP, or raw TCP or TLS.
+        resume_from: a parked session this connection tries to carry on.
     """
 
     def __init__(
@@ -82,6 +87,7 @@ class TunnelSession(tunnel.SessionHooks):
         is_paused: Callable[[], bool] = lambda: False,
         hooks: Hooks | None = None,
         kind: StreamKind = StreamKind.HTTP,
+        resume_from: TunnelSession | None = None,
     ) -> None:
         self.link = link
         self.tunnel = kind
@@ -94,6 +100,11 @@ class TunnelSession(tunnel.SessionHooks):
         self.welcome: Welcome | None = None
         self.ready_at: float | None = None  # monotonic time of WELCOME
         self.draining = False
+        self.closing = False  # abort() was called: never park
+        self.resume_from = resume_from
+        self.resumable: ResumeOffer | None = None  # the relay's offer (first WELCOME)
+        self.secret = ""  # its secret (kept in memory only, never logged)
+        self.parked: Parked | None = None  # set while the link is gone
         self._caller_auth = tuple(caller_auth)
         self._sent_auth = self._caller_auth
         self._idle = asyncio.Event()
@@ -121,7 +132,8 @@ class TunnelSession(tunnel.SessionHooks):
             AuthError / NameTakenError: the relay revoked our token or gave our name away.
         """
         self.link.attach(self.session)
-        self._send_hello()
+        enable(self.session)  # the HELLO is the first message kept
+        self._send_first_hello()
         try:
             await self._wait_welcome(welcome_timeout)
             await self.link.closed
@@ -133,6 +145,8 @@ class TunnelSession(tunnel.SessionHooks):
             raise self._fatal
         if self._failure is not None:
             raise self._failure
+        if self.parked is not None:
+            raise TunnelError("tunnel connection lost; resuming the session")
         if self.welcome is None:
             raise TunnelError("tunnel closed before WELCOME")
 
@@ -149,6 +163,9 @@ class TunnelSession(tunnel.SessionHooks):
 
     def abort(self) -> None:
         """Stop now: the WebSocket is cut, so :meth:`run` returns; streams are aborted."""
+        self.closing = True
+        if self.parked is not None:
+            resume.abandon(self, "agent stopped")
         self.link.abort()
 
     async def drain(self, deadline: float = DRAIN_TIMEOUT) -> None:
@@ -179,6 +196,15 @@ class TunnelSession(tunnel.SessionHooks):
         self._sent_auth = self._caller_auth
         self.session.send_hello(Hello(self.name, self._caller_auth, self.agent, self.tunnel))
 
+    def _send_first_hello(self) -> None:
+        """HELLO with ``resume``: asks for resumption, or resumes the parked session."""
+        self._sent_auth = self._caller_auth
+        old = self.resume_from
+        name = old.tunnel_name if old is not None and old.parked is not None else self.name
+        ticket = resume.ticket(old)
+        hello = Hello(name, self._caller_auth, self.agent, self.tunnel, ticket)
+        self.session.send_hello(hello)
+
     # -- tunnel.SessionHooks ------------------------------------------------------------------
 
     def on_opened(self, session: tunnel.Session, stream: tunnel.Stream) -> None:
@@ -203,8 +229,9 @@ class TunnelSession(tunnel.SessionHooks):
             self._fatal = ConfigError(f"the relay does not serve {kind} tunnels (upgrade it)")
             session.close(ErrorCode.NO_ERROR, "wrong tunnel kind", tunnel.WS_NORMAL)
             return
-        self.welcome = welcome
-        self.ready_at = time.monotonic()
+        if not self._resumed(welcome):
+            self.welcome = welcome
+            self.ready_at = time.monotonic()
         self._ready.set()
         if self._caller_auth != self._sent_auth:  # changed while HELLO was in flight
             self._send_hello()
@@ -230,6 +257,34 @@ class TunnelSession(tunnel.SessionHooks):
         # No new streams will come: finish the in-flight ones, then close.
         if not self.draining:
             self._drain_task = asyncio.get_running_loop().create_task(self.drain())
+
+    def _resumed(self, welcome: Welcome) -> bool:
+        """Settle resumption on WELCOME: carry the parked session on, or drop it and
+        keep this one's offer. True when this connection now carries the old session."""
+        old, self.resume_from = self.resume_from, None
+        offer = welcome.resume
+        if old is not None and offer is not None and offer.resumed:
+            if resume.adopt(self, old, welcome):
+                if self.session.streams:
+                    self._idle.clear()
+                return True
+        if old is not None:
+            resume.abandon(old, "the relay started a fresh session")
+        if offer is None or offer.resumed:
+            self.session.resend = None  # the relay does not offer it: keep nothing
+        else:
+            self.resumable, self.secret = offer, offer.secret
+        return False
+
+    def on_link_lost(self, session: tunnel.Session) -> bool:
+        if not resume.should_park(self):
+            return False
+        self.parked = Parked.now(session)
+        logger.info(
+            "tunnel_link_lost",
+            extra={"agent": self.tunnel_name, "streams": len(session.streams)},
+        )
+        return True
 
     def on_session_closed(self, session: tunnel.Session) -> None:
         self._idle.set()

@@ -11,6 +11,9 @@ successful connect and so hammers a relay that accepts and then closes at once):
   not reconnect in the same instant after a relay restart.
 * Everything else is fatal and raised out of :meth:`TunnelClient.run`: AuthError (401/403
   or a revoked token), ConfigError/TlsError, NameTakenError.
+* A session the relay lets resume is *parked* when its WebSocket dies without a close
+  frame (:mod:`edge_agent.resume`): the next connect comes at once, then at short
+  jittered intervals (0.1-2 s) for as long as the relay's grace, and carries it on.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from tenacity import (
 )
 
 import tunnel
+from edge_agent import resume
 from edge_agent.agent_key import new_key
 from edge_agent.connect import ConnectOptions, check_name, open_tunnel
 from edge_agent.errors import ConfigError, NotARelay, SessionEndedEarly, TunnelError
@@ -118,6 +122,7 @@ class TunnelClient:
         self._paused = False
         self._stop = asyncio.Event()
         self._session: TunnelSession | None = None
+        self._parked: TunnelSession | None = None  # a session waiting to be resumed
         self.welcome: Welcome | None = None
         self.attempts = 0  # consecutive failed attempts behind the current backoff
         self.retry_at: float | None = None  # time.monotonic() of the next connect, if waiting
@@ -195,6 +200,7 @@ class TunnelClient:
         finish for up to ``deadline`` seconds, then close; :meth:`run` returns."""
         self._stop.set()
         self.draining = True
+        self._abandon("agent draining")
         session = self._session
         if session is not None:
             await session.drain(deadline)
@@ -202,17 +208,23 @@ class TunnelClient:
     def stop(self) -> None:
         """Stop at once: in-flight streams are cancelled; :meth:`run` returns."""
         self._stop.set()
+        self._abandon("agent stopped")
         if self._session is not None:
             self._session.abort()
 
     async def _serve_with_retries(self) -> None:
+        backoff = wait_exponential_jitter(
+            multiplier=self.policy.initial, max=self.policy.max_delay, jitter=self.policy.jitter
+        )
+
+        def wait(state: RetryCallState) -> float:
+            if self._parked is not None:  # a session to resume: come back quickly
+                return resume.resume_wait(state.attempt_number)
+            return backoff(state)
+
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TunnelError),
-            wait=wait_exponential_jitter(
-                multiplier=self.policy.initial,
-                max=self.policy.max_delay,
-                jitter=self.policy.jitter,
-            ),
+            wait=wait,
             stop=stop_never,
             sleep=self._sleep,
             before_sleep=self._before_sleep,
@@ -231,6 +243,8 @@ class TunnelClient:
             raise
         if link is None:
             return  # stopped while connecting
+        if self._parked is not None and resume.expired(self._parked):
+            self._abandon("the relay's grace is over")
         session = TunnelSession(
             link,
             self.target,
@@ -240,6 +254,7 @@ class TunnelClient:
             is_paused=lambda: self._paused,
             hooks=self.hooks,
             kind=self.tunnel,
+            resume_from=self._parked,
         )
         self._session = session
         logger.info("tunnel_connected", extra={"agent": self.name, "relay": self.relay_url})
@@ -250,16 +265,25 @@ class TunnelClient:
             failure = exc
         finally:
             self._session = None
+        self._parked = session if session.parked is not None else None
         up = time.monotonic() - session.ready_at if session.ready_at is not None else 0.0
         fields = {"agent": session.tunnel_name, "uptime": round(up, 3)}
         logger.info(
             "tunnel_disconnected", extra=fields | ({"error": str(failure)} if failure else {})
         )
         if self._stop.is_set():
+            self._abandon("agent stopped")
             return
+        if self._parked is not None and failure is not None:
+            raise failure  # reconnect at once (see resume_wait), whatever the uptime
         if up < self.policy.healthy_after:  # keep the backoff growing
             raise failure or SessionEndedEarly(f"session ended after {up:.1f} s")
         self.attempts = 0  # healthy: run() starts a fresh backoff
+
+    def _abandon(self, reason: str) -> None:
+        parked, self._parked = self._parked, None
+        if parked is not None:
+            resume.abandon(parked, reason)
 
     async def _connect(self) -> tunnel.WsLink | None:
         """Open the WebSocket, or return None if :meth:`stop`/:meth:`drain` came first."""

@@ -19,7 +19,8 @@ name must equal the name of the connect URL or the token. A new session for a na
 replaces the old one at once: the old one gets GOAWAY REPLACED (its reason says from
 which address the new session came) and may finish its in-flight streams, while new
 requests go to the new one; the new one's WELCOME says it replaced a session
-(``replaced``: the old one's address).
+(``replaced``: the old one's address). A HELLO that resumes a session this relay still
+holds gets that session back instead (:mod:`relay.grace`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from urllib.parse import parse_qs
 
 import tunnel
 import wire
-from relay import kinds
+from relay import grace, kinds
 from relay.config import RESERVED_NAMES
 from relay.errors import (
     AgentUnauthorized,
@@ -180,6 +181,8 @@ class AgentSession(tunnel.SessionHooks):
         self.token_sha256 = claim.token_sha256
         self.caller_auth: tuple[wire.CallerCredential, ...] = ()
         self.phase = Phase.HELLO
+        self.urls: tuple[str, ...] = ()  # the public URLs granted (a resumption repeats them)
+        self.resumable: grace.Resumable | None = None  # set when resumption was offered
         self.session = tunnel.Session(
             wire.Connection(wire.Role.RELAY, state.settings.max_streams), self
         )
@@ -243,7 +246,11 @@ class AgentSession(tunnel.SessionHooks):
         if self.phase is Phase.DRAINING and not session.streams:
             self.close(ErrorCode.NO_ERROR, "drained", tunnel.WS_NORMAL)
 
+    def on_link_lost(self, session: tunnel.Session) -> bool:
+        return self.phase is Phase.ACTIVE and grace.park(self)
+
     def on_session_closed(self, session: tunnel.Session) -> None:
+        grace.forget(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -267,6 +274,10 @@ class AgentSession(tunnel.SessionHooks):
         if name is None:
             self.close(ErrorCode.UNAUTHORIZED, "the HELLO name is not allowed", tunnel.WS_POLICY)
             return
+        if hello.resume is not None and hello.resume.resuming:
+            old = grace.find(self, name, hello.resume)
+            if old is not None and grace.resume(self, old, hello.resume):
+                return
         settings = self.state.settings
         try:
             kinds.check_caller_auth(hello)
@@ -287,7 +298,9 @@ class AgentSession(tunnel.SessionHooks):
             settings.max_request_body,
             replaced,
             hello.tunnel,
+            grace.offer(self, hello),
         )
+        self.urls = urls
         self.name = name
         self.kind = hello.tunnel
         self.caller_auth = hello.caller_auth
@@ -330,6 +343,9 @@ class AgentSession(tunnel.SessionHooks):
         (or after ``deadline`` seconds, failing what is left)."""
         if self.phase is not Phase.ACTIVE:
             return
+        if grace.is_parked(self):  # no connection to drain over: its streams fail now
+            self.close(code, reason)
+            return
         self.phase = Phase.DRAINING
         self.session.goaway(code, reason)
         if not self.session.streams:
@@ -337,6 +353,15 @@ class AgentSession(tunnel.SessionHooks):
             return
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(deadline, self.close, code, "drain deadline")
+
+    def discard(self) -> None:
+        """This connection resumed another session (:func:`relay.grace.resume`): this
+        object ends without a trace (its session handed the link over)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.phase = Phase.CLOSED
+        self.closed.set()
 
     def close(self, code: ErrorCode, reason: str, ws_code: int = tunnel.WS_NORMAL) -> None:
         """GOAWAY (if not sent yet) and close the WebSocket now; open streams fail."""

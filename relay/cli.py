@@ -21,6 +21,7 @@ import click
 from relay import config as cfg
 from relay.doctor import MIN_DAYS
 from relay.errors import RelayConfigError
+from wire.resume import MAX_GRACE
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ _SERVE_KEYS: Final = frozenset(
         "max_streams",
         "response_timeout",
         "drain_timeout",
+        "resume_grace",
         "ping_interval",
         "ping_timeout",
         "trusted_proxy",
@@ -282,6 +284,13 @@ def _state_dir_option(func: Any) -> Any:
     help="Seconds in-flight requests get on shutdown.",
 )
 @click.option(
+    "--resume-grace",
+    envvar="EDGE_RELAY_RESUME_GRACE",
+    type=click.IntRange(min=0, max=MAX_GRACE),
+    default=cfg.DEFAULT_RESUME_GRACE,
+    help="Seconds a dropped agent session is kept for it to resume (0: never).",
+)
+@click.option(
     "--ping-interval",
     envvar="EDGE_RELAY_PING_INTERVAL",
     type=click.FloatRange(min=1),
@@ -335,6 +344,7 @@ def serve(ctx: click.Context, /, **opts: Any) -> None:
         max_streams=opts["max_streams"],
         response_timeout=opts["response_timeout"],
         drain_timeout=opts["drain_timeout"],
+        resume_grace=opts["resume_grace"],
         ws_ping_interval=opts["ping_interval"],
         ws_ping_timeout=opts["ping_timeout"],
         trusted_proxies=tuple(opts["trusted_proxy"]),

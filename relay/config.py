@@ -38,6 +38,11 @@ DEFAULT_RESPONSE_TIMEOUT: Final = 300.0
 #: Seconds a graceful shutdown (SIGTERM/SIGINT) lets in-flight streams finish.
 DEFAULT_DRAIN_TIMEOUT: Final = 30.0
 
+#: Seconds the relay keeps a resumable session, its streams and their public
+#: connections after its WebSocket dropped (``--resume-grace``; 0: no resumption).
+#: Requests for the name meanwhile wait for it. At most ``wire.resume.MAX_GRACE``.
+DEFAULT_RESUME_GRACE: Final = 60
+
 #: Largest request head a caller may send: request line plus header lines, in bytes,
 #: counted as they arrive (an unfinished line counts too). Over it the caller gets 431
 #: headers_too_large and the connection is closed.
@@ -114,6 +119,7 @@ class Settings:
     max_streams: int = DEFAULT_MAX_STREAMS
     response_timeout: float = DEFAULT_RESPONSE_TIMEOUT
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    resume_grace: int = DEFAULT_RESUME_GRACE
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     body_idle_timeout: float = DEFAULT_BODY_IDLE_TIMEOUT

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from relay.config import Settings
+from relay.grace import ResumeBook
 from relay.metrics import Metrics
 from relay.registry import InMemoryRegistry, SessionRegistry
 from relay.tcp import TcpPorts
@@ -21,6 +22,8 @@ class RelayState:
     tcp: TcpPorts = dataclasses.field(default_factory=TcpPorts)
     #: Set by a graceful shutdown: new public requests get 503, new agents are refused.
     draining: bool = False
+    #: Resumable sessions by id (:mod:`relay.grace`).
+    resumes: ResumeBook = dataclasses.field(default_factory=ResumeBook)
 
     @classmethod
     def create(cls, settings: Settings) -> RelayState:
