@@ -17,8 +17,8 @@ Routes (the first path segment; query parameters in brackets):
 * ``/events?key=K&n=N[&gap=S][&chunked=1]``: SSE (or plain chunks); after event i it
   waits for ``release(K/i)`` or ``gap`` seconds, recording when each event was written;
 * ``/hold?key=K[&head=0]``: (head and one chunk, then) waits for the caller to go away;
-* ``/slow?key=K[&n=N]``: waits for ``release(K)``, then answers ``done`` (or N pattern
-  bytes);
+* ``/slow?key=K[&n=N]``: counts the request in ``hits``, waits for ``release(K)``, then
+  answers ``done`` (or N pattern bytes);
 * ``/fail?mode=length|chunked``: head, part of the body, then the app fails;
 * ``/nohead?s=S``: answers only after ``S`` seconds;
 * ``/barrier?key=K&n=N``: holds each request until N are in flight at once.
@@ -106,6 +106,7 @@ class Origin(ThreadedUvicorn):
         self.sent: dict[str, tuple[int, str]] = {}  # key -> (size, sha256) sent by /bytes
         self.event_times: dict[str, list[float]] = defaultdict(list)
         self.in_flight: dict[str, int] = defaultdict(int)
+        self.hits: dict[str, int] = defaultdict(int)  # key -> requests /slow saw
         self.max_in_flight: dict[str, int] = defaultdict(int)
         self._gates: dict[str, asyncio.Event] = {}
         super().__init__(
@@ -257,6 +258,7 @@ class Origin(ThreadedUvicorn):
         key = q["key"]
         await _drain_body(receive)
         self.started[key] = time.monotonic()
+        self.hits[key] += 1
         released = await self._gate(key)
         if not released:
             await _answer(send, 500, [(b"content-type", b"text/plain")], b"never released")
