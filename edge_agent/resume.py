@@ -63,7 +63,7 @@ def should_park(session: TunnelSession) -> bool:
         session.resumable is not None
         and not (session.draining or session.closing)
         and not (conn.goaway_sent or conn.goaway_received)
-        and link.close_code is None
+        and link.broken
     )
 
 

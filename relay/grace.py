@@ -169,14 +169,15 @@ def resume(new: AgentSession, old: AgentSession, ticket: ResumeTicket) -> bool:
 
 def park(agent: AgentSession) -> bool:
     """The connection under ``agent`` died: keep the session for its grace if it is
-    resumable and the connection did not end on purpose (close frame, GOAWAY)."""
+    resumable and the connection failed rather than ended (a close frame, GOAWAY or a
+    TCP FIN is an end: the agent's process closed it or died)."""
     resumable = agent.resumable
     session = agent.session
     link = session.link
     if resumable is None or session.conn.goaway_sent or session.conn.goaway_received:
         return False
-    if isinstance(link, tunnel.WsLink) and link.close_code is not None:
-        return False  # the agent closed it: it is not coming back
+    if isinstance(link, tunnel.WsLink) and not link.broken:
+        return False  # the agent (or its kernel, if it died) closed it: not coming back
     resumable.parked = runtime.Parked.now(session)
     loop = asyncio.get_running_loop()
     resumable.timer = loop.call_later(resumable.grace, expire, agent)

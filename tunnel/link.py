@@ -114,6 +114,9 @@ class WsLink(asyncio.Protocol):
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.close_code: int | None = None  # the code of the peer's close frame
+        #: The peer's TCP connection ended with a FIN: its process closed it (or died and
+        #: its kernel did), which a network failure (a reset, silence) never does.
+        self.eof = False
         self.closed = asyncio.get_running_loop().create_future()
         self._loop = asyncio.get_running_loop()
         self._masks = wsframe.Masks() if client else None
@@ -150,6 +153,12 @@ class WsLink(asyncio.Protocol):
         self.session = session
         if self._pending:
             self._loop.call_soon(self._process)
+
+    @property
+    def broken(self) -> bool:
+        """The connection failed rather than ended: no close frame and no FIN came (a
+        reset, or the keepalive gave up). Only then may the session be resumed."""
+        return self.close_code is None and not self.eof
 
     def detach(self) -> None:
         """Carry no session any more (a newer link resumed it): nothing more is
@@ -201,6 +210,7 @@ class WsLink(asyncio.Protocol):
             self.close(exc.code, exc.reason)
 
     def eof_received(self) -> bool | None:
+        self.eof = True
         return None  # close the transport: connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:

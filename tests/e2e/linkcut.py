@@ -28,7 +28,7 @@ class LinkCutter:
         self.resets = 0
         self._server: asyncio.Server | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[bool]] = set()
         self._open = asyncio.Event()
         self._open.set()
 
@@ -66,12 +66,16 @@ class LinkCutter:
 
     def _cut(self) -> None:
         for pair in list(self._pairs):
-            for writer in pair:
-                with contextlib.suppress(OSError):
-                    sock = writer.get_extra_info("socket")
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-                writer.transport.abort()  # with SO_LINGER 0: an RST, not a FIN
+            self._cut_pair(pair)
         self._pairs.clear()
+
+    @staticmethod
+    def _cut_pair(pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter]) -> None:
+        for writer in pair:
+            with contextlib.suppress(OSError):
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+            writer.transport.abort()  # with SO_LINGER 0: an RST, not a FIN
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
@@ -88,17 +92,25 @@ class LinkCutter:
         ]
         self._tasks.update(tasks)
         try:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            pending: set[asyncio.Task[bool]] = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if not all(t.result() for t in done) and pair in self._pairs:
+                    self._cut_pair(pair)  # one side failed: so does the other (no FIN)
         finally:
             self._tasks.difference_update(tasks)
             self._pairs.discard(pair)
-            for w in (writer, up_writer):
+            for w in pair:
                 w.close()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, ConnectionError):
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Move bytes until EOF (True: a clean end, passed on as FIN) or an error."""
+        try:
             while data := await reader.read(_CHUNK):
                 await self._open.wait()
                 writer.write(data)
                 await writer.drain()
             writer.write_eof()
+        except (OSError, ConnectionError):
+            return False
+        return True

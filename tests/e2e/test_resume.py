@@ -22,7 +22,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.e2e.client import session
+from tests.e2e.client import session, until
 from tests.e2e.linkcut import LinkCutter
 from tests.e2e.origin import Origin, pattern, pattern_digest
 from tests.e2e.procs import AgentProc, Procs, RelayProc, free_port, issue_token
@@ -37,11 +37,12 @@ RESUMED = r"session_resumed .*detail=resumed session after ([\d.]+) s, (\d+) str
 
 
 async def start(
-    procs: Procs, origin: Origin, tmp: Path, cutter: LinkCutter, *flags: str
+    procs: Procs, origin: Origin, tmp: Path, cutter: LinkCutter, *flags: str, grace: int = 30
 ) -> AgentProc:
     """A relay, and an agent that reaches it through ``cutter`` (whose loop is this one:
     blocking waits run in a thread)."""
-    relay = procs.add(RelayProc(tmp / "state", "--resume-grace", "30", name="relay-resume"))
+    grace_flag = ("--resume-grace", str(grace))
+    relay = procs.add(RelayProc(tmp / "state", *grace_flag, name="relay-resume"))
     cutter.upstream_port = relay.port
     token = issue_token(relay.state_dir, "blip")
     argv = [str(origin.port), "--relay", cutter.url, "--token", token, *flags]
@@ -217,7 +218,45 @@ async def test_a_killed_relay_cannot_resume_and_callers_get_definite_errors(
             complete = False
         assert not complete  # cut: a definite error, never a silent truncation
     again = procs.add(RelayProc(state, port=port, name="relay-again"))
-    agent.wait_line(r"session_not_resumed .*the relay started a fresh session", 30)
-    again.wait_line(r"agent_connected agent=gone", 5)
+    # The dead relay's kernel ended the connection (a FIN, or an RST if it held unread
+    # bytes): either the agent does not park the session, or its resumption is refused
+    # by a relay that never heard of it. Either way a fresh session serves the name.
+    again.wait_line(r"agent_connected agent=gone", 30)
+    assert again.count("session_resumed") == 0
     async with session() as http, http.get(agent.url + "echo") as resp:
         assert resp.status == 200
+
+
+async def test_requests_wait_for_the_grace_then_fail_as_before(
+    origin: Origin, procs: Procs, tmp_path: Path
+) -> None:
+    """The agent is frozen and its connection reset: the relay keeps the session for its
+    grace (2 s here). A request that was in flight and one that arrives meanwhile wait;
+    when the grace is over the first gets 502 (it reached the agent), the second 503
+    (it never did: safe to retry); then the name is offline."""
+    async with LinkCutter(0) as cutter:
+        agent = await start(procs, origin, tmp_path, cutter, grace=2)
+        relay: RelayProc = agent.relay  # type: ignore[attr-defined]
+        async with session() as http:
+            held = asyncio.ensure_future(http.get(agent.url + "slow?key=grace-held"))
+            await until(lambda: "grace-held" in origin.started, 10, "the request at the origin")
+            agent.signal(signal.SIGSTOP)
+            try:
+                cutter.reset()
+                await asyncio.to_thread(relay.wait_line, "agent_link_lost agent=blip", 5)
+                parked = time.monotonic()
+                async with http.get(agent.url + "echo") as late:
+                    waited = time.monotonic() - parked
+                    assert late.status == 503
+                    assert late.headers["x-edge-error"] == "agent_unavailable"
+                first = await held
+                assert first.status == 502
+                first.release()
+                print(f"\nrequest during a 2 s grace answered 503 after {waited:.2f} s")
+                assert 1.5 < waited < 4.0
+                async with http.get(agent.url + "echo") as after:
+                    assert after.status == 503
+                    assert after.headers["x-edge-error"] == "agent_offline"
+            finally:
+                agent.signal(signal.SIGCONT)
+                origin.release("grace-held")

@@ -38,7 +38,11 @@ async def _first_503(url: str, start: float, within: float) -> tuple[float, str,
 async def test_killed_agent_is_503_at_once_and_a_new_one_takes_the_name(
     origin: CountingOrigin, procs: Procs, tmp_path: Path
 ) -> None:
-    tunnel = open_tunnel(procs, tmp_path / "state", str(origin.port), name="victim")
+    # Without resumption: a killed agent's kernel may end the connection with a reset,
+    # which a relay that offers resumption cannot tell from a network failure (it then
+    # keeps the session for its grace: tests/e2e/test_resume.py).
+    state = tmp_path / "state"
+    tunnel = open_tunnel(procs, state, str(origin.port), "--resume-grace", "0", name="victim")
     async with session() as http:
         in_flight = [
             asyncio.create_task(call(http, "GET", tunnel.at(f"nohead?s=60&key=v{i}"), within=20))
