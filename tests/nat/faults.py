@@ -3,6 +3,9 @@
 * :func:`silent_drop`: the router drops every packet between the laptop and the internet,
   without RST or ICMP, as a NAT box that lost its state or a dead Wi-Fi uplink does. Open
   TCP connections become half-open: neither end learns anything until its own timers fire.
+* :func:`tcp_reset`: the router answers every TCP packet between the laptop and the
+  internet with a reset (nftables ``reject with tcp reset``), as a NAT box that lost its
+  state and says so does: both ends of an open connection see it die at their next send.
 * :func:`impaired`: delay and loss on the path, each way. ``tc netem`` on the router's two
   interfaces when the kernel has it; otherwise a userspace delay line (``delayline.py``)
   in the ISP namespace with the same effect (fixed delay each way, independent loss per
@@ -43,6 +46,27 @@ TUN_DEV: Final = "dl0"
 #: Policy-routing table that sends everything crossing the ISP into the delay line.
 DELAY_TABLE: Final = "100"
 ISP_INPUTS: Final = ("down0", "up0")
+
+
+RESET_TABLE: Final = "edge_reset"
+RESET_NFT: Final = f"""
+table ip {RESET_TABLE} {{
+    chain forward {{
+        type filter hook forward priority filter - 10; policy accept;
+        iifname "lan0" ip protocol tcp reject with tcp reset
+        oifname "lan0" ip protocol tcp reject with tcp reset
+    }}
+}}
+"""
+
+
+@contextmanager
+def tcp_reset(topo: Topology) -> Iterator[None]:
+    topo.router.nft(RESET_NFT)
+    try:
+        yield
+    finally:
+        topo.router.run(["nft", "delete", "table", "ip", RESET_TABLE], check=False)
 
 
 def drop_on(topo: Topology) -> None:

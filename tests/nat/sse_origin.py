@@ -5,6 +5,11 @@
   ``S`` seconds apart; event ``i`` is ``id: i`` and ``data: {"i": i, "sent": <unix time>}``,
   so a reader on the same machine can measure each event's delay. The stream then ends
   cleanly (last chunk).
+* ``GET /bytes?n=N``: ``N`` bytes of :func:`block` ``i`` after block ``i`` (a lost,
+  repeated or reordered block changes the SHA-256), with Content-Length.
+* ``POST /sink``: reads the body, answers ``{"size": ..., "sha256": ...}``.
+* ``GET /slow?key=K&s=S``: counts the request under ``K``, answers ``done`` after ``S``
+  seconds; ``GET /hits?key=K`` answers that count (each request reached us how often).
 
 Binds ``--host`` on port 0 and prints ``listening on PORT``.
 """
@@ -12,8 +17,11 @@ Binds ``--host`` on port 0 and prints ``listening on PORT``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
@@ -21,6 +29,29 @@ from urllib.parse import parse_qs, urlsplit
 #: Bounds on what one request may ask for, so a stray request cannot run for long.
 MAX_EVENTS: Final = 10_000
 MAX_INTERVAL: Final = 10.0
+MAX_BYTES: Final = 1 << 30
+MAX_SLOW: Final = 60.0
+BLOCK: Final = 64 * 1024
+
+_hits: Counter[str] = Counter()
+_hits_lock = threading.Lock()
+
+
+def block(i: int) -> bytes:
+    """Block ``i`` of a /bytes body: its index, then filler that depends on it."""
+    seed = hashlib.sha256(i.to_bytes(8, "big")).digest()
+    return (seed * (BLOCK // len(seed) + 1))[:BLOCK]
+
+
+def body_digest(n: int) -> str:
+    """SHA-256 of the first ``n`` bytes of a /bytes body."""
+    digest, i = hashlib.sha256(), 0
+    while n > 0:
+        piece = block(i)[:n]
+        digest.update(piece)
+        n -= len(piece)
+        i += 1
+    return digest.hexdigest()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -35,8 +66,57 @@ class Handler(BaseHTTPRequestHandler):
             n = min(int(query.get("n", ["50"])[0]), MAX_EVENTS)
             interval = min(float(query.get("interval", ["0.1"])[0]), MAX_INTERVAL)
             self._events(n, interval)
+        elif url.path == "/bytes":
+            self._bytes(min(int(parse_qs(url.query)["n"][0]), MAX_BYTES))
+        elif url.path in ("/slow", "/hits"):
+            query = parse_qs(url.query)
+            self._slow(query["key"][0], min(float(query.get("s", ["0"])[0]), MAX_SLOW), url.path)
         else:
             self.send_error(404)
+
+    def do_POST(self) -> None:
+        if urlsplit(self.path).path != "/sink":
+            self.send_error(404)
+            return
+        left = min(int(self.headers.get("Content-Length", "0")), MAX_BYTES)
+        digest, size = hashlib.sha256(), 0
+        while left > 0:
+            piece = self.rfile.read(min(left, BLOCK))
+            if not piece:
+                break
+            digest.update(piece)
+            size += len(piece)
+            left -= len(piece)
+        self._send(json.dumps({"size": size, "sha256": digest.hexdigest()}).encode())
+
+    def _bytes(self, n: int) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(n))
+        self.end_headers()
+        i = 0
+        while n > 0:
+            piece = block(i)[:n]
+            self.wfile.write(piece)
+            n -= len(piece)
+            i += 1
+
+    def _slow(self, key: str, seconds: float, path: str) -> None:
+        if path == "/hits":
+            with _hits_lock:
+                count = _hits[key]
+            self._send(str(count).encode())
+            return
+        with _hits_lock:
+            _hits[key] += 1
+        time.sleep(seconds)
+        self._send(b"done")
+
+    def _send(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def _hello(self) -> None:
         body = b"hello from the laptop"
