@@ -9,7 +9,8 @@ Settings written on purpose (the library defaults are wrong for a tunnel):
 * no extensions offered or accepted: permessage-deflate costs 10-20x in throughput on
   bodies that are mostly compressed already;
 * keepalive: a ping every ``ping_interval`` seconds; no byte at all (pong included)
-  within ``ping_timeout`` after it closes the link (a dead NAT mapping is found so).
+  within ``ping_timeout`` after it resets the link (a dead NAT mapping is found so; a
+  reset, not a FIN, so that the peer sees a failure it may resume from).
 
 Writes: each :meth:`WsLink.send` is one ``transport.write`` of the joined frames (on
 an SSL transport ``writelines`` cost ten times more CPU than one joined buffer), or on
@@ -32,8 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import socket
+import struct
 import time
 from typing import TYPE_CHECKING, Final, cast
 
@@ -84,6 +87,9 @@ _CLEAN_CLOSE: Final = frozenset({1000, 1001})
 
 #: Seconds the closing handshake may take before the connection is dropped.
 CLOSE_TIMEOUT: Final = 2.0
+
+#: SO_LINGER on, timeout 0: closing the socket sends RST.
+_LINGER_RESET: Final = struct.pack("ii", 1, 0)
 
 
 def set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -393,4 +399,15 @@ class WsLink(asyncio.Protocol):
     def _check(self, seen: int) -> None:
         if self._received == seen:  # not a byte since the ping, pong included
             log.info("tunnel_keepalive_timeout")
-            self.abort()
+            self._reset()
+
+    def _reset(self) -> None:
+        """Abort with a TCP reset, not a FIN: the connection failed (a FIN that reaches
+        the peer once the network is back would say this side ended the session on
+        purpose, and a resumable session would not be kept for resumption)."""
+        transport = self.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        self.abort()

@@ -189,7 +189,12 @@ async def test_a_black_hole_longer_than_the_keepalive_is_a_pause(
             await asyncio.sleep(3.0)
             cutter.blackhole(False)
 
-        await work.run(hole)
+        try:
+            await work.run(hole)
+        except BaseException:
+            print("AGENT", "\n".join(x for x in agent.lines if " GET /slow" not in x)[-5000:])
+            print("RELAY", relay.output()[-5000:])
+            raise
         pause, summary = await pause_of(agent, relay)
         print(f"\nblack hole 3 s: {summary}")
         assert pause < 10.0  # the hole, plus one reconnect wait and the handshake
