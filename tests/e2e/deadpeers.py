@@ -34,12 +34,15 @@ class DeadPeers:
 
     def __init__(self, procs: Procs, tmp: Path, target: str) -> None:
         self.procs = procs
-        self.relay = procs.add(RelayProc(tmp / "live", name="relay-live"))
+        # Keepalive as such: without resumption, which would keep a dropped session (and
+        # answer its name's requests late instead of 503) for the grace.
+        no_grace = ("--resume-grace", "0")
+        self.relay = procs.add(RelayProc(tmp / "live", *no_grace, name="relay-live"))
         token = issue_token(tmp / "live", "sleepy")
         self.sleepy: AgentProc = procs.add(
             start_agent(self.relay, token, target, name="agent-sleepy")
         )
-        self.frozen_relay = procs.add(RelayProc(tmp / "frozen", name="relay-frozen"))
+        self.frozen_relay = procs.add(RelayProc(tmp / "frozen", *no_grace, name="relay-frozen"))
         token = issue_token(tmp / "frozen", "watcher")
         self.watcher: AgentProc = procs.add(
             start_agent(self.frozen_relay, token, target, name="agent-watcher")
