@@ -218,6 +218,8 @@ class TunnelClient:
         )
 
         def wait(state: RetryCallState) -> float:
+            if self._parked is not None and resume.expired(self._parked):
+                self._abandon("the relay's grace is over")
             if self._parked is not None:  # a session to resume: come back quickly
                 return resume.resume_wait(state.attempt_number)
             return backoff(state)

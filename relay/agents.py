@@ -276,7 +276,7 @@ class AgentSession(tunnel.SessionHooks):
             return
         if hello.resume is not None and hello.resume.resuming:
             old = grace.find(self, name, hello.resume)
-            if old is not None and grace.resume(self, old, hello.resume):
+            if old is not None and grace.resume(self, old, hello):
                 return
         settings = self.state.settings
         try:

@@ -121,11 +121,12 @@ def _same_token(a: str | None, b: str | None) -> bool:
     return hmac.compare_digest(a, b)
 
 
-def resume(new: AgentSession, old: AgentSession, ticket: ResumeTicket) -> bool:
+def resume(new: AgentSession, old: AgentSession, hello: wire.Hello) -> bool:
     """Answer ``new``'s HELLO with a resuming WELCOME and move its connection to
-    ``old``, which re-sends what the agent did not process. ``new`` is discarded."""
-    resumable = old.resumable
-    assert resumable is not None
+    ``old``, which re-sends what the agent did not process. ``new`` is discarded. The
+    HELLO's caller credentials replace the old ones (they may have changed meanwhile)."""
+    resumable, ticket = old.resumable, hello.resume
+    assert resumable is not None and ticket is not None
     settings = new.state.settings
     offer = ResumeOffer(resumable.id, "", resumable.grace, old.session.received)
     new.session.send_welcome(
@@ -159,6 +160,8 @@ def resume(new: AgentSession, old: AgentSession, ticket: ResumeTicket) -> bool:
         old.close(ErrorCode.INTERNAL_ERROR, "resumption failed")
         return False
     old.client = new.client
+    if old.kind is wire.StreamKind.HTTP:
+        old.caller_auth = hello.caller_auth
     old.state.metrics.session_started(replaced=False, reconnect=True)
     log.info(
         "session_resumed",
