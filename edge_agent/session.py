@@ -202,7 +202,7 @@ class TunnelSession(tunnel.SessionHooks):
         old = self.resume_from
         name = old.tunnel_name if old is not None and old.parked is not None else self.name
         ticket = resume.ticket(old)
-        hello = Hello(name, self._caller_auth, self.agent, self.tunnel, ticket)
+        hello = Hello(name, self._caller_auth, self.agent, self.tunnel, resume=ticket)
         self.session.send_hello(hello)
 
     # -- tunnel.SessionHooks ------------------------------------------------------------------

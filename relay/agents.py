@@ -298,7 +298,7 @@ class AgentSession(tunnel.SessionHooks):
             settings.max_request_body,
             replaced,
             hello.tunnel,
-            grace.offer(self, hello),
+            resume=grace.offer(self, hello),
         )
         self.urls = urls
         self.name = name

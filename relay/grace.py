@@ -135,9 +135,8 @@ def resume(new: AgentSession, old: AgentSession, hello: wire.Hello) -> bool:
             old.urls,
             settings.max_streams,
             settings.max_request_body,
-            None,
-            old.kind,
-            offer,
+            tunnel=old.kind,
+            resume=offer,
         )
     )
     link = new.session.handover()

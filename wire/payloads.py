@@ -199,7 +199,7 @@ def decode_hello(payload: bytes) -> Hello:
         raise FrameError(f"hello agent must be a string of at most {MAX_AGENT_INFO} chars")
     resume = decode_ticket(obj["resume"]) if "resume" in obj else None
     credentials = tuple(_credential(c) for c in auth)
-    return Hello(name, credentials, agent, _tunnel(obj, "hello"), resume)
+    return Hello(name, credentials, agent, _tunnel(obj, "hello"), resume=resume)
 
 
 def encode_welcome(welcome: Welcome) -> bytes:
@@ -230,7 +230,8 @@ def decode_welcome(payload: bytes) -> Welcome:
     if not (replaced is None or (isinstance(replaced, str) and len(replaced) <= MAX_REPLACED)):
         raise FrameError(f"welcome replaced must be a string of at most {MAX_REPLACED} chars")
     resume = decode_offer(obj["resume"]) if "resume" in obj else None
-    return Welcome(name, tuple(urls), streams, body, replaced, _tunnel(obj, "welcome"), resume)
+    kind = _tunnel(obj, "welcome")
+    return Welcome(name, tuple(urls), streams, body, replaced, kind, resume=resume)
 
 
 def checked_hello(hello: Hello) -> bytes:
