@@ -33,6 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from relay.kinds import Refused
+from relay.registry import least_busy
 from relay.state import RelayState
 from wire import ErrorCode, Hello, LocalProtocolError, StreamKind
 
@@ -128,15 +129,15 @@ def retryable(exchange: Exchange, code: ErrorCode) -> bool:
 def retry(exchange: Exchange, state: RelayState, metrics: PoolMetrics) -> bool:
     """Open ``exchange`` again on another healthy session of its pool. False when none
     can take it (the caller answers the error it had)."""
-    session = state.registry.lookup(exchange.name)
-    old = exchange.stream
-    if session is None or not session.accepting or exchange.replay is None:
+    old = exchange.stream.session if exchange.stream is not None else None
+    others = [
+        s
+        for s in state.registry.members(exchange.name)
+        if s.accepting and s.session is not old and s.session.conn.can_open()
+    ]
+    if not others or exchange.replay is None:
         return False
-    if old is not None and old.session is session.session:
-        return False
-    conn = session.session.conn
-    if not conn.can_open():
-        return False
+    session = least_busy(others)
     end = exchange.request_done and not exchange.watch.upgrade
     data = b"".join(exchange.replay)
     try:
