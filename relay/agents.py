@@ -147,7 +147,7 @@ def authorize(
                 f"the relay token is for the name {record.name}, not {name}: "
                 f"use --name {record.name} or leave --name out"
             )
-        claim = Claim(record.name, record.sha256)
+        claim = Claim(record.name, record.sha256, _agent_key(agent_key))
     elif not state.settings.open_mode:
         raise AgentUnauthorized("a relay token is required (Authorization: Bearer ...)")
     elif name is not None and state.store.owns(name):
@@ -291,6 +291,8 @@ class AgentSession(tunnel.SessionHooks):
             return
         registry = self.state.registry
         self.pool = hello.pool
+        self.name = name
+        stale = pools.stale(self.state, self) if self.pool else []
         live = None if self.pool else registry.lookup(name)
         replaced = live.client if live is not None else None
         welcome = wire.Welcome(
@@ -300,9 +302,8 @@ class AgentSession(tunnel.SessionHooks):
             settings.max_request_body,
             replaced,
             hello.tunnel,
-            pools.size(self.state, name) + 1 if self.pool else 0,
+            len(registry.members(name)) - len(stale) + 1 if self.pool else 0,
         )
-        self.name = name
         self.kind = hello.tunnel
         self.caller_auth = hello.caller_auth
         self.session.send_welcome(welcome)
@@ -317,7 +318,7 @@ class AgentSession(tunnel.SessionHooks):
                 other.retire(ErrorCode.REPLACED, reason, settings.drain_timeout)
             log.info("agent_replaced", extra={"agent": name, "client": self.client})
         if self.pool:
-            pools.joined(self)
+            pools.joined(self, stale)
         log.info(
             "agent_connected",
             extra={"agent": name, "client": self.client, "software": _printable(hello.agent)},

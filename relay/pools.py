@@ -24,6 +24,7 @@ rest of what pools need:
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import logging
 from collections.abc import Iterator
@@ -84,8 +85,27 @@ def check(state: RelayState, name: str, hello: Hello, has_token: bool) -> None:
 
 
 def size(state: RelayState, name: str) -> int:
-    """Pooling sessions that serve ``name`` now."""
-    return sum(s.pool for s in state.registry.members(name))
+    """Sessions that serve ``name`` now."""
+    return len(state.registry.members(name))
+
+
+def stale(state: RelayState, session: AgentSession) -> list[AgentSession]:
+    """Sessions of the pool ``session`` joins that an earlier session of the same agent
+    left behind: same token, same agent key (``X-Edge-Agent-Key``, which ``edge-agent``
+    keeps per process when it has a token). An agent reconnects only after its session
+    ended on its side, so the relay's end of that one is dead or dying: the new session
+    replaces it at once instead of leaving it to the keepalive. Not in open mode, where
+    the key is the machine's and two agents of one machine pool."""
+    key = session.claim.key_sha256
+    if key is None or session.token_sha256 is None:
+        return []
+    return [
+        member
+        for member in state.registry.members(session.name)
+        if member.pool
+        and member.claim.key_sha256 is not None
+        and hmac.compare_digest(member.claim.key_sha256, key)
+    ]
 
 
 def label(session: AgentSession) -> str:
@@ -93,8 +113,12 @@ def label(session: AgentSession) -> str:
     return f"{session.client}#{session.pool_id}"
 
 
-def joined(session: AgentSession) -> None:
+def joined(session: AgentSession, stale: list[AgentSession]) -> None:
+    """``session`` joined its pool: number it, retire what its agent left, log it."""
     session.pool_id = next(_SERIALS)
+    for old in stale:
+        reason = f"replaced by a new session of the same agent from {session.client}"
+        old.retire(ErrorCode.REPLACED, reason, session.state.settings.drain_timeout)
     log.info(
         "pool_joined",
         extra={
@@ -195,8 +219,8 @@ class PoolMetrics(Collector):
         return []  # samples vary; do not collect at registration
 
     def _pools(self) -> dict[str, list[AgentSession]]:
-        pools: dict[str, list[AgentSession]] = {}
-        for session in self.state.registry.local_sessions():
-            if session.pool and session.name:
-                pools.setdefault(session.name, []).append(session)
-        return pools
+        """The sessions of every name that a pooling session serves."""
+        registry = self.state.registry
+        names = {s.name for s in registry.local_sessions() if s.pool and s.name}
+        pools = {name: registry.members(name) for name in names}
+        return {name: members for name, members in pools.items() if members}

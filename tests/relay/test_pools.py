@@ -81,3 +81,29 @@ async def test_open_mode_pools_only_with_the_holders_key(relay_factory: RelayFac
         assert await refused(other) == (409, "name_in_use")
         assert len(relay.state.registry.members("dev")) == 2
         assert not first.goaways and not second.goaways
+
+
+async def test_a_reconnecting_member_replaces_its_own_stale_session(
+    relay_factory: RelayFactory,
+) -> None:
+    """Same token and agent key: the same agent process came back (its old session is
+    dead on its side); another key is another agent, which joins."""
+    relay: RunningRelay = await relay_factory()
+    token = _pool_token(relay, "shared")
+    key = ((AGENT_KEY_HEADER, "process-1"),)
+    old = FakeAgent(relay.url, token=token, name="shared", headers=key, pool=True)
+    other = FakeAgent(
+        relay.url, token=token, name="shared", headers=((AGENT_KEY_HEADER, "p2"),), pool=True
+    )
+    again = FakeAgent(relay.url, token=token, name="shared", headers=key, pool=True)
+    async with old, other:
+        await old.wait_welcome()
+        assert (await other.wait_welcome()).pool == 2
+        async with again:
+            assert (await again.wait_welcome()).pool == 2
+            async with asyncio.timeout(5):
+                await old.closed.wait()
+            assert [g.code for g in old.goaways] == [ErrorCode.REPLACED]
+            assert not other.goaways
+            members = relay.state.registry.members("shared")
+            assert len(members) == 2 and all(m.accepting for m in members)
