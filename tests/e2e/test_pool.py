@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.procs import AgentProc, Procs, RelayProc, run_cli
+from tests.e2e.procs import AgentProc, Procs, RelayProc, free_port, run_cli
 
 #: Seconds a held request waits at most (the test releases them when it ends).
 HOLD_LIMIT = 60.0
@@ -99,8 +99,20 @@ def _issue(state: Path, name: str, *flags: str) -> str:
 
 
 def _agent(procs: Procs, relay: RelayProc, target: Target, token: str, *flags: str) -> AgentProc:
-    args = [str(target.port), "--relay", relay.url, "--token", token, "--no-inspect", *flags]
+    inspect = [] if "--inspect" in flags else ["--no-inspect"]
+    args = [str(target.port), "--relay", relay.url, "--token", token, *inspect, *flags]
     return procs.add(AgentProc(*args, name=f"agent-{target.label}"))
+
+
+def _share(inspector: str, served: int) -> str:
+    """The agent's inspector /metrics once it counted ``served`` answered requests."""
+    deadline = time.monotonic() + 10
+    while True:
+        text = httpx.get(f"{inspector}/metrics", timeout=5).text
+        if f'edge_agent_requests_total{{class="2xx"}} {float(served)}' in text:
+            return text
+        assert time.monotonic() < deadline, text
+        time.sleep(0.1)
 
 
 def _post(client: httpx.Client, url: str, rid: str) -> httpx.Response:
@@ -116,7 +128,8 @@ def test_two_pool_agents_both_get_traffic(procs: Procs, targets: list[Target], t
     targets += [a, b]
     first = _agent(procs, relay, a, token, "--pool")
     url = first.wait_url()
-    second = _agent(procs, relay, b, token, "--pool")
+    inspector = f"127.0.0.1:{free_port()}"
+    second = _agent(procs, relay, b, token, "--pool", "--inspect", inspector)
     assert second.wait_url() == url
     second.wait_line(r"Joined the pool of shared \(2 agents\)", 5)
     relay.wait_count(r"pool_joined agent=shared", 2)
@@ -130,6 +143,8 @@ def test_two_pool_agents_both_get_traffic(procs: Procs, targets: list[Target], t
     assert 'edge_pool_sessions{tunnel="shared"} 2.0' in metrics, metrics
     assert metrics.count('edge_pool_session_streams{session="127.0.0.1#') == 2, metrics
     assert first.alive() and second.alive()  # neither replaced the other
+    # Its inspector shows its share: what it served, in a pool of two.
+    assert "edge_agent_pool_size 2.0" in _share(f"http://{inspector}", len(b.answered))
 
 
 def test_killed_member_fails_only_what_reached_it(
