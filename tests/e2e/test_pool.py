@@ -9,7 +9,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -201,6 +201,64 @@ def test_killed_member_fails_only_what_reached_it(
     assert len(seen) == len(set(seen)), "a request reached a server twice"
     assert set(doomed.answered) | set(steady.answered) == set(results) - failed
     assert len(doomed.answered) == 5 and len(steady.answered) > 50
+
+
+def test_a_member_that_stops_loses_no_request(
+    procs: Procs, targets: list[Target], tmp_path: Path
+) -> None:
+    """SIGTERM: the member drains (GOAWAY; its in-flight requests finish) while callers
+    keep sending; a request that crossed its GOAWAY is refused unseen and the relay
+    sends it to the other member. No caller sees an error."""
+    relay = procs.add(RelayProc(tmp_path, name="relay-pool-stop"))
+    token = _issue(tmp_path, "shared", "--pool")
+    leaving, staying = Target("leaving", delay=0.005), Target("staying", delay=0.005)
+    targets += [leaving, staying]
+    member = _agent(procs, relay, leaving, token, "--pool")
+    url = member.wait_url()
+    _agent(procs, relay, staying, token, "--pool").wait_url()
+    relay.wait_count(r"pool_joined agent=shared", 2)
+    results = _load(url, lambda: len(leaving.answered) >= 20, member)
+    assert member.wait(15) == 0
+    assert results and all(status == 200 for status in results.values()), results
+    seen = leaving.answered + staying.answered
+    assert sorted(seen) == sorted(results), "every request answered exactly once"
+    assert len(leaving.answered) >= 20 and len(staying.answered) > len(leaving.answered)
+
+
+def _load(url: str, ready: Callable[[], bool], member: AgentProc) -> dict[str, int]:
+    """WORKERS callers send requests until a while after ``member`` got SIGTERM (sent
+    once ``ready()``); returns each request's status (-1: no answer)."""
+    results: dict[str, int] = {}
+    stop = threading.Event()
+
+    def caller(worker: int) -> None:
+        with httpx.Client(timeout=HOLD_LIMIT) as client:
+            for i in range(10_000):
+                if stop.is_set():
+                    return
+                rid = f"w{worker}-{i}"
+                try:
+                    results[rid] = _post(client, url, rid).status_code
+                except httpx.HTTPError:
+                    results[rid] = -1
+
+    threads = [threading.Thread(target=caller, args=(w,), daemon=True) for w in range(WORKERS)]
+    for thread in threads:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        member.signal(signal.SIGTERM)
+        member.wait(15)
+        done = len(results)
+        while len(results) < done + 50 and time.monotonic() < deadline + 10:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(HOLD_LIMIT)
+    return results
 
 
 def _until_held_settles(target: Target, timeout: float = 20.0) -> None:
