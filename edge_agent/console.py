@@ -247,6 +247,8 @@ class RequestLines:
         # replaced is most likely this agent's own, which the relay had not seen die.
         if welcome.replaced is not None and not self._shown:
             self._emit(f"{self._clock()} {replaced_note(welcome)}")
+        if welcome.pool and not self._shown:
+            self._emit(f"{self._clock()} Joined the pool of {welcome.name} ({welcome.pool} agents)")
         if welcome.urls != self._shown:
             self._shown = welcome.urls
             self.forwarding(*web_first(welcome.urls))

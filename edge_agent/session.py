@@ -69,6 +69,7 @@ class TunnelSession(tunnel.SessionHooks):
         caller_auth: the credentials public callers must present (see :meth:`update_hello`).
         is_paused: read for each new stream; True answers it with RESET UNAVAILABLE.
         kind: what the agent serves (HELLO's ``tunnel``): HTTP, or raw TCP or TLS.
+        pool: join the name's pool (HELLO's ``pool``) instead of replacing its session.
     """
 
     def __init__(
@@ -82,9 +83,11 @@ class TunnelSession(tunnel.SessionHooks):
         is_paused: Callable[[], bool] = lambda: False,
         hooks: Hooks | None = None,
         kind: StreamKind = StreamKind.HTTP,
+        pool: bool = False,
     ) -> None:
         self.link = link
         self.tunnel = kind
+        self.pool = pool
         self.target = target
         self.name = name
         self.agent = agent
@@ -177,7 +180,8 @@ class TunnelSession(tunnel.SessionHooks):
 
     def _send_hello(self) -> None:
         self._sent_auth = self._caller_auth
-        self.session.send_hello(Hello(self.name, self._caller_auth, self.agent, self.tunnel))
+        hello = Hello(self.name, self._caller_auth, self.agent, self.tunnel, self.pool)
+        self.session.send_hello(hello)
 
     # -- tunnel.SessionHooks ------------------------------------------------------------------
 

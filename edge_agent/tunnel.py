@@ -81,6 +81,8 @@ class TunnelClient:
             a reconnect is scheduled.
         tunnel: what ``target`` serves: HTTP exchanges (the default), or raw TCP or
             TLS connections (``edge-agent tcp``/``tls``).
+        pool: join the name's pool (``--pool``): the relay spreads requests over every
+            agent of the pool, instead of this one replacing the agent that holds it.
     """
 
     def __init__(
@@ -97,9 +99,11 @@ class TunnelClient:
         on_ready: Callable[[Welcome], None] | None = None,
         on_retry: Callable[[float, BaseException | None], None] | None = None,
         tunnel: StreamKind = StreamKind.HTTP,
+        pool: bool = False,
     ) -> None:
         check_name(name)
         self.tunnel = tunnel
+        self.pool = pool
         self.relay_url = relay_url
         self.name = name
         self.target = target
@@ -139,6 +143,12 @@ class TunnelClient:
     def public_urls(self) -> tuple[str, ...]:
         """The URLs of the last WELCOME (kept across reconnects; empty before the first)."""
         return self.welcome.urls if self.welcome is not None else ()
+
+    @property
+    def pool_size(self) -> int:
+        """Sessions in this agent's pool when it last joined, with it (the WELCOME's
+        count; 0: not in a pool)."""
+        return self.welcome.pool if self.welcome is not None else 0
 
     @property
     def latency(self) -> float | None:
@@ -240,6 +250,7 @@ class TunnelClient:
             is_paused=lambda: self._paused,
             hooks=self.hooks,
             kind=self.tunnel,
+            pool=self.pool,
         )
         self._session = session
         logger.info("tunnel_connected", extra={"agent": self.name, "relay": self.relay_url})

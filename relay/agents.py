@@ -20,6 +20,9 @@ replaces the old one at once: the old one gets GOAWAY REPLACED (its reason says 
 which address the new session came) and may finish its in-flight streams, while new
 requests go to the new one; the new one's WELCOME says it replaced a session
 (``replaced``: the old one's address).
+
+A HELLO with ``pool`` joins the name's pool instead (:mod:`relay.pools`): nothing is
+replaced, and the WELCOME's ``pool`` says how many sessions the pool holds with it.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from urllib.parse import parse_qs
 
 import tunnel
 import wire
-from relay import kinds
+from relay import kinds, pools
 from relay.config import RESERVED_NAMES
 from relay.errors import (
     AgentUnauthorized,
@@ -144,7 +147,7 @@ def authorize(
                 f"the relay token is for the name {record.name}, not {name}: "
                 f"use --name {record.name} or leave --name out"
             )
-        claim = Claim(record.name, record.sha256)
+        claim = Claim(record.name, record.sha256, _agent_key(agent_key))
     elif not state.settings.open_mode:
         raise AgentUnauthorized("a relay token is required (Authorization: Bearer ...)")
     elif name is not None and state.store.owns(name):
@@ -180,6 +183,8 @@ class AgentSession(tunnel.SessionHooks):
         self.token_sha256 = claim.token_sha256
         self.caller_auth: tuple[wire.CallerCredential, ...] = ()
         self.phase = Phase.HELLO
+        self.pool = False  # joined its name's pool (HELLO's pool)
+        self.pool_id = 0  # its number in logs and metrics, once it joined
         self.session = tunnel.Session(
             wire.Connection(wire.Role.RELAY, state.settings.max_streams), self
         )
@@ -194,7 +199,10 @@ class AgentSession(tunnel.SessionHooks):
 
     @property
     def accepting(self) -> bool:
-        return self.phase is Phase.ACTIVE and not self.session.conn.goaway_received
+        session = self.session
+        return self.phase is Phase.ACTIVE and not (
+            session.is_closed or session.conn.goaway_received
+        )
 
     @property
     def open_streams(self) -> int:
@@ -252,6 +260,8 @@ class AgentSession(tunnel.SessionHooks):
         self.phase = Phase.CLOSED
         if self.name:
             self.state.registry.release(self)
+            if self.pool:
+                pools.left(self)
             if not self.state.registry.in_use(self.name):
                 self.state.metrics.tunnel_gone(self.name)
                 self.state.tcp.release(self.name)
@@ -270,6 +280,8 @@ class AgentSession(tunnel.SessionHooks):
         settings = self.state.settings
         try:
             kinds.check_caller_auth(hello)
+            if hello.pool:
+                pools.check(self.state, name, hello, self.token_sha256 is not None)
             urls = kinds.grant(
                 self.state, name, hello.tunnel, self.token_sha256 is not None, self.port
             )
@@ -278,7 +290,10 @@ class AgentSession(tunnel.SessionHooks):
             self.close(exc.code, str(exc), tunnel.WS_POLICY)
             return
         registry = self.state.registry
-        live = registry.lookup(name)
+        self.pool = hello.pool
+        self.name = name
+        stale = pools.stale(self.state, self) if self.pool else []
+        live = None if self.pool else registry.lookup(name)
         replaced = live.client if live is not None else None
         welcome = wire.Welcome(
             name,
@@ -287,19 +302,23 @@ class AgentSession(tunnel.SessionHooks):
             settings.max_request_body,
             replaced,
             hello.tunnel,
+            len(registry.members(name)) - len(stale) + 1 if self.pool else 0,
         )
-        self.name = name
         self.kind = hello.tunnel
         self.caller_auth = hello.caller_auth
         self.session.send_welcome(welcome)
         self.phase = Phase.ACTIVE
         reconnect = registry.known(name)  # connected now or lately: every session after the first
+        others = [] if self.pool else registry.members(name)
         old = registry.claim(self)
         self.state.metrics.session_started(replaced=old is not None, reconnect=reconnect)
         if old is not None:
             reason = f"replaced by a new session for {name} from {self.client}"
-            old.retire(ErrorCode.REPLACED, reason, settings.drain_timeout)
+            for other in others:  # one session, or every session of a pool
+                other.retire(ErrorCode.REPLACED, reason, settings.drain_timeout)
             log.info("agent_replaced", extra={"agent": name, "client": self.client})
+        if self.pool:
+            pools.joined(self, stale)
         log.info(
             "agent_connected",
             extra={"agent": name, "client": self.client, "software": _printable(hello.agent)},

@@ -14,6 +14,7 @@ import tunnel
 from relay import h1
 from relay.agents import Phase, token_still_valid
 from relay.errors import RelayConfigError
+from relay.pools import PoolMetrics
 from relay.state import RelayState
 from wire import ErrorCode
 
@@ -48,6 +49,8 @@ class RelayApp:
         metrics.gauge("edge_agents_connected", "Agent sessions connected.", self.agents)
         metrics.gauge("edge_streams_open", "Streams in flight over all sessions.", self.streams)
         metrics.tunnels = self.agents  # read only when a tunnel has no series yet
+        self.pools = PoolMetrics(state)
+        metrics.registry.register(self.pools)
 
     def start(self) -> None:
         self._watcher = asyncio.get_running_loop().create_task(self._watch_tokens())

@@ -382,18 +382,24 @@ def _store(state_dir: Path) -> Any:
 @click.option(
     "--tls", is_flag=True, help="It may also open TLS passthrough tunnels (edge-agent tls)."
 )
-def token_issue(name: str, state_dir: Path, replace: bool, tcp: bool, tls: bool) -> None:
+@click.option(
+    "--pool", is_flag=True, help="Several agents may serve NAME at once (edge-agent http --pool)."
+)
+def token_issue(
+    name: str, state_dir: Path, replace: bool, tcp: bool, tls: bool, pool: bool
+) -> None:
     """Print a new token for NAME on stdout (it is shown only this once).
 
     A token opens HTTP tunnels; --tcp and --tls add raw TCP and TLS passthrough, which
-    the relay cannot guard with caller auth (see docs/security.md).
+    the relay cannot guard with caller auth (see docs/security.md); --pool lets several
+    agents serve NAME at once (the relay spreads requests over them).
     """
     from wire import StreamKind
 
     allowed = {StreamKind.HTTP} | ({StreamKind.TCP} if tcp else set())
     allowed |= {StreamKind.TLS} if tls else set()
     try:
-        secret = _store(state_dir).issue(name, replace=replace, kinds=frozenset(allowed))
+        secret = _store(state_dir).issue(name, replace=replace, kinds=frozenset(allowed), pool=pool)
     except RelayConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"token for {name} (shown once; only its hash is stored):", err=True)
@@ -404,7 +410,7 @@ def token_issue(name: str, state_dir: Path, replace: bool, tcp: bool, tls: bool)
 @_config_option
 @_state_dir_option
 def token_list(state_dir: Path) -> None:
-    """List tunnel names that have a token: creation time, tunnel kinds, TCP port."""
+    """List tunnel names that have a token: creation time, tunnel kinds, TCP port, pool."""
     from wire.payloads import TUNNEL_NAMES
 
     try:
@@ -414,7 +420,8 @@ def token_list(state_dir: Path) -> None:
     for record in records:
         kinds = ",".join(sorted(TUNNEL_NAMES[k] for k in record.kinds))
         port = f"\ttcp_port={record.tcp_port}" if record.tcp_port is not None else ""
-        click.echo(f"{record.name}\t{record.created}\t{kinds}{port}")
+        pool = "\tpool" if record.pool else ""
+        click.echo(f"{record.name}\t{record.created}\t{kinds}{port}{pool}")
 
 
 @token.command("revoke")

@@ -32,7 +32,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Final, cast
 
-from relay import control, h1
+from relay import control, h1, pools
 from relay.answers import CLOSE_AFTER, error_response, wants_html
 from relay.config import MAX_REQUEST_HEADERS, RESERVED_NAMES
 from relay.errors import (
@@ -284,6 +284,8 @@ class PublicConnection(asyncio.Protocol):
             self.close()
             return
         self.state.metrics.bytes_in += len(body.data)
+        if exchange.replay is not None:
+            pools.keep(exchange, body.data)
         exchange.stream.write(body.data)
         if not exchange.watch.upgraded:
             self._arm("body", self.state.settings.body_idle_timeout)
@@ -350,6 +352,9 @@ class PublicConnection(asyncio.Protocol):
             self, where.name, head.method, where.target, head.keep_alive, upgrade, time.monotonic()
         )
         exchange.headers = head.headers  # read only if the relay answers with an error
+        if session.pool:  # a copy, to open it again on another member (relay.pools)
+            exchange.replay = []
+            pools.keep(exchange, raw)
         self._begin(exchange)
         no_body = head.framing is h1.Framing.NONE and not upgrade
         try:
@@ -476,6 +481,8 @@ class PublicConnection(asyncio.Protocol):
         if exchange.sent:
             self._cut(exchange, f"agent reset the stream ({code.name})")
             return
+        if pools.retryable(exchange, code) and pools.retry(exchange, self.state, self.app.pools):
+            return  # another session of the pool serves it
         self._answer_failed(exchange, error_for_reset(code))
 
     def agent_broke(self, exchange: Exchange, detail: str) -> None:

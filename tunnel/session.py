@@ -57,9 +57,10 @@ WS_POLICY: Final = 1008
 class Link(Protocol):
     """What the session needs from the WebSocket under it (:class:`tunnel.link.WsLink`)."""
 
-    def send(self, messages: list[wire.Message]) -> None:
+    def send(self, messages: list[wire.Message]) -> bool:
         """Write every message, in order, as one binary WebSocket message each (a
-        ``(header, payload)`` pair is one message)."""
+        ``(header, payload)`` pair is one message). False when the link is closing and
+        dropped them (none of their bytes left this process)."""
 
     def budget(self) -> int:
         """Bytes that may be framed now before the socket is considered backed up."""
@@ -112,6 +113,8 @@ class Session:
         self._ready: list[Stream] = []
         self._blocked: set[Stream] = set()  # pending bytes, no credit
         self._scheduled = False
+        self._opened = 0  # the last stream id this side opened
+        self._sent_opened = 0  # the last one whose OPEN a live link took
         self._loop = asyncio.get_running_loop()
 
     def attach(self, link: Link) -> None:
@@ -128,6 +131,7 @@ class Session:
         """
         first = data[: self.conn.sendable(0)]
         sid = self.conn.open_stream(kind, first, end and len(first) == len(data))
+        self._opened = sid
         stream = self.streams[sid] = Stream(self, sid, kind)
         stream.handler = handler
         if len(first) < len(data):
@@ -138,6 +142,12 @@ class Session:
             stream.local_done = stream.ending = True
         self._schedule()
         return stream
+
+    def reached_link(self, sid: int) -> bool:
+        """Whether the OPEN of stream ``sid`` (opened by this side) was handed to a link
+        that was still open: if not, not one byte of that stream left this process (a
+        relay may open it again elsewhere); if so, the peer may have read it."""
+        return sid <= self._sent_opened
 
     def send_hello(self, hello: wire.Hello) -> None:
         self.conn.send_hello(hello)
@@ -312,8 +322,8 @@ class Session:
         if self._ready:
             self._pump(link.budget())
         out = self.conn.messages_to_send()
-        if out:
-            link.send(out)
+        if out and link.send(out):
+            self._sent_opened = self._opened
         if self._ready and link.budget() > 0:
             self._schedule()  # more to send: next turn, after the loop's other work
 

@@ -105,14 +105,21 @@ class Hello:
     software for logs (at most :data:`MAX_AGENT_INFO` characters). ``tunnel`` is what
     the agent serves: HTTP exchanges (the default), or raw TCP or TLS connections, each
     public connection one stream of that kind. A HELLO sent again after WELCOME replaces
-    ``caller_auth``; its name and tunnel must not change.
+    ``caller_auth``; its name and tunnel must not change. ``pool``: join the name's pool
+    (several sessions serve it, new exchanges spread over them) instead of replacing
+    the session that holds it; encoded only when true.
     """
 
     name: str | None = None
     caller_auth: tuple[CallerCredential, ...] = ()
     agent: str = ""
     tunnel: StreamKind = StreamKind.HTTP
+    pool: bool = False
 
+
+#: Largest ``pool`` count a WELCOME may carry (the relay's cap on one name's pool is
+#: lower or equal).
+MAX_POOL: Final = 1024
 
 #: Longest ``replaced`` text in a WELCOME (an address, or an address and a port).
 MAX_REPLACED: Final = 200
@@ -130,6 +137,9 @@ class Welcome:
     ``tunnel`` repeats the kind of tunnel granted (left out for HTTP, likewise): an
     agent that asked for TCP or TLS and gets a WELCOME without it is talking to a relay
     that does not know such tunnels.
+
+    ``pool``, for a session that joined its name's pool: how many sessions the pool
+    holds with this one (at most :data:`MAX_POOL`); 0 (not encoded) otherwise.
     """
 
     name: str
@@ -138,11 +148,14 @@ class Welcome:
     max_request_body: int
     replaced: str | None = None
     tunnel: StreamKind = StreamKind.HTTP
+    pool: int = 0
 
 
 def encode_hello(hello: Hello) -> bytes:
     auth = [{"scheme": c.scheme, "sha256": c.sha256} for c in hello.caller_auth]
     obj: dict[str, Any] = {"name": hello.name, "caller_auth": auth, "agent": hello.agent}
+    if hello.pool:
+        obj["pool"] = True
     return _dump(_with_tunnel(obj, hello.tunnel))
 
 
@@ -180,7 +193,11 @@ def decode_hello(payload: bytes) -> Hello:
         raise FrameError(f"hello caller_auth must be a list of at most {MAX_CALLER_AUTH}")
     if not (isinstance(agent, str) and len(agent) <= MAX_AGENT_INFO):
         raise FrameError(f"hello agent must be a string of at most {MAX_AGENT_INFO} chars")
-    return Hello(name, tuple(_credential(c) for c in auth), agent, _tunnel(obj, "hello"))
+    pool = obj.get("pool", False)
+    if type(pool) is not bool:
+        raise FrameError("hello pool must be true or false")
+    credentials = tuple(_credential(c) for c in auth)
+    return Hello(name, credentials, agent, _tunnel(obj, "hello"), pool)
 
 
 def encode_welcome(welcome: Welcome) -> bytes:
@@ -192,6 +209,8 @@ def encode_welcome(welcome: Welcome) -> bytes:
     }
     if welcome.replaced is not None:
         obj["replaced"] = welcome.replaced
+    if welcome.pool:
+        obj["pool"] = welcome.pool
     return _dump(_with_tunnel(obj, welcome.tunnel))
 
 
@@ -208,7 +227,10 @@ def decode_welcome(payload: bytes) -> Welcome:
     replaced = obj.get("replaced")
     if not (replaced is None or (isinstance(replaced, str) and len(replaced) <= MAX_REPLACED)):
         raise FrameError(f"welcome replaced must be a string of at most {MAX_REPLACED} chars")
-    return Welcome(name, tuple(urls), streams, body, replaced, _tunnel(obj, "welcome"))
+    pool = obj.get("pool", 0)
+    if type(pool) is not int or not 0 <= pool <= MAX_POOL:
+        raise FrameError(f"welcome pool must be a count from 0 to {MAX_POOL}")
+    return Welcome(name, tuple(urls), streams, body, replaced, _tunnel(obj, "welcome"), pool)
 
 
 def checked_hello(hello: Hello) -> bytes:
