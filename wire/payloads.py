@@ -29,6 +29,14 @@ from wire.codes import (
     StreamKind,
 )
 from wire.errors import FrameError
+from wire.shared import (
+    TunnelGrant,
+    TunnelRequest,
+    decode_grants,
+    decode_requests,
+    encode_grants,
+    encode_requests,
+)
 
 #: Largest HELLO or WELCOME payload. Both are a few hundred bytes; the cap keeps a
 #: hostile peer's JSON from costing the other side more than a small parse.
@@ -65,9 +73,13 @@ def _load(payload: bytes, what: str) -> dict[str, Any]:
 # --- OPEN -----------------------------------------------------------------------------
 
 
-def encode_open(kind: StreamKind, data: bytes) -> bytes:
-    """OPEN payload: the kind byte, then the stream's first bytes (may be empty)."""
-    return _KIND_BYTES[kind] + data
+def encode_open(kind: StreamKind, data: bytes, index: int | None = None) -> bytes:
+    """OPEN payload: the kind byte, the tunnel index byte on a session that carries
+    several tunnels (:mod:`wire.shared`; None: a single-name session, no byte), then the
+    stream's first bytes (may be empty)."""
+    if index is None:
+        return _KIND_BYTES[kind] + data
+    return _KIND_BYTES[kind] + bytes((index,)) + data
 
 
 def decode_open(payload: bytes) -> tuple[StreamKind, bytes]:
@@ -78,6 +90,16 @@ def decode_open(payload: bytes) -> tuple[StreamKind, bytes]:
     if kind is None:
         raise FrameError(f"unknown stream kind {payload[0]}")
     return kind, payload[1:]
+
+
+def decode_shared_open(payload: bytes) -> tuple[StreamKind, int, bytes]:
+    """Split the OPEN payload of a session that carries several tunnels: kind, tunnel
+    index, first bytes. Raises FrameError as :func:`decode_open` does, or without an
+    index."""
+    kind, rest = decode_open(payload)
+    if not rest:
+        raise FrameError("OPEN without a tunnel index on a shared session")
+    return kind, rest[0], rest[1:]
 
 
 # --- session payloads ----------------------------------------------------------------
@@ -105,13 +127,15 @@ class Hello:
     software for logs (at most :data:`MAX_AGENT_INFO` characters). ``tunnel`` is what
     the agent serves: HTTP exchanges (the default), or raw TCP or TLS connections, each
     public connection one stream of that kind. A HELLO sent again after WELCOME replaces
-    ``caller_auth``; its name and tunnel must not change.
+    ``caller_auth``; its name and tunnel must not change. ``tunnels``: extra HTTP
+    tunnels for this session (:mod:`wire.shared`); encoded only when not empty.
     """
 
     name: str | None = None
     caller_auth: tuple[CallerCredential, ...] = ()
     agent: str = ""
     tunnel: StreamKind = StreamKind.HTTP
+    tunnels: tuple[TunnelRequest, ...] = ()
 
 
 #: Longest ``replaced`` text in a WELCOME (an address, or an address and a port).
@@ -138,12 +162,22 @@ class Welcome:
     max_request_body: int
     replaced: str | None = None
     tunnel: StreamKind = StreamKind.HTTP
+    tunnels: tuple[TunnelGrant, ...] | None = None  # one per HELLO ``tunnels`` entry
 
 
 def encode_hello(hello: Hello) -> bytes:
-    auth = [{"scheme": c.scheme, "sha256": c.sha256} for c in hello.caller_auth]
-    obj: dict[str, Any] = {"name": hello.name, "caller_auth": auth, "agent": hello.agent}
+    obj: dict[str, Any] = {
+        "name": hello.name,
+        "caller_auth": _auth(hello.caller_auth),
+        "agent": hello.agent,
+    }
+    if hello.tunnels:
+        obj["tunnels"] = encode_requests(hello.tunnels, _auth)
     return _dump(_with_tunnel(obj, hello.tunnel))
+
+
+def _auth(caller_auth: tuple[CallerCredential, ...]) -> list[dict[str, str]]:
+    return [{"scheme": c.scheme, "sha256": c.sha256} for c in caller_auth]
 
 
 def _with_tunnel(obj: dict[str, Any], tunnel: StreamKind) -> dict[str, Any]:
@@ -180,7 +214,10 @@ def decode_hello(payload: bytes) -> Hello:
         raise FrameError(f"hello caller_auth must be a list of at most {MAX_CALLER_AUTH}")
     if not (isinstance(agent, str) and len(agent) <= MAX_AGENT_INFO):
         raise FrameError(f"hello agent must be a string of at most {MAX_AGENT_INFO} chars")
-    return Hello(name, tuple(_credential(c) for c in auth), agent, _tunnel(obj, "hello"))
+    kind, tunnels = _tunnel(obj, "hello"), decode_requests(obj.get("tunnels"), _credential)
+    if tunnels and kind is not StreamKind.HTTP:
+        raise FrameError("hello tunnels are for http tunnels only")
+    return Hello(name, tuple(_credential(c) for c in auth), agent, kind, tunnels)
 
 
 def encode_welcome(welcome: Welcome) -> bytes:
@@ -192,6 +229,8 @@ def encode_welcome(welcome: Welcome) -> bytes:
     }
     if welcome.replaced is not None:
         obj["replaced"] = welcome.replaced
+    if welcome.tunnels is not None:
+        obj["tunnels"] = encode_grants(welcome.tunnels)
     return _dump(_with_tunnel(obj, welcome.tunnel))
 
 
@@ -208,7 +247,8 @@ def decode_welcome(payload: bytes) -> Welcome:
     replaced = obj.get("replaced")
     if not (replaced is None or (isinstance(replaced, str) and len(replaced) <= MAX_REPLACED)):
         raise FrameError(f"welcome replaced must be a string of at most {MAX_REPLACED} chars")
-    return Welcome(name, tuple(urls), streams, body, replaced, _tunnel(obj, "welcome"))
+    kind, tunnels = _tunnel(obj, "welcome"), decode_grants(obj.get("tunnels"))
+    return Welcome(name, tuple(urls), streams, body, replaced, kind, tunnels)
 
 
 def checked_hello(hello: Hello) -> bytes:
