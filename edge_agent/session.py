@@ -28,6 +28,7 @@ from wire import (
     Hello,
     Role,
     StreamKind,
+    TunnelRequest,
     Welcome,
 )
 from wire.payloads import TUNNEL_NAMES
@@ -69,6 +70,8 @@ class TunnelSession(tunnel.SessionHooks):
         caller_auth: the credentials public callers must present (see :meth:`update_hello`).
         is_paused: read for each new stream; True answers it with RESET UNAVAILABLE.
         kind: what the agent serves (HELLO's ``tunnel``): HTTP, or raw TCP or TLS.
+        tunnels: extra HTTP tunnels this connection carries (HELLO's ``tunnels``,
+            :mod:`edge_agent.shared`); each stream says which by ``stream.tunnel``.
     """
 
     def __init__(
@@ -82,8 +85,10 @@ class TunnelSession(tunnel.SessionHooks):
         is_paused: Callable[[], bool] = lambda: False,
         hooks: Hooks | None = None,
         kind: StreamKind = StreamKind.HTTP,
+        tunnels: Sequence[TunnelRequest] = (),
     ) -> None:
         self.link = link
+        self.tunnels = tuple(tunnels)
         self.tunnel = kind
         self.target = target
         self.name = name
@@ -177,7 +182,8 @@ class TunnelSession(tunnel.SessionHooks):
 
     def _send_hello(self) -> None:
         self._sent_auth = self._caller_auth
-        self.session.send_hello(Hello(self.name, self._caller_auth, self.agent, self.tunnel))
+        hello = Hello(self.name, self._caller_auth, self.agent, self.tunnel, self.tunnels)
+        self.session.send_hello(hello)
 
     # -- tunnel.SessionHooks ------------------------------------------------------------------
 
@@ -202,6 +208,12 @@ class TunnelSession(tunnel.SessionHooks):
             kind = TUNNEL_NAMES[self.tunnel].upper()
             self._fatal = ConfigError(f"the relay does not serve {kind} tunnels (upgrade it)")
             session.close(ErrorCode.NO_ERROR, "wrong tunnel kind", tunnel.WS_NORMAL)
+            return
+        if self.tunnels and welcome.tunnels is None:  # a relay that ignored HELLO's tunnels
+            self._fatal = ConfigError(
+                "the relay cannot carry several tunnels on one connection (upgrade it)"
+            )
+            session.close(ErrorCode.NO_ERROR, "no shared tunnels", tunnel.WS_NORMAL)
             return
         self.welcome = welcome
         self.ready_at = time.monotonic()

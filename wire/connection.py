@@ -499,9 +499,10 @@ class Connection:
             self._granted = tuple(grant.granted for grant in welcome.tunnels)
 
     def _answers_hello(self, welcome: f.Welcome) -> bool:
-        """WELCOME has ``tunnels`` exactly when HELLO had, one entry per request."""
+        """WELCOME's ``tunnels`` has one entry per HELLO entry, or is absent: a relay
+        that does not know the key granted none (the session stays single-name)."""
         if welcome.tunnels is None:
-            return self._extras == 0
+            return True
         return len(welcome.tunnels) == self._extras
 
     def _tunnel_granted(self, index: int) -> bool:

@@ -119,9 +119,12 @@ def test_single_name_sessions_keep_their_bytes() -> None:
 def test_welcome_must_answer_each_tunnel_once() -> None:
     relay = Connection(Role.RELAY)
     relay.receive(raw(FrameType.HELLO, 0, encode_hello(Hello(NAME, tunnels=EXTRAS))))
-    for tunnels in (None, GRANTS[:1]):
-        with pytest.raises(LocalProtocolError):
-            relay.send_welcome(Welcome(NAME, WELCOME.urls, 8, 0, tunnels=tunnels))
+    with pytest.raises(LocalProtocolError):
+        relay.send_welcome(Welcome(NAME, WELCOME.urls, 8, 0, tunnels=GRANTS[:1]))
+    agent = Connection(Role.AGENT)
+    agent.send_hello(Hello(NAME, tunnels=EXTRAS))
+    agent.receive(raw(FrameType.WELCOME, 0, encode_welcome(Welcome(NAME, WELCOME.urls, 8, 0))))
+    assert agent.receive(open_frame(1, GET))[0] == StreamOpened(1, HTTP, GET, False, 0)
     agent = Connection(Role.AGENT)
     agent.send_hello(Hello(NAME))
     with pytest.raises(RemoteProtocolError):
