@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import click
 
 import tunnel
-from edge_agent.connect import ConnectOptions
+from edge_agent.connect import ConnectOptions, check_name
 from edge_agent.console import RequestLines
 from edge_agent.errors import AuthError, NameTakenError
 from edge_agent.session import StreamTarget, TunnelSession
@@ -77,6 +77,8 @@ class SharedClient(TunnelClient):
     ) -> None:
         if not 1 <= len(members) <= PER_CONNECTION:
             raise ValueError(f"a connection carries 1 to {PER_CONNECTION} tunnels")
+        for member in members:  # the first one's is checked by TunnelClient
+            check_name(member.name)
         self.members = list(members)
         self.failed: str | None = None  # the label of the tunnel whose error ended run()
         self._router = _Router()

@@ -120,6 +120,10 @@ def test_a_tunnel_that_fails_for_good_stops_the_process(
             "[tunnels.web]\n",
             "{path}: [tunnels.web] give either a TARGET (port or URL) or --app module:attr",
         ),
+        (
+            '[tunnels.web]\ntarget = 1\n[tunnels.x]\ntarget = 2\nname = "Bad_Name"\n',
+            "{path}: [tunnels.x] tunnel name 'Bad_Name' is not a lowercase DNS label (a-z, 0-9, -)",
+        ),
     ],
 )
 def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, text: str, message: str) -> None:

@@ -126,3 +126,29 @@ def test_the_first_tunnels_token_revoked_the_rest_reconnect(
     _revoke(relay, "backend")
     assert agent.wait(15) == EXIT_AUTH
     agent.wait_line(r"^edge-agent: error: \[api\] the relay revoked this agent's token")
+
+
+def test_open_mode_one_connection_without_tokens(
+    procs: Procs,
+    servers: list[int],  # noqa: F811
+    tmp_path: Path,
+    client: httpx.Client,
+) -> None:
+    relay = procs.add(RelayProc(tmp_path / "state", "--open"))
+    web_port, api_port = servers
+    agent = _start(
+        procs,
+        tmp_path / "agent.toml",
+        f'relay = "{relay.url}"\n'
+        f'[tunnels.web]\ntarget = {web_port}\nname = "site"\n'
+        f'[tunnels.api]\ntarget = {api_port}\nname = "backend"\n'
+        f'[tunnels.adm]\ntarget = {api_port}\nname = "admin"\n',
+    )
+    agent.wait_line(r"^\[adm\] the relay refused this tunnel: the name admin is reserved$")
+    agent.wait_line(rf"^\[api\] Forwarding {re.escape(relay.url)}/a/backend/ -> ")
+    assert client.get(f"{relay.url}/a/site/a").text == f"{web_port} /a"
+    assert client.get(f"{relay.url}/a/backend/b").text == f"{api_port} /b"
+    assert relay.count(r"agent_connected") == 1
+    assert _metric(client, relay, "edge_tunnels_connected") == 2
+    agent.signal(signal.SIGINT)
+    assert agent.wait(15) == 0
