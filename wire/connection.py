@@ -257,7 +257,8 @@ class Connection:
                 is used up.
         """
         self._need(self.can_open(), "OPEN")
-        self._need(self._tunnel_granted(tunnel), f"OPEN for tunnel {tunnel}")
+        if tunnel and not self._tunnel_granted(tunnel):
+            raise LocalProtocolError(f"OPEN for tunnel {tunnel}, which WELCOME did not grant")
         size = len(data)
         if size > self.sendable(0):
             raise LocalProtocolError(f"{size} bytes in OPEN exceed the credit or frame size")
