@@ -19,7 +19,14 @@ from collections.abc import Callable, Sequence
 from typing import Final, Protocol, TypeVar
 
 import tunnel
-from edge_agent.errors import AgentError, AuthError, ConfigError, NameTakenError, TunnelError
+from edge_agent.errors import (
+    AgentError,
+    AuthError,
+    ConfigError,
+    NameTakenError,
+    SharingUnsupported,
+    TunnelError,
+)
 from wire import (
     CallerCredential,
     Connection,
@@ -210,7 +217,7 @@ class TunnelSession(tunnel.SessionHooks):
             session.close(ErrorCode.NO_ERROR, "wrong tunnel kind", tunnel.WS_NORMAL)
             return
         if self.tunnels and welcome.tunnels is None:  # a relay that ignored HELLO's tunnels
-            self._fatal = ConfigError(
+            self._fatal = SharingUnsupported(
                 "the relay cannot carry several tunnels on one connection (upgrade it)"
             )
             session.close(ErrorCode.NO_ERROR, "no shared tunnels", tunnel.WS_NORMAL)

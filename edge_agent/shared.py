@@ -13,10 +13,14 @@ What happens to one tunnel leaves the others alone where it can:
 * The first tunnel's token is revoked or refused, or another agent takes its name: the
   connection ends; that tunnel is dropped with its reason, and the next one carries a
   new connection for the rest. When no tunnel is left, the last error ends the client.
+
+A relay too old for shared connections answers as if HELLO listed no extra tunnels:
+the client says so once and falls back to one connection per tunnel.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Sequence
 
@@ -25,8 +29,8 @@ import click
 import tunnel
 from edge_agent.connect import ConnectOptions, check_name
 from edge_agent.console import RequestLines
-from edge_agent.errors import AuthError, NameTakenError
-from edge_agent.session import StreamTarget, TunnelSession
+from edge_agent.errors import AuthError, NameTakenError, SharingUnsupported
+from edge_agent.session import DRAIN_TIMEOUT, StreamTarget, TunnelSession
 from edge_agent.tunnel import ReconnectPolicy, TunnelClient
 from wire import MAX_SHARED, CallerCredential, TunnelRequest, Welcome
 
@@ -83,6 +87,7 @@ class SharedClient(TunnelClient):
         self.failed: str | None = None  # the label of the tunnel whose error ended run()
         self._router = _Router()
         self._asked: list[Member] = []  # the current session's extra tunnels, in order
+        self.apart: list[TunnelClient] = []  # one client per tunnel, on a relay too old
         first = members[0]
         super().__init__(
             relay_url,
@@ -106,6 +111,51 @@ class SharedClient(TunnelClient):
                 return
             except (AuthError, NameTakenError) as exc:
                 self._drop_first(exc)
+            except SharingUnsupported as exc:
+                click.echo(f"[{self.members[0].label}] {exc}: one connection each", err=True)
+                await self._run_apart()
+                return
+
+    async def drain(self, deadline: float = DRAIN_TIMEOUT) -> None:
+        await asyncio.gather(super().drain(deadline), *(c.drain(deadline) for c in self.apart))
+
+    def stop(self) -> None:
+        super().stop()
+        for client in self.apart:
+            client.stop()
+
+    async def _run_apart(self) -> None:
+        """Each tunnel on a connection of its own, as ``start`` did before relays could
+        share one; the first that fails for good stops the others."""
+        self.apart = [
+            TunnelClient(
+                self.relay_url,
+                member.token,
+                member.name,
+                member.target,
+                policy=self.policy,
+                options=self.options,
+                caller_auth=member.caller_auth,
+                agent=self.agent,
+                on_ready=member.lines.ready,
+                on_retry=member.lines.retrying,
+            )
+            for member in self.members
+        ]
+        if self._stop.is_set():  # drained or stopped meanwhile
+            return
+        tasks = [asyncio.ensure_future(client.run()) for client in self.apart]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        failed = next((t for t in tasks if t.done() and t.exception() is not None), None)
+        if failed is None:
+            return
+        for client in self.apart:
+            client.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.failed = self.members[tasks.index(failed)].label
+        error = failed.exception()
+        assert error is not None
+        raise error
 
     def _new_session(self, link: tunnel.WsLink) -> TunnelSession:
         self._asked = self.members[1:]
