@@ -96,6 +96,8 @@ def test_one_connection_carries_the_tunnels_and_refuses_one_alone(
     assert agent.alive()
     agent.signal(signal.SIGINT)
     assert agent.wait(15) == 0
+    for token in (web_token, api_token):  # they went in HELLO: never in a log line
+        assert all(token not in line for line in [*relay.lines, *agent.lines])
 
 
 def test_the_first_tunnels_token_revoked_the_rest_reconnect(
