@@ -29,10 +29,10 @@ import click
 import tunnel
 from edge_agent.connect import ConnectOptions, check_name
 from edge_agent.console import RequestLines
-from edge_agent.errors import AuthError, NameTakenError, SharingUnsupported
+from edge_agent.errors import AuthError, ConfigError, NameTakenError, SharingUnsupported
 from edge_agent.session import DRAIN_TIMEOUT, StreamTarget, TunnelSession
 from edge_agent.tunnel import ReconnectPolicy, TunnelClient
-from wire import MAX_SHARED, CallerCredential, TunnelRequest, Welcome
+from wire import MAX_CALLER_AUTH, MAX_SHARED, CallerCredential, TunnelRequest, Welcome
 
 #: Most tunnels one connection carries: its own and the HELLO's extra ones.
 PER_CONNECTION = MAX_SHARED + 1
@@ -81,8 +81,12 @@ class SharedClient(TunnelClient):
     ) -> None:
         if not 1 <= len(members) <= PER_CONNECTION:
             raise ValueError(f"a connection carries 1 to {PER_CONNECTION} tunnels")
-        for member in members:  # the first one's is checked by TunnelClient
+        for member in members:
             check_name(member.name)
+            if len(member.caller_auth) > MAX_CALLER_AUTH:
+                raise ConfigError(
+                    f"[{member.label}] at most {MAX_CALLER_AUTH} caller credentials are allowed"
+                )
         self.members = list(members)
         self.failed: str | None = None  # the label of the tunnel whose error ended run()
         self._router = _Router()
