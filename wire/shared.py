@@ -32,6 +32,11 @@ MAX_SHARED: Final = 16
 #: Longest relay token text in a ``tunnels`` entry (relay tokens are ~50 characters).
 MAX_TOKEN: Final = 256
 
+#: Longest name in a ``tunnels`` entry: a DNS label's 63 characters. A longer one is a
+#: FRAME_ERROR (a shorter invalid one is refused alone), so WELCOME, which echoes the
+#: names, stays small.
+MAX_NAME: Final = 63
+
 #: Longest ``refused`` reason in a WELCOME entry, in characters.
 MAX_REFUSAL: Final = 300
 
@@ -91,8 +96,8 @@ def _request(item: Any, credential: Callable[[Any], CallerCredential]) -> Tunnel
     if not isinstance(item, dict):
         raise FrameError("hello tunnels entry must be an object")
     name, token, auth = item.get("name"), item.get("token"), item.get("caller_auth", [])
-    if not (name is None or isinstance(name, str)):
-        raise FrameError("hello tunnels name must be a string or null")
+    if not (name is None or (isinstance(name, str) and len(name) <= MAX_NAME)):
+        raise FrameError(f"hello tunnels name must be null or a string of {MAX_NAME} chars at most")
     if not (token is None or (isinstance(token, str) and 0 < len(token) <= MAX_TOKEN)):
         raise FrameError(f"hello tunnels token must be a string of 1 to {MAX_TOKEN} chars")
     if not (isinstance(auth, list) and len(auth) <= MAX_CALLER_AUTH):
@@ -122,8 +127,10 @@ def _grant(item: Any) -> TunnelGrant:
     if not isinstance(item, dict):
         raise FrameError("welcome tunnels entry must be an object")
     name, urls, refused = item.get("name"), item.get("urls"), item.get("refused")
-    if not (name is None or isinstance(name, str)):
-        raise FrameError("welcome tunnels name must be a string or null")
+    if not (name is None or (isinstance(name, str) and len(name) <= MAX_NAME)):
+        raise FrameError(
+            f"welcome tunnels name must be null or a string of {MAX_NAME} chars at most"
+        )
     if refused is not None:
         if not (isinstance(refused, str) and len(refused) <= MAX_REFUSAL):
             raise FrameError(f"welcome tunnels refused must be at most {MAX_REFUSAL} chars")

@@ -67,6 +67,7 @@ def test_hello_and_welcome_carry_the_tunnels_list() -> None:
         b"[]",
         b"{}",
         b'[{"name":1}]',
+        b'[{"name":"' + b"a" * 64 + b'"}]',
         b'[{"name":"a","token":""}]',
         b'[{"name":"a","caller_auth":[{"scheme":"x","sha256":"y"}]}]',
         b"[" + b",".join([b'{"name":"a"}'] * (MAX_SHARED + 1)) + b"]",
