@@ -19,7 +19,14 @@ from collections.abc import Callable, Sequence
 from typing import Final, Protocol, TypeVar
 
 import tunnel
-from edge_agent.errors import AgentError, AuthError, ConfigError, NameTakenError, TunnelError
+from edge_agent.errors import (
+    AgentError,
+    AuthError,
+    ConfigError,
+    NameTakenError,
+    SharingUnsupported,
+    TunnelError,
+)
 from wire import (
     CallerCredential,
     Connection,
@@ -28,6 +35,7 @@ from wire import (
     Hello,
     Role,
     StreamKind,
+    TunnelRequest,
     Welcome,
 )
 from wire.payloads import TUNNEL_NAMES
@@ -70,6 +78,8 @@ class TunnelSession(tunnel.SessionHooks):
         is_paused: read for each new stream; True answers it with RESET UNAVAILABLE.
         kind: what the agent serves (HELLO's ``tunnel``): HTTP, or raw TCP or TLS.
         pool: join the name's pool (HELLO's ``pool``) instead of replacing its session.
+        tunnels: extra HTTP tunnels this connection carries (HELLO's ``tunnels``,
+            :mod:`edge_agent.shared`); each stream says which by ``stream.tunnel``.
     """
 
     def __init__(
@@ -84,8 +94,10 @@ class TunnelSession(tunnel.SessionHooks):
         hooks: Hooks | None = None,
         kind: StreamKind = StreamKind.HTTP,
         pool: bool = False,
+        tunnels: Sequence[TunnelRequest] = (),
     ) -> None:
         self.link = link
+        self.tunnels = tuple(tunnels)
         self.tunnel = kind
         self.pool = pool
         self.target = target
@@ -180,7 +192,9 @@ class TunnelSession(tunnel.SessionHooks):
 
     def _send_hello(self) -> None:
         self._sent_auth = self._caller_auth
-        hello = Hello(self.name, self._caller_auth, self.agent, self.tunnel, self.pool)
+        hello = Hello(
+            self.name, self._caller_auth, self.agent, self.tunnel, self.pool, self.tunnels
+        )
         self.session.send_hello(hello)
 
     # -- tunnel.SessionHooks ------------------------------------------------------------------
@@ -206,6 +220,12 @@ class TunnelSession(tunnel.SessionHooks):
             kind = TUNNEL_NAMES[self.tunnel].upper()
             self._fatal = ConfigError(f"the relay does not serve {kind} tunnels (upgrade it)")
             session.close(ErrorCode.NO_ERROR, "wrong tunnel kind", tunnel.WS_NORMAL)
+            return
+        if self.tunnels and welcome.tunnels is None:  # a relay that ignored HELLO's tunnels
+            self._fatal = SharingUnsupported(
+                "the relay cannot carry several tunnels on one connection (upgrade it)"
+            )
+            session.close(ErrorCode.NO_ERROR, "no shared tunnels", tunnel.WS_NORMAL)
             return
         self.welcome = welcome
         self.ready_at = time.monotonic()

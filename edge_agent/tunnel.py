@@ -241,17 +241,7 @@ class TunnelClient:
             raise
         if link is None:
             return  # stopped while connecting
-        session = TunnelSession(
-            link,
-            self.target,
-            name=self.name,
-            caller_auth=self._caller_auth,
-            agent=self.agent,
-            is_paused=lambda: self._paused,
-            hooks=self.hooks,
-            kind=self.tunnel,
-            pool=self.pool,
-        )
+        session = self._new_session(link)
         self._session = session
         logger.info("tunnel_connected", extra={"agent": self.name, "relay": self.relay_url})
         failure: TunnelError | None = None
@@ -271,6 +261,20 @@ class TunnelClient:
         if up < self.policy.healthy_after:  # keep the backoff growing
             raise failure or SessionEndedEarly(f"session ended after {up:.1f} s")
         self.attempts = 0  # healthy: run() starts a fresh backoff
+
+    def _new_session(self, link: tunnel.WsLink) -> TunnelSession:
+        """The session for a new connection (:mod:`edge_agent.shared` adds its tunnels)."""
+        return TunnelSession(
+            link,
+            self.target,
+            name=self.name,
+            caller_auth=self._caller_auth,
+            agent=self.agent,
+            is_paused=lambda: self._paused,
+            hooks=self.hooks,
+            kind=self.tunnel,
+            pool=self.pool,
+        )
 
     async def _connect(self) -> tunnel.WsLink | None:
         """Open the WebSocket, or return None if :meth:`stop`/:meth:`drain` came first."""

@@ -173,6 +173,9 @@ class Phase(enum.Enum):
 class AgentSession(tunnel.SessionHooks):
     """The relay's end of one agent WebSocket."""
 
+    shared = False  # relay.shared.SharedName: a name carried by another session
+    index = 0  # the tunnel index of this name in its session's OPEN frames
+
     def __init__(self, state: RelayState, claim: Claim, client: str, port: int | None) -> None:
         self.state = state
         self.claim = claim
@@ -189,6 +192,7 @@ class AgentSession(tunnel.SessionHooks):
             wire.Connection(wire.Role.RELAY, state.settings.max_streams), self
         )
         self.closed = asyncio.Event()
+        self.extras: list[AgentSession] = []  # names this connection also carries
         self._hellos = 0
         loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = loop.call_later(
@@ -223,6 +227,8 @@ class AgentSession(tunnel.SessionHooks):
             return
         # A HELLO re-sent after WELCOME (same name, checked by wire) replaces caller_auth.
         self.caller_auth = hello.caller_auth
+        for extra in self.extras:  # as many entries as the first HELLO (checked by wire)
+            extra.caller_auth = hello.tunnels[extra.index - 1].caller_auth
         log.info("caller_auth_updated", extra={"agent": self.name})
 
     def on_goaway(self, session: tunnel.Session, event: wire.GoAwayReceived) -> None:
@@ -258,6 +264,8 @@ class AgentSession(tunnel.SessionHooks):
         if self.phase is not Phase.HELLO:
             log.info("agent_disconnected", extra={"agent": self.name})
         self.phase = Phase.CLOSED
+        for extra in self.extras:
+            extra.close(ErrorCode.NO_ERROR, "its connection ended")
         if self.name:
             self.state.registry.release(self)
             if self.pool:
@@ -289,6 +297,9 @@ class AgentSession(tunnel.SessionHooks):
             log.info("tunnel_kind_refused", extra={"agent": name, "detail": str(exc)})
             self.close(exc.code, str(exc), tunnel.WS_POLICY)
             return
+        from relay import shared  # it builds on this module
+
+        grants, extras = shared.grant_all(self, name, hello)
         registry = self.state.registry
         self.pool = hello.pool
         self.name = name
@@ -303,6 +314,7 @@ class AgentSession(tunnel.SessionHooks):
             replaced,
             hello.tunnel,
             len(registry.members(name)) - len(stale) + 1 if self.pool else 0,
+            grants,
         )
         self.kind = hello.tunnel
         self.caller_auth = hello.caller_auth
@@ -323,6 +335,8 @@ class AgentSession(tunnel.SessionHooks):
             "agent_connected",
             extra={"agent": name, "client": self.client, "software": _printable(hello.agent)},
         )
+        shared.register(extras)
+        self.extras = list(extras)
 
     def _choose_name(self, hello: wire.Hello) -> str | None:
         """The session's name, or None when the HELLO asks for one it may not have."""

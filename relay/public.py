@@ -358,7 +358,9 @@ class PublicConnection(asyncio.Protocol):
         self._begin(exchange)
         no_body = head.framing is h1.Framing.NONE and not upgrade
         try:
-            exchange.stream = session.session.open(StreamKind.HTTP, exchange, raw, end=no_body)
+            exchange.stream = session.session.open(
+                StreamKind.HTTP, exchange, raw, end=no_body, tunnel=session.index
+            )
         except LocalProtocolError:
             self._end_exchange()
             raise AgentUnavailable("the agent's session cannot take a stream now") from None

@@ -123,16 +123,22 @@ class Session:
     # -- the owner's side -----------------------------------------------------------------
 
     def open(
-        self, kind: StreamKind, handler: StreamHandler, data: bytes = b"", end: bool = False
+        self,
+        kind: StreamKind,
+        handler: StreamHandler,
+        data: bytes = b"",
+        end: bool = False,
+        tunnel: int = 0,
     ) -> Stream:
-        """Relay: open a stream whose first bytes are ``data`` (FIN after them if ``end``).
+        """Relay: open a stream whose first bytes are ``data`` (FIN after them if ``end``),
+        for ``tunnel`` of a session that carries several (0: the session's own name).
 
         Raises ``wire.LocalProtocolError`` when :meth:`wire.Connection.can_open` is false.
         """
         first = data[: self.conn.sendable(0)]
-        sid = self.conn.open_stream(kind, first, end and len(first) == len(data))
+        sid = self.conn.open_stream(kind, first, end and len(first) == len(data), tunnel)
         self._opened = sid
-        stream = self.streams[sid] = Stream(self, sid, kind)
+        stream = self.streams[sid] = Stream(self, sid, kind, tunnel)
         stream.handler = handler
         if len(first) < len(data):
             stream.write(data[len(first) :])
@@ -252,7 +258,8 @@ class Session:
 
     def _on_event(self, event: wire.Event) -> None:
         if isinstance(event, StreamOpened):
-            stream = self.streams[event.stream_id] = Stream(self, event.stream_id, event.kind)
+            sid = event.stream_id
+            stream = self.streams[sid] = Stream(self, sid, event.kind, event.tunnel)
             self.hooks.on_opened(self, stream)
             self._on_data(event.stream_id, event.data, event.end_stream, False)
         elif isinstance(event, WindowUpdated):

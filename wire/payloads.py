@@ -29,6 +29,14 @@ from wire.codes import (
     StreamKind,
 )
 from wire.errors import FrameError
+from wire.shared import (
+    TunnelGrant,
+    TunnelRequest,
+    decode_grants,
+    decode_requests,
+    encode_grants,
+    encode_requests,
+)
 
 #: Largest HELLO or WELCOME payload. Both are a few hundred bytes; the cap keeps a
 #: hostile peer's JSON from costing the other side more than a small parse.
@@ -65,9 +73,13 @@ def _load(payload: bytes, what: str) -> dict[str, Any]:
 # --- OPEN -----------------------------------------------------------------------------
 
 
-def encode_open(kind: StreamKind, data: bytes) -> bytes:
-    """OPEN payload: the kind byte, then the stream's first bytes (may be empty)."""
-    return _KIND_BYTES[kind] + data
+def encode_open(kind: StreamKind, data: bytes, index: int | None = None) -> bytes:
+    """OPEN payload: the kind byte, the tunnel index byte on a session that carries
+    several tunnels (:mod:`wire.shared`; None: a single-name session, no byte), then the
+    stream's first bytes (may be empty)."""
+    if index is None:
+        return _KIND_BYTES[kind] + data
+    return _KIND_BYTES[kind] + bytes((index,)) + data
 
 
 def decode_open(payload: bytes) -> tuple[StreamKind, bytes]:
@@ -78,6 +90,16 @@ def decode_open(payload: bytes) -> tuple[StreamKind, bytes]:
     if kind is None:
         raise FrameError(f"unknown stream kind {payload[0]}")
     return kind, payload[1:]
+
+
+def decode_shared_open(payload: bytes) -> tuple[StreamKind, int, bytes]:
+    """Split the OPEN payload of a session that carries several tunnels: kind, tunnel
+    index, first bytes. Raises FrameError as :func:`decode_open` does, or without an
+    index."""
+    kind, rest = decode_open(payload)
+    if not rest:
+        raise FrameError("OPEN without a tunnel index on a shared session")
+    return kind, rest[0], rest[1:]
 
 
 # --- session payloads ----------------------------------------------------------------
@@ -107,7 +129,8 @@ class Hello:
     public connection one stream of that kind. A HELLO sent again after WELCOME replaces
     ``caller_auth``; its name and tunnel must not change. ``pool``: join the name's pool
     (several sessions serve it, new exchanges spread over them) instead of replacing
-    the session that holds it; encoded only when true.
+    the session that holds it; encoded only when true. ``tunnels``: extra HTTP
+    tunnels for this session (:mod:`wire.shared`); encoded only when not empty.
     """
 
     name: str | None = None
@@ -115,6 +138,7 @@ class Hello:
     agent: str = ""
     tunnel: StreamKind = StreamKind.HTTP
     pool: bool = False
+    tunnels: tuple[TunnelRequest, ...] = ()
 
 
 #: Largest ``pool`` count a WELCOME may carry (the relay's cap on one name's pool is
@@ -149,14 +173,24 @@ class Welcome:
     replaced: str | None = None
     tunnel: StreamKind = StreamKind.HTTP
     pool: int = 0
+    tunnels: tuple[TunnelGrant, ...] | None = None  # one per HELLO ``tunnels`` entry
 
 
 def encode_hello(hello: Hello) -> bytes:
-    auth = [{"scheme": c.scheme, "sha256": c.sha256} for c in hello.caller_auth]
-    obj: dict[str, Any] = {"name": hello.name, "caller_auth": auth, "agent": hello.agent}
+    obj: dict[str, Any] = {
+        "name": hello.name,
+        "caller_auth": _auth(hello.caller_auth),
+        "agent": hello.agent,
+    }
     if hello.pool:
         obj["pool"] = True
+    if hello.tunnels:
+        obj["tunnels"] = encode_requests(hello.tunnels, _auth)
     return _dump(_with_tunnel(obj, hello.tunnel))
+
+
+def _auth(caller_auth: tuple[CallerCredential, ...]) -> list[dict[str, str]]:
+    return [{"scheme": c.scheme, "sha256": c.sha256} for c in caller_auth]
 
 
 def _with_tunnel(obj: dict[str, Any], tunnel: StreamKind) -> dict[str, Any]:
@@ -196,8 +230,13 @@ def decode_hello(payload: bytes) -> Hello:
     pool = obj.get("pool", False)
     if type(pool) is not bool:
         raise FrameError("hello pool must be true or false")
+    kind, tunnels = _tunnel(obj, "hello"), decode_requests(obj.get("tunnels"), _credential)
+    if tunnels and kind is not StreamKind.HTTP:
+        raise FrameError("hello tunnels are for http tunnels only")
+    if tunnels and pool:
+        raise FrameError("hello pool and tunnels do not go together: a pooled name has its own")
     credentials = tuple(_credential(c) for c in auth)
-    return Hello(name, credentials, agent, _tunnel(obj, "hello"), pool)
+    return Hello(name, credentials, agent, kind, pool, tunnels)
 
 
 def encode_welcome(welcome: Welcome) -> bytes:
@@ -211,6 +250,8 @@ def encode_welcome(welcome: Welcome) -> bytes:
         obj["replaced"] = welcome.replaced
     if welcome.pool:
         obj["pool"] = welcome.pool
+    if welcome.tunnels is not None:
+        obj["tunnels"] = encode_grants(welcome.tunnels)
     return _dump(_with_tunnel(obj, welcome.tunnel))
 
 
@@ -230,7 +271,8 @@ def decode_welcome(payload: bytes) -> Welcome:
     pool = obj.get("pool", 0)
     if type(pool) is not int or not 0 <= pool <= MAX_POOL:
         raise FrameError(f"welcome pool must be a count from 0 to {MAX_POOL}")
-    return Welcome(name, tuple(urls), streams, body, replaced, _tunnel(obj, "welcome"), pool)
+    kind, tunnels = _tunnel(obj, "welcome"), decode_grants(obj.get("tunnels"))
+    return Welcome(name, tuple(urls), streams, body, replaced, kind, pool, tunnels)
 
 
 def checked_hello(hello: Hello) -> bytes:
