@@ -19,6 +19,7 @@ from typing import Any, Final
 import click
 
 from relay import config as cfg
+from relay.cluster.options import cluster_url_option, serve_options
 from relay.doctor import MIN_DAYS
 from relay.errors import RelayConfigError
 
@@ -314,6 +315,7 @@ def _state_dir_option(func: Any) -> Any:
     metavar="FIRST-LAST",
     help="Ports for raw TCP tunnels (edge-agent tcp), e.g. 30000-30099.  [default: none]",
 )
+@serve_options
 @_common
 @click.pass_context
 def serve(ctx: click.Context, /, **opts: Any) -> None:
@@ -343,6 +345,8 @@ def serve(ctx: click.Context, /, **opts: Any) -> None:
         metrics_token=opts["metrics_token"] or None,
         metrics_per_tunnel=opts["metrics_per_tunnel"],
         tcp_ports=opts["tcp_ports"],
+        cluster=opts["cluster"],
+        node_url=opts["node_url"],
     )
     if settings.open_mode:
         click.echo(
@@ -367,7 +371,11 @@ def token() -> None:
     """Issue, list and revoke agent tokens (the store keeps only their SHA-256)."""
 
 
-def _store(state_dir: Path) -> Any:
+def _store(state_dir: Path, cluster: str | None) -> Any:
+    if cluster is not None:
+        from relay.cluster.tokens import CliTokens
+
+        return CliTokens(cluster)
     from relay.tokens import TokenStore
 
     return TokenStore(Path(state_dir))
@@ -382,7 +390,10 @@ def _store(state_dir: Path) -> Any:
 @click.option(
     "--tls", is_flag=True, help="It may also open TLS passthrough tunnels (edge-agent tls)."
 )
-def token_issue(name: str, state_dir: Path, replace: bool, tcp: bool, tls: bool) -> None:
+@cluster_url_option
+def token_issue(
+    name: str, state_dir: Path, replace: bool, tcp: bool, tls: bool, cluster: str | None
+) -> None:
     """Print a new token for NAME on stdout (it is shown only this once).
 
     A token opens HTTP tunnels; --tcp and --tls add raw TCP and TLS passthrough, which
@@ -393,7 +404,7 @@ def token_issue(name: str, state_dir: Path, replace: bool, tcp: bool, tls: bool)
     allowed = {StreamKind.HTTP} | ({StreamKind.TCP} if tcp else set())
     allowed |= {StreamKind.TLS} if tls else set()
     try:
-        secret = _store(state_dir).issue(name, replace=replace, kinds=frozenset(allowed))
+        secret = _store(state_dir, cluster).issue(name, replace=replace, kinds=frozenset(allowed))
     except RelayConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"token for {name} (shown once; only its hash is stored):", err=True)
@@ -403,12 +414,13 @@ def token_issue(name: str, state_dir: Path, replace: bool, tcp: bool, tls: bool)
 @token.command("list")
 @_config_option
 @_state_dir_option
-def token_list(state_dir: Path) -> None:
+@cluster_url_option
+def token_list(state_dir: Path, cluster: str | None) -> None:
     """List tunnel names that have a token: creation time, tunnel kinds, TCP port."""
     from wire.payloads import TUNNEL_NAMES
 
     try:
-        records = _store(state_dir).records()
+        records = _store(state_dir, cluster).records()
     except RelayConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     for record in records:
@@ -421,10 +433,11 @@ def token_list(state_dir: Path) -> None:
 @_config_option
 @click.argument("name")
 @_state_dir_option
-def token_revoke(name: str, state_dir: Path) -> None:
+@cluster_url_option
+def token_revoke(name: str, state_dir: Path, cluster: str | None) -> None:
     """Delete NAME's token; a running relay closes that agent's session within seconds."""
     try:
-        removed = _store(state_dir).revoke(name)
+        removed = _store(state_dir, cluster).revoke(name)
     except RelayConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     if not removed:

@@ -18,6 +18,7 @@ import httptools
 from wire import ErrorCode
 
 if TYPE_CHECKING:
+    from relay.cluster.hop import NodeStream
     from relay.public import PublicConnection
     from tunnel import Stream
 
@@ -161,7 +162,7 @@ class Exchange:
         self.request_done = False  # the caller's request bytes all went down
         self.slot: tuple[str, str] | None = None  # (tunnel, caller address) it counts for
         self.headers: list[tuple[bytes, bytes]] = []  # the request's (a relay error's Accept)
-        self.stream: Stream | None = None
+        self.stream: Stream | NodeStream | None = None  # NodeStream: held by another node
 
     @property
     def head_only(self) -> bool:

@@ -1,0 +1,158 @@
+"""The token store in Redis: ``edge:tokens`` (hash name -> the record's JSON, as in
+tokens.json: the SHA-256, never the token) and its change channel ``edge:tokens``.
+
+Two sides, as for the file store:
+
+* :class:`CliTokens`: ``edge-relay token issue|list|revoke --cluster URL`` (synchronous
+  redis-py). Each change is one atomic Redis step followed by a message on the channel.
+* :class:`RedisTokenStore`: a running node's view. It is a :class:`relay.tokens.TokenStore`
+  whose records come from Redis instead of a file: the node re-reads the hash when a
+  change message arrives (and after a Redis outage), and :meth:`refresh` (synchronous, on
+  the relay's paths) installs what was read. A revoke thus reaches every node within one
+  Redis round trip, and the node closes the session at once
+  (:meth:`relay.cluster.setup.Cluster.tokens_changed`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from relay.cluster import redisconn
+from relay.config import RESERVED_NAMES
+from relay.errors import RelayConfigError
+from relay.tokens import (
+    DEFAULT_KINDS,
+    TOKEN_BYTES,
+    TOKEN_PREFIX,
+    TokenRecord,
+    TokenStore,
+    _parse,
+    token_hash,
+)
+from wire import StreamKind
+from wire.rules import valid_name
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio
+
+TOKENS_KEY: Final = redisconn.PREFIX + "tokens"
+TOKENS_CHANNEL: Final = redisconn.PREFIX + "tokens"
+
+#: Most tokens a cluster keeps (each node holds them all in memory).
+MAX_TOKENS: Final = 100_000
+
+
+def _records(raw: dict[str, str], where: str) -> dict[str, TokenRecord]:
+    try:
+        entries = {name: json.loads(value) for name, value in raw.items()}
+    except ValueError as exc:
+        raise RelayConfigError(f"token store {where}: {exc}") from exc
+    return _parse({"tokens": entries}, Path(where))
+
+
+class RedisTokenStore(TokenStore):
+    """A node's token store, read from Redis (see the module docstring)."""
+
+    def __init__(self, client: redis.asyncio.Redis, where: str) -> None:
+        super().__init__(Path(where))
+        self.client = client
+        self.where = where
+        self._loaded: dict[str, TokenRecord] | None = None
+        self._first = True
+
+    async def load(self) -> None:
+        """Read every record; :meth:`refresh` installs them. Raises redis.RedisError."""
+        raw = await self.client.hgetall(TOKENS_KEY)
+        self._loaded = _records({str(k): str(v) for k, v in raw.items()}, self.where)
+
+    def refresh(self) -> bool:
+        loaded, self._loaded = self._loaded, None
+        if loaded is None:
+            return False
+        changed = loaded != self._records
+        self._install(loaded, first=self._first)
+        self._first = False
+        return changed
+
+    def records(self) -> list[TokenRecord]:
+        return sorted(self._records.values(), key=lambda r: r.name)
+
+    def issue(
+        self, name: str, replace: bool = False, kinds: frozenset[StreamKind] = DEFAULT_KINDS
+    ) -> str:
+        raise RelayConfigError("issue tokens with: edge-relay token issue NAME --cluster URL")
+
+    def revoke(self, name: str) -> bool:
+        raise RelayConfigError("revoke tokens with: edge-relay token revoke NAME --cluster URL")
+
+
+class CliTokens:
+    """``edge-relay token ... --cluster URL``: the same calls as :class:`TokenStore`'s
+    CLI side. Raises RelayConfigError (Redis unreachable included)."""
+
+    def __init__(self, url: str) -> None:
+        self.client: redis.Redis = redisconn.sync_client(url)
+        parts = url.split("@")[-1]  # never print a password
+        self.where = parts if "://" in parts else "redis://" + parts
+
+    def records(self) -> list[TokenRecord]:
+        raw = self._call(lambda: self.client.hgetall(TOKENS_KEY))
+        return sorted(_records(raw, self.where).values(), key=lambda r: r.name)
+
+    def issue(
+        self, name: str, replace: bool = False, kinds: frozenset[StreamKind] = DEFAULT_KINDS
+    ) -> str:
+        if not valid_name(name) or name in RESERVED_NAMES:
+            raise RelayConfigError(f"{name!r} is not a valid tunnel name (a lowercase DNS label)")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+        self._call(lambda: self._store(name, token, replace, kinds))
+        return token
+
+    def revoke(self, name: str) -> bool:
+        removed = self._call(lambda: self.client.hdel(TOKENS_KEY, name))
+        if removed:
+            self._call(lambda: self.client.publish(TOKENS_CHANNEL, f"revoke {name}"))
+        return bool(removed)
+
+    def _store(self, name: str, token: str, replace: bool, kinds: frozenset[StreamKind]) -> None:
+        import redis
+
+        with self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(TOKENS_KEY)  # type: ignore[no-untyped-call]
+                    old = pipe.hget(TOKENS_KEY, name)
+                    if old is not None and not replace:
+                        raise RelayConfigError(
+                            f"{name} already has a token (use --replace to rotate it)"
+                        )
+                    if old is None and pipe.hlen(TOKENS_KEY) >= MAX_TOKENS:
+                        raise RelayConfigError(f"the cluster holds {MAX_TOKENS} tokens already")
+                    pipe.multi()
+                    pipe.hset(TOKENS_KEY, name, json.dumps(self._record(name, token, kinds, old)))
+                    pipe.publish(TOKENS_CHANNEL, f"issue {name}")
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue  # another change came first: read again
+
+    def _record(
+        self, name: str, token: str, kinds: frozenset[StreamKind], old: Any
+    ) -> dict[str, Any]:
+        port = _records({name: old}, self.where)[name].tcp_port if old is not None else None
+        created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        record = TokenRecord(name, token_hash(token), created, kinds | DEFAULT_KINDS, port)
+        return record.to_json()
+
+    def _call(self, work: Any) -> Any:
+        import redis
+
+        try:
+            return work()
+        except redis.RedisError as exc:
+            raise RelayConfigError(f"cannot use Redis at {self.where}: {exc}") from exc
