@@ -42,6 +42,11 @@ from wire import MAX_AGENT_INFO, MAX_CALLER_AUTH, CallerCredential, StreamKind, 
 #: A session must last this long before the reconnect backoff starts over.
 HEALTHY_AFTER: Final = 30.0
 
+#: With several relays (a cluster), the random delay before reconnecting after a
+#: healthy session is at most this: the session moves to another node, which is up, and
+#: the dead node's agents still arrive spread over these seconds.
+FAILOVER_SPREAD: Final = 3.0
+
 logger = logging.getLogger(__name__)
 
 
@@ -100,7 +105,11 @@ class TunnelClient:
     ) -> None:
         check_name(name)
         self.tunnel = tunnel
-        self.relay_url = relay_url
+        #: Relays to try in turn (``--relay`` repeated: the nodes of a relay cluster).
+        self.relay_urls = [url.strip() for url in relay_url.split(",") if url.strip()]
+        if not self.relay_urls:
+            raise ConfigError("no relay URL: pass --relay or set EDGE_RELAY_URL")
+        self._relay_index = 0
         self.name = name
         self.target = target
         self.policy = policy
@@ -186,7 +195,10 @@ class TunnelClient:
             await self._serve_with_retries()
             if self._stop.is_set():
                 break
-            delay = random.uniform(0, self.policy.restart_delay)
+            spread = self.policy.restart_delay
+            if len(self.relay_urls) > 1:  # the next node is up: no restart to wait out
+                spread = min(spread, FAILOVER_SPREAD)
+            delay = random.uniform(0, spread)
             self._log_reconnect(1, delay, None)
             await self._sleep(delay)
 
@@ -226,8 +238,12 @@ class TunnelClient:
         try:
             link = await self._connect()
         except NotARelay as exc:
-            if self.welcome is None:  # never connected: a retry cannot fix the URL
+            if self.welcome is None and len(self.relay_urls) == 1:  # a retry cannot fix it
                 raise ConfigError(f"{exc}; {exc.fix}") from exc
+            self._next_relay()
+            raise
+        except (OSError, TimeoutError, TunnelError):
+            self._next_relay()  # a dead node of a cluster: the next one serves the name
             raise
         if link is None:
             return  # stopped while connecting
@@ -257,9 +273,21 @@ class TunnelClient:
         )
         if self._stop.is_set():
             return
+        self._next_relay()  # the node may have died: reconnect through the next
         if up < self.policy.healthy_after:  # keep the backoff growing
             raise failure or SessionEndedEarly(f"session ended after {up:.1f} s")
         self.attempts = 0  # healthy: run() starts a fresh backoff
+
+    @property
+    def relay_url(self) -> str:
+        """The relay this client connects to now (the next one after a failure)."""
+        return self.relay_urls[self._relay_index]
+
+    def _next_relay(self) -> None:
+        if len(self.relay_urls) < 2:
+            return
+        self._relay_index = (self._relay_index + 1) % len(self.relay_urls)
+        logger.info("relay_switched", extra={"agent": self.name, "relay": self.relay_url})
 
     async def _connect(self) -> tunnel.WsLink | None:
         """Open the WebSocket, or return None if :meth:`stop`/:meth:`drain` came first."""

@@ -20,8 +20,8 @@ from tests.e2e.procs import AgentProc, Procs, RelayProc, free_port, run_cli, wai
 
 
 class RedisServer:
-    """redis-server on 127.0.0.1:``port`` without persistence (a restart loses every key,
-    as a fresh Redis would)."""
+    """redis-server on 127.0.0.1:``port``, persisting every write (append-only file), as
+    a production Redis does: a restart keeps the tokens."""
 
     def __init__(self, binary: str, workdir: Path) -> None:
         self.binary = binary
@@ -33,11 +33,13 @@ class RedisServer:
 
     def start(self) -> None:
         argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no"]  # fmt: skip
+                "--appendonly", "yes", "--appendfsync", "always",
+                "--dir", str(self.workdir), "--daemonize", "no"]  # fmt: skip
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port, timeout=10)
 
     def stop(self) -> None:
+        """SIGKILL: Redis dies as a crashed machine's would."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
