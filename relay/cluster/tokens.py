@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import json
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -81,6 +82,17 @@ class RedisTokenStore(TokenStore):
 
     def records(self) -> list[TokenRecord]:
         return sorted(self._records.values(), key=lambda r: r.name)
+
+    def assign_port(
+        self, name: str, pick: Callable[[int | None, set[int]], int | None]
+    ) -> int | None:
+        """A TCP port for ``name``, picked by this node only (not yet cluster-wide, and
+        not kept in Redis: see docs/scale.md)."""
+        record = self._records.get(name)
+        if record is None:
+            return None
+        taken = {r.tcp_port for r in self._records.values() if r.name != name and r.tcp_port}
+        return pick(record.tcp_port, taken)
 
     def issue(
         self, name: str, replace: bool = False, kinds: frozenset[StreamKind] = DEFAULT_KINDS
