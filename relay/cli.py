@@ -47,6 +47,8 @@ _SERVE_KEYS: Final = frozenset(
         "metrics_token",
         "metrics_per_tunnel",
         "tcp_ports",
+        "cluster",
+        "node_url",
     }
 )
 _GLOBAL_KEYS: Final = frozenset({"verbose", "log_format"})
@@ -119,7 +121,7 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     if unknown:
         raise click.BadParameter(f"unknown keys in {value}: {', '.join(sorted(unknown))}")
     serve = {_PARAM.get(k, k): v for k, v in flat.items() if k in _SERVE_KEYS | _GLOBAL_KEYS}
-    state = {k: v for k, v in flat.items() if k == "state_dir"}
+    state = {k: v for k, v in flat.items() if k in ("state_dir", "cluster")}
     tokens = {"issue": state, "list": state, "revoke": state}
     doctor = {k: v for k, v in flat.items() if k in _DOCTOR_KEYS}
     ctx.default_map = {

@@ -62,6 +62,17 @@ if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) 
 return 0
 """
 
+#: Refresh a name's key while it is free or names this node; 0 when another node took
+#: it (a message this node missed, or a move during a Redis outage).
+_KEEP_IF_MINE: Final = """
+local held = redis.call('get', KEYS[1])
+if held == false or held == ARGV[1] then
+  redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
 
 class Directory:
     """name -> node URL for sessions held by OTHER nodes (this node's are local)."""
@@ -178,12 +189,19 @@ class ClusterNode:
         if deleted:
             await self.client.publish(SESSIONS_CHANNEL, f"down {name} {self.node_url}")
 
-    async def _refresh(self) -> None:
+    async def _refresh(self) -> list[str]:
+        """Renew this node's names; returns those another node holds now (each is
+        handed to :attr:`on_taken`)."""
         names = sorted(self.local_names())
         async with self.client.pipeline(transaction=False) as pipe:
             for name in names:
-                pipe.set(SESSION_KEY + name, self.node_url, ex=SESSION_TTL)
-            await pipe.execute()
+                pipe.eval(_KEEP_IF_MINE, 1, SESSION_KEY + name, self.node_url, SESSION_TTL)
+            kept = await pipe.execute()
+        lost = [name for name, ok in zip(names, kept, strict=True) if not ok]
+        for name in lost:
+            log.info("cluster_name_moved", extra={"agent": name, "node": "another"})
+            self.on_taken(name)
+        return lost
 
     async def _read_directory(self) -> None:
         mapping: dict[str, str] = {}
@@ -228,8 +246,9 @@ class ClusterNode:
 
     async def _came_back(self) -> None:
         await self._agree_secret()
-        for name in sorted(self.local_names()):
-            await self._announce(name)
+        lost = await self._refresh()  # a name another node took meanwhile stays there
+        for name in sorted(self.local_names() - set(lost)):
+            await self.client.publish(SESSIONS_CHANNEL, f"up {name} {self.node_url}")
         self.up = True
         log.warning("cluster_redis_back", extra={"node": self.node_url})
         self.on_tokens()

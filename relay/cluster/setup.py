@@ -60,6 +60,11 @@ class ClusterRegistry(InMemoryRegistry):
             self.held.discard(name)
             self.node.withdraw(name)
 
+    def lookup(self, name: str) -> AgentSession | None:
+        # A session whose name moved to another node drains here; new requests go there.
+        session = super().lookup(name)
+        return session if session is None or name in self.held else None
+
     def known(self, name: str) -> bool:
         return super().known(name) or self.node.owner(name) is not None
 
@@ -155,7 +160,8 @@ class Cluster:
 
     def _taken(self, name: str) -> None:
         """Another node now holds ``name``: the session here goes (GOAWAY REPLACED)."""
-        session = self.registry.lookup(name)
+        self.registry.held.discard(name)
+        session = InMemoryRegistry.lookup(self.registry, name)
         if session is None or self.app is None:
             return
         session.retire(

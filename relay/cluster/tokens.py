@@ -15,8 +15,11 @@ Two sides, as for the file store:
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime
 import json
+import logging
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -41,11 +44,48 @@ if TYPE_CHECKING:
     import redis
     import redis.asyncio
 
+log = logging.getLogger(__name__)
+
 TOKENS_KEY: Final = redisconn.PREFIX + "tokens"
 TOKENS_CHANNEL: Final = redisconn.PREFIX + "tokens"
+PORTS_KEY: Final = redisconn.PREFIX + "tcp-ports"
+
+#: Give port ARGV[2] to name ARGV[1] unless another name holds it; write it into the
+#: name's record and announce the change. 1: kept (or already the name's), 0: taken.
+_KEEP_PORT: Final = """
+local record = redis.call('hget', KEYS[1], ARGV[1])
+if not record then return 0 end
+if redis.call('hsetnx', KEYS[2], ARGV[2], ARGV[1]) == 0
+   and redis.call('hget', KEYS[2], ARGV[2]) ~= ARGV[1] then
+  return 0
+end
+local decoded = cjson.decode(record)
+local old = decoded['tcp_port']
+if old and tostring(old) ~= ARGV[2] and redis.call('hget', KEYS[2], tostring(old)) == ARGV[1] then
+  redis.call('hdel', KEYS[2], tostring(old))
+end
+decoded['tcp_port'] = tonumber(ARGV[2])
+redis.call('hset', KEYS[1], ARGV[1], cjson.encode(decoded))
+redis.call('publish', KEYS[1], 'port ' .. ARGV[1])
+return 1
+"""
 
 #: Most tokens a cluster keeps (each node holds them all in memory).
 MAX_TOKENS: Final = 100_000
+
+
+#: Delete the record of ARGV[1], free its TCP port, announce the change.
+_REVOKE: Final = """
+local record = redis.call('hget', KEYS[1], ARGV[1])
+if not record then return 0 end
+local port = cjson.decode(record)['tcp_port']
+if port and redis.call('hget', KEYS[2], tostring(port)) == ARGV[1] then
+  redis.call('hdel', KEYS[2], tostring(port))
+end
+redis.call('hdel', KEYS[1], ARGV[1])
+redis.call('publish', KEYS[1], 'revoke ' .. ARGV[1])
+return 1
+"""
 
 
 def _records(raw: dict[str, str], where: str) -> dict[str, TokenRecord]:
@@ -63,6 +103,7 @@ class RedisTokenStore(TokenStore):
         super().__init__(Path(where))
         self.client = client
         self.where = where
+        self._tasks: set[asyncio.Task[None]] = set()
         self._loaded: dict[str, TokenRecord] | None = None
         self._first = True
 
@@ -86,13 +127,38 @@ class RedisTokenStore(TokenStore):
     def assign_port(
         self, name: str, pick: Callable[[int | None, set[int]], int | None]
     ) -> int | None:
-        """A TCP port for ``name``, picked by this node only (not yet cluster-wide, and
-        not kept in Redis: see docs/scale.md)."""
+        """Keep the TCP port ``pick`` returns in ``name``'s record, cluster-wide.
+
+        ``taken``: the ports every record in the cluster holds (this node's copy). A new
+        port is written to the record here at once, and to Redis right after, where
+        ``edge:tcp-ports`` (port -> name, HSETNX) settles a race between two nodes: the
+        loser logs ``tcp_port_conflict`` and the name gets a free port at its next session.
+        """
         record = self._records.get(name)
         if record is None:
             return None
         taken = {r.tcp_port for r in self._records.values() if r.name != name and r.tcp_port}
-        return pick(record.tcp_port, taken)
+        port = pick(record.tcp_port, taken)
+        if port is not None and port != record.tcp_port:
+            self._records[name] = dataclasses.replace(record, tcp_port=port)
+            task = asyncio.get_running_loop().create_task(self._keep_port(name, port))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return port
+
+    async def _keep_port(self, name: str, port: int) -> None:
+        import redis
+
+        try:
+            kept = await self.client.eval(_KEEP_PORT, 2, TOKENS_KEY, PORTS_KEY, name, str(port))
+        except redis.RedisError as exc:
+            log.error("tcp_port_unsaved", extra={"agent": name, "port": port, "detail": str(exc)})
+            return
+        if not kept:
+            log.error("tcp_port_conflict", extra={"agent": name, "port": port})
+            record = self._records.get(name)
+            if record is not None and record.tcp_port == port:
+                self._records[name] = dataclasses.replace(record, tcp_port=None)
 
     def issue(
         self, name: str, replace: bool = False, kinds: frozenset[StreamKind] = DEFAULT_KINDS
@@ -126,9 +192,8 @@ class CliTokens:
         return token
 
     def revoke(self, name: str) -> bool:
-        removed = self._call(lambda: self.client.hdel(TOKENS_KEY, name))
-        if removed:
-            self._call(lambda: self.client.publish(TOKENS_CHANNEL, f"revoke {name}"))
+        """Delete ``name``'s token (and free its TCP port); False if it had none."""
+        removed = self._call(lambda: self.client.eval(_REVOKE, 2, TOKENS_KEY, PORTS_KEY, name))
         return bool(removed)
 
     def _store(self, name: str, token: str, replace: bool, kinds: frozenset[StreamKind]) -> None:

@@ -95,13 +95,22 @@ class NameOrigin:
         self.server.server_close()
 
 
-def start_node(procs: Procs, redis: RedisServer, state_dir: Path, label: str) -> RelayProc:
-    """A relay node on a port chosen first (its node URL must name it)."""
+def start_node(
+    procs: Procs,
+    redis: RedisServer,
+    state_dir: Path,
+    label: str,
+    *args: str,
+    host: str = "127.0.0.1",
+) -> RelayProc:
+    """A relay node on a port chosen first (its node URL must name it), on ``host`` (a
+    loopback address: nodes on several addresses are several machines)."""
     port = free_port()
-    node = f"http://127.0.0.1:{port}"
-    return procs.add(
-        RelayProc(state_dir, "--cluster", redis.url, "--node-url", node, port=port, name=label)
-    )
+    node = f"http://{host}:{port}"
+    flags = ["--cluster", redis.url, "--node-url", node, "--host", host, *args]
+    relay = procs.add(RelayProc(state_dir, *flags, port=port, name=label))
+    relay.url = node
+    return relay
 
 
 def issue(redis: RedisServer, name: str) -> str:
