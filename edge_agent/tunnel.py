@@ -36,6 +36,7 @@ import tunnel
 from edge_agent.agent_key import new_key
 from edge_agent.connect import ConnectOptions, check_name, open_tunnel
 from edge_agent.errors import ConfigError, NotARelay, SessionEndedEarly, TunnelError
+from edge_agent.relays import RelayRing
 from edge_agent.session import DRAIN_TIMEOUT, WELCOME_TIMEOUT, Hooks, StreamTarget, TunnelSession
 from wire import MAX_AGENT_INFO, MAX_CALLER_AUTH, CallerCredential, StreamKind, Welcome
 
@@ -105,11 +106,9 @@ class TunnelClient:
     ) -> None:
         check_name(name)
         self.tunnel = tunnel
-        #: Relays to try in turn (``--relay`` repeated: the nodes of a relay cluster).
-        self.relay_urls = [url.strip() for url in relay_url.split(",") if url.strip()]
-        if not self.relay_urls:
-            raise ConfigError("no relay URL: pass --relay or set EDGE_RELAY_URL")
-        self._relay_index = 0
+        #: Relays to try in turn (``--relay`` repeated, or one name with several
+        #: addresses: the nodes of a relay cluster).
+        self.relays = RelayRing(relay_url)
         self.name = name
         self.target = target
         self.policy = policy
@@ -196,7 +195,7 @@ class TunnelClient:
             if self._stop.is_set():
                 break
             spread = self.policy.restart_delay
-            if len(self.relay_urls) > 1:  # the next node is up: no restart to wait out
+            if self.relays.several:  # the next node is up: no restart to wait out
                 spread = min(spread, FAILOVER_SPREAD)
             delay = random.uniform(0, spread)
             self._log_reconnect(1, delay, None)
@@ -238,7 +237,7 @@ class TunnelClient:
         try:
             link = await self._connect()
         except NotARelay as exc:
-            if self.welcome is None and len(self.relay_urls) == 1:  # a retry cannot fix it
+            if self.welcome is None and not self.relays.several:  # a retry cannot fix it
                 raise ConfigError(f"{exc}; {exc.fix}") from exc
             self._next_relay()
             raise
@@ -281,20 +280,19 @@ class TunnelClient:
     @property
     def relay_url(self) -> str:
         """The relay this client connects to now (the next one after a failure)."""
-        return self.relay_urls[self._relay_index]
+        return self.relays.url
 
     def _next_relay(self) -> None:
-        if len(self.relay_urls) < 2:
-            return
-        self._relay_index = (self._relay_index + 1) % len(self.relay_urls)
-        logger.info("relay_switched", extra={"agent": self.name, "relay": self.relay_url})
+        if self.relays.advance():
+            logger.info("relay_switched", extra={"agent": self.name, "relay": self.relay_url})
 
     async def _connect(self) -> tunnel.WsLink | None:
         """Open the WebSocket, or return None if :meth:`stop`/:meth:`drain` came first."""
         if self._stop.is_set():
             return None
+        address = await self.relays.address()
         opening = asyncio.ensure_future(
-            open_tunnel(self.relay_url, self._token, self.name, self.options)
+            open_tunnel(self.relay_url, self._token, self.name, self.options, address)
         )
         stopping = asyncio.ensure_future(self._stop.wait())
         try:

@@ -102,10 +102,11 @@ def start_node(
     label: str,
     *args: str,
     host: str = "127.0.0.1",
+    port: int = 0,
 ) -> RelayProc:
     """A relay node on a port chosen first (its node URL must name it), on ``host`` (a
     loopback address: nodes on several addresses are several machines)."""
-    port = free_port()
+    port = port or free_port()
     node = f"http://{host}:{port}"
     flags = ["--cluster", redis.url, "--node-url", node, "--host", host, *args]
     relay = procs.add(RelayProc(state_dir, *flags, port=port, name=label))
