@@ -195,6 +195,10 @@ def check(settings: Settings) -> None:
         return
     if settings.node_url is None:
         raise ClusterConfigError("--cluster needs --node-url (how other nodes reach this one)")
+    if settings.open_mode:
+        # Open mode guards a name only by the agent key its node saw; a cluster would let
+        # a machine take a name held on another node. It is for one local relay.
+        raise ClusterConfigError("--open is for one local relay; a cluster needs tokens")
     if (why := redisconn.import_error()) is not None:
         raise ClusterConfigError(why)
 
