@@ -44,9 +44,13 @@ from wire import MAX_AGENT_INFO, MAX_CALLER_AUTH, CallerCredential, StreamKind, 
 HEALTHY_AFTER: Final = 30.0
 
 #: With several relays (a cluster), the random delay before reconnecting after a
-#: healthy session is at most this: the session moves to another node, which is up, and
+#: session ended is at most this: the session moves to another node, which is up, and
 #: the dead node's agents still arrive spread over these seconds.
 FAILOVER_SPREAD: Final = 3.0
+
+#: Seconds a session must have lasted for the short FAILOVER_SPREAD delay (shorter ones
+#: keep the growing backoff: a relay that accepts and drops at once is not hammered).
+FAILOVER_MIN_SESSION: Final = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +113,7 @@ class TunnelClient:
         #: Relays to try in turn (``--relay`` repeated, or one name with several
         #: addresses: the nodes of a relay cluster).
         self.relays = RelayRing(relay_url)
+        self._moved = False
         self.name = name
         self.target = target
         self.policy = policy
@@ -217,13 +222,20 @@ class TunnelClient:
             self._session.abort()
 
     async def _serve_with_retries(self) -> None:
+        backoff = wait_exponential_jitter(
+            multiplier=self.policy.initial, max=self.policy.max_delay, jitter=self.policy.jitter
+        )
+
+        def wait(state: RetryCallState) -> float:
+            delay = backoff(state)
+            if self._moved:  # a session of several seconds ended: its node likely died
+                self._moved = False
+                delay = min(delay, random.uniform(0, FAILOVER_SPREAD))
+            return delay
+
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TunnelError),
-            wait=wait_exponential_jitter(
-                multiplier=self.policy.initial,
-                max=self.policy.max_delay,
-                jitter=self.policy.jitter,
-            ),
+            wait=wait,
             stop=stop_never,
             sleep=self._sleep,
             before_sleep=self._before_sleep,
@@ -274,6 +286,9 @@ class TunnelClient:
             return
         self._next_relay()  # the node may have died: reconnect through the next
         if up < self.policy.healthy_after:  # keep the backoff growing
+            # Another node is up: the first retry there waits FAILOVER_SPREAD at most,
+            # after a session that lasted (one that drops at once still backs off).
+            self._moved = self.relays.several and up >= FAILOVER_MIN_SESSION
             raise failure or SessionEndedEarly(f"session ended after {up:.1f} s")
         self.attempts = 0  # healthy: run() starts a fresh backoff
 
