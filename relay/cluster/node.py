@@ -147,7 +147,7 @@ class ClusterNode:
             await self._agree_secret()
             await self._read_directory()
         except redis.RedisError as exc:
-            raise ClusterConfigError(f"cannot use Redis at {self._where()}: {exc}") from exc
+            raise ClusterConfigError(f"cannot use Redis at {self.where()}: {exc}") from exc
         log.info("cluster_joined", extra={"node": self.node_url, "nodes": self.directory.nodes()})
         self._spawn(self._refresh_loop())
         self._spawn(self._listen_loop())
@@ -295,7 +295,7 @@ class ClusterNode:
                 "cluster_redis_down",
                 extra={
                     "node": self.node_url,
-                    "detail": f"{self._where()}: {exc}; serving the sessions held here",
+                    "detail": f"{self.where()}: {exc}; serving the sessions held here",
                 },
             )
             self._down_logged = now
@@ -314,7 +314,7 @@ class ClusterNode:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _where(self) -> str:
+    def where(self) -> str:
         """The Redis URL without a password (never logged)."""
         from urllib.parse import urlsplit
 

@@ -77,7 +77,7 @@ class Cluster:
         self.node_url = settings.node_url
         self.node = ClusterNode(settings.cluster, settings.node_url, self._held)
         self.registry = ClusterRegistry(self.node)
-        self.store = RedisTokenStore(self.node.client, self.node._where())
+        self.store = RedisTokenStore(self.node.client, self.node.where())
         self.hops: HopMetrics | None = None
         self.links: LinkPool | None = None
         self.app: RelayApp | None = None

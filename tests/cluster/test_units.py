@@ -85,3 +85,11 @@ def test_relay_lists_from_every_source() -> None:
     assert ring.advance() and ring.url == "http://a:1"
     single = RelayRing("http://127.0.0.1:1")
     assert not single.advance() and not single.several
+
+
+def test_no_redis_at_startup_is_one_line() -> None:
+    args = ["serve", "--port", "0", "--cluster", "redis://:pw@127.0.0.1:1/0"]
+    result = CliRunner().invoke(cli.main, [*args, "--node-url", "http://127.0.0.1:9"])
+    assert result.exit_code != 0
+    assert "cannot read the token store in Redis" in result.output
+    assert "pw" not in result.output  # the password is never printed
