@@ -134,6 +134,7 @@ class ClusterNode:
         self.on_back: Callable[[], None] = lambda: None
         self._tasks: set[asyncio.Task[None]] = set()
         self._down_logged = 0.0
+        self._back_lock = asyncio.Lock()
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -245,11 +246,15 @@ class ClusterNode:
                 self._down(exc)
 
     async def _came_back(self) -> None:
-        await self._agree_secret()
-        lost = await self._refresh()  # a name another node took meanwhile stays there
-        for name in sorted(self.local_names() - set(lost)):
-            await self.client.publish(SESSIONS_CHANNEL, f"up {name} {self.node_url}")
-        self.up = True
+        """Redis answers again: re-publish, then say so (once, whichever loop saw it)."""
+        async with self._back_lock:
+            if self.up:
+                return
+            await self._agree_secret()
+            lost = await self._refresh()  # a name another node took meanwhile stays there
+            for name in sorted(self.local_names() - set(lost)):
+                await self.client.publish(SESSIONS_CHANNEL, f"up {name} {self.node_url}")
+            self.up = True
         log.warning("cluster_redis_back", extra={"node": self.node_url})
         self.on_tokens()
         self.on_back()
@@ -261,9 +266,10 @@ class ClusterNode:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(SESSIONS_CHANNEL, TOKENS_CHANNEL)
-                if self.up:
-                    await self._read_directory()  # what changed while not subscribed
-                    self.on_tokens()
+                if not self.up:  # noticed here first: every RESUBSCRIBE_DELAY, not refresh
+                    await self._came_back()
+                await self._read_directory()  # what changed while not subscribed
+                self.on_tokens()
                 await self._listen(pubsub)
             except (redis.RedisError, OSError) as exc:
                 self._down(exc)
