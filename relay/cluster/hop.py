@@ -191,9 +191,12 @@ class NodeStream:
     session is on another node: the same surface (write, end, reset, pause/resume
     reading, closed, ending)."""
 
-    __slots__ = ("_pending", "closed", "ending", "handler", "link", "node", "pool")
+    __slots__ = ("_pending", "_retry", "closed", "ending", "handler", "link", "node", "pool")
 
-    def __init__(self, pool: LinkPool, node: str, handler: Exchange, head: bytes) -> None:
+    def __init__(
+        self, pool: LinkPool, node: str, handler: Exchange, head: bytes, head_only: bool
+    ) -> None:
+        """``head_only``: the request is its head (no body, no upgrade): safe to resend."""
         self.pool = pool
         self.node = node
         self.handler = handler
@@ -201,7 +204,11 @@ class NodeStream:
         self.ending = False
         self.link: HopLink | None = pool.take(node)
         self._pending: list[bytes] | None = None
+        #: On a reused link: the head, sent again on a new link if the old one turns out
+        #: closed by the owner before any answer (see :meth:`link_ended`).
+        self._retry: bytes | None = None
         if self.link is not None:
+            self._retry = head if head_only else None
             self._attach(self.link)
             self.write(head)
         else:
@@ -270,6 +277,7 @@ class NodeStream:
         self.handler.aborted(ErrorCode.UNAVAILABLE, f"owner node {self.node}: {detail}")
 
     def received(self, data: bytes) -> None:
+        self._retry = None  # the owner answered on this link: no resend from here on
         handler = self.handler
         handler.data(data)
         watch = handler.watch
@@ -277,14 +285,25 @@ class NodeStream:
             self._finish(close=not watch.keep_alive)
 
     def link_ended(self) -> None:
-        """The owner closed the link (or it broke)."""
+        """The owner closed the link (or it broke).
+
+        A reused link that the owner closed while idle (a race with its keep-alive
+        timeout or a drain) fails before any answer: a request that was all head (no
+        body, no upgrade) is then sent again once on a new link, as HTTP clients do.
+        """
         if self.closed:
             return
-        self.closed = True
         link, self.link = self.link, None
         if link is not None:
             link.stream = None
             link.close()
+        retry, self._retry = self._retry, None
+        if retry is not None and not self.handler.sent:
+            self._pending = [retry]
+            self.handler.pause_writing()
+            self.pool.open(self.node, self)
+            return
+        self.closed = True
         if self.handler.sent or self.handler.watch.upgraded:
             self.handler.end(True)  # a pipe's end; or an answer cut short (the exchange says)
             return

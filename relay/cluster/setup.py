@@ -153,7 +153,10 @@ class Cluster:
         )
         raw = hop_head(raw, self.node.secrets[0])
         links = self.links
-        conn.start_exchange(head, where, raw, lambda ex: NodeStream(links, node, ex, raw))
+        head_only = head.framing is h1.Framing.NONE and head.upgrade is None
+        conn.start_exchange(
+            head, where, raw, lambda ex: NodeStream(links, node, ex, raw, head_only)
+        )
         self.hops.out(node)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("cluster_hop", extra={"agent": where.name, "node": node})
