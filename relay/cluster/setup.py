@@ -117,6 +117,8 @@ class Cluster:
         await self.node.start()
 
     async def stop(self) -> None:
+        for task in [*self._tasks, *self.store.tasks]:
+            task.cancel()
         if self.links is not None:
             self.links.close()
         await self.node.stop()

@@ -103,7 +103,8 @@ class RedisTokenStore(TokenStore):
         super().__init__(Path(where))
         self.client = client
         self.where = where
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: Port writes in flight (cancelled when the node stops).
+        self.tasks: set[asyncio.Task[None]] = set()
         self._loaded: dict[str, TokenRecord] | None = None
         self._first = True
 
@@ -142,8 +143,8 @@ class RedisTokenStore(TokenStore):
         if port is not None and port != record.tcp_port:
             self._records[name] = dataclasses.replace(record, tcp_port=port)
             task = asyncio.get_running_loop().create_task(self._keep_port(name, port))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
         return port
 
     async def _keep_port(self, name: str, port: int) -> None:
