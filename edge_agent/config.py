@@ -244,7 +244,16 @@ def _pick(
 ) -> Any:
     flag = flags.get(key)
     if flag is not None and flag != ():
-        return flag
+        return relay_list(flag) if key == "relay" else flag
     if key in names and env.get(names[key]):
         return env[names[key]]
-    return file.get(key)
+    value = file.get(key)
+    return relay_list(value) if key == "relay" and isinstance(value, list) else value
+
+
+def relay_list(value: Any) -> str:
+    """Several relay URLs (``--relay`` repeated, a TOML list) as one comma-separated
+    string, the form EDGE_RELAY_URL takes too; the tunnel client splits it again."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v).strip() for v in value)
+    return str(value)

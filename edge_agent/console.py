@@ -35,7 +35,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 def relay_options(func: F) -> F:
     """``--relay``, ``--token`` and the TLS flags (values None when not given)."""
     options = [
-        click.option("--relay", metavar="URL", help="Relay base URL [env: EDGE_RELAY_URL]."),
+        click.option(
+            "--relay",
+            metavar="URL",
+            multiple=True,
+            help="Relay base URL [env: EDGE_RELAY_URL]; repeat it (or separate with commas) "
+            "for a relay cluster: the agent moves to the next when one fails.",
+        ),
         click.option(
             "--token",
             metavar="TOKEN",

@@ -36,11 +36,21 @@ import tunnel
 from edge_agent.agent_key import new_key
 from edge_agent.connect import ConnectOptions, check_name, open_tunnel
 from edge_agent.errors import ConfigError, NotARelay, SessionEndedEarly, TunnelError
+from edge_agent.relays import RelayRing
 from edge_agent.session import DRAIN_TIMEOUT, WELCOME_TIMEOUT, Hooks, StreamTarget, TunnelSession
 from wire import MAX_AGENT_INFO, MAX_CALLER_AUTH, CallerCredential, StreamKind, Welcome
 
 #: A session must last this long before the reconnect backoff starts over.
 HEALTHY_AFTER: Final = 30.0
+
+#: With several relays (a cluster), the random delay before reconnecting after a
+#: session ended is at most this: the session moves to another node, which is up, and
+#: the dead node's agents still arrive spread over these seconds.
+FAILOVER_SPREAD: Final = 3.0
+
+#: Seconds a session must have lasted for the short FAILOVER_SPREAD delay (shorter ones
+#: keep the growing backoff: a relay that accepts and drops at once is not hammered).
+FAILOVER_MIN_SESSION: Final = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +114,10 @@ class TunnelClient:
         check_name(name)
         self.tunnel = tunnel
         self.pool = pool
-        self.relay_url = relay_url
+        #: Relays to try in turn (``--relay`` repeated, or one name with several
+        #: addresses: the nodes of a relay cluster).
+        self.relays = RelayRing(relay_url)
+        self._moved = False
         self.name = name
         self.target = target
         self.policy = policy
@@ -196,7 +209,10 @@ class TunnelClient:
             await self._serve_with_retries()
             if self._stop.is_set():
                 break
-            delay = random.uniform(0, self.policy.restart_delay)
+            spread = self.policy.restart_delay
+            if self.relays.several:  # the next node is up: no restart to wait out
+                spread = min(spread, FAILOVER_SPREAD)
+            delay = random.uniform(0, spread)
             self._log_reconnect(1, delay, None)
             await self._sleep(delay)
 
@@ -216,13 +232,20 @@ class TunnelClient:
             self._session.abort()
 
     async def _serve_with_retries(self) -> None:
+        backoff = wait_exponential_jitter(
+            multiplier=self.policy.initial, max=self.policy.max_delay, jitter=self.policy.jitter
+        )
+
+        def wait(state: RetryCallState) -> float:
+            delay = backoff(state)
+            if self._moved:  # a session of several seconds ended: its node likely died
+                self._moved = False
+                delay = min(delay, random.uniform(0, FAILOVER_SPREAD))
+            return delay
+
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TunnelError),
-            wait=wait_exponential_jitter(
-                multiplier=self.policy.initial,
-                max=self.policy.max_delay,
-                jitter=self.policy.jitter,
-            ),
+            wait=wait,
             stop=stop_never,
             sleep=self._sleep,
             before_sleep=self._before_sleep,
@@ -236,8 +259,12 @@ class TunnelClient:
         try:
             link = await self._connect()
         except NotARelay as exc:
-            if self.welcome is None:  # never connected: a retry cannot fix the URL
+            if self.welcome is None and not self.relays.several:  # a retry cannot fix it
                 raise ConfigError(f"{exc}; {exc.fix}") from exc
+            self._next_relay()
+            raise
+        except (OSError, TimeoutError, TunnelError):
+            self._next_relay()  # a dead node of a cluster: the next one serves the name
             raise
         if link is None:
             return  # stopped while connecting
@@ -258,7 +285,11 @@ class TunnelClient:
         )
         if self._stop.is_set():
             return
+        self._next_relay()  # the node may have died: reconnect through the next
         if up < self.policy.healthy_after:  # keep the backoff growing
+            # Another node is up: the first retry there waits FAILOVER_SPREAD at most,
+            # after a session that lasted (one that drops at once still backs off).
+            self._moved = self.relays.several and up >= FAILOVER_MIN_SESSION
             raise failure or SessionEndedEarly(f"session ended after {up:.1f} s")
         self.attempts = 0  # healthy: run() starts a fresh backoff
 
@@ -276,12 +307,22 @@ class TunnelClient:
             pool=self.pool,
         )
 
+    @property
+    def relay_url(self) -> str:
+        """The relay this client connects to now (the next one after a failure)."""
+        return self.relays.url
+
+    def _next_relay(self) -> None:
+        if self.relays.advance():
+            logger.info("relay_switched", extra={"agent": self.name, "relay": self.relay_url})
+
     async def _connect(self) -> tunnel.WsLink | None:
         """Open the WebSocket, or return None if :meth:`stop`/:meth:`drain` came first."""
         if self._stop.is_set():
             return None
+        address = await self.relays.address()
         opening = asyncio.ensure_future(
-            open_tunnel(self.relay_url, self._token, self.name, self.options)
+            open_tunnel(self.relay_url, self._token, self.name, self.options, address)
         )
         stopping = asyncio.ensure_future(self._stop.wait())
         try:

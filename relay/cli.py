@@ -19,6 +19,7 @@ from typing import Any, Final
 import click
 
 from relay import config as cfg
+from relay.cluster.options import cluster_url_option, serve_options
 from relay.doctor import MIN_DAYS
 from relay.errors import RelayConfigError
 
@@ -46,6 +47,8 @@ _SERVE_KEYS: Final = frozenset(
         "metrics_token",
         "metrics_per_tunnel",
         "tcp_ports",
+        "cluster",
+        "node_url",
     }
 )
 _GLOBAL_KEYS: Final = frozenset({"verbose", "log_format"})
@@ -118,7 +121,7 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     if unknown:
         raise click.BadParameter(f"unknown keys in {value}: {', '.join(sorted(unknown))}")
     serve = {_PARAM.get(k, k): v for k, v in flat.items() if k in _SERVE_KEYS | _GLOBAL_KEYS}
-    state = {k: v for k, v in flat.items() if k == "state_dir"}
+    state = {k: v for k, v in flat.items() if k in ("state_dir", "cluster")}
     tokens = {"issue": state, "list": state, "revoke": state}
     doctor = {k: v for k, v in flat.items() if k in _DOCTOR_KEYS}
     ctx.default_map = {
@@ -314,6 +317,7 @@ def _state_dir_option(func: Any) -> Any:
     metavar="FIRST-LAST",
     help="Ports for raw TCP tunnels (edge-agent tcp), e.g. 30000-30099.  [default: none]",
 )
+@serve_options
 @_common
 @click.pass_context
 def serve(ctx: click.Context, /, **opts: Any) -> None:
@@ -343,6 +347,8 @@ def serve(ctx: click.Context, /, **opts: Any) -> None:
         metrics_token=opts["metrics_token"] or None,
         metrics_per_tunnel=opts["metrics_per_tunnel"],
         tcp_ports=opts["tcp_ports"],
+        cluster=opts["cluster"],
+        node_url=opts["node_url"],
     )
     if settings.open_mode:
         click.echo(
@@ -367,7 +373,11 @@ def token() -> None:
     """Issue, list and revoke agent tokens (the store keeps only their SHA-256)."""
 
 
-def _store(state_dir: Path) -> Any:
+def _store(state_dir: Path, cluster: str | None) -> Any:
+    if cluster is not None:
+        from relay.cluster.tokens import CliTokens
+
+        return CliTokens(cluster)
     from relay.tokens import TokenStore
 
     return TokenStore(Path(state_dir))
@@ -385,8 +395,15 @@ def _store(state_dir: Path) -> Any:
 @click.option(
     "--pool", is_flag=True, help="Several agents may serve NAME at once (edge-agent http --pool)."
 )
+@cluster_url_option
 def token_issue(
-    name: str, state_dir: Path, replace: bool, tcp: bool, tls: bool, pool: bool
+    name: str,
+    state_dir: Path,
+    replace: bool,
+    tcp: bool,
+    tls: bool,
+    pool: bool,
+    cluster: str | None,
 ) -> None:
     """Print a new token for NAME on stdout (it is shown only this once).
 
@@ -399,7 +416,8 @@ def token_issue(
     allowed = {StreamKind.HTTP} | ({StreamKind.TCP} if tcp else set())
     allowed |= {StreamKind.TLS} if tls else set()
     try:
-        secret = _store(state_dir).issue(name, replace=replace, kinds=frozenset(allowed), pool=pool)
+        store = _store(state_dir, cluster)
+        secret = store.issue(name, replace=replace, kinds=frozenset(allowed), pool=pool)
     except RelayConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"token for {name} (shown once; only its hash is stored):", err=True)
@@ -409,12 +427,13 @@ def token_issue(
 @token.command("list")
 @_config_option
 @_state_dir_option
-def token_list(state_dir: Path) -> None:
+@cluster_url_option
+def token_list(state_dir: Path, cluster: str | None) -> None:
     """List tunnel names that have a token: creation time, tunnel kinds, TCP port, pool."""
     from wire.payloads import TUNNEL_NAMES
 
     try:
-        records = _store(state_dir).records()
+        records = _store(state_dir, cluster).records()
     except RelayConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     for record in records:
@@ -428,10 +447,11 @@ def token_list(state_dir: Path) -> None:
 @_config_option
 @click.argument("name")
 @_state_dir_option
-def token_revoke(name: str, state_dir: Path) -> None:
+@cluster_url_option
+def token_revoke(name: str, state_dir: Path, cluster: str | None) -> None:
     """Delete NAME's token; a running relay closes that agent's session within seconds."""
     try:
-        removed = _store(state_dir).revoke(name)
+        removed = _store(state_dir, cluster).revoke(name)
     except RelayConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     if not removed:

@@ -18,6 +18,7 @@ import httptools
 from wire import ErrorCode
 
 if TYPE_CHECKING:
+    from relay.cluster.hop import NodeStream
     from relay.public import PublicConnection
     from tunnel import Stream
 
@@ -164,7 +165,7 @@ class Exchange:
         self.request_done = False  # the caller's request bytes all went down
         self.slot: tuple[str, str] | None = None  # (tunnel, caller address) it counts for
         self.headers: list[tuple[bytes, bytes]] = []  # the request's (a relay error's Accept)
-        self.stream: Stream | None = None
+        self.stream: Stream | NodeStream | None = None  # NodeStream: held by another node
         # Pools only (relay.pools): the request's bytes so far, to open it again on
         # another session if the first never got them (None: not kept).
         self.replay: list[bytes] | None = None

@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector
 from relay.kinds import Refused
 from relay.registry import least_busy
 from relay.state import RelayState
+from tunnel import Stream
 from wire import ErrorCode, Hello, LocalProtocolError, StreamKind
 
 if TYPE_CHECKING:
@@ -145,6 +146,8 @@ def retryable(exchange: Exchange, code: ErrorCode) -> bool:
     stream = exchange.stream
     if exchange.replay is None or exchange.sent or exchange.tries >= MAX_RETRIES:
         return False
+    if stream is not None and not isinstance(stream, Stream):
+        return False  # held by another node (relay.cluster): its relay retries, not this one
     if code is ErrorCode.REFUSED_STREAM:
         return True  # the agent says it did not start it (GOAWAY's last id, or a RESET)
     return stream is not None and not stream.session.reached_link(stream.sid)
@@ -153,7 +156,7 @@ def retryable(exchange: Exchange, code: ErrorCode) -> bool:
 def retry(exchange: Exchange, state: RelayState, metrics: PoolMetrics) -> bool:
     """Open ``exchange`` again on another healthy session of its pool. False when none
     can take it (the caller answers the error it had)."""
-    old = exchange.stream.session if exchange.stream is not None else None
+    old = exchange.stream.session if isinstance(exchange.stream, Stream) else None
     others = [
         s
         for s in state.registry.members(exchange.name)

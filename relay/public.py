@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Final, cast
 
 from relay import control, h1, pools
 from relay.answers import CLOSE_AFTER, error_response, wants_html
+from relay.cluster.hop import HOP_HEADER
 from relay.config import MAX_REQUEST_HEADERS, RESERVED_NAMES
 from relay.errors import (
     AgentOffline,
@@ -59,8 +60,11 @@ from wire import ErrorCode, LocalProtocolError, StreamKind
 from wire.rules import RESERVED_PREFIX, valid_name
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from relay.agents import AgentSession
     from relay.app import RelayApp
+    from relay.cluster.hop import NodeStream
 
 log = logging.getLogger(__name__)
 
@@ -318,9 +322,16 @@ class PublicConnection(asyncio.Protocol):
         if state.draining:
             raise RelayDraining()
         where = route(head, self.app.route_domain)
+        cluster = state.cluster
+        hop = cluster is not None and cluster.arrived(self, head)
         session = state.registry.lookup(where.name)
         if session is None:
-            raise self._missing(where.name)
+            node = cluster.owner(where.name) if cluster is not None and not hop else None
+            if node is None:
+                raise self._missing(where.name)
+            assert cluster is not None  # a node was found through it
+            cluster.forward(self, head, where, node)
+            return
         if session.kind is not StreamKind.HTTP:  # a TCP or TLS tunnel has no HTTP side
             raise UnknownTunnel()
         strip_auth = check_caller(head.headers, session.caller_auth, where.name)
@@ -335,7 +346,7 @@ class PublicConnection(asyncio.Protocol):
             port=self.server_port,
             prefix=where.prefix,
             trusted=self.trusted,
-            strip=(b"authorization",) if strip_auth else (),
+            strip=((b"authorization",) if strip_auth else ()) + ((HOP_HEADER,) if hop else ()),
         )
         self._open(session, head, where, raw)
 
@@ -366,6 +377,22 @@ class PublicConnection(asyncio.Protocol):
             raise AgentUnavailable("the agent's session cannot take a stream now") from None
         self.state.metrics.bytes_in += len(raw)
         exchange.request_done = no_body
+        self._arm("response", self.state.settings.response_timeout)
+
+    def start_exchange(
+        self, head: h1.Head, where: Route, raw: bytes, stream: Callable[[Exchange], NodeStream]
+    ) -> None:
+        """Serve ``head`` through the stream ``stream(exchange)`` makes, instead of a
+        tunnel stream: the cluster's hop to the node that holds the session."""
+        upgrade = head.upgrade is not None
+        exchange = Exchange(
+            self, where.name, head.method, where.target, head.keep_alive, upgrade, time.monotonic()
+        )
+        exchange.headers = head.headers
+        self._begin(exchange)
+        exchange.stream = stream(exchange)
+        self.state.metrics.bytes_in += len(raw)
+        exchange.request_done = head.framing is h1.Framing.NONE and not upgrade
         self._arm("response", self.state.settings.response_timeout)
 
     def _begin(self, exchange: Exchange) -> None:

@@ -111,16 +111,20 @@ class TokenStore:
         identity = self._stat()
         if identity == self._identity:
             return False
-        records = self._read()
-        if self._identity is not None:  # not the first read: these were revoked
+        self._install(self._read(), first=self._identity is None)
+        self._identity = identity
+        return True
+
+    def _install(self, records: dict[str, TokenRecord], first: bool) -> None:
+        """Use ``records`` from now on; names that left them (after the first read) were
+        revoked."""
+        if not first:
             self._revoked.update(dict.fromkeys(self._records.keys() - records.keys()))
         for name in records:
             self._revoked.pop(name, None)
         while len(self._revoked) > MAX_REVOKED_NAMES:
             del self._revoked[next(iter(self._revoked))]
         self._records = records
-        self._identity = identity
-        return True
 
     def revoked(self, name: str) -> bool:
         """Whether ``name``'s token was revoked while this relay ran (and none issued since)."""
