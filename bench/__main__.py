@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import attacks, compare, scale, tcp, wsecho
+from bench import attacks, cluster, compare, scale, tcp, wsecho
 from bench.paths import ALL_PATHS, path_keys
 from bench.procs import BenchError, Children
 from bench.profile import profile
@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
             "websocket",
             "attacks",
             "tcp",
+            "cluster",
         ],
     )
     p.add_argument("--quick", action="store_true", help="short runs (under 3 minutes)")
@@ -127,6 +128,8 @@ def main() -> int:
             text = wsecho.run(args, children, workdir, _command())
         elif args.mode == "attacks":
             text = attacks.run(args, children, workdir, _command())
+        elif args.mode == "cluster":
+            text = cluster.run(args, children, workdir, _command())
         elif args.mode == "tcp":
             mib = args.mib or (128 if args.quick else 512)
             rounds = args.rounds or (3 if args.quick else 5)

@@ -219,6 +219,8 @@ def _agent_rss_target(idle_rss: dict[str, float]) -> Target:
 def _sse_target(figures: Figures) -> Target:
     text = SSE_TARGET
     edge, direct = figures["edge"], figures.get("direct", {})
+    if "sse_first_ms" not in direct or "sse_first_ms" not in edge:
+        return Target(text, "pending", "direct not measured")
     first, base = edge.get("sse_first_ms", math.inf), direct.get("sse_first_ms", math.inf)
     incremental = edge.get("sse_incremental", 0.0) >= 1
     met = first - base <= SSE_EXTRA_MS and incremental

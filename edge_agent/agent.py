@@ -192,6 +192,8 @@ class EdgeAgent:
             a private CA, ``False`` for none).
         reconnect, session_config, child_policy, dedup_limits: policies of the parts.
         hooks: callbacks for output (:class:`AgentHooks`).
+        pool: join the workspace name's pool on the relay (several agents serve it)
+            instead of replacing the agent that holds it.
 
     Raises:
         ConfigError: a setting is invalid (checked here, before any I/O).
@@ -225,6 +227,7 @@ class EdgeAgent:
         child_policy: ChildPolicy | None = None,
         dedup_limits: DedupLimits | None = None,
         hooks: AgentHooks | None = None,
+        pool: bool = False,
     ) -> None:
         check_name(workspace_id)  # the tunnel name: a lowercase DNS label
         self.workspace_id = workspace_id
@@ -262,6 +265,7 @@ class EdgeAgent:
             caller_auth=self._user_auth,
             agent=f"edge-agent/{__version__}",
             on_ready=self._on_welcome,
+            pool=pool,
         )
         self._client: PlatformClient | None = None
         self._session: PlatformSession | None = None
@@ -307,6 +311,11 @@ class EdgeAgent:
     def token_path(self) -> Path:
         """Where the workspace token is cached."""
         return TokenStore(self.workspace_id, self._token_dir).token_path
+
+    @property
+    def pool_size(self) -> int:
+        """Agents in this one's pool when it joined, with it (0: not in a pool)."""
+        return self._tunnel.pool_size
 
     @property
     def active_tasks(self) -> int:

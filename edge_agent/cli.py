@@ -89,6 +89,13 @@ def main() -> None:
     help="HTTP CONNECT or SOCKS5 proxy to the relay (default: HTTPS_PROXY, ALL_PROXY).",
 )
 @click.option(
+    "--pool",
+    is_flag=True,
+    default=None,
+    help="Join the name's pool: several agents serve it, the relay spreads requests over "
+    "them (the token must allow it). Without it, this agent replaces the one holding the name.",
+)
+@click.option(
     "--no-screen",
     is_flag=True,
     help="Plain lines even on a terminal (no live status screen).",
@@ -165,7 +172,12 @@ async def serve_http(
             if inspector is not None:
                 from edge_agent.inspect.metrics import serve_on
 
-                sink = serve_on(inspector, lambda: client.connected, lambda: client.active_streams)
+                sink = serve_on(
+                    inspector,
+                    lambda: client.connected,
+                    lambda: client.active_streams,
+                    lambda: client.pool_size,
+                )
                 sinks.append(sink)
             await client.run()
     finally:
@@ -200,6 +212,7 @@ def tunnel_client(
         agent=f"edge-agent/{__version__}",
         on_ready=lines.ready,
         on_retry=lines.retrying if isinstance(lines, RequestLines) else None,  # screen: its state
+        pool=settings.pool,
     )
 
 

@@ -35,7 +35,7 @@ HTTP_KEYS: Final = frozenset(
     {
         "relay", "token", "name", "target", "app", "caller_auth", "ca_file",
         "insecure", "pin_sha256", "verbose", "log_format", "ping_interval", "ping_timeout",
-        "host_header", "target_ca", "target_insecure", "proxy", "app_dir",
+        "host_header", "target_ca", "target_insecure", "proxy", "app_dir", "pool",
     }
 )  # fmt: skip
 
@@ -53,6 +53,7 @@ KEY_TYPES: Final[dict[str, tuple[tuple[type, ...], str]]] = {
     },
     "insecure": ((bool,), "true or false"),
     "target_insecure": ((bool,), "true or false"),
+    "pool": ((bool,), "true or false"),
     "verbose": ((int,), "a whole number"),
     "ping_interval": ((int, float), "a number of seconds"),
     "ping_timeout": ((int, float), "a number of seconds"),
@@ -81,6 +82,7 @@ class HttpSettings:
     target_insecure: bool = False  # no verification of an https target's certificate
     proxy: str | None = None  # the tunnel's proxy URL; None: from the environment
     app_dir: str | None = None  # where --app's module is imported from (default: cwd)
+    pool: bool = False  # join the name's pool instead of replacing its agent
 
 
 def load_file(path: str | None, section: str = "http") -> dict[str, Any]:
@@ -197,6 +199,7 @@ def resolve_http(
     values["caller_auth"] = tuple(auth)
     values["insecure"] = bool(values["insecure"])
     values["target_insecure"] = bool(values["target_insecure"])
+    values["pool"] = bool(values["pool"])
     values["host_header"] = str(values["host_header"] or "preserve")
     values["verbose"] = int(values["verbose"] or 0)
     values["log_format"] = values["log_format"] or "text"
@@ -241,7 +244,16 @@ def _pick(
 ) -> Any:
     flag = flags.get(key)
     if flag is not None and flag != ():
-        return flag
+        return relay_list(flag) if key == "relay" else flag
     if key in names and env.get(names[key]):
         return env[names[key]]
-    return file.get(key)
+    value = file.get(key)
+    return relay_list(value) if key == "relay" and isinstance(value, list) else value
+
+
+def relay_list(value: Any) -> str:
+    """Several relay URLs (``--relay`` repeated, a TOML list) as one comma-separated
+    string, the form EDGE_RELAY_URL takes too; the tunnel client splits it again."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v).strip() for v in value)
+    return str(value)

@@ -21,7 +21,7 @@ from websockets.http11 import Response
 from yarl import URL
 
 import tunnel
-from edge_agent import proxy, proxy_dial
+from edge_agent import proxy, proxy_dial, relays
 from edge_agent.errors import (
     AuthError,
     ConfigError,
@@ -84,10 +84,17 @@ def connect_url(relay_url: str, name: str | None) -> str:
 
 
 async def open_tunnel(
-    relay_url: str, token: str | None, name: str | None, options: ConnectOptions
+    relay_url: str,
+    token: str | None,
+    name: str | None,
+    options: ConnectOptions,
+    address: str | None = None,
 ) -> tunnel.WsLink:
     """Open the WebSocket to the relay (upgrade with the bearer token and subprotocol),
     through a proxy when one is set (:mod:`edge_agent.proxy`).
+
+    ``address``: connect to this address of the relay's host name (one node of several
+    behind one name, :mod:`edge_agent.relays`); ignored through a proxy.
 
     Raises AuthError, ConfigError, TlsError, ProxyRefused (fatal) or RelayUnavailable
     (transient).
@@ -95,6 +102,10 @@ async def open_tunnel(
     check_name(name)
     uri = connect_url(relay_url, name)
     sock = await _through_proxy(uri, options)
+    if sock is None and address is not None:
+        port = URL(uri).port
+        assert port is not None  # ws/wss URLs always have one
+        sock = await relays.dial(address, port, options.open_timeout)
     try:
         link = await _upgrade(relay_url, uri, token, options, sock)
     except BaseException:

@@ -35,7 +35,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 def relay_options(func: F) -> F:
     """``--relay``, ``--token`` and the TLS flags (values None when not given)."""
     options = [
-        click.option("--relay", metavar="URL", help="Relay base URL [env: EDGE_RELAY_URL]."),
+        click.option(
+            "--relay",
+            metavar="URL",
+            multiple=True,
+            help="Relay base URL [env: EDGE_RELAY_URL]; repeat it (or separate with commas) "
+            "for a relay cluster: the agent moves to the next when one fails.",
+        ),
         click.option(
             "--token",
             metavar="TOKEN",
@@ -247,6 +253,8 @@ class RequestLines:
         # replaced is most likely this agent's own, which the relay had not seen die.
         if welcome.replaced is not None and not self._shown:
             self._emit(f"{self._clock()} {replaced_note(welcome)}")
+        if welcome.pool and not self._shown:
+            self._emit(f"{self._clock()} Joined the pool of {welcome.name} ({welcome.pool} agents)")
         if welcome.urls != self._shown:
             self._shown = welcome.urls
             self.forwarding(*web_first(welcome.urls))

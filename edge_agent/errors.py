@@ -5,6 +5,7 @@ The tree::
     AgentError                   base of everything ``edge_agent`` raises
     ├── AuthError                the relay refused our token (401/403) or revoked it: fatal
     ├── ConfigError              settings no retry can fix: bad URL or name, another 4xx
+    │   ├── SharingUnsupported   the relay ignored HELLO's extra tunnels (too old for them)
     │   ├── TlsError             certificate not trusted, or the pinned fingerprint differs
     │   └── ProxyRefused         the proxy refused: 407, 403, SOCKS authentication or rules
     ├── NameTakenError           another session replaced ours (GOAWAY REPLACED): fatal
@@ -44,6 +45,11 @@ class AuthError(AgentError):
 
 class ConfigError(AgentError):
     """A setting is wrong (or the relay says so with a 4xx other than 401/403)."""
+
+
+class SharingUnsupported(ConfigError):
+    """The relay answered a HELLO with extra tunnels as if it had none: it cannot carry
+    several tunnels on one connection (:mod:`edge_agent.shared` falls back to one each)."""
 
 
 class TlsError(ConfigError):

@@ -34,6 +34,7 @@ from edge_agent.config import (
     reject_unknown,
     resolve_http,
 )
+from edge_agent.connect import check_name
 from edge_agent.errors import ConfigError
 
 #: Keys a ``[tunnels.NAME]`` table may hold (``verbose`` and ``log_format`` are the
@@ -126,6 +127,7 @@ def resolve_tunnels(
         own = file.tunnels[label]
         try:
             settings = resolve_http({**flags, **own}, env, inherited)
+            check_name(settings.name)
         except ConfigError as exc:
             raise ConfigError(f"{file.path}: [tunnels.{label}] {exc}") from None
         specs.append(TunnelSpec(label, settings))

@@ -21,7 +21,14 @@ from typing import Final, Protocol, TypeVar
 
 import tunnel
 from edge_agent import resume
-from edge_agent.errors import AgentError, AuthError, ConfigError, NameTakenError, TunnelError
+from edge_agent.errors import (
+    AgentError,
+    AuthError,
+    ConfigError,
+    NameTakenError,
+    SharingUnsupported,
+    TunnelError,
+)
 from tunnel.resume import Parked, enable
 from wire import (
     CallerCredential,
@@ -31,6 +38,7 @@ from wire import (
     Hello,
     Role,
     StreamKind,
+    TunnelRequest,
     Welcome,
 )
 from wire.payloads import TUNNEL_NAMES
@@ -73,6 +81,9 @@ class TunnelSession(tunnel.SessionHooks):
         caller_auth: the credentials public callers must present (see :meth:`update_hello`).
         is_paused: read for each new stream; True answers it with RESET UNAVAILABLE.
         kind: what the agent serves (HELLO's ``tunnel``): HTTP, or raw TCP or TLS.
+        pool: join the name's pool (HELLO's ``pool``) instead of replacing its session.
+        tunnels: extra HTTP tunnels this connection carries (HELLO's ``tunnels``,
+            :mod:`edge_agent.shared`); each stream says which by ``stream.tunnel``.
         resume_from: a parked session this connection tries to carry on.
     """
 
@@ -87,10 +98,14 @@ class TunnelSession(tunnel.SessionHooks):
         is_paused: Callable[[], bool] = lambda: False,
         hooks: Hooks | None = None,
         kind: StreamKind = StreamKind.HTTP,
+        pool: bool = False,
+        tunnels: Sequence[TunnelRequest] = (),
         resume_from: TunnelSession | None = None,
     ) -> None:
         self.link = link
+        self.tunnels = tuple(tunnels)
         self.tunnel = kind
+        self.pool = pool
         self.target = target
         self.name = name
         self.agent = agent
@@ -194,7 +209,10 @@ class TunnelSession(tunnel.SessionHooks):
 
     def _send_hello(self) -> None:
         self._sent_auth = self._caller_auth
-        self.session.send_hello(Hello(self.name, self._caller_auth, self.agent, self.tunnel))
+        hello = Hello(
+            self.name, self._caller_auth, self.agent, self.tunnel, self.pool, self.tunnels
+        )
+        self.session.send_hello(hello)
 
     def _send_first_hello(self) -> None:
         """HELLO with ``resume``: asks for resumption, or resumes the parked session."""
@@ -202,7 +220,15 @@ class TunnelSession(tunnel.SessionHooks):
         old = self.resume_from
         name = old.tunnel_name if old is not None and old.parked is not None else self.name
         ticket = resume.ticket(old)
-        hello = Hello(name, self._caller_auth, self.agent, self.tunnel, resume=ticket)
+        hello = Hello(
+            name,
+            self._caller_auth,
+            self.agent,
+            self.tunnel,
+            self.pool,
+            self.tunnels,
+            resume=ticket,
+        )
         self.session.send_hello(hello)
 
     # -- tunnel.SessionHooks ------------------------------------------------------------------
@@ -228,6 +254,12 @@ class TunnelSession(tunnel.SessionHooks):
             kind = TUNNEL_NAMES[self.tunnel].upper()
             self._fatal = ConfigError(f"the relay does not serve {kind} tunnels (upgrade it)")
             session.close(ErrorCode.NO_ERROR, "wrong tunnel kind", tunnel.WS_NORMAL)
+            return
+        if self.tunnels and welcome.tunnels is None:  # a relay that ignored HELLO's tunnels
+            self._fatal = SharingUnsupported(
+                "the relay cannot carry several tunnels on one connection (upgrade it)"
+            )
+            session.close(ErrorCode.NO_ERROR, "no shared tunnels", tunnel.WS_NORMAL)
             return
         if not self._resumed(welcome):
             self.welcome = welcome

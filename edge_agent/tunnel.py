@@ -40,11 +40,21 @@ from edge_agent import resume
 from edge_agent.agent_key import new_key
 from edge_agent.connect import ConnectOptions, check_name, open_tunnel
 from edge_agent.errors import ConfigError, NotARelay, SessionEndedEarly, TunnelError
+from edge_agent.relays import RelayRing
 from edge_agent.session import DRAIN_TIMEOUT, WELCOME_TIMEOUT, Hooks, StreamTarget, TunnelSession
 from wire import MAX_AGENT_INFO, MAX_CALLER_AUTH, CallerCredential, StreamKind, Welcome
 
 #: A session must last this long before the reconnect backoff starts over.
 HEALTHY_AFTER: Final = 30.0
+
+#: With several relays (a cluster), the random delay before reconnecting after a
+#: session ended is at most this: the session moves to another node, which is up, and
+#: the dead node's agents still arrive spread over these seconds.
+FAILOVER_SPREAD: Final = 3.0
+
+#: Seconds a session must have lasted for the short FAILOVER_SPREAD delay (shorter ones
+#: keep the growing backoff: a relay that accepts and drops at once is not hammered).
+FAILOVER_MIN_SESSION: Final = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +95,8 @@ class TunnelClient:
             a reconnect is scheduled.
         tunnel: what ``target`` serves: HTTP exchanges (the default), or raw TCP or
             TLS connections (``edge-agent tcp``/``tls``).
+        pool: join the name's pool (``--pool``): the relay spreads requests over every
+            agent of the pool, instead of this one replacing the agent that holds it.
     """
 
     def __init__(
@@ -101,10 +113,15 @@ class TunnelClient:
         on_ready: Callable[[Welcome], None] | None = None,
         on_retry: Callable[[float, BaseException | None], None] | None = None,
         tunnel: StreamKind = StreamKind.HTTP,
+        pool: bool = False,
     ) -> None:
         check_name(name)
         self.tunnel = tunnel
-        self.relay_url = relay_url
+        self.pool = pool
+        #: Relays to try in turn (``--relay`` repeated, or one name with several
+        #: addresses: the nodes of a relay cluster).
+        self.relays = RelayRing(relay_url)
+        self._moved = False
         self.name = name
         self.target = target
         self.policy = policy
@@ -144,6 +161,12 @@ class TunnelClient:
     def public_urls(self) -> tuple[str, ...]:
         """The URLs of the last WELCOME (kept across reconnects; empty before the first)."""
         return self.welcome.urls if self.welcome is not None else ()
+
+    @property
+    def pool_size(self) -> int:
+        """Sessions in this agent's pool when it last joined, with it (the WELCOME's
+        count; 0: not in a pool)."""
+        return self.welcome.pool if self.welcome is not None else 0
 
     @property
     def latency(self) -> float | None:
@@ -191,7 +214,10 @@ class TunnelClient:
             await self._serve_with_retries()
             if self._stop.is_set():
                 break
-            delay = random.uniform(0, self.policy.restart_delay)
+            spread = self.policy.restart_delay
+            if self.relays.several:  # the next node is up: no restart to wait out
+                spread = min(spread, FAILOVER_SPREAD)
+            delay = random.uniform(0, spread)
             self._log_reconnect(1, delay, None)
             await self._sleep(delay)
 
@@ -222,7 +248,11 @@ class TunnelClient:
                 self._abandon("the relay's grace is over")
             if self._parked is not None:  # a session to resume: come back quickly
                 return resume.resume_wait(state.attempt_number)
-            return backoff(state)
+            delay = backoff(state)
+            if self._moved:  # a session of several seconds ended: its node likely died
+                self._moved = False
+                delay = min(delay, random.uniform(0, FAILOVER_SPREAD))
+            return delay
 
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TunnelError),
@@ -240,24 +270,19 @@ class TunnelClient:
         try:
             link = await self._connect()
         except NotARelay as exc:
-            if self.welcome is None:  # never connected: a retry cannot fix the URL
+            if self.welcome is None and not self.relays.several:  # a retry cannot fix it
                 raise ConfigError(f"{exc}; {exc.fix}") from exc
+            self._next_relay()
+            raise
+        except (OSError, TimeoutError, TunnelError):
+            if self._parked is None:  # a parked session is held by this relay: stay
+                self._next_relay()  # a dead node of a cluster: the next one serves the name
             raise
         if link is None:
             return  # stopped while connecting
         if self._parked is not None and resume.expired(self._parked):
             self._abandon("the relay's grace is over")
-        session = TunnelSession(
-            link,
-            self.target,
-            name=self.name,
-            caller_auth=self._caller_auth,
-            agent=self.agent,
-            is_paused=lambda: self._paused,
-            hooks=self.hooks,
-            kind=self.tunnel,
-            resume_from=self._parked,
-        )
+        session = self._new_session(link)
         self._session = session
         logger.info("tunnel_connected", extra={"agent": self.name, "relay": self.relay_url})
         failure: TunnelError | None = None
@@ -277,8 +302,12 @@ class TunnelClient:
             self._abandon("agent stopped")
             return
         if self._parked is not None and failure is not None:
-            raise failure  # reconnect at once (see resume_wait), whatever the uptime
+            raise failure  # reconnect at once (see resume_wait), to the relay that holds it
+        self._next_relay()  # the node may have died: reconnect through the next
         if up < self.policy.healthy_after:  # keep the backoff growing
+            # Another node is up: the first retry there waits FAILOVER_SPREAD at most,
+            # after a session that lasted (one that drops at once still backs off).
+            self._moved = self.relays.several and up >= FAILOVER_MIN_SESSION
             raise failure or SessionEndedEarly(f"session ended after {up:.1f} s")
         self.attempts = 0  # healthy: run() starts a fresh backoff
 
@@ -287,12 +316,37 @@ class TunnelClient:
         if parked is not None:
             resume.abandon(parked, reason)
 
+    def _new_session(self, link: tunnel.WsLink) -> TunnelSession:
+        """The session for a new connection (:mod:`edge_agent.shared` adds its tunnels)."""
+        return TunnelSession(
+            link,
+            self.target,
+            name=self.name,
+            caller_auth=self._caller_auth,
+            agent=self.agent,
+            is_paused=lambda: self._paused,
+            hooks=self.hooks,
+            kind=self.tunnel,
+            pool=self.pool,
+            resume_from=self._parked,
+        )
+
+    @property
+    def relay_url(self) -> str:
+        """The relay this client connects to now (the next one after a failure)."""
+        return self.relays.url
+
+    def _next_relay(self) -> None:
+        if self.relays.advance():
+            logger.info("relay_switched", extra={"agent": self.name, "relay": self.relay_url})
+
     async def _connect(self) -> tunnel.WsLink | None:
         """Open the WebSocket, or return None if :meth:`stop`/:meth:`drain` came first."""
         if self._stop.is_set():
             return None
+        address = await self.relays.address()
         opening = asyncio.ensure_future(
-            open_tunnel(self.relay_url, self._token, self.name, self.options)
+            open_tunnel(self.relay_url, self._token, self.name, self.options, address)
         )
         stopping = asyncio.ensure_future(self._stop.wait())
         try:

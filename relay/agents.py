@@ -19,8 +19,13 @@ name must equal the name of the connect URL or the token. A new session for a na
 replaces the old one at once: the old one gets GOAWAY REPLACED (its reason says from
 which address the new session came) and may finish its in-flight streams, while new
 requests go to the new one; the new one's WELCOME says it replaced a session
-(``replaced``: the old one's address). A HELLO that resumes a session this relay still
-holds gets that session back instead (:mod:`relay.grace`).
+(``replaced``: the old one's address).
+
+A HELLO with ``pool`` joins the name's pool instead (:mod:`relay.pools`): nothing is
+replaced, and the WELCOME's ``pool`` says how many sessions the pool holds with it.
+
+A HELLO that resumes a session this relay still holds gets that session back instead
+(:mod:`relay.grace`).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from urllib.parse import parse_qs
 
 import tunnel
 import wire
-from relay import grace, kinds
+from relay import grace, kinds, pools
 from relay.config import RESERVED_NAMES
 from relay.errors import (
     AgentUnauthorized,
@@ -145,7 +150,7 @@ def authorize(
                 f"the relay token is for the name {record.name}, not {name}: "
                 f"use --name {record.name} or leave --name out"
             )
-        claim = Claim(record.name, record.sha256)
+        claim = Claim(record.name, record.sha256, _agent_key(agent_key))
     elif not state.settings.open_mode:
         raise AgentUnauthorized("a relay token is required (Authorization: Bearer ...)")
     elif name is not None and state.store.owns(name):
@@ -171,6 +176,9 @@ class Phase(enum.Enum):
 class AgentSession(tunnel.SessionHooks):
     """The relay's end of one agent WebSocket."""
 
+    shared = False  # relay.shared.SharedName: a name carried by another session
+    index = 0  # the tunnel index of this name in its session's OPEN frames
+
     def __init__(self, state: RelayState, claim: Claim, client: str, port: int | None) -> None:
         self.state = state
         self.claim = claim
@@ -183,10 +191,13 @@ class AgentSession(tunnel.SessionHooks):
         self.phase = Phase.HELLO
         self.urls: tuple[str, ...] = ()  # the public URLs granted (a resumption repeats them)
         self.resumable: grace.Resumable | None = None  # set when resumption was offered
+        self.pool = False  # joined its name's pool (HELLO's pool)
+        self.pool_id = 0  # its number in logs and metrics, once it joined
         self.session = tunnel.Session(
             wire.Connection(wire.Role.RELAY, state.settings.max_streams), self
         )
         self.closed = asyncio.Event()
+        self.extras: list[AgentSession] = []  # names this connection also carries
         self._hellos = 0
         loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = loop.call_later(
@@ -197,7 +208,10 @@ class AgentSession(tunnel.SessionHooks):
 
     @property
     def accepting(self) -> bool:
-        return self.phase is Phase.ACTIVE and not self.session.conn.goaway_received
+        session = self.session
+        return self.phase is Phase.ACTIVE and not (
+            session.is_closed or session.conn.goaway_received
+        )
 
     @property
     def open_streams(self) -> int:
@@ -218,6 +232,8 @@ class AgentSession(tunnel.SessionHooks):
             return
         # A HELLO re-sent after WELCOME (same name, checked by wire) replaces caller_auth.
         self.caller_auth = hello.caller_auth
+        for extra in self.extras:  # as many entries as the first HELLO (checked by wire)
+            extra.caller_auth = hello.tunnels[extra.index - 1].caller_auth
         log.info("caller_auth_updated", extra={"agent": self.name})
 
     def on_goaway(self, session: tunnel.Session, event: wire.GoAwayReceived) -> None:
@@ -257,8 +273,12 @@ class AgentSession(tunnel.SessionHooks):
         if self.phase is not Phase.HELLO:
             log.info("agent_disconnected", extra={"agent": self.name})
         self.phase = Phase.CLOSED
+        for extra in self.extras:
+            extra.close(ErrorCode.NO_ERROR, "its connection ended")
         if self.name:
             self.state.registry.release(self)
+            if self.pool:
+                pools.left(self)
             if not self.state.registry.in_use(self.name):
                 self.state.metrics.tunnel_gone(self.name)
                 self.state.tcp.release(self.name)
@@ -281,6 +301,8 @@ class AgentSession(tunnel.SessionHooks):
         settings = self.state.settings
         try:
             kinds.check_caller_auth(hello)
+            if hello.pool:
+                pools.check(self.state, name, hello, self.token_sha256 is not None)
             urls = kinds.grant(
                 self.state, name, hello.tunnel, self.token_sha256 is not None, self.port
             )
@@ -288,8 +310,14 @@ class AgentSession(tunnel.SessionHooks):
             log.info("tunnel_kind_refused", extra={"agent": name, "detail": str(exc)})
             self.close(exc.code, str(exc), tunnel.WS_POLICY)
             return
+        from relay import shared  # it builds on this module
+
+        grants, extras = shared.grant_all(self, name, hello)
         registry = self.state.registry
-        live = registry.lookup(name)
+        self.pool = hello.pool
+        self.name = name
+        stale = pools.stale(self.state, self) if self.pool else []
+        live = None if self.pool else registry.lookup(name)
         replaced = live.client if live is not None else None
         welcome = wire.Welcome(
             name,
@@ -298,25 +326,32 @@ class AgentSession(tunnel.SessionHooks):
             settings.max_request_body,
             replaced,
             hello.tunnel,
-            resume=grace.offer(self, hello),
+            len(registry.members(name)) - len(stale) + 1 if self.pool else 0,
+            grants,
+            grace.offer(self, hello),
         )
         self.urls = urls
-        self.name = name
         self.kind = hello.tunnel
         self.caller_auth = hello.caller_auth
         self.session.send_welcome(welcome)
         self.phase = Phase.ACTIVE
         reconnect = registry.known(name)  # connected now or lately: every session after the first
+        others = [] if self.pool else registry.members(name)
         old = registry.claim(self)
         self.state.metrics.session_started(replaced=old is not None, reconnect=reconnect)
         if old is not None:
             reason = f"replaced by a new session for {name} from {self.client}"
-            old.retire(ErrorCode.REPLACED, reason, settings.drain_timeout)
+            for other in others:  # one session, or every session of a pool
+                other.retire(ErrorCode.REPLACED, reason, settings.drain_timeout)
             log.info("agent_replaced", extra={"agent": name, "client": self.client})
+        if self.pool:
+            pools.joined(self, stale)
         log.info(
             "agent_connected",
             extra={"agent": name, "client": self.client, "software": _printable(hello.agent)},
         )
+        shared.register(extras)
+        self.extras = list(extras)
 
     def _choose_name(self, hello: wire.Hello) -> str | None:
         """The session's name, or None when the HELLO asks for one it may not have."""

@@ -14,6 +14,7 @@ import tunnel
 from relay import h1
 from relay.agents import Phase, token_still_valid
 from relay.errors import RelayConfigError
+from relay.pools import PoolMetrics
 from relay.state import RelayState
 from wire import ErrorCode
 
@@ -47,7 +48,12 @@ class RelayApp:
         metrics = state.metrics
         metrics.gauge("edge_agents_connected", "Agent sessions connected.", self.agents)
         metrics.gauge("edge_streams_open", "Streams in flight over all sessions.", self.streams)
+        metrics.gauge(
+            "edge_tunnels_connected", "Tunnel names served by connected agents.", self.names
+        )
         metrics.tunnels = self.agents  # read only when a tunnel has no series yet
+        self.pools = PoolMetrics(state)
+        metrics.registry.register(self.pools)
 
     def start(self) -> None:
         self._watcher = asyncio.get_running_loop().create_task(self._watch_tokens())
@@ -105,6 +111,11 @@ class RelayApp:
         log.info("relay_drained", extra={"streams_left": self.streams()})
 
     def agents(self) -> int:
+        live = self.state.registry.local_sessions()
+        return sum(s.phase is not Phase.CLOSED and not s.shared for s in live)
+
+    def names(self) -> int:
+        """Names served: a connection may carry several (relay.shared)."""
         return sum(s.phase is not Phase.CLOSED for s in self.state.registry.local_sessions())
 
     def streams(self) -> int:

@@ -19,6 +19,7 @@ from typing import Any, Final
 import click
 
 from relay import config as cfg
+from relay.cluster.options import cluster_url_option, serve_options
 from relay.doctor import MIN_DAYS
 from relay.errors import RelayConfigError
 from wire.resume import MAX_GRACE
@@ -48,6 +49,8 @@ _SERVE_KEYS: Final = frozenset(
         "metrics_token",
         "metrics_per_tunnel",
         "tcp_ports",
+        "cluster",
+        "node_url",
     }
 )
 _GLOBAL_KEYS: Final = frozenset({"verbose", "log_format"})
@@ -120,7 +123,7 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     if unknown:
         raise click.BadParameter(f"unknown keys in {value}: {', '.join(sorted(unknown))}")
     serve = {_PARAM.get(k, k): v for k, v in flat.items() if k in _SERVE_KEYS | _GLOBAL_KEYS}
-    state = {k: v for k, v in flat.items() if k == "state_dir"}
+    state = {k: v for k, v in flat.items() if k in ("state_dir", "cluster")}
     tokens = {"issue": state, "list": state, "revoke": state}
     doctor = {k: v for k, v in flat.items() if k in _DOCTOR_KEYS}
     ctx.default_map = {
@@ -323,6 +326,7 @@ def _state_dir_option(func: Any) -> Any:
     metavar="FIRST-LAST",
     help="Ports for raw TCP tunnels (edge-agent tcp), e.g. 30000-30099.  [default: none]",
 )
+@serve_options
 @_common
 @click.pass_context
 def serve(ctx: click.Context, /, **opts: Any) -> None:
@@ -353,6 +357,8 @@ def serve(ctx: click.Context, /, **opts: Any) -> None:
         metrics_token=opts["metrics_token"] or None,
         metrics_per_tunnel=opts["metrics_per_tunnel"],
         tcp_ports=opts["tcp_ports"],
+        cluster=opts["cluster"],
+        node_url=opts["node_url"],
     )
     if settings.open_mode:
         click.echo(
@@ -377,7 +383,11 @@ def token() -> None:
     """Issue, list and revoke agent tokens (the store keeps only their SHA-256)."""
 
 
-def _store(state_dir: Path) -> Any:
+def _store(state_dir: Path, cluster: str | None) -> Any:
+    if cluster is not None:
+        from relay.cluster.tokens import CliTokens
+
+        return CliTokens(cluster)
     from relay.tokens import TokenStore
 
     return TokenStore(Path(state_dir))
@@ -392,18 +402,32 @@ def _store(state_dir: Path) -> Any:
 @click.option(
     "--tls", is_flag=True, help="It may also open TLS passthrough tunnels (edge-agent tls)."
 )
-def token_issue(name: str, state_dir: Path, replace: bool, tcp: bool, tls: bool) -> None:
+@click.option(
+    "--pool", is_flag=True, help="Several agents may serve NAME at once (edge-agent http --pool)."
+)
+@cluster_url_option
+def token_issue(
+    name: str,
+    state_dir: Path,
+    replace: bool,
+    tcp: bool,
+    tls: bool,
+    pool: bool,
+    cluster: str | None,
+) -> None:
     """Print a new token for NAME on stdout (it is shown only this once).
 
     A token opens HTTP tunnels; --tcp and --tls add raw TCP and TLS passthrough, which
-    the relay cannot guard with caller auth (see docs/security.md).
+    the relay cannot guard with caller auth (see docs/security.md); --pool lets several
+    agents serve NAME at once (the relay spreads requests over them).
     """
     from wire import StreamKind
 
     allowed = {StreamKind.HTTP} | ({StreamKind.TCP} if tcp else set())
     allowed |= {StreamKind.TLS} if tls else set()
     try:
-        secret = _store(state_dir).issue(name, replace=replace, kinds=frozenset(allowed))
+        store = _store(state_dir, cluster)
+        secret = store.issue(name, replace=replace, kinds=frozenset(allowed), pool=pool)
     except RelayConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"token for {name} (shown once; only its hash is stored):", err=True)
@@ -413,28 +437,31 @@ def token_issue(name: str, state_dir: Path, replace: bool, tcp: bool, tls: bool)
 @token.command("list")
 @_config_option
 @_state_dir_option
-def token_list(state_dir: Path) -> None:
-    """List tunnel names that have a token: creation time, tunnel kinds, TCP port."""
+@cluster_url_option
+def token_list(state_dir: Path, cluster: str | None) -> None:
+    """List tunnel names that have a token: creation time, tunnel kinds, TCP port, pool."""
     from wire.payloads import TUNNEL_NAMES
 
     try:
-        records = _store(state_dir).records()
+        records = _store(state_dir, cluster).records()
     except RelayConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     for record in records:
         kinds = ",".join(sorted(TUNNEL_NAMES[k] for k in record.kinds))
         port = f"\ttcp_port={record.tcp_port}" if record.tcp_port is not None else ""
-        click.echo(f"{record.name}\t{record.created}\t{kinds}{port}")
+        pool = "\tpool" if record.pool else ""
+        click.echo(f"{record.name}\t{record.created}\t{kinds}{port}{pool}")
 
 
 @token.command("revoke")
 @_config_option
 @click.argument("name")
 @_state_dir_option
-def token_revoke(name: str, state_dir: Path) -> None:
+@cluster_url_option
+def token_revoke(name: str, state_dir: Path, cluster: str | None) -> None:
     """Delete NAME's token; a running relay closes that agent's session within seconds."""
     try:
-        removed = _store(state_dir).revoke(name)
+        removed = _store(state_dir, cluster).revoke(name)
     except RelayConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     if not removed:

@@ -138,6 +138,10 @@ class Settings:
     ws_ping_timeout: float = WS_PING_TIMEOUT
     #: Ports of raw TCP tunnels, first and last included (``--tcp-ports``); None: none.
     tcp_ports: tuple[int, int] | None = None
+    #: Redis URL of the relay cluster (``--cluster``); None: one process, no Redis.
+    cluster: str | None = None
+    #: How the other nodes reach this one (``--node-url``), with --cluster.
+    node_url: str | None = None
 
     @property
     def tls(self) -> bool:

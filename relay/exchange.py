@@ -18,6 +18,7 @@ import httptools
 from wire import ErrorCode
 
 if TYPE_CHECKING:
+    from relay.cluster.hop import NodeStream
     from relay.public import PublicConnection
     from tunnel import Stream
 
@@ -129,14 +130,17 @@ class Exchange:
         "conn",
         "headers",
         "keep_alive",
+        "kept",
         "method",
         "name",
         "path",
+        "replay",
         "request_done",
         "sent",
         "slot",
         "started",
         "stream",
+        "tries",
         "watch",
     )
 
@@ -161,7 +165,12 @@ class Exchange:
         self.request_done = False  # the caller's request bytes all went down
         self.slot: tuple[str, str] | None = None  # (tunnel, caller address) it counts for
         self.headers: list[tuple[bytes, bytes]] = []  # the request's (a relay error's Accept)
-        self.stream: Stream | None = None
+        self.stream: Stream | NodeStream | None = None  # NodeStream: held by another node
+        # Pools only (relay.pools): the request's bytes so far, to open it again on
+        # another session if the first never got them (None: not kept).
+        self.replay: list[bytes] | None = None
+        self.kept = 0  # bytes in ``replay``
+        self.tries = 0  # times opened again
 
     @property
     def head_only(self) -> bool:
@@ -183,6 +192,7 @@ class Exchange:
             self.conn.agent_broke(self, str(exc))
             return
         if not self.sent:
+            self.replay = None  # answered: never opened again
             self.conn.first_byte(self)
         self.sent += len(data)
         self.conn.write(data)

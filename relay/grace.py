@@ -76,9 +76,11 @@ class ResumeBook:
 
 def offer(agent: AgentSession, hello: wire.Hello) -> ResumeOffer | None:
     """The WELCOME key for a new session whose HELLO asked for resumption (None: the
-    agent did not ask, or the relay's grace is 0). Starts the session's resend log."""
+    agent did not ask, the relay's grace is 0, or the session joins a pool, whose other
+    members serve the name meanwhile, or carries extra tunnels, which a resumption does
+    not re-grant yet). Starts the session's resend log."""
     grace = agent.state.settings.resume_grace
-    if hello.resume is None or grace <= 0:
+    if hello.resume is None or grace <= 0 or hello.pool or hello.tunnels:
         return None
     secret = secrets.token_urlsafe(32)  # 43 characters
     agent.resumable = Resumable(secrets.token_hex(16), credential_sha256(secret), grace)

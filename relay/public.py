@@ -32,8 +32,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Final, cast
 
-from relay import control, h1
+from relay import control, h1, pools
 from relay.answers import CLOSE_AFTER, error_response, wants_html
+from relay.cluster.hop import HOP_HEADER
 from relay.config import MAX_REQUEST_HEADERS, RESERVED_NAMES
 from relay.errors import (
     AgentOffline,
@@ -59,8 +60,11 @@ from wire import ErrorCode, LocalProtocolError, StreamKind
 from wire.rules import RESERVED_PREFIX, valid_name
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from relay.agents import AgentSession
     from relay.app import RelayApp
+    from relay.cluster.hop import NodeStream
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +288,8 @@ class PublicConnection(asyncio.Protocol):
             self.close()
             return
         self.state.metrics.bytes_in += len(body.data)
+        if exchange.replay is not None:
+            pools.keep(exchange, body.data)
         exchange.stream.write(body.data)
         if not exchange.watch.upgraded:
             self._arm("body", self.state.settings.body_idle_timeout)
@@ -316,9 +322,16 @@ class PublicConnection(asyncio.Protocol):
         if state.draining:
             raise RelayDraining()
         where = route(head, self.app.route_domain)
+        cluster = state.cluster
+        hop = cluster is not None and cluster.arrived(self, head)
         session = state.registry.lookup(where.name)
         if session is None:
-            raise self._missing(where.name)
+            node = cluster.owner(where.name) if cluster is not None and not hop else None
+            if node is None:
+                raise self._missing(where.name)
+            assert cluster is not None  # a node was found through it
+            cluster.forward(self, head, where, node)
+            return
         if session.kind is not StreamKind.HTTP:  # a TCP or TLS tunnel has no HTTP side
             raise UnknownTunnel()
         strip_auth = check_caller(head.headers, session.caller_auth, where.name)
@@ -333,7 +346,7 @@ class PublicConnection(asyncio.Protocol):
             port=self.server_port,
             prefix=where.prefix,
             trusted=self.trusted,
-            strip=(b"authorization",) if strip_auth else (),
+            strip=((b"authorization",) if strip_auth else ()) + ((HOP_HEADER,) if hop else ()),
         )
         self._open(session, head, where, raw)
 
@@ -350,15 +363,36 @@ class PublicConnection(asyncio.Protocol):
             self, where.name, head.method, where.target, head.keep_alive, upgrade, time.monotonic()
         )
         exchange.headers = head.headers  # read only if the relay answers with an error
+        if session.pool:  # a copy, to open it again on another member (relay.pools)
+            exchange.replay = []
+            pools.keep(exchange, raw)
         self._begin(exchange)
         no_body = head.framing is h1.Framing.NONE and not upgrade
         try:
-            exchange.stream = session.session.open(StreamKind.HTTP, exchange, raw, end=no_body)
+            exchange.stream = session.session.open(
+                StreamKind.HTTP, exchange, raw, end=no_body, tunnel=session.index
+            )
         except LocalProtocolError:
             self._end_exchange()
             raise AgentUnavailable("the agent's session cannot take a stream now") from None
         self.state.metrics.bytes_in += len(raw)
         exchange.request_done = no_body
+        self._arm("response", self.state.settings.response_timeout)
+
+    def start_exchange(
+        self, head: h1.Head, where: Route, raw: bytes, stream: Callable[[Exchange], NodeStream]
+    ) -> None:
+        """Serve ``head`` through the stream ``stream(exchange)`` makes, instead of a
+        tunnel stream: the cluster's hop to the node that holds the session."""
+        upgrade = head.upgrade is not None
+        exchange = Exchange(
+            self, where.name, head.method, where.target, head.keep_alive, upgrade, time.monotonic()
+        )
+        exchange.headers = head.headers
+        self._begin(exchange)
+        exchange.stream = stream(exchange)
+        self.state.metrics.bytes_in += len(raw)
+        exchange.request_done = head.framing is h1.Framing.NONE and not upgrade
         self._arm("response", self.state.settings.response_timeout)
 
     def _begin(self, exchange: Exchange) -> None:
@@ -476,6 +510,8 @@ class PublicConnection(asyncio.Protocol):
         if exchange.sent:
             self._cut(exchange, f"agent reset the stream ({code.name})")
             return
+        if pools.retryable(exchange, code) and pools.retry(exchange, self.state, self.app.pools):
+            return  # another session of the pool serves it
         self._answer_failed(exchange, error_for_reset(code))
 
     def agent_broke(self, exchange: Exchange, detail: str) -> None:

@@ -33,6 +33,8 @@ PER_REQUEST: Final = frozenset(
         "protocol_error",  # a tunnel rule broken (a session ends per line)
         "agent_response_invalid",  # an agent's response is not one HTTP response
         "response_aborted",  # a response cut after its first byte
+        "cluster_hop_forged",  # X-Edge-Hop without the cluster secret
+        "cluster_hop_failed",  # a request the owner node's link failed
     }
 )
 #: Lines written per cause and window before the rest are only counted.

@@ -77,6 +77,8 @@ class RelayServer:
         context = tls_context(settings)
         tls = context is not None
         loop = asyncio.get_running_loop()
+        if self.app.state.cluster is not None:  # joins before listening: no Redis, no start
+            await self.app.state.cluster.start(self.app)
 
         def factory() -> PublicConnection:
             return PublicConnection(self.app, tls)
@@ -132,6 +134,8 @@ class RelayServer:
         for conn in list(self.app.connections):
             conn.abort()
         await self.app.stop()
+        if self.app.state.cluster is not None:
+            await self.app.state.cluster.stop()
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from relay.config import Settings
 from relay.grace import ResumeBook
@@ -10,6 +11,9 @@ from relay.metrics import Metrics
 from relay.registry import InMemoryRegistry, SessionRegistry
 from relay.tcp import TcpPorts
 from relay.tokens import TokenStore
+
+if TYPE_CHECKING:
+    from relay.cluster.setup import Cluster
 
 
 @dataclasses.dataclass(slots=True)
@@ -24,9 +28,15 @@ class RelayState:
     draining: bool = False
     #: Resumable sessions by id (:mod:`relay.grace`).
     resumes: ResumeBook = dataclasses.field(default_factory=ResumeBook)
+    #: The cluster side of a ``--cluster`` node (relay.cluster); None: one process.
+    cluster: Cluster | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> RelayState:
+        if settings.cluster is not None or settings.node_url is not None:
+            from relay.cluster.setup import cluster_state
+
+            return cluster_state(settings)
         store = TokenStore(settings.state_dir)
         store.refresh()
         return cls(settings, store, metrics=Metrics(settings.metrics_per_tunnel))

@@ -5,7 +5,9 @@ SHA-256, so a stolen state file does not let anyone connect. One token per name;
 claims only its own name. A token opens HTTP tunnels; raw TCP and TLS passthrough
 tunnels only when issued with that permission (``--tcp``, ``--tls``: they bypass the
 relay's HTTP checks, see docs/security.md), so a token issued before these existed,
-whose record has no ``kinds``, opens HTTP tunnels only. A name's TCP port, once the
+whose record has no ``kinds``, opens HTTP tunnels only. Likewise a token lets several
+agents serve its name at once (a pool, ``edge-agent http --pool``) only when issued with
+``--pool``; its record then says ``"pool": true``. A name's TCP port, once the
 relay picked it, is kept in its record: the port stays the name's across reconnects,
 relay restarts and token rotation. The file is JSON, written atomically (temporary file in the same
 folder, fsync, rename) with mode 0600 in a 0700 folder, under an exclusive lock so two CLI
@@ -61,19 +63,23 @@ _KIND_NAMES: Final = {text: kind for kind, text in TUNNEL_NAMES.items()}
 @dataclasses.dataclass(frozen=True, slots=True)
 class TokenRecord:
     """One stored token: the name it claims, the SHA-256 of the token, when issued, the
-    kinds of tunnel it may open, and the name's TCP port once one was picked."""
+    kinds of tunnel it may open, the name's TCP port once one was picked, and whether
+    several agents may serve the name at once (a pool)."""
 
     name: str
     sha256: str
     created: str
     kinds: frozenset[StreamKind] = DEFAULT_KINDS
     tcp_port: int | None = None
+    pool: bool = False
 
     def to_json(self) -> dict[str, Any]:
         kinds = sorted(TUNNEL_NAMES[k] for k in self.kinds)
         out: dict[str, Any] = {"sha256": self.sha256, "created": self.created, "kinds": kinds}
         if self.tcp_port is not None:
             out["tcp_port"] = self.tcp_port
+        if self.pool:
+            out["pool"] = True
         return out
 
 
@@ -105,16 +111,20 @@ class TokenStore:
         identity = self._stat()
         if identity == self._identity:
             return False
-        records = self._read()
-        if self._identity is not None:  # not the first read: these were revoked
+        self._install(self._read(), first=self._identity is None)
+        self._identity = identity
+        return True
+
+    def _install(self, records: dict[str, TokenRecord], first: bool) -> None:
+        """Use ``records`` from now on; names that left them (after the first read) were
+        revoked."""
+        if not first:
             self._revoked.update(dict.fromkeys(self._records.keys() - records.keys()))
         for name in records:
             self._revoked.pop(name, None)
         while len(self._revoked) > MAX_REVOKED_NAMES:
             del self._revoked[next(iter(self._revoked))]
         self._records = records
-        self._identity = identity
-        return True
 
     def revoked(self, name: str) -> bool:
         """Whether ``name``'s token was revoked while this relay ran (and none issued since)."""
@@ -147,12 +157,16 @@ class TokenStore:
         return self._records.get(name)
 
     def issue(
-        self, name: str, replace: bool = False, kinds: frozenset[StreamKind] = DEFAULT_KINDS
+        self,
+        name: str,
+        replace: bool = False,
+        kinds: frozenset[StreamKind] = DEFAULT_KINDS,
+        pool: bool = False,
     ) -> str:
         """Create a token for ``name`` and return it (the only time it is seen).
 
-        ``kinds``: the tunnels it may open (HTTP is always among them). A rotated token
-        keeps the name's TCP port.
+        ``kinds``: the tunnels it may open (HTTP is always among them); ``pool``: several
+        agents may serve the name at once. A rotated token keeps the name's TCP port.
 
         Raises RelayConfigError for an invalid or reserved name, or when ``name`` has a
         token already and ``replace`` is false.
@@ -168,7 +182,7 @@ class TokenStore:
             old = records.get(name)
             port = old.tcp_port if old is not None else None
             records[name] = TokenRecord(
-                name, token_hash(token), created, kinds | DEFAULT_KINDS, port
+                name, token_hash(token), created, kinds | DEFAULT_KINDS, port, pool
             )
             self._write(records)
         return token
@@ -266,11 +280,15 @@ def _parse(raw: Any, path: Path) -> dict[str, TokenRecord]:
         if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)):
             raise RelayConfigError(f"token store {path}: bad entry for {name!r}")
         kinds = _kinds(entry.get("kinds", ["http"]))
-        port = entry.get("tcp_port")
+        port, pool = entry.get("tcp_port"), entry.get("pool", False)
         if kinds is None or not (port is None or (type(port) is int and 0 < port < 65536)):
             raise RelayConfigError(f"token store {path}: bad kinds or tcp_port for {name!r}")
+        if type(pool) is not bool:
+            raise RelayConfigError(f"token store {path}: bad pool for {name!r}")
         created = str(entry.get("created", ""))
-        records[name] = TokenRecord(name, entry["sha256"], created, kinds | DEFAULT_KINDS, port)
+        records[name] = TokenRecord(
+            name, entry["sha256"], created, kinds | DEFAULT_KINDS, port, pool
+        )
     return records
 
 

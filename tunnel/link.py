@@ -237,15 +237,15 @@ class WsLink(asyncio.Protocol):
 
     # -- the session's side ---------------------------------------------------------------
 
-    def send(self, messages: list[wire.Message]) -> None:
+    def send(self, messages: list[wire.Message]) -> bool:
         transport = self.transport
         if self._close_sent or transport is None or transport.is_closing():
-            return
+            return False
         masks = self._masks
         op = wsframe.OP_BINARY
         if len(messages) == 1 and not isinstance(first := messages[0], tuple):
             transport.write(wsframe.encode(op, first, masks))
-            return
+            return True
         parts: list[bytes] = []
         size = 0
         for message in messages:
@@ -261,6 +261,7 @@ class WsLink(asyncio.Protocol):
             transport.write(b"".join(parts))
         else:  # bulk frames: no copy into one buffer (one writev)
             transport.writelines(parts)
+        return True
 
     def send_text(self, text: bytes) -> None:
         """A text message (tests of a peer that breaks the protocol)."""

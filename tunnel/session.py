@@ -63,9 +63,10 @@ WS_POLICY: Final = 1008
 class Link(Protocol):
     """What the session needs from the WebSocket under it (:class:`tunnel.link.WsLink`)."""
 
-    def send(self, messages: list[wire.Message]) -> None:
+    def send(self, messages: list[wire.Message]) -> bool:
         """Write every message, in order, as one binary WebSocket message each (a
-        ``(header, payload)`` pair is one message)."""
+        ``(header, payload)`` pair is one message). False when the link is closing and
+        dropped them (none of their bytes left this process)."""
 
     def budget(self) -> int:
         """Bytes that may be framed now before the socket is considered backed up."""
@@ -123,6 +124,8 @@ class Session:
         self._ready: list[Stream] = []
         self._blocked: set[Stream] = set()  # pending bytes, no credit
         self._scheduled = False
+        self._opened = 0  # the last stream id this side opened
+        self._sent_opened = 0  # the last one whose OPEN a live link took
         self._loop = asyncio.get_running_loop()
         #: Messages sent that the peer may not have processed (None: not resumable).
         self.resend: ResendLog | None = None
@@ -134,15 +137,22 @@ class Session:
     # -- the owner's side -----------------------------------------------------------------
 
     def open(
-        self, kind: StreamKind, handler: StreamHandler, data: bytes = b"", end: bool = False
+        self,
+        kind: StreamKind,
+        handler: StreamHandler,
+        data: bytes = b"",
+        end: bool = False,
+        tunnel: int = 0,
     ) -> Stream:
-        """Relay: open a stream whose first bytes are ``data`` (FIN after them if ``end``).
+        """Relay: open a stream whose first bytes are ``data`` (FIN after them if ``end``),
+        for ``tunnel`` of a session that carries several (0: the session's own name).
 
         Raises ``wire.LocalProtocolError`` when :meth:`wire.Connection.can_open` is false.
         """
         first = data[: self.conn.sendable(0)]
-        sid = self.conn.open_stream(kind, first, end and len(first) == len(data))
-        stream = self.streams[sid] = Stream(self, sid, kind)
+        sid = self.conn.open_stream(kind, first, end and len(first) == len(data), tunnel)
+        self._opened = sid
+        stream = self.streams[sid] = Stream(self, sid, kind, tunnel)
         stream.handler = handler
         if len(first) < len(data):
             stream.write(data[len(first) :])
@@ -152,6 +162,12 @@ class Session:
             stream.local_done = stream.ending = True
         self._schedule()
         return stream
+
+    def reached_link(self, sid: int) -> bool:
+        """Whether the OPEN of stream ``sid`` (opened by this side) was handed to a link
+        that was still open: if not, not one byte of that stream left this process (a
+        relay may open it again elsewhere); if so, the peer may have read it."""
+        return sid <= self._sent_opened
 
     def send_hello(self, hello: wire.Hello) -> None:
         self.conn.send_hello(hello)
@@ -288,7 +304,8 @@ class Session:
 
     def _on_event(self, event: wire.Event) -> None:
         if isinstance(event, StreamOpened):
-            stream = self.streams[event.stream_id] = Stream(self, event.stream_id, event.kind)
+            sid = event.stream_id
+            stream = self.streams[sid] = Stream(self, sid, event.kind, event.tunnel)
             self.hooks.on_opened(self, stream)
             self._on_data(event.stream_id, event.data, event.end_stream, False)
         elif isinstance(event, WindowUpdated):
@@ -361,8 +378,9 @@ class Session:
             self._pump(link.budget())
         out = self.conn.messages_to_send()
         if out:
-            link.send(out)
-            if self.resend is not None:
+            if link.send(out):
+                self._sent_opened = self._opened
+            if self.resend is not None:  # written or not: re-sent after a resumption
                 self.resend.record(out)
         if self._ready and link.budget() > 0:
             self._schedule()  # more to send: next turn, after the loop's other work

@@ -104,12 +104,14 @@ class Stream:
         "sent",
         "session",
         "sid",
+        "tunnel",
     )
 
-    def __init__(self, session: Session, sid: int, kind: StreamKind) -> None:
+    def __init__(self, session: Session, sid: int, kind: StreamKind, tunnel: int = 0) -> None:
         self.session = session
         self.sid = sid
         self.kind = kind
+        self.tunnel = tunnel  # which tunnel of a shared session (0: the session's own name)
         self.handler: StreamHandler = NULL_HANDLER
         self.out: deque[bytes] = deque()  # queued outgoing bytes, in order
         self.buffered = 0  # bytes in ``out``

@@ -53,6 +53,7 @@ from wire.frames import (
     decode_frame,
     encode_frame,
 )
+from wire.shared import MAX_SHARED, TunnelGrant, TunnelRequest
 
 __all__ = [
     "DEFAULT_MAX_STREAMS",
@@ -66,6 +67,7 @@ __all__ = [
     "MAX_FRAME_SIZE",
     "MAX_PAYLOAD",
     "MAX_REASON",
+    "MAX_SHARED",
     "MAX_STREAM_ID",
     "MAX_STREAM_WINDOW",
     "MAX_WINDOW",
@@ -94,6 +96,8 @@ __all__ = [
     "StreamKind",
     "StreamOpened",
     "StreamReset",
+    "TunnelGrant",
+    "TunnelRequest",
     "Welcome",
     "WelcomeReceived",
     "WindowUpdated",

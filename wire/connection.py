@@ -114,6 +114,10 @@ class Connection:
         self._welcome_done = False  # relay: WELCOME sent; agent: WELCOME received
         self._names: tuple[str | None, ...] = ()  # names a repeated HELLO may carry
         self._tunnel = StreamKind.HTTP  # the tunnel kind of the first HELLO
+        self._extras = 0  # extra tunnels the first HELLO asked for (wire.shared)
+        # WELCOME's answer for each extra (granted or not); None: a single-name session,
+        # whose OPEN frames carry no tunnel index.
+        self._granted: tuple[bool, ...] | None = None
         self.goaway_sent = False
         self.goaway_received = False
         self._goaway_error_sent = False
@@ -166,7 +170,8 @@ class Connection:
         largest first payload an OPEN may carry now.
         """
         if stream_id == 0:
-            return min(INITIAL_STREAM_WINDOW, self._send_session.available, MAX_PAYLOAD - 1)
+            head = 1 if self._granted is None else 2  # kind byte (and tunnel index)
+            return min(INITIAL_STREAM_WINDOW, self._send_session.available, MAX_PAYLOAD - head)
         stream = self._streams.get(stream_id)
         if stream is None or stream.sending is not Half.BODY:
             return 0
@@ -214,6 +219,7 @@ class Connection:
             self.role is Role.RELAY and self._hello_done and not self._welcome_done, "WELCOME"
         )
         payload = _checked(f.checked_welcome, welcome)
+        self._need(self._answers_hello(welcome), "WELCOME without one answer per tunnel")
         self._welcome_seen(welcome)
         self._emit(FrameType.WELCOME, 0, payload)
 
@@ -235,17 +241,24 @@ class Connection:
 
     # -- sending: streams ------------------------------------------------------------
 
-    def open_stream(self, kind: StreamKind, data: bytes = b"", end_stream: bool = False) -> int:
+    def open_stream(
+        self, kind: StreamKind, data: bytes = b"", end_stream: bool = False, tunnel: int = 0
+    ) -> int:
         """Relay: start a stream whose first bytes are ``data``. Returns the new stream id.
 
         ``data`` counts against the flow-control windows like DATA, so it must not
         exceed ``sendable(0)``; the rest goes in DATA frames once the stream has credit.
+        ``tunnel``: on a session that carries several tunnels, which one the stream is
+        for (0: the session's own name; ``i``: the i-th extra, which WELCOME granted).
 
         Raises:
-            LocalProtocolError: :meth:`can_open` is false or ``data`` is too large.
-                Nothing is queued and no stream id is used up.
+            LocalProtocolError: :meth:`can_open` is false, ``data`` is too large, or
+                ``tunnel`` is not a granted tunnel. Nothing is queued and no stream id
+                is used up.
         """
         self._need(self.can_open(), "OPEN")
+        if tunnel and not self._tunnel_granted(tunnel):
+            raise LocalProtocolError(f"OPEN for tunnel {tunnel}, which WELCOME did not grant")
         size = len(data)
         if size > self.sendable(0):
             raise LocalProtocolError(f"{size} bytes in OPEN exceed the credit or frame size")
@@ -257,7 +270,8 @@ class Connection:
         if size:
             stream.send_window.spend(size)
             self._send_session.spend(size)
-        self._emit(FrameType.OPEN, stream_id, f.encode_open(kind, data), end_stream)
+        index = None if self._granted is None else tunnel
+        self._emit(FrameType.OPEN, stream_id, f.encode_open(kind, data, index), end_stream)
         return stream_id
 
     def send_data(
@@ -364,6 +378,7 @@ class Connection:
             self.role is Role.AGENT and self._hello_done and not self._welcome_done, "WELCOME"
         )
         welcome = f.decode_welcome(frame.payload)
+        self._need(self._answers_hello(welcome), "WELCOME without one answer per tunnel")
         self._welcome_seen(welcome)
         return [WelcomeReceived(welcome)]
 
@@ -375,7 +390,12 @@ class Connection:
             raise LocalProtocolError(f"OPEN with unusable stream id {sid}")
         if self.goaway_received or len(self._streams) >= self.max_streams:
             raise LocalProtocolError("OPEN beyond the stream limit or after GOAWAY")
-        kind, data = f.decode_open(frame.payload)
+        if self._granted is None:
+            index, (kind, data) = 0, f.decode_open(frame.payload)
+        else:
+            kind, index, data = f.decode_shared_open(frame.payload)
+        if index and not self._tunnel_granted(index):
+            raise LocalProtocolError(f"OPEN for tunnel {index}, which WELCOME did not grant")
         fin = f.FIN_SET[frame.flags]
         stream = self._new_stream(Half.BODY, Half.DONE if fin else Half.BODY)
         size = len(data)
@@ -384,7 +404,7 @@ class Connection:
         self._last_stream_id = sid
         self._useful += 1
         self._streams[sid] = stream  # open until the agent's half is done too
-        return [StreamOpened(sid, kind, data, fin)]
+        return [StreamOpened(sid, kind, data, fin, index)]
 
     def _on_data(self, frame: f.Frame) -> list[Event]:
         # The hot path of every received byte: checks are inlined (no helper calls).
@@ -458,18 +478,39 @@ class Connection:
         """A first HELLO, or a repeated one after WELCOME that keeps name and tunnel."""
         if not self._hello_done:
             return True
-        return self._welcome_done and hello.name in self._names and hello.tunnel is self._tunnel
+        return (
+            self._welcome_done
+            and hello.name in self._names
+            and hello.tunnel is self._tunnel
+            and len(hello.tunnels) == self._extras
+        )
 
     def _hello_seen(self, hello: f.Hello) -> None:
         if not self._hello_done:
             self._hello_done = True
             self._names = (hello.name,)
             self._tunnel = hello.tunnel
+            self._extras = len(hello.tunnels)
 
     def _welcome_seen(self, welcome: f.Welcome) -> None:
         self._welcome_done = True
         self.max_streams = welcome.max_streams
         self._names += (welcome.name,)
+        if welcome.tunnels is not None:
+            self._granted = tuple(grant.granted for grant in welcome.tunnels)
+
+    def _answers_hello(self, welcome: f.Welcome) -> bool:
+        """WELCOME's ``tunnels`` has one entry per HELLO entry, or is absent: a relay
+        that does not know the key granted none (the session stays single-name)."""
+        if welcome.tunnels is None:
+            return True
+        return len(welcome.tunnels) == self._extras
+
+    def _tunnel_granted(self, index: int) -> bool:
+        if index == 0:
+            return True
+        granted = self._granted
+        return granted is not None and 0 < index <= len(granted) and granted[index - 1]
 
     def _check_opened(self, stream_id: int) -> None:
         """Accept a frame for a stream that was opened and is closed now (dropped).

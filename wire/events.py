@@ -35,6 +35,7 @@ class StreamOpened:
     kind: StreamKind
     data: bytes
     end_stream: bool
+    tunnel: int = 0  # shared session: which tunnel (0: its own name; i: extra i)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

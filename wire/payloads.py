@@ -37,6 +37,14 @@ from wire.resume import (
     encode_offer,
     encode_ticket,
 )
+from wire.shared import (
+    TunnelGrant,
+    TunnelRequest,
+    decode_grants,
+    decode_requests,
+    encode_grants,
+    encode_requests,
+)
 
 #: Largest HELLO or WELCOME payload. Both are a few hundred bytes; the cap keeps a
 #: hostile peer's JSON from costing the other side more than a small parse.
@@ -73,9 +81,13 @@ def _load(payload: bytes, what: str) -> dict[str, Any]:
 # --- OPEN -----------------------------------------------------------------------------
 
 
-def encode_open(kind: StreamKind, data: bytes) -> bytes:
-    """OPEN payload: the kind byte, then the stream's first bytes (may be empty)."""
-    return _KIND_BYTES[kind] + data
+def encode_open(kind: StreamKind, data: bytes, index: int | None = None) -> bytes:
+    """OPEN payload: the kind byte, the tunnel index byte on a session that carries
+    several tunnels (:mod:`wire.shared`; None: a single-name session, no byte), then the
+    stream's first bytes (may be empty)."""
+    if index is None:
+        return _KIND_BYTES[kind] + data
+    return _KIND_BYTES[kind] + bytes((index,)) + data
 
 
 def decode_open(payload: bytes) -> tuple[StreamKind, bytes]:
@@ -86,6 +98,16 @@ def decode_open(payload: bytes) -> tuple[StreamKind, bytes]:
     if kind is None:
         raise FrameError(f"unknown stream kind {payload[0]}")
     return kind, payload[1:]
+
+
+def decode_shared_open(payload: bytes) -> tuple[StreamKind, int, bytes]:
+    """Split the OPEN payload of a session that carries several tunnels: kind, tunnel
+    index, first bytes. Raises FrameError as :func:`decode_open` does, or without an
+    index."""
+    kind, rest = decode_open(payload)
+    if not rest:
+        raise FrameError("OPEN without a tunnel index on a shared session")
+    return kind, rest[0], rest[1:]
 
 
 # --- session payloads ----------------------------------------------------------------
@@ -113,17 +135,26 @@ class Hello:
     software for logs (at most :data:`MAX_AGENT_INFO` characters). ``tunnel`` is what
     the agent serves: HTTP exchanges (the default), or raw TCP or TLS connections, each
     public connection one stream of that kind. A HELLO sent again after WELCOME replaces
-    ``caller_auth``; its name and tunnel must not change. ``resume`` (see
-    :mod:`wire.resume`): asks for resumption, or resumes a dropped session; left out
-    when None.
+    ``caller_auth``; its name and tunnel must not change. ``pool``: join the name's pool
+    (several sessions serve it, new exchanges spread over them) instead of replacing
+    the session that holds it; encoded only when true. ``tunnels``: extra HTTP
+    tunnels for this session (:mod:`wire.shared`); encoded only when not empty.
+    ``resume`` (see :mod:`wire.resume`): asks for resumption, or resumes a dropped
+    session; left out when None.
     """
 
     name: str | None = None
     caller_auth: tuple[CallerCredential, ...] = ()
     agent: str = ""
     tunnel: StreamKind = StreamKind.HTTP
+    pool: bool = False
+    tunnels: tuple[TunnelRequest, ...] = ()
     resume: ResumeTicket | None = None
 
+
+#: Largest ``pool`` count a WELCOME may carry (the relay's cap on one name's pool is
+#: lower or equal).
+MAX_POOL: Final = 1024
 
 #: Longest ``replaced`` text in a WELCOME (an address, or an address and a port).
 MAX_REPLACED: Final = 200
@@ -142,6 +173,8 @@ class Welcome:
     agent that asked for TCP or TLS and gets a WELCOME without it is talking to a relay
     that does not know such tunnels.
 
+    ``pool``, for a session that joined its name's pool: how many sessions the pool
+    holds with this one (at most :data:`MAX_POOL`); 0 (not encoded) otherwise.
     ``resume`` (see :mod:`wire.resume`): the relay offers resumption of this session,
     or says it resumed one; left out when None.
     """
@@ -152,15 +185,28 @@ class Welcome:
     max_request_body: int
     replaced: str | None = None
     tunnel: StreamKind = StreamKind.HTTP
+    pool: int = 0
+    tunnels: tuple[TunnelGrant, ...] | None = None  # one per HELLO ``tunnels`` entry
     resume: ResumeOffer | None = None
 
 
 def encode_hello(hello: Hello) -> bytes:
-    auth = [{"scheme": c.scheme, "sha256": c.sha256} for c in hello.caller_auth]
-    obj: dict[str, Any] = {"name": hello.name, "caller_auth": auth, "agent": hello.agent}
+    obj: dict[str, Any] = {
+        "name": hello.name,
+        "caller_auth": _auth(hello.caller_auth),
+        "agent": hello.agent,
+    }
+    if hello.pool:
+        obj["pool"] = True
+    if hello.tunnels:
+        obj["tunnels"] = encode_requests(hello.tunnels, _auth)
     if hello.resume is not None:
         obj["resume"] = encode_ticket(hello.resume)
     return _dump(_with_tunnel(obj, hello.tunnel))
+
+
+def _auth(caller_auth: tuple[CallerCredential, ...]) -> list[dict[str, str]]:
+    return [{"scheme": c.scheme, "sha256": c.sha256} for c in caller_auth]
 
 
 def _with_tunnel(obj: dict[str, Any], tunnel: StreamKind) -> dict[str, Any]:
@@ -197,9 +243,17 @@ def decode_hello(payload: bytes) -> Hello:
         raise FrameError(f"hello caller_auth must be a list of at most {MAX_CALLER_AUTH}")
     if not (isinstance(agent, str) and len(agent) <= MAX_AGENT_INFO):
         raise FrameError(f"hello agent must be a string of at most {MAX_AGENT_INFO} chars")
-    resume = decode_ticket(obj["resume"]) if "resume" in obj else None
+    pool = obj.get("pool", False)
+    if type(pool) is not bool:
+        raise FrameError("hello pool must be true or false")
+    kind, tunnels = _tunnel(obj, "hello"), decode_requests(obj.get("tunnels"), _credential)
+    if tunnels and kind is not StreamKind.HTTP:
+        raise FrameError("hello tunnels are for http tunnels only")
+    if tunnels and pool:
+        raise FrameError("hello pool and tunnels do not go together: a pooled name has its own")
     credentials = tuple(_credential(c) for c in auth)
-    return Hello(name, credentials, agent, _tunnel(obj, "hello"), resume=resume)
+    resume = decode_ticket(obj["resume"]) if "resume" in obj else None
+    return Hello(name, credentials, agent, kind, pool, tunnels, resume=resume)
 
 
 def encode_welcome(welcome: Welcome) -> bytes:
@@ -213,6 +267,10 @@ def encode_welcome(welcome: Welcome) -> bytes:
         obj["replaced"] = welcome.replaced
     if welcome.resume is not None:
         obj["resume"] = encode_offer(welcome.resume)
+    if welcome.pool:
+        obj["pool"] = welcome.pool
+    if welcome.tunnels is not None:
+        obj["tunnels"] = encode_grants(welcome.tunnels)
     return _dump(_with_tunnel(obj, welcome.tunnel))
 
 
@@ -229,9 +287,12 @@ def decode_welcome(payload: bytes) -> Welcome:
     replaced = obj.get("replaced")
     if not (replaced is None or (isinstance(replaced, str) and len(replaced) <= MAX_REPLACED)):
         raise FrameError(f"welcome replaced must be a string of at most {MAX_REPLACED} chars")
+    pool = obj.get("pool", 0)
+    if type(pool) is not int or not 0 <= pool <= MAX_POOL:
+        raise FrameError(f"welcome pool must be a count from 0 to {MAX_POOL}")
+    kind, tunnels = _tunnel(obj, "welcome"), decode_grants(obj.get("tunnels"))
     resume = decode_offer(obj["resume"]) if "resume" in obj else None
-    kind = _tunnel(obj, "welcome")
-    return Welcome(name, tuple(urls), streams, body, replaced, kind, resume=resume)
+    return Welcome(name, tuple(urls), streams, body, replaced, kind, pool, tunnels, resume)
 
 
 def checked_hello(hello: Hello) -> bytes:

@@ -54,9 +54,20 @@ class AgentMetrics:
         self._in = self._bytes.labels("in")
         self._out = self._bytes.labels("out")
 
-    def watch(self, connected: Callable[[], bool], streams: Callable[[], int]) -> None:
+    def watch(
+        self,
+        connected: Callable[[], bool],
+        streams: Callable[[], int],
+        pool: Callable[[], int] = lambda: 0,
+    ) -> None:
         """Gauges read from the tunnel client when scraped."""
         reg = self.registry
+        Gauge(
+            "edge_agent_pool_size",
+            "Agents in this agent's pool when it joined, with it (0: not in a pool); "
+            "edge_agent_requests counts this agent's share.",
+            registry=reg,
+        ).set_function(lambda: float(pool()))
         Gauge(
             "edge_agent_connected", "1 while the tunnel session is up.", registry=reg
         ).set_function(lambda: float(connected()))
@@ -78,10 +89,13 @@ class AgentMetrics:
 
 
 def serve_on(
-    inspector: Inspector, connected: Callable[[], bool], streams: Callable[[], int]
+    inspector: Inspector,
+    connected: Callable[[], bool],
+    streams: Callable[[], int],
+    pool: Callable[[], int] = lambda: 0,
 ) -> Callable[[ExchangeRecord], None]:
     """Put a new set of metrics on the inspector's ``/metrics``; returns their record sink."""
     metrics = AgentMetrics()
-    metrics.watch(connected, streams)
+    metrics.watch(connected, streams, pool)
     inspector.server.metrics = metrics
     return metrics.record

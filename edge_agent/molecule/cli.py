@@ -109,6 +109,13 @@ from edge_agent.tls import TlsOptions
     "[env: EDGE_SECRETS_REFRESH].",
 )
 @click.option(
+    "--pool",
+    is_flag=True,
+    default=None,
+    help="Join the workspace's pool: several agents serve it, the relay spreads calls over "
+    "them (the relay token must allow it).",
+)
+@click.option(
     "--poll-after",
     type=float,
     metavar="SECONDS",
@@ -174,6 +181,7 @@ async def serve_run(settings: RunSettings, inspect: InspectSettings | None = Non
         plugins=_plugin_requests(settings.plugin),
         plugin_options=PluginOptions(run_setup=settings.run_setup),
         hooks=printer.hooks(),
+        pool=settings.pool,
     )
     async with agent, running(inspect, target, printer.inspector_at) as inspector:
         if inspector is not None:
@@ -181,7 +189,12 @@ async def serve_run(settings: RunSettings, inspect: InspectSettings | None = Non
 
             agent.mask_secrets = inspector.add_secrets  # the inspector shows them masked
             printer.sinks.append(
-                serve_on(inspector, lambda: agent.connected, lambda: agent.active_tasks)
+                serve_on(
+                    inspector,
+                    lambda: agent.connected,
+                    lambda: agent.active_tasks,
+                    lambda: agent.pool_size,
+                )
             )
         on_stop_signals(Stopper(agent).signal)
         return await agent.run()

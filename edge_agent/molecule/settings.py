@@ -51,7 +51,7 @@ RUN_KEYS: Final = PLATFORM_KEYS | frozenset(
     {
         "relay", "relay_token", "to", "app", "agent_card", "agent_name", "heartbeat_interval",
         "caller_auth", "pin_sha256", "command", "ping_interval", "ping_timeout",
-        "max_restarts", "secrets_refresh", "plugin", "run_setup", "poll_after",
+        "max_restarts", "secrets_refresh", "plugin", "run_setup", "poll_after", "pool",
     }
 )  # fmt: skip
 
@@ -96,6 +96,7 @@ class RunSettings(PlatformSettings):
     plugin: tuple[str, ...] = ()  # NAME or NAME=SOURCE, installed before the command
     run_setup: bool = False
     poll_after: float = DEFAULT_POLL_AFTER
+    pool: bool = False  # join the workspace name's pool instead of replacing its agent
 
 
 def resolve_platform(
@@ -137,6 +138,7 @@ def resolve_run(
     run["max_restarts"] = _count(run["max_restarts"], "max_restarts", DEFAULT_MAX_RESTARTS)
     run["plugin"] = _strings(run["plugin"], "plugin")
     run["run_setup"] = bool(run["run_setup"])
+    run["pool"] = bool(run["pool"])
     if run["secrets_refresh"] is not None and not run["command"]:
         raise ConfigError("secrets_refresh needs a command to restart (after --)")
     return RunSettings(**_platform_values(values), **run)

@@ -46,7 +46,7 @@ def service() -> None:
 @click.option(
     "--config",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Settings with the token, mode 0600.  [default: ~/.config/edge-agent/agent.toml]",
+    help="Settings with the token, mode 0600.  [default: ~/.config/edge-agent/config.toml]",
 )
 @name_option
 @click.option(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import shutil
 import stat
@@ -11,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from edge_agent.config import load_file, resolve_http
+from edge_agent.config import default_path, load_file, resolve_http
 from edge_agent.errors import ConfigError
 
 #: Service names: they become file names and unit/task names on every platform.
@@ -35,9 +34,9 @@ class ServiceSpec:
 
 
 def default_config() -> Path:
-    """``$XDG_CONFIG_HOME/edge-agent/agent.toml`` (``~/.config/...``)."""
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "edge-agent" / "agent.toml"
+    """The file ``edge-agent http`` reads by default:
+    ``$XDG_CONFIG_HOME/edge-agent/config.toml`` (``~/.config/...``)."""
+    return Path(default_path())
 
 
 def check_name(name: str) -> str:

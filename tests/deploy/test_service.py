@@ -101,10 +101,10 @@ def unit_path(home: Path, name: str = "edge-agent") -> Path:
 
 
 def test_default_config_location(home: Path) -> None:
-    write_config(home / ".config" / "edge-agent" / "agent.toml")
+    write_config(home / ".config" / "edge-agent" / "config.toml")
     done = service_cli(home, "install", "--no-start")
     assert done.returncode == 0, done.stderr
-    assert f"--config {home}/.config/edge-agent/agent.toml" in unit_path(home).read_text()
+    assert f"--config {home}/.config/edge-agent/config.toml" in unit_path(home).read_text()
 
 
 def test_unit_file_verifies_and_holds_no_secret(home: Path, tmp_path: Path) -> None:

@@ -181,6 +181,7 @@ def decode_everything(data: bytes) -> None:
         f.decode_hello,
         f.decode_welcome,
         f.decode_open,
+        f.decode_shared_open,
         f.decode_reset,
         f.decode_window,
         f.decode_goaway,

@@ -177,8 +177,12 @@ class FakeAgent:
         grant_credit: bool = True,
         ssl: ssl_module.SSLContext | None = None,
         headers: tuple[tuple[str, str], ...] = (),
+        pool: bool = False,
+        tunnels: tuple[wire.TunnelRequest, ...] = (),
     ) -> None:
         self.relay_url = relay_url
+        self.pool = pool  # HELLO's pool: join the name's pool
+        self.tunnels = tunnels  # HELLO's extra tunnels (one connection, several names)
         self.headers = headers  # more upgrade request headers (X-Edge-Agent-Key...)
         self.handler = handler or _ok_handler
         self.token = token
@@ -232,7 +236,14 @@ class FakeAgent:
         )
         self.link.attach(self.session)
         hello_name = self.name if self.hello_name is True else self.hello_name
-        self.session.send_hello(wire.Hello(hello_name or None, self.caller_auth, "fake-agent"))
+        hello = wire.Hello(
+            hello_name or None,
+            self.caller_auth,
+            "fake-agent",
+            pool=self.pool,
+            tunnels=self.tunnels,
+        )
+        self.session.send_hello(hello)
 
     async def wait_welcome(self, within: float = 5.0) -> wire.Welcome:
         async with asyncio.timeout(within):

@@ -33,9 +33,9 @@ def spy(monkeypatch: pytest.MonkeyPatch, link: tunnel.WsLink) -> list[list[wire.
     sends: list[list[wire.Message]] = []
     original = link.send
 
-    def send(messages: list[wire.Message]) -> None:
+    def send(messages: list[wire.Message]) -> bool:
         sends.append(list(messages))
-        original(messages)
+        return original(messages)
 
     monkeypatch.setattr(link, "send", send)
     return sends

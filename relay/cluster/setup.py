@@ -1,0 +1,225 @@
+"""Wiring a relay process into the cluster: its registry, token store, hops and node.
+
+:class:`ClusterRegistry` is the one-process registry plus publishing: a name this node
+claims is announced to the cluster, a name it no longer holds is withdrawn, and a name
+another node holds is "known" here (503 while it moves, never 404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from relay import h1
+from relay.cluster import redisconn
+from relay.cluster.errors import ClusterConfigError
+from relay.cluster.hop import (
+    HOP_HEADER,
+    HopForbidden,
+    HopMetrics,
+    LinkPool,
+    NodeStream,
+    hop_head,
+    hop_value,
+    secret_matches,
+)
+from relay.cluster.node import ClusterNode
+from relay.cluster.tokens import RedisTokenStore
+from relay.registry import InMemoryRegistry
+from wire import ErrorCode
+
+if TYPE_CHECKING:
+    from relay.agents import AgentSession
+    from relay.app import RelayApp
+    from relay.config import Settings
+    from relay.public import PublicConnection, Route
+    from relay.state import RelayState
+
+log = logging.getLogger(__name__)
+
+
+class ClusterRegistry(InMemoryRegistry):
+    """:class:`InMemoryRegistry` that publishes the names it holds (see the module doc)."""
+
+    def __init__(self, node: ClusterNode) -> None:
+        super().__init__()
+        self.node = node
+        self.held: set[str] = set()
+
+    def claim(self, session: AgentSession) -> AgentSession | None:
+        old = super().claim(session)
+        self.held.add(session.name)
+        self.node.publish(session.name)
+        return old
+
+    def release(self, session: AgentSession) -> None:
+        super().release(session)
+        name = session.name
+        if name in self.held and super().lookup(name) is None:
+            self.held.discard(name)
+            self.node.withdraw(name)
+
+    def lookup(self, name: str) -> AgentSession | None:
+        # A session whose name moved to another node drains here; new requests go there.
+        session = super().lookup(name)
+        return session if session is None or name in self.held else None
+
+    def known(self, name: str) -> bool:
+        return super().known(name) or self.node.owner(name) is not None
+
+
+class Cluster:
+    """What a node adds to :class:`relay.state.RelayState` (``state.cluster``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.cluster is not None and settings.node_url is not None  # checked
+        self.node_url = settings.node_url
+        self.node = ClusterNode(settings.cluster, settings.node_url, self._held)
+        self.registry = ClusterRegistry(self.node)
+        self.store = RedisTokenStore(self.node.client, self.node.where())
+        self.hops: HopMetrics | None = None
+        self.links: LinkPool | None = None
+        self.app: RelayApp | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _held(self) -> set[str]:
+        return set(self.registry.held)
+
+    def owner(self, name: str) -> str | None:
+        """The node URL of another node that holds ``name``, or None."""
+        return self.node.owner(name)
+
+    async def start(self, app: RelayApp) -> None:
+        """Join: reach Redis, read tokens and the directory. ClusterConfigError if not."""
+        import redis
+
+        self.app = app
+        metrics = app.state.metrics
+        self.hops = HopMetrics(metrics)
+        self.links = LinkPool(self.hops)
+        metrics.gauge(
+            "edge_cluster_nodes", "Other nodes holding sessions.", self.node.directory.nodes
+        )
+        metrics.gauge(
+            "edge_cluster_remote_tunnels",
+            "Tunnel names held by other nodes (this node forwards their requests).",
+            lambda: len(self.node.directory.remote),
+        )
+        metrics.gauge("edge_cluster_redis_up", "1 while Redis answers.", lambda: int(self.node.up))
+        self.node.on_taken = self._taken
+        self.node.on_tokens = self.tokens_changed
+        try:
+            await self.store.load()
+        except redis.RedisError as exc:
+            raise ClusterConfigError(f"cannot read the token store in Redis: {exc}") from exc
+        self.store.refresh()
+        await self.node.start()
+
+    async def stop(self) -> None:
+        for task in [*self._tasks, *self.store.tasks]:
+            task.cancel()
+        if self.links is not None:
+            self.links.close()
+        await self.node.stop()
+
+    # -- hops (the public side's hooks) -----------------------------------------------------
+
+    def arrived(self, conn: PublicConnection, head: h1.Head) -> bool:
+        """Whether ``head`` was forwarded by another node (then its connection is trusted
+        as a front proxy). Raises HopForbidden for an X-Edge-Hop without the secret."""
+        value = hop_value(head)
+        if value is None:
+            return False
+        if not secret_matches(value, self.node.secrets):
+            log.warning("cluster_hop_forged", extra={"client": conn.client_ip})
+            raise HopForbidden()
+        conn.trusted = True
+        if self.hops is not None:
+            self.hops.received()
+        return True
+
+    def forward(self, conn: PublicConnection, head: h1.Head, where: Route, node: str) -> None:
+        """Send the request to ``node``, which holds ``where.name``'s session."""
+        assert self.links is not None and self.hops is not None  # started
+        raw = h1.rewrite_head(
+            head,
+            target=head.target,
+            client_ip=conn.client_ip,
+            proto="https" if conn.tls else "http",
+            host=head.host,
+            port=conn.server_port,
+            prefix=None,
+            trusted=conn.trusted,
+            strip=(HOP_HEADER,),
+        )
+        raw = hop_head(raw, self.node.secrets[0])
+        links = self.links
+        head_only = head.framing is h1.Framing.NONE and head.upgrade is None
+        conn.start_exchange(
+            head, where, raw, lambda ex: NodeStream(links, node, ex, raw, head_only)
+        )
+        self.hops.out(node)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("cluster_hop", extra={"agent": where.name, "node": node})
+
+    def _taken(self, name: str) -> None:
+        """Another node now holds ``name``: the session here goes (GOAWAY REPLACED)."""
+        self.registry.held.discard(name)
+        session = InMemoryRegistry.lookup(self.registry, name)
+        if session is None or self.app is None:
+            return
+        session.retire(
+            ErrorCode.REPLACED,
+            "replaced by a session for this name on another relay node",
+            self.app.state.settings.drain_timeout,
+        )
+
+    def tokens_changed(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._reload_tokens())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reload_tokens(self) -> None:
+        import redis
+
+        try:
+            await self.store.load()
+        except redis.RedisError as exc:
+            log.error("cluster_tokens_unreadable", extra={"detail": str(exc)})
+            return
+        if self.store.refresh() and self.app is not None:
+            self.app.enforce_tokens()
+
+
+def check(settings: Settings) -> None:
+    """``--cluster`` needs ``--node-url`` and redis-py. Raises ClusterConfigError."""
+    if settings.cluster is None:
+        if settings.node_url is not None:
+            raise ClusterConfigError("--node-url needs --cluster")
+        return
+    if settings.node_url is None:
+        raise ClusterConfigError("--cluster needs --node-url (how other nodes reach this one)")
+    if settings.open_mode:
+        # Open mode guards a name only by the agent key its node saw; a cluster would let
+        # a machine take a name held on another node. It is for one local relay.
+        raise ClusterConfigError("--open is for one local relay; a cluster needs tokens")
+    if (why := redisconn.import_error()) is not None:
+        raise ClusterConfigError(why)
+
+
+def cluster_state(settings: Settings) -> RelayState:
+    """The state of a cluster node (nothing reaches Redis before :meth:`Cluster.start`)."""
+    from relay.metrics import Metrics
+    from relay.state import RelayState
+
+    check(settings)
+    cluster = Cluster(settings)
+    state = RelayState(
+        settings,
+        cluster.store,
+        registry=cluster.registry,
+        metrics=Metrics(settings.metrics_per_tunnel),
+    )
+    state.cluster = cluster
+    return state
