@@ -275,8 +275,10 @@ class TunnelClient:
             self._next_relay()
             raise
         except (OSError, TimeoutError, TunnelError):
-            if self._parked is None:  # a parked session is held by this relay: stay
-                self._next_relay()  # a dead node of a cluster: the next one serves the name
+            if self.relays.several:  # a dead node of a cluster: the next one serves the name
+                self._abandon("the relay that held the session is unreachable")
+            if self._parked is None:  # (one relay: it holds the parked session, stay)
+                self._next_relay()
             raise
         if link is None:
             return  # stopped while connecting
