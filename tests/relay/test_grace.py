@@ -12,6 +12,7 @@ import httpx
 import tunnel
 import wire
 from relay import grace
+from relay.tokens import TokenStore
 from tests.relay.conftest import RelayFactory, RunningRelay, eventually
 from tests.tunnel.pair import Recorder
 from tunnel import resume as runtime
@@ -32,14 +33,16 @@ class Agent(tunnel.SessionHooks):
         self.streams: list[tunnel.Stream] = []
         self.recorders: list[Recorder] = []
 
-    async def connect(self, relay: RunningRelay, token: str, ticket: ResumeTicket) -> wire.Welcome:
+    async def connect(
+        self, relay: RunningRelay, token: str, ticket: ResumeTicket, pool: bool = False
+    ) -> wire.Welcome:
         url = relay.url.replace("http://", "ws://") + "/_edge/connect"
         self.link, _ = await tunnel.connect_link(
             url, headers=[("Authorization", f"Bearer {token}")]
         )
         self.link.attach(self.session)
         runtime.enable(self.session)
-        self.session.send_hello(wire.Hello(NAME, resume=ticket))
+        self.session.send_hello(wire.Hello(NAME, pool=pool, resume=ticket))
         await eventually(lambda: self.welcome is not None or self.session.is_closed)
         assert self.welcome is not None
         return self.welcome
@@ -160,3 +163,11 @@ async def test_no_grace_no_offer(relay_factory: RelayFactory) -> None:
     relay: RunningRelay = await relay_factory(resume_grace=0)
     welcome = await Agent().connect(relay, relay.issue(NAME), ResumeTicket())
     assert welcome.resume is None
+
+
+async def test_a_pool_member_is_not_offered_resumption(relay_factory: RelayFactory) -> None:
+    """The other members of a pool serve the name while one is gone."""
+    relay: RunningRelay = await relay_factory()
+    token = TokenStore(relay.settings.state_dir).issue(NAME, replace=True, pool=True)
+    welcome = await Agent().connect(relay, token, ResumeTicket(), pool=True)
+    assert welcome.pool == 1 and welcome.resume is None
