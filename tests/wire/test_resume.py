@@ -23,11 +23,13 @@ from wire import (
     MAX_PAYLOAD,
     Connection,
     DataReceived,
+    ErrorCode,
     FrameError,
     Hello,
     Role,
     StreamKind,
     StreamOpened,
+    StreamReset,
     Welcome,
     WindowUpdated,
 )
@@ -54,6 +56,7 @@ class Side:
         self.got: dict[int, bytearray] = defaultdict(bytearray)
         self.held: dict[int, int] = defaultdict(int)  # received, not consumed yet
         self.fin: set[int] = set()
+        self.reset: set[int] = set()  # streams the peer reset
         self.rng = rng
 
     def flush(self) -> None:
@@ -71,6 +74,8 @@ class Side:
                 self.held[sid] += len(event.data)
                 if event.end_stream:
                     self.fin.add(sid)
+            elif isinstance(event, StreamReset):
+                self.reset.add(event.stream_id)
             elif isinstance(event, WindowUpdated) and event.stream_id == 0:
                 self.log.ack(event.increment)
         self.flush()
@@ -146,8 +151,15 @@ def run_session(seed: int, steps: int) -> None:
         elif action < 0.75:
             sender, receiver = (relay, agent) if rng.random() < 0.5 else (agent, relay)
             deliver(sender, receiver, rng.randint(1, 8))
-        elif action < 0.95:
+        elif action < 0.93:
             rng.choice((relay, agent)).consume()
+        elif action < 0.95 and streams:
+            side = rng.choice((relay, agent))
+            sid = rng.choice(streams)
+            if side.conn.is_open(sid):
+                side.conn.send_reset(sid, ErrorCode.CANCEL, "a caller left")
+                side.reset.add(sid)  # no more bytes either way: compare prefixes only
+                side.flush()
         else:
             drop_and_resume(relay, agent, rng)
         for side in (relay, agent):
@@ -162,6 +174,9 @@ def run_session(seed: int, steps: int) -> None:
         agent.consume(everything=True)
     for (name, sid), data in sent.items():
         receiver = agent if name == "relay" else relay
+        if sid in relay.reset or sid in agent.reset:  # cut short: what came is a prefix
+            assert data.startswith(receiver.got[sid]), f"stream {sid} from the {name} differs"
+            continue
         assert receiver.got[sid] == data, f"stream {sid} from the {name} differs"
         assert ((name, sid) in ended) == (sid in receiver.fin)
 
