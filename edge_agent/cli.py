@@ -211,6 +211,7 @@ def tunnel_client(
         caller_auth=[caller_auth.parse(spec) for spec in settings.caller_auth],
         agent=f"edge-agent/{__version__}",
         on_ready=lines.ready,
+        on_resumed=lines.resumed if isinstance(lines, RequestLines) else None,
         on_retry=lines.retrying if isinstance(lines, RequestLines) else None,  # screen: its state
         pool=settings.pool,
     )

@@ -262,6 +262,11 @@ class RequestLines:
             self._emit(f"{self._clock()} Reconnected: the tunnel is up again")
         self._retried = False
 
+    def resumed(self, detail: str) -> None:
+        """The new connection carried the session on: nothing in flight was lost."""
+        self._retried = False
+        self._emit(f"{self._clock()} {detail[:1].upper()}{detail[1:]}")
+
     def retrying(self, delay: float, error: BaseException | None) -> None:
         """A reconnect was scheduled: say so, and why (the URL usually comes back)."""
         self._retried = True

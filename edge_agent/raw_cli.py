@@ -101,6 +101,7 @@ async def _serve(
         options=ConnectOptions(tls=tls),
         agent=f"edge-agent/{__version__}",
         on_ready=lines.ready,
+        on_resumed=lines.resumed,
         tunnel=kind,
     )
     on_stop_signals(Stopper(client).signal)

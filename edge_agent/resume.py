@@ -88,9 +88,8 @@ def adopt(new: TunnelSession, old: TunnelSession, welcome: Welcome) -> bool:
     new.ready_at = old.ready_at
     new.resumable, new.secret = old.resumable, old.secret
     old.parked = None
-    logger.info(
-        "session_resumed", extra={"agent": new.tunnel_name, "detail": runtime.summary(done)}
-    )
+    new.resumed_detail = runtime.summary(done)
+    logger.info("session_resumed", extra={"agent": new.tunnel_name, "detail": new.resumed_detail})
     return True
 
 

@@ -117,6 +117,9 @@ class TunnelSession(tunnel.SessionHooks):
         self.draining = False
         self.closing = False  # abort() was called: never park
         self.resume_from = resume_from
+        #: "resumed session after 3.2 s, 7 streams, 412 KiB re-sent" once this
+        #: connection carried a parked session on (the console prints it).
+        self.resumed_detail: str | None = None
         self.resumable: ResumeOffer | None = None  # the relay's offer (first WELCOME)
         self.secret = ""  # its secret (kept in memory only, never logged)
         self.parked: Parked | None = None  # set while the link is gone

@@ -91,6 +91,8 @@ class TunnelClient:
         options: transport settings (TLS, proxy, WebSocket timeouts).
         caller_auth: credentials the relay demands from public callers (empty: none).
         on_ready: called with every WELCOME (after each (re)connect).
+        on_resumed: called before ``on_ready`` when the connection carried the parked
+            session on, with "resumed session after 3.2 s, 7 streams, 412 KiB re-sent".
         on_retry: called with the delay and the error (None: a session ended) each time
             a reconnect is scheduled.
         tunnel: what ``target`` serves: HTTP exchanges (the default), or raw TCP or
@@ -111,6 +113,7 @@ class TunnelClient:
         caller_auth: Sequence[CallerCredential] = (),
         agent: str = "edge-agent",
         on_ready: Callable[[Welcome], None] | None = None,
+        on_resumed: Callable[[str], None] | None = None,
         on_retry: Callable[[float, BaseException | None], None] | None = None,
         tunnel: StreamKind = StreamKind.HTTP,
         pool: bool = False,
@@ -131,6 +134,7 @@ class TunnelClient:
         self.agent = agent
         self.hooks = Hooks(self._ready)
         self._on_ready = on_ready
+        self._on_resumed = on_resumed
         self._on_retry = on_retry
         self._token = token
         self._caller_auth = _checked_auth(caller_auth, tunnel)
@@ -386,6 +390,10 @@ class TunnelClient:
 
     def _ready(self, welcome: Welcome) -> None:
         self.welcome = welcome
+        session = self._session
+        detail = session.resumed_detail if session is not None else None
+        if detail is not None and self._on_resumed is not None:
+            self._on_resumed(detail)
         if self._on_ready is not None:
             self._on_ready(welcome)
 

@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -170,6 +171,11 @@ async def test_a_reset_of_the_tunnel_connection_loses_nothing(
         assert cutter.accepted == 2  # one reconnect, no more
         assert relay.count("agent_disconnected") == 0  # the session never ended
         assert "target_failed" not in relay.output()
+        # The agent's own line log says so too (not "Reconnected": nothing was lost).
+        assert re.search(
+            r"\d\d:\d\d:\d\d Resumed session after [\d.]+ s, \d+ streams", agent.output()
+        )
+        assert "Reconnected" not in agent.output()
 
 
 async def test_a_black_hole_longer_than_the_keepalive_is_a_pause(
