@@ -17,7 +17,8 @@ plain TCP, with bulk frames in it, one ``writelines`` of their parts: the payloa
 large DATA frame is never copied to join it to its header (``wire``'s
 ``messages_to_send``), and a client masks header and payload apart. The
 transport's write buffer limits are :data:`WRITE_HIGH`/:data:`WRITE_LOW`; the session
-frames no more than the room under the high mark (:meth:`WsLink.budget`).
+frames no more than the room under the high mark (:meth:`WsLink.budget`), but for one
+bulk frame, which it never cuts in two.
 
 Reads: at most :data:`MAX_MESSAGES_PER_TURN` messages are parsed and processed per loop
 turn; the rest wait (the socket is paused, the bytes stay in the parser) until the next
