@@ -18,7 +18,8 @@ plain TCP, with bulk frames in it, one ``writelines`` of their parts: the payloa
 large DATA frame is never copied to join it to its header (``wire``'s
 ``messages_to_send``), and a client masks header and payload apart. The
 transport's write buffer limits are :data:`WRITE_HIGH`/:data:`WRITE_LOW`; the session
-frames no more than the room under the high mark (:meth:`WsLink.budget`).
+frames no more than the room under the high mark (:meth:`WsLink.budget`), but for one
+bulk frame, which it never cuts in two.
 
 Reads: at most :data:`MAX_MESSAGES_PER_TURN` messages are parsed and processed per loop
 turn; the rest wait (the socket is paused, the bytes stay in the parser) until the next
@@ -74,8 +75,11 @@ WS_LOGGER.addFilter(_RedactAuthorization())
 WRITE_HIGH: Final = 256 * 1024
 WRITE_LOW: Final = 64 * 1024
 
-#: WebSocket messages processed per loop turn before yielding to other connections.
-MAX_MESSAGES_PER_TURN: Final = 256
+#: WebSocket messages processed per loop turn before yielding to other connections. A
+#: small frame costs about 8 us, so a flood holds the loop for at most about half a
+#: millisecond a turn (256 held it for 2 ms, and another tunnel's request crosses the
+#: loop several times). A bulk transfer never gets near it (64 frames are 16 MiB).
+MAX_MESSAGES_PER_TURN: Final = 64
 
 #: Frames written as one joined buffer below this total size, else as a list (no copy
 #: of bulk payloads). On TLS always joined: the SSL transport's ``writelines`` cost ten

@@ -19,7 +19,9 @@ Theory of operation
   (request heads, small responses, SSE events) and gives each stream one frame per
   round, so a bulk stream waits behind them for at most one frame. The link's write
   budget (its buffered bytes under a high-water mark) bounds how much is framed ahead
-  of the socket; bytes not framed yet stay in their streams, whose producers are paused.
+  of the socket, overshot by at most one frame: a bulk write (32 KiB or more) is framed
+  whole rather than cut at the budget. Bytes not framed yet stay in their streams,
+  whose producers are paused.
 * **Credit** is returned by :class:`tunnel.stream.Stream` when its handler takes the
   bytes (see there), never by hand elsewhere.
 * **Resumption** (:mod:`wire.resume`, driven by :mod:`tunnel.resume`): with a
@@ -37,7 +39,7 @@ import operator
 from typing import Final, Protocol
 
 import wire
-from tunnel.stream import NULL_HANDLER, Stream, StreamHandler
+from tunnel.stream import NULL_HANDLER, WHOLE_WRITE, Stream, StreamHandler
 from wire import (
     DataReceived,
     ErrorCode,
@@ -405,7 +407,7 @@ class Session:
                     stream.queued = False
                     self._blocked.add(stream)
                     continue
-                data, fin, close = stream.take(min(sendable, budget))
+                data, fin, close = stream.take(min(sendable, _room(stream, budget)))
                 budget -= len(data) + 16
                 if fin and stream.reset_after is not None:
                     if data:
@@ -427,3 +429,12 @@ class Session:
 
 
 _SENT: Final = operator.attrgetter("sent")  # a sort key in C
+
+
+def _room(stream: Stream, budget: int) -> int:
+    """What ``stream`` may frame with ``budget`` left: a bulk write (one read of a raw
+    TCP stream or a body, up to MAX_PAYLOAD) goes whole even past the budget, by at
+    most one frame, rather than cut in two (two frames, two writes on the far side, and
+    a copy of both halves)."""
+    first = len(stream.out[0]) if stream.out else 0
+    return first if first >= WHOLE_WRITE and first > budget else budget

@@ -118,6 +118,9 @@ Payload = bytes | tuple[bytes, bytes]
 #: Binary messages from this size on are split (when the parser is asked to).
 SPLIT_AT: Final = 16 * 1024
 
+#: Frames from this size on that span reads are kept as the reads, joined once.
+LONG_AT: Final = 16 * 1024
+
 
 class Parser:
     """Frames in, messages out.
@@ -131,7 +134,19 @@ class Parser:
             that strips a fixed header then needs no second copy of the rest.
     """
 
-    __slots__ = ("_buf", "_fragments", "_masked", "_max", "_op", "_size", "_split", "more")
+    __slots__ = (
+        "_buf",
+        "_fragments",
+        "_long",
+        "_long_have",
+        "_long_need",
+        "_masked",
+        "_max",
+        "_op",
+        "_size",
+        "_split",
+        "more",
+    )
 
     def __init__(self, max_size: int, masked: bool, split: int = 0) -> None:
         self._buf = bytearray()
@@ -141,6 +156,11 @@ class Parser:
         self._fragments: list[bytes] = []
         self._op = 0  # opcode of the message being reassembled (0: none)
         self._size = 0
+        # A long frame that spans reads: the reads as received (the first from the
+        # frame's first byte), their total, and the frame's size. Joined once complete.
+        self._long: list[bytes | memoryview] = []
+        self._long_have = 0
+        self._long_need = 0
         #: The last :meth:`feed` stopped at its ``limit``: call ``feed(b"", limit)`` for
         #: the frames already buffered before reading more.
         self.more = False
@@ -151,33 +171,100 @@ class Parser:
 
         ``limit``: frames parsed at most (a read of 256 KiB can hold 18,000 empty
         frames: parsing them all at once would hold the event loop for tens of ms);
-        past it the rest is kept and :attr:`more` is set."""
+        past it the rest is kept and :attr:`more` is set.
+
+        A frame of at least :data:`LONG_AT` bytes whose header has arrived but not all
+        of its payload is not buffered by appending: the reads are kept as they are
+        and the payload is joined from them once, when the last one arrives (appending
+        each read to a buffer and then slicing the payload out of it copied every byte
+        of a bulk transfer twice more)."""
+        out: list[tuple[int, Payload]] = []
+        view: bytes | bytearray | memoryview = data
+        if self._long:
+            rest = self._feed_long(data, out)
+            if rest is None:
+                self.more = False
+                return out
+            view, limit = rest, limit - 1
         buf = self._buf
         if buf:
-            buf += data
-            view: bytes | bytearray = buf
-        else:
-            view = data
-        out: list[tuple[int, Payload]] = []
+            buf += view
+            view = buf
         pos = 0
         end = len(view)
         frames = 0
+        used = 0
         while end - pos >= 2 and frames < limit:
             used = self._frame(view, pos, end, out)
-            if not used:
+            if used <= 0:
                 break
             pos += used
             frames += 1
         self.more = frames >= limit and end - pos >= 2
-        if view is buf:
+        if used < 0 and -used >= LONG_AT and not self.more:
+            self._start_long(view, pos, -used)
+        elif view is buf:
             del buf[:pos]
         elif pos < end:
             self._buf = bytearray(view[pos:])
         return out
 
+    def _start_long(self, view: bytes | bytearray | memoryview, pos: int, need: int) -> None:
+        """Keep the start of a long frame (``need`` bytes in all) that ``view`` holds
+        from ``pos``: as a view of the received bytes, or a copy of the buffer."""
+        first = bytes(view[pos:]) if view is self._buf else memoryview(view)[pos:]
+        self._buf = bytearray()
+        self._long = [first]
+        self._long_have = len(first)
+        self._long_need = need
+
+    def _feed_long(self, data: bytes, out: list[tuple[int, Payload]]) -> bytes | memoryview | None:
+        """Add a read to the long frame; once complete, parse it into ``out`` and return
+        the bytes after it (None: the frame still waits for more)."""
+        self._long.append(data)
+        self._long_have += len(data)
+        over = self._long_have - self._long_need
+        if over < 0:
+            return None
+        chunks, self._long, self._long_have = self._long, [], 0
+        rest: bytes | memoryview = b""
+        if over:
+            last = memoryview(data)
+            chunks[-1], rest = last[: len(data) - over], last[len(data) - over :]
+        self._long_frame(chunks, out)
+        return rest
+
+    def _long_frame(self, chunks: list[bytes | memoryview], out: list[tuple[int, Payload]]) -> None:
+        """A complete long frame, as the reads that hold it (its header in the first)."""
+        first = memoryview(chunks[0])
+        b0, b1 = first[0], first[1]
+        start = 2 + (2 if b1 & 0x7F == 126 else 8) + (4 if b1 & 0x80 else 0)
+        mask = bytes(first[start - 4 : start]) if b1 & 0x80 else None
+        length = self._long_need - start
+        split = self._split
+        if split and length >= SPLIT_AT and b0 == 0x80 | OP_BINARY and not self._op:
+            head = bytes(first[start : start + split])
+            chunks[0] = first[start + split :]
+            rest = b"".join(chunks)
+            if mask is not None:  # the split is a multiple of 4: the mask's phase holds
+                head, rest = apply_mask(head, mask), apply_mask(rest, mask)
+            out.append((OP_BINARY, (head, rest)))
+            return
+        chunks[0] = first[start:]
+        payload = b"".join(chunks)
+        if mask is not None:
+            payload = apply_mask(payload, mask)
+        self._message(b0 & 0x0F, bool(b0 & 0x80), payload, out)
+
     def _frame(
-        self, view: bytes | bytearray, pos: int, end: int, out: list[tuple[int, Payload]]
+        self,
+        view: bytes | bytearray | memoryview,
+        pos: int,
+        end: int,
+        out: list[tuple[int, Payload]],
     ) -> int:
+        """Parse the frame at ``pos`` into ``out``; returns its size, 0 if its header is
+        incomplete, or minus its size if only its payload is."""
         b0, b1 = view[pos], view[pos + 1]
         length = b1 & 0x7F
         start = pos + 2
@@ -199,7 +286,7 @@ class Parser:
             mask = bytes(view[start : start + 4])
             start += 4
         if end - start < length:
-            return 0
+            return pos - start - length
         # One copy of the payload whatever the case (a slice of a bytearray and then
         # bytes() of it was two, and unmasking a copy three).
         window = memoryview(view)[start : start + length]

@@ -136,6 +136,9 @@ class ErrorCode(enum.IntEnum):
 #: per half window it drained, so never more than a few per DATA frame). Past the
 #: allowance the session is closed with ENHANCE_YOUR_CALM. An honest peer sends at most a
 #: few such frames per stream (the races after a RESET); a flood of them would otherwise
-#: cost the receiver a loop of Python per frame and nothing to the sender.
-IDLE_FRAME_ALLOWANCE: Final = 1024
+#: cost the receiver a loop of Python per frame and nothing to the sender. The base
+#: allowance is small because each frame of a flood costs the relay about 8 us of the
+#: loop every tunnel shares: at 1,024 an attacker that reconnects after each cut kept
+#: bob's p99 at 2.8-3.5x idle (``scripts/bench attacks``), at 256 1.4-1.8x.
+IDLE_FRAME_ALLOWANCE: Final = 256
 IDLE_FRAMES_PER_STREAM: Final = 4

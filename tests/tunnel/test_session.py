@@ -323,6 +323,27 @@ async def test_a_small_stream_is_not_queued_behind_a_bulk_one() -> None:
         await close_pair(pair)
 
 
+async def test_a_bulk_write_is_framed_whole_when_the_link_budget_is_short(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With 1,000 bytes of room left under the link's high mark, a 200,000-byte write
+    # (one read of a raw TCP caller) still goes as one frame, not cut into two (two
+    # frames, two writes on the far side, a copy of both halves); a small write is
+    # framed within the budget as before.
+    stream, _mine, theirs = await pair.open()
+    monkeypatch.setattr(pair.relay_link, "budget", lambda: 1000)
+    sends = spy(monkeypatch, pair.relay_link)
+    bulk = b"b" * 200_000
+    stream.write(bulk)
+    await theirs.wait(lambda: theirs.size == len(bulk))
+    assert [len(f.payload) for f in data_frames(sends, stream.sid)] == [len(bulk)]
+    small = b"s" * (stream_module.WHOLE_WRITE - 1)
+    stream.write(small)
+    await theirs.wait(lambda: theirs.size == len(bulk) + len(small))
+    sizes = [len(f.payload) for f in data_frames(sends, stream.sid)[1:]]
+    assert sizes[0] <= 1000 and sum(sizes) == len(small)
+
+
 # -- reset ---------------------------------------------------------------------------------
 
 
@@ -449,7 +470,7 @@ async def test_another_connection_is_served_while_a_flood_is_processed(pair: Pai
         for link in links:
             assert link.transport is not None
             link.transport.pause_reading()
-        count = 800  # over three turns' worth (MAX_MESSAGES_PER_TURN is 256)
+        count = 800  # many turns' worth (MAX_MESSAGES_PER_TURN is 64)
         for i in range(count):
             pair.relay.conn.send_data(_a.sid, b"%d" % (i % 10))
         pair.relay.kick()

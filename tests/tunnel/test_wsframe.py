@@ -414,3 +414,33 @@ def test_a_fragmented_large_message_is_not_split() -> None:
     first = bytes((OP_BINARY, 126)) + struct.pack("!H", wsframe.SPLIT_AT) + body[: wsframe.SPLIT_AT]
     last = bytes((0x80 | OP_CONTINUATION, 126)) + struct.pack("!H", wsframe.SPLIT_AT)
     assert parser.feed(first + last + body[wsframe.SPLIT_AT :]) == [(OP_BINARY, body)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=3 * wsframe.LONG_AT), max_size=5),
+    cuts=st.lists(st.integers(min_value=0, max_value=16 * wsframe.LONG_AT), max_size=10),
+    masked=st.booleans(),
+    split=st.sampled_from([0, 8]),
+)
+def test_long_frames_across_reads_come_out_as_when_read_whole(
+    sizes: list[int], cuts: list[int], masked: bool, split: int
+) -> None:
+    # Long frames that span reads are kept as the reads and joined once: any cut of
+    # the byte stream, a cut inside a header included, gives what one read gives.
+    masks = Masks() if masked else None
+    stream = b"".join(
+        wsframe.encode(OP_TEXT if i % 3 == 2 else OP_BINARY, payload(n)[::-1], masks)
+        for i, n in enumerate(sizes)
+    )
+    whole = Parser(MAX, masked=masked, split=split).feed(stream)
+    assert len(whole) == len(sizes)
+    parser = Parser(MAX, masked=masked, split=split)
+    out: list[tuple[int, wsframe.Payload]] = []
+    last = 0
+    for cut in [*sorted(c for c in cuts if c <= len(stream)), len(stream)]:
+        out += parser.feed(stream[last:cut])
+        last = cut
+    assert out == whole
+    joined = [p if isinstance(p, bytes) else p[0] + p[1] for _, p in out]
+    assert joined == [payload(n)[::-1] for n in sizes]
