@@ -35,15 +35,17 @@ import dataclasses
 import enum
 import hmac
 import logging
+import math
 import secrets
 from typing import Final
 from urllib.parse import parse_qs
 
 import tunnel
 import wire
-from relay import grace, kinds, pools
+from relay import grace, kinds, penalty, pools
 from relay.config import RESERVED_NAMES
 from relay.errors import (
+    AgentBackoff,
     AgentUnauthorized,
     BadAgentRequest,
     NameForbidden,
@@ -166,6 +168,17 @@ def authorize(
     return claim
 
 
+def check_penalty(state: RelayState, claim: Claim, client: str) -> None:
+    """Refuse an agent cut off for a protocol error a moment ago (:mod:`relay.penalty`).
+    Raises AgentBackoff."""
+    wait = state.penalties.wait(penalty.key_of(claim.token_sha256, client))
+    if wait > 0:
+        seconds = math.ceil(wait)
+        raise AgentBackoff(
+            f"this agent was cut off for breaking the protocol; retry in {seconds} s", seconds
+        )
+
+
 class Phase(enum.Enum):
     HELLO = "hello"  # waiting for the first HELLO
     ACTIVE = "active"  # takes new streams
@@ -254,6 +267,7 @@ class AgentSession(tunnel.SessionHooks):
 
     def on_protocol_error(self, session: tunnel.Session, code: ErrorCode, reason: str) -> None:
         self.state.metrics.protocol_error()
+        self.state.penalties.strike(penalty.key_of(self.claim.token_sha256, self.client))
         log.warning(
             "protocol_error", extra={"agent": self.name, "code": code.name, "detail": reason}
         )

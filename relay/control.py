@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import tunnel
 from relay import h1
-from relay.agents import AgentSession, authorize
+from relay.agents import AgentSession, authorize, check_penalty
 from relay.answers import error_response, json_response, response, text_response
 from relay.errors import AgentRefused, BadRequest, MetricsUnauthorized, NotFound
 from relay.metrics import CONTENT_TYPE
@@ -87,6 +87,7 @@ def _connect(conn: PublicConnection, head: h1.Head, query: str) -> None:
     client = f"{conn.client_ip}"
     try:
         claim = authorize(state, query, authorization, offered, agent_key)
+        check_penalty(state, claim, client)
     except AgentRefused as exc:
         state.metrics.agent_refused(exc.status)
         log.info("agent_refused", extra={"status": exc.status, "code": exc.code, "client": client})

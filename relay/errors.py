@@ -28,6 +28,7 @@ The tree::
     │   ├── AgentUnauthorized        401 agent_unauthorized (missing/invalid/revoked token)
     │   ├── NameForbidden            403 name_forbidden (token for another name, reserved)
     │   ├── NameInUse                409 name_in_use (open mode: a live name, another machine)
+    │   ├── AgentBackoff             429 agent_backoff (+ Retry-After; cut for a protocol error)
     │   └── RelayNotAccepting        503 relay_draining (shutting down: retry later)
     └── RelayConfigError             bad settings, unreadable token store or certificate
 
@@ -196,6 +197,16 @@ class NameInUse(AgentRefused):
     code, status = "name_in_use", 409
 
 
+class AgentBackoff(AgentRefused):
+    """The agent was cut off for breaking the protocol a moment ago (:mod:`relay.penalty`)."""
+
+    code, status = "agent_backoff", 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class RelayNotAccepting(AgentRefused):
     code, status = "relay_draining", 503
 
@@ -223,6 +234,8 @@ def http_error(exc: PublicError | AgentRefused) -> tuple[int, list[tuple[bytes, 
     ]
     if exc.status in _RETRY_AFTER:
         headers.append((b"retry-after", str(RETRY_AFTER_SECONDS).encode()))
+    if isinstance(exc, AgentBackoff):
+        headers.append((b"retry-after", str(exc.retry_after).encode()))
     if isinstance(exc, MetricsUnauthorized):
         headers.append((b"www-authenticate", b'Bearer realm="edge-relay metrics"'))
     if isinstance(exc, CallerUnauthorized):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from relay.config import Settings
 from relay.grace import ResumeBook
 from relay.metrics import Metrics
+from relay.penalty import Penalties
 from relay.registry import InMemoryRegistry, SessionRegistry
 from relay.tcp import TcpPorts
 from relay.tokens import TokenStore
@@ -28,6 +29,8 @@ class RelayState:
     draining: bool = False
     #: Resumable sessions by id (:mod:`relay.grace`).
     resumes: ResumeBook = dataclasses.field(default_factory=ResumeBook)
+    #: Agents cut off for a protocol error, and how long they wait (:mod:`relay.penalty`).
+    penalties: Penalties = dataclasses.field(default_factory=Penalties)
     #: The cluster side of a ``--cluster`` node (relay.cluster); None: one process.
     cluster: Cluster | None = None
 

@@ -21,7 +21,7 @@ import pytest
 import wire
 from relay.agents import HELLO_FRAME_ALLOWANCE
 from tests.e2e.client import session
-from tests.e2e.procs import issue_token
+from tests.e2e.procs import run_cli
 from tests.relay.attacks import (
     Attack,
     attack_behind_silent_caller,
@@ -106,9 +106,15 @@ ATTACKS: dict[str, tuple[Attack, bool, ErrorCode]] = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def evil_token(edge: Edge) -> str:
-    return issue_token(edge.state_dir, "evil")
+    """A fresh token for each attack: a token cut off for a protocol error waits before
+    it may connect again (relay.penalty), and each attack here is a new agent."""
+    done = run_cli(
+        "edge-relay", "token", "issue", "evil", "--replace", "--state-dir", str(edge.state_dir)
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
 
 
 def _events(key: str, n: int) -> bytes:
