@@ -84,10 +84,11 @@ async def test_a_pool_member_reset_mid_request_completes_it_exactly_once(
             began = time.monotonic()
             async with http.get(url + "echo") as other:  # the other member serves meanwhile
                 assert other.status == 200
-            await asyncio.to_thread(relay.wait_line, RESUMED, 10)
+            line = await asyncio.to_thread(relay.wait_line, RESUMED, 10)
             origin.release("pool-held")
             resp = await held
             assert resp.status == 200 and await resp.read() == b"done"
-        print(f"\npool member reset: a new request served in {time.monotonic() - began:.2f} s")
+        served = time.monotonic() - began
+        print(f"\npool member reset: a new request served in {served:.2f} s; {line.group(0)}")
         assert origin.hits["pool-held"] == 1  # exactly once at its target
         assert relay.count("pool_left") == 0 and relay.count("agent_disconnected") == 0
