@@ -227,6 +227,32 @@ async def test_a_shared_session_resumed_with_other_tunnels_starts_fresh(
     assert relay.state.registry.lookup("backend") is None  # the old session went, with its name
 
 
+async def test_an_extra_token_revoked_during_the_grace_loses_its_name_only(
+    relay_factory: RelayFactory,
+) -> None:
+    relay = await parked_relay(relay_factory)
+    token = relay.issue(NAME)
+    tunnels = (wire.TunnelRequest("backend", relay.issue("backend")),)
+    first = Agent()
+    offer = (await first.connect(relay, token, ResumeTicket(), tunnels=tunnels)).resume
+    assert offer is not None
+    first.fail()
+    await eventually(lambda: grace.is_parked(agent_entry(relay)))  # type: ignore[arg-type]
+    relay.issue("backend")  # a new token: the one the agent holds no longer works
+    second = Agent(parked=first)
+    ticket = ResumeTicket(offer.session, offer.secret, first.session.received)
+    resumed = await second.connect(relay, token, ticket, tunnels=tunnels)
+    assert resumed.resume is not None and resumed.resume.received is not None
+    assert resumed.tunnels is not None and resumed.tunnels[0].refused
+    assert relay.state.registry.lookup("backend") is None
+    async with relay.client() as http:
+        answer = asyncio.ensure_future(http.get(f"/a/{NAME}/still"))
+        await eventually(lambda: len(first.streams) == 1)
+        first.streams[0].write(OK)
+        first.streams[0].end()
+        assert (await answer).status_code == 200
+
+
 async def test_after_the_grace_every_name_of_a_shared_session_is_released(
     relay_factory: RelayFactory,
 ) -> None:
