@@ -14,6 +14,10 @@ What happens to one tunnel leaves the others alone where it can:
   connection ends; that tunnel is dropped with its reason, and the next one carries a
   new connection for the rest. When no tunnel is left, the last error ends the client.
 
+A blip of the connection is a pause for every tunnel on it: the session is resumed
+(:mod:`edge_agent.resume`) with the same tunnels list, so each tunnel keeps its index
+and its streams in flight go on.
+
 A relay too old for shared connections answers as if HELLO listed no extra tunnels:
 the client says so once and falls back to one connection per tunnel.
 """
@@ -101,6 +105,7 @@ class SharedClient(TunnelClient):
             caller_auth=first.caller_auth,
             on_ready=self._ready_all,
             on_retry=self._retrying,
+            on_resumed=self._resumed,
             options=options,
             agent=agent,
             policy=policy or ReconnectPolicy(),
@@ -162,8 +167,11 @@ class SharedClient(TunnelClient):
         raise error
 
     def _new_session(self, link: tunnel.WsLink) -> TunnelSession:
-        self._asked = self.members[1:]
-        self._router.routes = [member.target for member in self.members]
+        if self._parked is None:  # a fresh session: the tunnels left, in their order
+            self._asked = self.members[1:]
+            self._router.routes = [member.target for member in self.members]
+        # else it resumes the parked one: the same list, so that each tunnel keeps its
+        # index (streams in flight carry it) and the routes go on as they were
         session = super()._new_session(link)
         session.tunnels = tuple(TunnelRequest(m.name, m.token, m.caller_auth) for m in self._asked)
         return session
@@ -190,6 +198,10 @@ class SharedClient(TunnelClient):
                 self.members.remove(member)  # not asked for again
                 reason = f"the relay refused this tunnel: {grant.refused}"
                 click.echo(f"[{member.label}] {reason}", err=True)
+
+    def _resumed(self, detail: str) -> None:
+        for member in self.members:
+            member.lines.resumed(detail)
 
     def _retrying(self, delay: float, error: BaseException | None) -> None:
         for member in self.members:

@@ -221,6 +221,15 @@ class AgentSession(tunnel.SessionHooks):
 
     @property
     def accepting(self) -> bool:
+        if not self.live:
+            return False
+        if self.pool and grace.is_parked(self):  # the other members serve, if any can
+            return not any(m.live and not grace.is_parked(m) for m in pools.members(self))
+        return True
+
+    @property
+    def live(self) -> bool:
+        """Takes streams (parked or not)."""
         session = self.session
         return self.phase is Phase.ACTIVE and not (
             session.is_closed or session.conn.goaway_received
@@ -309,7 +318,7 @@ class AgentSession(tunnel.SessionHooks):
             self.close(ErrorCode.UNAUTHORIZED, "the HELLO name is not allowed", tunnel.WS_POLICY)
             return
         if hello.resume is not None and hello.resume.resuming:
-            old = grace.find(self, name, hello.resume)
+            old = grace.find(self, name, hello)
             if old is not None and grace.resume(self, old, hello):
                 return
         settings = self.state.settings

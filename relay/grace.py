@@ -10,6 +10,12 @@ name, gets the session back (:func:`resume`): both ends re-send what the other d
 process, and nothing is lost. A stale session that is still attached to a connection
 the relay has not seen die is taken over the same way (the newer connection wins).
 
+A session that carries extra names (HELLO ``tunnels``) keeps them routed to it while
+it is parked, and its resumption re-grants them at the same indexes
+(:mod:`relay.regrant`). A parked pool member stays in its pool but takes no new
+exchange while another member can (:attr:`relay.agents.AgentSession.accepting`); a pool
+with no other member makes new requests wait, as a single session does.
+
 When the grace runs out the session ends as if its connection had just dropped; streams
 opened while it was parked never reached the agent, so their callers get 503 (safe to
 retry) rather than 502. An agent that cannot prove the secret starts a new session,
@@ -28,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import tunnel
 import wire
+from relay import regrant
 from tunnel import resume as runtime
 from wire import ErrorCode
 from wire.resume import ResumeError, ResumeOffer, ResumeTicket
@@ -46,6 +53,7 @@ class Resumable:
     id: str
     secret_sha256: str
     grace: int
+    tunnels: int = 0  # extra tunnels the first HELLO listed (a resumption lists as many)
     parked: runtime.Parked | None = None  # set while it has no connection
     timer: asyncio.TimerHandle | None = None
 
@@ -76,24 +84,27 @@ class ResumeBook:
 
 def offer(agent: AgentSession, hello: wire.Hello) -> ResumeOffer | None:
     """The WELCOME key for a new session whose HELLO asked for resumption (None: the
-    agent did not ask, the relay's grace is 0, or the session joins a pool, whose other
-    members serve the name meanwhile, or carries extra tunnels, which a resumption does
-    not re-grant yet). Starts the session's resend log."""
+    agent did not ask, or the relay's grace is 0). Starts the session's resend log."""
     grace = agent.state.settings.resume_grace
-    if hello.resume is None or grace <= 0 or hello.pool or hello.tunnels:
+    if hello.resume is None or grace <= 0:
         return None
     secret = secrets.token_urlsafe(32)  # 43 characters
-    agent.resumable = Resumable(secrets.token_hex(16), credential_sha256(secret), grace)
+    agent.resumable = Resumable(
+        secrets.token_hex(16), credential_sha256(secret), grace, len(hello.tunnels)
+    )
     runtime.enable(agent.session)
     agent.state.resumes.add(agent)
     return ResumeOffer(agent.resumable.id, secret, grace)
 
 
-def find(agent: AgentSession, name: str, ticket: ResumeTicket) -> AgentSession | None:
-    """The session ``ticket`` resumes, if this relay holds it and the new connection
-    proves it is that session's agent (secret, token, name); else None (logged why)."""
+def find(agent: AgentSession, name: str, hello: wire.Hello) -> AgentSession | None:
+    """The session ``hello`` resumes, if this relay holds it and the new connection
+    proves it is that session's agent (secret, token, name, pool, tunnels); else None
+    (logged why)."""
+    ticket = hello.resume
+    assert ticket is not None
     old = agent.state.resumes.get(ticket.session)
-    why = _refusal(old, agent, name, ticket)
+    why = _refusal(old, agent, name, ticket) or _shape(old, hello)
     if why is not None:
         log.info("resume_refused", extra={"agent": name, "client": agent.client, "detail": why})
         return None
@@ -109,12 +120,21 @@ def _refusal(
         return "wrong session secret"
     if old.name != name or not _same_token(old.token_sha256, new.token_sha256):
         return "another name or token"
-    if not old.accepting:
+    if not old.live:
         return "the session is ending"
     resend = old.session.resend
     if resend is None or not resend.can_replay(ticket.received):
         return f"cannot re-send from message {ticket.received}"
     return None
+
+
+def _shape(old: AgentSession | None, hello: wire.Hello) -> str | None:
+    """Why ``hello`` asks for another kind of session than ``old`` (None: the same)."""
+    if old is None or old.resumable is None:
+        return None
+    if old.pool != hello.pool or old.kind is not hello.tunnel:
+        return "another tunnel kind or pool"
+    return regrant.mismatch(old, old.resumable.tunnels, hello)
 
 
 def _same_token(a: str | None, b: str | None) -> bool:
@@ -138,6 +158,8 @@ def resume(new: AgentSession, old: AgentSession, hello: wire.Hello) -> bool:
             settings.max_streams,
             settings.max_request_body,
             tunnel=old.kind,
+            pool=len(old.state.registry.members(old.name)) if old.pool else 0,
+            tunnels=regrant.regrant(old, hello),
             resume=offer,
         )
     )

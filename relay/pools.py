@@ -90,6 +90,11 @@ def size(state: RelayState, name: str) -> int:
     return len(state.registry.members(name))
 
 
+def members(session: AgentSession) -> list[AgentSession]:
+    """The other sessions of ``session``'s pool."""
+    return [m for m in session.state.registry.members(session.name) if m is not session]
+
+
 def stale(state: RelayState, session: AgentSession) -> list[AgentSession]:
     """Sessions of the pool ``session`` joins that an earlier session of the same agent
     left behind: same token, same agent key (``X-Edge-Agent-Key``, which ``edge-agent``
