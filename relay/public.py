@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Final, cast
 
 from relay import control, h1, pools
 from relay.answers import CLOSE_AFTER, error_response, wants_html
-from relay.cluster.hop import HOP_HEADER
+from relay.cluster.hop import HOP_HEADER, NodeStream
 from relay.config import MAX_REQUEST_HEADERS, RESERVED_NAMES
 from relay.errors import (
     AgentOffline,
@@ -64,7 +64,6 @@ if TYPE_CHECKING:
 
     from relay.agents import AgentSession
     from relay.app import RelayApp
-    from relay.cluster.hop import NodeStream
 
 log = logging.getLogger(__name__)
 
@@ -328,6 +327,9 @@ class PublicConnection(asyncio.Protocol):
         if session is None:
             node = cluster.owner(where.name) if cluster is not None and not hop else None
             if node is None:
+                if hop:
+                    assert cluster is not None  # a hop arrived through it
+                    cluster.not_here(where.name, head)  # a pool served by other nodes
                 raise self._missing(where.name)
             assert cluster is not None  # a node was found through it
             cluster.forward(self, head, where, node)
@@ -509,6 +511,12 @@ class PublicConnection(asyncio.Protocol):
         self.state.metrics.reset("agent", code)
         if exchange.sent:
             self._cut(exchange, f"agent reset the stream ({code.name})")
+            return
+        cluster = self.state.cluster
+        if cluster is not None and isinstance(exchange.stream, NodeStream):
+            error = cluster.failed(exchange, exchange.stream)  # None: another node serves it
+            if error is not None:
+                self._answer_failed(exchange, error)
             return
         if pools.retryable(exchange, code) and pools.retry(exchange, self.state, self.app.pools):
             return  # another session of the pool serves it
