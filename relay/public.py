@@ -324,6 +324,8 @@ class PublicConnection(asyncio.Protocol):
         cluster = state.cluster
         hop = cluster is not None and cluster.arrived(self, head)
         session = state.registry.lookup(where.name)
+        if session is not None and not session.accepting and cluster is not None:
+            session = cluster.instead(session)  # None: a pool's other nodes serve it
         if session is None:
             node = cluster.owner(where.name) if cluster is not None and not hop else None
             if node is None:
@@ -518,8 +520,12 @@ class PublicConnection(asyncio.Protocol):
             if error is not None:
                 self._answer_failed(exchange, error)
             return
-        if pools.retryable(exchange, code) and pools.retry(exchange, self.state, self.app.pools):
-            return  # another session of the pool serves it
+        if pools.retryable(exchange, code):
+            if pools.retry(exchange, self.state, self.app.pools):
+                return  # another session of the pool serves it
+            if cluster is not None and (refusal := cluster.refusal(exchange)) is not None:
+                self._answer_failed(exchange, refusal)  # the entry node tries another node
+                return
         self._answer_failed(exchange, error_for_reset(code))
 
     def agent_broke(self, exchange: Exchange, detail: str) -> None:

@@ -214,6 +214,21 @@ class Cluster:
         if name in self.node.directory.pools and value:
             raise HopNotHeld(value.decode("ascii", "replace"))
 
+    def instead(self, session: AgentSession) -> AgentSession | None:
+        """``session`` serves its name here but takes no new exchange (draining, paused):
+        None when other nodes hold members of its pool (the request goes there)."""
+        return None if session.name in self.node.directory.pools else session
+
+    def refusal(self, exchange: Exchange) -> HopNotHeld | None:
+        """A hop whose exchange no member here can take (it reached none): the refusal
+        that sends it back to the entry node for another node of the pool, or None."""
+        if exchange.name not in self.node.directory.pools:
+            return None
+        for name, value in exchange.headers:
+            if name == HOP_HEADER:  # checked against the secret when it arrived
+                return HopNotHeld(value.decode("ascii", "replace"))
+        return None
+
     def failed(self, exchange: Exchange, stream: NodeStream) -> PublicError | None:
         """A forwarded exchange failed before any answer: None when another node of
         its pool took it, else the caller's error."""
