@@ -385,6 +385,9 @@ class NodeStream:
         pass on (b"" while waiting, or after a refusal, which aborts the exchange)."""
         answer = self._answer
         assert answer is not None  # checked by the caller
+        if not answer and not data.startswith(REFUSAL_STATUS[: len(data)]):
+            self._answer = None  # not a 503: the usual case, decided without a copy
+            return data
         answer += data
         if not answer.startswith(REFUSAL_STATUS[: len(answer)]):
             self._answer = None  # not a 503: the usual case, decided on the first bytes
