@@ -20,6 +20,7 @@ The tree::
     │   ├── UpstreamFailed           502 target_failed (any other RESET before the head)
     │   ├── AgentOffline             503 agent_offline (+ Retry-After)
     │   ├── AgentUnavailable         503 agent_unavailable (+ Retry-After)
+    │   ├── NodeUnreachable          503 node_unreachable (+ Retry-After; relay cluster)
     │   ├── RelayDraining            503 relay_draining (+ Retry-After; shutting down)
     │   ├── UpstreamTimeout          504 target_timeout (RESET TARGET_TIMEOUT)
     │   └── ResponseTimeout          504 response_timeout (no head within the limit)
@@ -66,6 +67,8 @@ class PublicError(RelayError):
     code: ClassVar[str] = "internal_error"
     status: ClassVar[int] = 500
     default_message: ClassVar[str] = "the relay failed"
+    #: Headers the answer adds (the cluster's hop refusal).
+    extra_headers: tuple[tuple[bytes, bytes], ...] = ()
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or self.default_message)
@@ -156,6 +159,17 @@ class AgentUnavailable(PublicError):
     code, status, default_message = "agent_unavailable", 503, "the agent is paused or draining"
 
 
+class NodeUnreachable(PublicError):
+    """Relay cluster: the node that holds the tunnel's session cannot be reached (the
+    agent may be fine; that node is down or cut off)."""
+
+    code, status, default_message = (
+        "node_unreachable",
+        503,
+        "the relay node that holds this tunnel cannot be reached",
+    )
+
+
 class RelayDraining(PublicError):
     code, status, default_message = "relay_draining", 503, "the relay is shutting down"
 
@@ -232,6 +246,8 @@ def http_error(exc: PublicError | AgentRefused) -> tuple[int, list[tuple[bytes, 
         (ERROR_HEADER.encode(), exc.code.encode()),
         (b"cache-control", b"no-store"),
     ]
+    if isinstance(exc, PublicError):
+        headers.extend(exc.extra_headers)
     if exc.status in _RETRY_AFTER:
         headers.append((b"retry-after", str(RETRY_AFTER_SECONDS).encode()))
     if isinstance(exc, AgentBackoff):

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Final, cast
 
 from relay import control, h1, pools
 from relay.answers import CLOSE_AFTER, error_response, wants_html
-from relay.cluster.hop import HOP_HEADER
+from relay.cluster.hop import HOP_HEADER, NodeStream
 from relay.config import MAX_REQUEST_HEADERS, RESERVED_NAMES
 from relay.errors import (
     AgentOffline,
@@ -64,7 +64,6 @@ if TYPE_CHECKING:
 
     from relay.agents import AgentSession
     from relay.app import RelayApp
-    from relay.cluster.hop import NodeStream
 
 log = logging.getLogger(__name__)
 
@@ -325,9 +324,14 @@ class PublicConnection(asyncio.Protocol):
         cluster = state.cluster
         hop = cluster is not None and cluster.arrived(self, head)
         session = state.registry.lookup(where.name)
+        if session is not None and not session.accepting and cluster is not None:
+            session = cluster.instead(session)  # None: a pool's other nodes serve it
         if session is None:
             node = cluster.owner(where.name) if cluster is not None and not hop else None
             if node is None:
+                if hop:
+                    assert cluster is not None  # a hop arrived through it
+                    cluster.not_here(where.name, head)  # a pool served by other nodes
                 raise self._missing(where.name)
             assert cluster is not None  # a node was found through it
             cluster.forward(self, head, where, node)
@@ -510,8 +514,18 @@ class PublicConnection(asyncio.Protocol):
         if exchange.sent:
             self._cut(exchange, f"agent reset the stream ({code.name})")
             return
-        if pools.retryable(exchange, code) and pools.retry(exchange, self.state, self.app.pools):
-            return  # another session of the pool serves it
+        cluster = self.state.cluster
+        if cluster is not None and isinstance(exchange.stream, NodeStream):
+            error = cluster.failed(exchange, exchange.stream)  # None: another node serves it
+            if error is not None:
+                self._answer_failed(exchange, error)
+            return
+        if pools.retryable(exchange, code):
+            if pools.retry(exchange, self.state, self.app.pools):
+                return  # another session of the pool serves it
+            if cluster is not None and (refusal := cluster.refusal(exchange)) is not None:
+                self._answer_failed(exchange, refusal)  # the entry node tries another node
+                return
         self._answer_failed(exchange, error_for_reset(code))
 
     def agent_broke(self, exchange: Exchange, detail: str) -> None:

@@ -17,6 +17,13 @@ Flow control is TCP's: a slow caller pauses reading the link, a slow link pauses
 the caller. The answer's end is found by the exchange's own response watch, after which
 the link goes back to the pool (when both sides keep it alive and the request was sent
 whole); a WebSocket or other upgrade turns the link into a pipe for that exchange only.
+
+Pools across nodes: an owner node that no longer holds a member of a pooled name that
+other nodes still serve refuses the hop with :class:`HopNotHeld`, a 503 whose head
+carries ``X-Edge-Hop: <cluster secret>`` (no agent can forge it). The entry node reads
+the head of each answer before the caller sees a byte of it; a refusal, like a link
+that could not be opened at all, means the request reached no agent, and
+:mod:`relay.cluster.pooling` sends it to another node of the pool.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import contextlib
 import hmac
 import logging
 import ssl
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, cast
 from urllib.parse import urlsplit
 
@@ -55,6 +63,13 @@ MAX_IDLE_PER_NODE: Final = 64
 #: entry node never reuses a link the owner is closing.
 IDLE_TIMEOUT: Final = 5.0
 
+#: Most bytes of an answer's head the entry node reads before passing the answer on (a
+#: 503 is checked for a hop refusal; a longer head is passed on as it is).
+MAX_REFUSAL_HEAD: Final = 4096
+
+#: How every answer of a hop refusal begins (the relay's own 503).
+REFUSAL_STATUS: Final = b"HTTP/1.1 503 "
+
 #: Write buffer of a link above which the caller's connection stops being read.
 WRITE_HIGH: Final = 1024 * 1024
 WRITE_LOW: Final = 256 * 1024
@@ -66,6 +81,27 @@ class HopForbidden(PublicError):
         403,
         "X-Edge-Hop is reserved for the relay's own nodes",
     )
+
+
+class HopNotHeld(PublicError):
+    """An owner node's answer to a hop for a pooled name it holds no member of: the
+    entry node tries another node of the pool (a caller sees it only through a node
+    that cannot, as its own 503)."""
+
+    code, status, default_message = (
+        "hop_not_held",
+        503,
+        "this relay node holds no agent of the pool any more",
+    )
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self.extra_headers = ((HOP_HEADER, secret.encode("ascii")),)
+
+
+def is_refusal(head: bytes, secrets: list[str]) -> bool:
+    """Whether an answer's head is a :class:`HopNotHeld` of a node of this cluster."""
+    return any(b"\r\nx-edge-hop: " + s.encode("ascii") + b"\r\n" in head for s in secrets)
 
 
 class HopMetrics:
@@ -191,17 +227,45 @@ class NodeStream:
     session is on another node: the same surface (write, end, reset, pause/resume
     reading, closed, ending)."""
 
-    __slots__ = ("_pending", "_retry", "closed", "ending", "handler", "link", "node", "pool")
+    __slots__ = (
+        "_answer",
+        "_pending",
+        "_retry",
+        "closed",
+        "ending",
+        "handler",
+        "link",
+        "node",
+        "pool",
+        "refused",
+        "tried",
+        "unsent",
+    )
 
     def __init__(
-        self, pool: LinkPool, node: str, handler: Exchange, head: bytes, head_only: bool
+        self,
+        pool: LinkPool,
+        node: str,
+        handler: Exchange,
+        head: bytes,
+        head_only: bool,
+        tried: frozenset[str] = frozenset(),
     ) -> None:
-        """``head_only``: the request is its head (no body, no upgrade): safe to resend."""
+        """``head_only``: the request is its head (no body, no upgrade): safe to resend.
+        ``tried``: nodes this exchange was sent to before (and that never got it)."""
         self.pool = pool
         self.node = node
         self.handler = handler
         self.closed = False
         self.ending = False
+        self.tried = tried
+        #: No byte of the request left this node yet (no link carried it).
+        self.unsent = True
+        #: The owner refused the hop (HopNotHeld): no agent got the request.
+        self.refused = False
+        #: The answer's first bytes while they may still be a refusal (None: passed on).
+        self._answer: bytearray | None = bytearray()
+        pool.busy[node] = pool.busy.get(node, 0) + 1
         self.link: HopLink | None = pool.take(node)
         self._pending: list[bytes] | None = None
         #: On a reused link: the head, sent again on a new link if the old one turns out
@@ -241,7 +305,7 @@ class NodeStream:
         """Give up on the exchange: the link is cut (its state is unknown)."""
         if self.closed:
             return
-        self.closed = True
+        self._close()
         link, self.link = self.link, None
         if link is not None:
             link.stream = None
@@ -271,13 +335,18 @@ class NodeStream:
         self._pending = None
         if self.closed:
             return
-        self.closed = True
+        self._close()
+        self.pool.down[self.node] = asyncio.get_running_loop().time()
         self.pool.metrics.failed(self.node)
         log.warning("cluster_hop_failed", extra={"node": self.node, "detail": detail})
         self.handler.aborted(ErrorCode.UNAVAILABLE, f"owner node {self.node}: {detail}")
 
     def received(self, data: bytes) -> None:
         self._retry = None  # the owner answered on this link: no resend from here on
+        if self._answer is not None:
+            data = self._check_answer(data)
+            if not data:
+                return
         handler = self.handler
         handler.data(data)
         watch = handler.watch
@@ -303,19 +372,55 @@ class NodeStream:
             self.handler.pause_writing()
             self.pool.open(self.node, self)
             return
-        self.closed = True
+        self._close()
         if self.handler.sent or self.handler.watch.upgraded:
             self.handler.end(True)  # a pipe's end; or an answer cut short (the exchange says)
             return
+        self.pool.down[self.node] = asyncio.get_running_loop().time()  # a pool's last pick
         self.pool.metrics.failed(self.node)
         self.handler.aborted(ErrorCode.UNAVAILABLE, f"owner node {self.node} closed the link")
 
+    def _check_answer(self, data: bytes) -> bytes:
+        """Read the answer's head until it is surely not a refusal; returns the bytes to
+        pass on (b"" while waiting, or after a refusal, which aborts the exchange)."""
+        answer = self._answer
+        assert answer is not None  # checked by the caller
+        if not answer and not data.startswith(REFUSAL_STATUS[: len(data)]):
+            self._answer = None  # not a 503: the usual case, decided without a copy
+            return data
+        answer += data
+        if not answer.startswith(REFUSAL_STATUS[: len(answer)]):
+            self._answer = None  # not a 503: the usual case, decided on the first bytes
+            return bytes(answer)
+        end = answer.find(b"\r\n\r\n")
+        if end < 0 and len(answer) < MAX_REFUSAL_HEAD:
+            return b""
+        self._answer = None
+        if end < 0 or not is_refusal(bytes(answer[: end + 2]), self.pool.secrets()):
+            return bytes(answer)
+        self.refused = True
+        self.pool.down[self.node] = asyncio.get_running_loop().time()  # picked last a while
+        self.reset()  # the rest of the refusal is not read: the link goes
+        log.info("cluster_hop_refused", extra={"node": self.node, "agent": self.handler.name})
+        self.handler.aborted(ErrorCode.REFUSED_STREAM, f"node {self.node} holds no agent of it")
+        return b""
+
+    def _close(self) -> None:
+        """The stream is over (once): the node has one exchange less in flight."""
+        self.closed = True
+        left = self.pool.busy.get(self.node, 1) - 1
+        if left > 0:
+            self.pool.busy[self.node] = left
+        else:
+            self.pool.busy.pop(self.node, None)
+
     def _attach(self, link: HopLink) -> None:
         self.link = link
+        self.unsent = False
         link.stream = self
 
     def _finish(self, close: bool) -> None:
-        self.closed = True
+        self._close()
         link, self.link = self.link, None
         reuse = not close and self.handler.request_done and not self.handler.watch.upgraded
         if link is not None:
@@ -330,8 +435,13 @@ class NodeStream:
 class LinkPool:
     """Keep-alive links to the other nodes, opened on demand."""
 
-    def __init__(self, metrics: HopMetrics) -> None:
+    def __init__(self, metrics: HopMetrics, secrets: Callable[[], list[str]] = list) -> None:
         self.metrics = metrics
+        self.secrets = secrets  # the cluster's secrets (a refusal carries one)
+        #: Exchanges in flight to each node (streams not closed): the pool's spread.
+        self.busy: dict[str, int] = {}
+        #: When a link to each node last failed to open (loop time).
+        self.down: dict[str, float] = {}
         self.idle: dict[str, list[HopLink]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._tls: ssl.SSLContext | None = None

@@ -11,6 +11,12 @@ read: it runs on the public hot path.
 A node that learns that another node took a name it holds (the agent reconnected there)
 retires its own session with GOAWAY REPLACED, as one relay does for a second session.
 
+Pools (:mod:`relay.cluster.pooling`): a name whose sessions here joined a pool is
+published as ``edge:pool:<name>|<node URL>`` = the number of members here instead, with
+the same TTL and refresh, and ``pool`` / ``unpool`` messages on ``edge:sessions``; one
+such key per node that holds members, so a pooled name has members on several nodes at
+once and none of them replaces another.
+
 Redis down: nothing a caller waits for touches Redis. The node keeps serving the
 sessions it holds and forwarding to the nodes it knows; it logs ``cluster_redis_down``
 (error) once, and then every :data:`DOWN_LOG_INTERVAL` seconds, while it lasts; when
@@ -52,6 +58,7 @@ RESUBSCRIBE_DELAY: Final = 0.5
 MAX_REMOTE_NAMES: Final = 100_000
 
 SESSION_KEY: Final = redisconn.PREFIX + "session:"
+POOL_KEY: Final = redisconn.PREFIX + "pool:"
 SESSIONS_CHANNEL: Final = redisconn.PREFIX + "sessions"
 TOKENS_CHANNEL: Final = redisconn.PREFIX + "tokens"
 SECRET_KEY: Final = redisconn.PREFIX + "cluster-secret"
@@ -74,19 +81,34 @@ return 0
 """
 
 
+def pool_key(name: str, node: str) -> str:
+    return f"{POOL_KEY}{name}|{node}"
+
+
 class Directory:
-    """name -> node URL for sessions held by OTHER nodes (this node's are local)."""
+    """name -> node URL for sessions held by OTHER nodes (this node's are local), and
+    pooled name -> the other nodes that hold members of its pool."""
 
     def __init__(self, node_url: str) -> None:
         self.node_url = node_url
         self.remote: dict[str, str] = {}
+        self.pools: dict[str, set[str]] = {}
 
     def owner(self, name: str) -> str | None:
         return self.remote.get(name)
 
+    def owners(self, name: str) -> list[str]:
+        """Every other node that serves ``name``: its pool's nodes, and the node that
+        holds a session of it that does not pool (sorted: a stable order to take turns)."""
+        found = set(self.pools.get(name, ()))
+        single = self.remote.get(name)
+        if single is not None:
+            found.add(single)
+        return sorted(found)
+
     def apply(self, message: str) -> tuple[str, str] | None:
-        """Apply one ``up|down NAME NODE`` message; returns (name, node) of an ``up``
-        from another node, else None."""
+        """Apply one ``up|down|pool|unpool NAME NODE`` message; returns (name, node) of
+        an ``up`` from another node, else None."""
         parts = message.split(" ")
         if len(parts) != 3:
             return None
@@ -98,13 +120,21 @@ class Directory:
             return name, node
         if kind == "down" and self.remote.get(name) == node:
             del self.remote[name]
+        elif kind == "pool" and (name in self.pools or len(self.pools) < MAX_REMOTE_NAMES):
+            self.pools.setdefault(name, set()).add(node)
+        elif kind == "unpool" and name in self.pools:
+            self.pools[name].discard(node)
+            if not self.pools[name]:
+                del self.pools[name]
         return None
 
-    def replace(self, mapping: dict[str, str]) -> None:
+    def replace(self, mapping: dict[str, str], pools: dict[str, set[str]] | None = None) -> None:
         self.remote = {n: u for n, u in mapping.items() if u != self.node_url}
+        kept = {n: {u for u in us if u != self.node_url} for n, us in (pools or {}).items()}
+        self.pools = {n: us for n, us in kept.items() if us}
 
     def nodes(self) -> int:
-        return len(set(self.remote.values()))
+        return len(set(self.remote.values()).union(*self.pools.values()))
 
 
 class ClusterNode:
@@ -113,13 +143,21 @@ class ClusterNode:
     Args:
         redis_url: ``--cluster``.
         node_url: ``--node-url`` (already checked).
-        local_names: the names of the sessions this node holds now.
+        local_names: the names of the sessions this node holds now (pooled or not).
+        local_pools: of those, the pooled names and how many members each has here.
     """
 
-    def __init__(self, redis_url: str, node_url: str, local_names: Callable[[], set[str]]) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        node_url: str,
+        local_names: Callable[[], set[str]],
+        local_pools: Callable[[], dict[str, int]] = dict,
+    ) -> None:
         self.redis_url = redis_url
         self.node_url = node_url
         self.local_names = local_names
+        self.local_pools = local_pools
         self.directory = Directory(node_url)
         self.client: redis.asyncio.Redis = redisconn.async_client(redis_url)
         #: Secrets accepted on X-Edge-Hop: the current one first (sent), then older ones
@@ -162,8 +200,9 @@ class ClusterNode:
                 await task
         if self.up:
             with contextlib.suppress(Exception):
+                pools = self.local_pools()
                 for name in self.local_names():
-                    await self._withdraw(name)
+                    await (self._leave(name) if name in pools else self._withdraw(name))
         with contextlib.suppress(Exception):
             await self.client.aclose()
 
@@ -175,10 +214,24 @@ class ClusterNode:
     def withdraw(self, name: str) -> None:
         self._spawn(self._guard(self._withdraw(name)))
 
+    def join_pool(self, name: str, members: int) -> None:
+        self._spawn(self._guard(self._join(name, members)))
+
+    def leave_pool(self, name: str) -> None:
+        self._spawn(self._guard(self._leave(name)))
+
     def owner(self, name: str) -> str | None:
         return self.directory.owner(name)
 
     # -- Redis calls ------------------------------------------------------------------------
+
+    async def _join(self, name: str, members: int) -> None:
+        await self.client.set(pool_key(name, self.node_url), members, ex=SESSION_TTL)
+        await self.client.publish(SESSIONS_CHANNEL, f"pool {name} {self.node_url}")
+
+    async def _leave(self, name: str) -> None:
+        if await self.client.delete(pool_key(name, self.node_url)):
+            await self.client.publish(SESSIONS_CHANNEL, f"unpool {name} {self.node_url}")
 
     async def _announce(self, name: str) -> None:
         await self.client.set(SESSION_KEY + name, self.node_url, ex=SESSION_TTL)
@@ -193,11 +246,14 @@ class ClusterNode:
     async def _refresh(self) -> list[str]:
         """Renew this node's names; returns those another node holds now (each is
         handed to :attr:`on_taken`)."""
-        names = sorted(self.local_names())
+        pools = self.local_pools()
+        names = sorted(self.local_names() - pools.keys())
         async with self.client.pipeline(transaction=False) as pipe:
             for name in names:
                 pipe.eval(_KEEP_IF_MINE, 1, SESSION_KEY + name, self.node_url, SESSION_TTL)
-            kept = await pipe.execute()
+            for name, members in sorted(pools.items()):
+                pipe.set(pool_key(name, self.node_url), members, ex=SESSION_TTL)
+            kept = (await pipe.execute())[: len(names)]
         lost = [name for name, ok in zip(names, kept, strict=True) if not ok]
         for name in lost:
             log.info("cluster_name_moved", extra={"agent": name, "node": "another"})
@@ -217,7 +273,16 @@ class ClusterNode:
             for key, value in zip(chunk, values, strict=True):
                 if value is not None:
                     mapping[key[len(SESSION_KEY) :]] = str(value)
-        self.directory.replace(mapping)
+        pools: dict[str, set[str]] = {}
+        count = 0
+        async for key in self.client.scan_iter(match=POOL_KEY + "*", count=1000):
+            name, _, node = str(key)[len(POOL_KEY) :].partition("|")
+            if node:
+                pools.setdefault(name, set()).add(node)
+            count += 1
+            if count >= MAX_REMOTE_NAMES:
+                break
+        self.directory.replace(mapping, pools)
 
     async def _agree_secret(self) -> None:
         mine = self.secrets[0] if self.secrets else secrets.token_urlsafe(32)
@@ -252,8 +317,10 @@ class ClusterNode:
                 return
             await self._agree_secret()
             lost = await self._refresh()  # a name another node took meanwhile stays there
+            pools = self.local_pools()
             for name in sorted(self.local_names() - set(lost)):
-                await self.client.publish(SESSIONS_CHANNEL, f"up {name} {self.node_url}")
+                kind = "pool" if name in pools else "up"
+                await self.client.publish(SESSIONS_CHANNEL, f"{kind} {name} {self.node_url}")
             self.up = True
         log.warning("cluster_redis_back", extra={"node": self.node_url})
         self.on_tokens()

@@ -102,5 +102,6 @@ def test_a_post_is_never_sent_twice(entry: tuple[RelayProc, ScriptedOwner]) -> N
     heads = len(owner.heads)
     answer = httpx.post(f"{node.url}/a/scripted/pay", content=b"once")
     assert answer.status_code == 503
-    assert answer.headers["x-edge-error"] == "agent_unavailable"
+    assert answer.headers["x-edge-error"] == "node_unreachable"
+    assert "closed the connection before answering" in answer.json()["error"]["message"]
     assert len(owner.heads) == heads + 1
