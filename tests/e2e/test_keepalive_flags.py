@@ -19,7 +19,9 @@ DROP_WITHIN = 15.0
 async def test_short_keepalive_drops_frozen_peers_quickly(
     origin: Origin, procs: Procs, tmp_path: Path
 ) -> None:
-    relay = procs.add(RelayProc(tmp_path, *FAST, name="relay-fast"))
+    # No resumption grace: this is about noticing a dead peer, which then ends the session
+    # (with a grace, the relay parks it instead: tests/e2e/test_resume.py).
+    relay = procs.add(RelayProc(tmp_path, *FAST, "--resume-grace", "0", name="relay-fast"))
     token = issue_token(tmp_path, "quick")
     agent = procs.add(start_agent(relay, token, str(origin.port), *FAST, name="agent-quick"))
     async with session() as http:
