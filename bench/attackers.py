@@ -29,6 +29,10 @@ from wire import ErrorCode, Flag, FrameType
 from wire.frames import decode_frame, encode_parts
 from wire.payloads import Hello, encode_hello
 
+#: The address every attacking connection comes from (``--source``): the relay holds back
+#: an address or agent that keeps breaking the rules (relay.penalty), so each attack comes
+#: from an address of its own, never bob's or the other callers'.
+SOURCE = "127.0.0.1"
 #: Bytes per send while feeding an endless header.
 CHUNK: Final = 64 * 1024
 #: Bytes one header-feeding connection sends at most (the issue's 16 MiB).
@@ -59,7 +63,7 @@ def _feed_header(port: int, prefix: bytes, filler: bytes, out: list[tuple[int, s
     sent = 0
     status = "none"
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with socket.create_connection(("127.0.0.1", port), 10, (SOURCE, 0)) as sock:
             # A small send buffer: what the relay takes in is counted, not megabytes
             # that the kernel would queue on loopback for a peer that stopped reading.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CHUNK)
@@ -117,7 +121,7 @@ def slow_uploads(port: int, seconds: float) -> Result:
     uploads: dict[socket.socket, str] = {}
     for _ in range(UPLOADS):
         with contextlib.suppress(OSError):
-            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock = socket.create_connection(("127.0.0.1", port), 5, (SOURCE, 0))
             sock.sendall(head)
             sock.setblocking(False)
             uploads[sock] = ""
@@ -185,11 +189,15 @@ def _get_status(port: int, path: str, source: str = "127.0.0.1") -> str:
 
 class Mallory:
     """A raw agent session named ``mallory``: WebSocket handshake, HELLO, then frames
-    as written. A reader thread records the streams the relay opens and its GOAWAY."""
+    as written. A reader thread records the streams the relay opens and its GOAWAY.
+
+    It connects from :data:`SOURCE` (``--source``): the relay makes an open-mode agent
+    cut off for a protocol error wait before it may connect again, by address
+    (relay.penalty), so each attack comes from an address of its own."""
 
     def __init__(self, port: int) -> None:
         self.port = port
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock = socket.create_connection(("127.0.0.1", port), 10, (SOURCE, 0))
         self.masks = wsframe.Masks()
         self.opened: list[int] = []
         self.goaway: str | None = None
@@ -390,7 +398,10 @@ def main() -> None:
     p.add_argument("attack", choices=list(ATTACKS))
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--source", default="127.0.0.1", help="loopback address agents connect from")
     args = p.parse_args()
+    global SOURCE
+    SOURCE = args.source
     result = ATTACKS[args.attack](args.port, args.seconds)
     print(json.dumps({"attack": args.attack, **result}), flush=True)
     sys.stdout.flush()

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Final
 
 from bench import report
+from bench.attackers import ATTACKS
 from bench.paths import edge_command, edge_missing, wait_http_ok
 from bench.procs import BenchError, Child, Children, free_port, listening_socket, wait_listening
 
@@ -202,7 +203,9 @@ class Stack:
 
 def attack(stack: Stack, name: str, seconds: float) -> dict[str, object]:
     argv = [sys.executable, "-m", "bench.attackers", name, "--port", str(stack.port)]
-    argv += ["--seconds", str(seconds)]
+    # Each attack from its own loopback address: a cut-off agent's address waits before it
+    # may connect again (relay.penalty), which would hold back the next attack too.
+    argv += ["--seconds", str(seconds), "--source", f"127.0.0.{10 + list(ATTACKS).index(name)}"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)

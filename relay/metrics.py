@@ -184,6 +184,11 @@ class Metrics:
             "Agent sessions closed for breaking the protocol.",
             registry=reg,
         )
+        self._blocked = Counter(
+            "edge_public_blocked_connections",
+            "Public connections cut on accept: their address kept sending malformed heads.",
+            registry=reg,
+        )
         self._refusals = Counter(
             "edge_agent_refusals",
             "Agent upgrade requests refused before the WebSocket opened, by status.",
@@ -257,6 +262,9 @@ class Metrics:
 
     def protocol_error(self) -> None:
         self._protocol_errors.inc()
+
+    def connection_blocked(self) -> None:
+        self._blocked.inc()
 
     def agent_refused(self, status: int) -> None:
         self._refusals.labels(str(status)).inc()

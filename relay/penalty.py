@@ -69,3 +69,59 @@ class Penalties:
 def key_of(token_sha256: str | None, client: str) -> str:
     """The key of a session: its token's digest, else (open mode) its address."""
     return f"token:{token_sha256}" if token_sha256 is not None else f"addr:{client}"
+
+
+#: Malformed request heads (400/431 from the head parser) one address may send within
+#: :data:`OFFENCE_WINDOW` seconds before its connections are cut at once for
+#: :data:`BLOCK_SECONDS`. A browser or an HTTP library never sends one.
+OFFENCE_LIMIT: Final = 50
+OFFENCE_WINDOW: Final = 10.0
+BLOCK_SECONDS: Final = 10.0
+
+
+@dataclasses.dataclass(slots=True)
+class _Offences:
+    count: int
+    since: float  # monotonic start of the counting window
+    until: float = 0.0  # connections cut before this monotonic time
+
+
+class Offenders:
+    """Public client addresses that keep sending malformed request heads.
+
+    Refusing one costs the relay a read of up to the head limit, a parse and an answer
+    (~0.4 ms); an attacker that opens connections in a loop turns that into most of a
+    core. Past :data:`OFFENCE_LIMIT` in :data:`OFFENCE_WINDOW` seconds, the address's
+    new connections are reset as soon as they are accepted, before any read, for
+    :data:`BLOCK_SECONDS` (each connection tried meanwhile starts the block over).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._records: collections.OrderedDict[str, _Offences] = collections.OrderedDict()
+
+    def offence(self, address: str) -> bool:
+        """Count a malformed head from ``address``; True when it is now blocked."""
+        now = self._clock()
+        record = self._records.pop(address, None)
+        if record is None or now - record.since > OFFENCE_WINDOW:
+            record = _Offences(0, now, record.until if record is not None else 0.0)
+        record.count += 1
+        if record.count > OFFENCE_LIMIT:
+            record.until = now + BLOCK_SECONDS
+        self._records[address] = record
+        while len(self._records) > MAX_KEYS:
+            self._records.popitem(last=False)
+        return record.until > now
+
+    def blocked(self, address: str) -> bool:
+        """Whether a new connection from ``address`` is cut at once (and the block
+        extended: an address that keeps trying stays blocked)."""
+        record = self._records.get(address)
+        if record is None:
+            return False
+        now = self._clock()
+        if record.until <= now:
+            return False
+        record.until = now + BLOCK_SECONDS
+        return True

@@ -181,6 +181,10 @@ class PublicConnection(asyncio.Protocol):
         self.client_ip = peer[0] if peer else ""
         proxies = self.app.trusted_proxies
         self.trusted = bool(proxies) and h1.trusted_proxy(self.client_ip, proxies)
+        if not self.trusted and self.state.offenders.blocked(self.client_ip):
+            self.state.metrics.connection_blocked()
+            self.abort()  # before any read: an address that keeps sending garbage
+            return
         sock = transport.get_extra_info("sockname")
         self.server_port = sock[1] if sock else 0
         self.app.connections.add(self)
@@ -657,6 +661,8 @@ class PublicConnection(asyncio.Protocol):
     # -- connection control -------------------------------------------------------------------
 
     def _refuse_malformed(self, error: h1.H1Error) -> None:
+        if not self.trusted and self.state.offenders.offence(self.client_ip):
+            log.warning("public_address_blocked", extra={"client": self.client_ip})
         exchange = self.exchange
         if exchange is not None:  # a broken body: the stream cannot end cleanly
             self._fail_exchange(exchange, error)

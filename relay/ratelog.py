@@ -35,6 +35,7 @@ PER_REQUEST: Final = frozenset(
         "response_aborted",  # a response cut after its first byte
         "cluster_hop_forged",  # X-Edge-Hop without the cluster secret
         "cluster_hop_failed",  # a request the owner node's link failed
+        "public_address_blocked",  # an address past the malformed-head limit
     }
 )
 #: Lines written per cause and window before the rest are only counted.

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from relay.config import Settings
 from relay.grace import ResumeBook
 from relay.metrics import Metrics
-from relay.penalty import Penalties
+from relay.penalty import Offenders, Penalties
 from relay.registry import InMemoryRegistry, SessionRegistry
 from relay.tcp import TcpPorts
 from relay.tokens import TokenStore
@@ -31,6 +31,8 @@ class RelayState:
     resumes: ResumeBook = dataclasses.field(default_factory=ResumeBook)
     #: Agents cut off for a protocol error, and how long they wait (:mod:`relay.penalty`).
     penalties: Penalties = dataclasses.field(default_factory=Penalties)
+    #: Public addresses that keep sending malformed heads (:mod:`relay.penalty`).
+    offenders: Offenders = dataclasses.field(default_factory=Offenders)
     #: The cluster side of a ``--cluster`` node (relay.cluster); None: one process.
     cluster: Cluster | None = None
 

@@ -11,6 +11,7 @@ import pytest
 
 import tunnel
 import wire
+from relay.penalty import OFFENCE_LIMIT
 from tests.relay.attacks import (
     BAD_RESPONSES,
     Attack,
@@ -249,11 +250,23 @@ async def test_secrets_never_reach_the_logs(relay: RunningRelay) -> None:
     assert token not in relay.settings.state_dir.joinpath("tokens.json").read_text()
 
 
+async def _send(port: int, request: bytes, source: str = "127.0.0.1") -> bytes:
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+        writer.write(request)
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    except ConnectionResetError:
+        return b""
+    return answer
+
+
 async def test_malformed_requests_do_not_fill_the_log(
     relay: RunningRelay, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The relay answers a malformed request (400/431) without a log line: a caller
-    cannot turn its own garbage into the relay's disk writes."""
+    cannot turn its own garbage into the relay's disk writes. Past OFFENCE_LIMIT of them
+    the address is cut at once on accept (one line says so), other addresses are not."""
     caplog.set_level(logging.DEBUG)
     bad = [
         b"GET /a/x/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
@@ -262,11 +275,21 @@ async def test_malformed_requests_do_not_fill_the_log(
         b"POST /a/x/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n",
     ]
-    for i in range(200):
-        reader, writer = await asyncio.open_connection("127.0.0.1", relay.settings.port)
-        writer.write(bad[i % len(bad)])
-        answer = await asyncio.wait_for(reader.read(), 10)
-        writer.close()
+    port = relay.settings.port
+    for i in range(OFFENCE_LIMIT):
+        answer = await _send(port, bad[i % len(bad)])
         assert answer.startswith((b"HTTP/1.1 400 ", b"HTTP/1.1 431 ")), answer[:60]
-    relay_lines = [r for r in caplog.records if r.name.startswith("relay")]
-    assert relay_lines == []
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("relay")] == []
+    for i in range(150):
+        answer = await _send(port, bad[i % len(bad)])
+        assert answer == b"" or i == 0, answer[:60]  # the first over the limit is answered
+    blocked = [r.getMessage() for r in caplog.records if r.name.startswith("relay")]
+    assert blocked == ["public_address_blocked"]
+    assert (
+        await _send(port, b"GET /_edge/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    ) == b""
+    healthy = await _send(
+        port, b"GET /_edge/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "127.0.0.2"
+    )
+    assert healthy.startswith(b"HTTP/1.1 200 ")
+    assert relay.state.metrics.sample("edge_public_blocked_connections_total") >= 149

@@ -8,7 +8,18 @@ import time
 
 import pytest
 
-from relay.penalty import FIRST_WAIT, MAX_KEYS, MAX_WAIT, MEMORY, Penalties, key_of
+from relay.penalty import (
+    BLOCK_SECONDS,
+    FIRST_WAIT,
+    MAX_KEYS,
+    MAX_WAIT,
+    MEMORY,
+    OFFENCE_LIMIT,
+    OFFENCE_WINDOW,
+    Offenders,
+    Penalties,
+    key_of,
+)
 from tests.relay.attacks import frame
 from tests.relay.conftest import RunningRelay
 from tests.relay.fake_agent import FakeAgent
@@ -48,6 +59,22 @@ def test_keys_are_the_token_else_the_address() -> None:
     assert key_of("abc", "10.0.0.1") == key_of("abc", "10.0.0.2")
     assert key_of(None, "10.0.0.1") != key_of(None, "10.0.0.2")
     assert key_of(None, "abc") != key_of("abc", "abc")
+
+
+def test_an_address_is_blocked_past_the_offence_limit_and_let_in_after() -> None:
+    clock = Clock()
+    book = Offenders(clock)
+    assert not any(book.offence("a") for _ in range(OFFENCE_LIMIT))
+    assert not book.blocked("a")
+    clock.now += OFFENCE_WINDOW + 1  # a new window: the count starts over
+    assert not any(book.offence("a") for _ in range(OFFENCE_LIMIT))
+    assert book.offence("a") and book.blocked("a") and not book.blocked("b")
+    clock.now += BLOCK_SECONDS - 1
+    assert book.blocked("a")  # trying again meanwhile extends the block
+    clock.now += BLOCK_SECONDS - 1
+    assert book.blocked("a")
+    clock.now += BLOCK_SECONDS + 0.1
+    assert not book.blocked("a")
 
 
 async def _second_goaway(relay: RunningRelay, token: str) -> None:
