@@ -27,9 +27,9 @@ from bench.procs import (
     Child,
     Children,
     free_port,
-    listening_socket,
     wait_listening,
 )
+from bench.scale import start_origin
 
 BIN = Path(sys.executable).parent
 
@@ -55,16 +55,6 @@ def _node(
     child = children.start(f"node{index}", argv)
     wait_listening(port, child=child)
     return url, child
-
-
-def _origin(children: Children) -> int:
-    sock = listening_socket()
-    argv = [sys.executable, "-m", "bench.origin", "--fd", str(sock.fileno())]
-    child = children.start("origin", argv, pass_fds=[sock.fileno()], cwd=Path.cwd())
-    port: int = sock.getsockname()[1]
-    sock.close()
-    wait_http_ok(f"http://127.0.0.1:{port}/small", child=child)
-    return port
 
 
 def _token(redis: str) -> str:
@@ -94,7 +84,7 @@ def run(args: argparse.Namespace, children: Children, workdir: Path, command: st
     redis = _redis(children, workdir)
     started = [_node(children, workdir, redis, i) for i in range(3)]
     nodes = [url for url, _ in started]
-    origin = _origin(children)
+    origin = start_origin(children)
     relays = [arg for node in nodes for arg in ("--relay", node)]
     agent = [str(BIN / "edge-agent"), "http", str(origin), *relays, "--token", _token(redis)]
     children.start("agent", agent)

@@ -104,7 +104,7 @@ BUSY_GOAL: Final = f"small GET p99 during a 1 GiB download ≤ {BUSY_P99_FACTOR:
 def busy_tunnel(args: argparse.Namespace, children: Children, workdir: Path) -> str:
     seconds = args.seconds or (5.0 if args.quick else 10.0)
     script = write_wrk_script(workdir)
-    origin = _start_origin(children)
+    origin = start_origin(children)
     rows = ["| path | idle p50 ms | idle p99 ms | busy p50 ms | busy p99 ms | p99 ratio |"]
     rows += ["|---|---:|---:|---:|---:|---:|"]
     targets: list[Target] = []
@@ -152,7 +152,8 @@ def _busy_one(path: BenchPath, seconds: float, script: Path) -> tuple[str, str, 
     return row, note, Target(BUSY_GOAL, status, evidence)
 
 
-def _start_origin(children: Children) -> int:
+def start_origin(children: Children) -> int:
+    """The bench origin (``bench.origin``) on a free loopback port, answering; its port."""
     sock = listening_socket()
     argv = [sys.executable, "-m", "bench.origin", "--fd", str(sock.fileno())]
     child = children.start("origin", argv, pass_fds=[sock.fileno()], cwd=Path.cwd())
