@@ -179,12 +179,12 @@ Done = subprocess.CompletedProcess[str]
 
 
 def token_printed(done: Done, m: Machine) -> None:
-    """A token alone on stdout; the laptop's agent.toml gets it (the page's example
+    """A token alone on stdout; the laptop's config.toml gets it (the page's example
     token is a placeholder for the one printed here)."""
     assert done.returncode == 0, done.stderr
     token = done.stdout.strip()
     assert re.fullmatch(TOKEN_LINE, token)
-    config = m.home / ".config" / "edge-agent" / "agent.toml"
+    config = m.home / ".config" / "edge-agent" / "config.toml"
     config.write_text(re.sub(r"mer_\S{43}", token, config.read_text()))
 
 
@@ -260,7 +260,7 @@ CHECKS: Final[dict[str, Callable[[Done, Machine], None]]] = {
     "EDGE_RELAY_PUBLIC_HOST=relay.example.com EDGE_RELAY_DOMAIN=tunnels.example.com caddy validate --config /etc/caddy/Caddyfile": ok,  # noqa: E501
     "curl https://relay.example.com/_edge/healthz": healthz,
     f"{RELAY_CLI} doctor": doctor,
-    "chmod 600 ~/.config/edge-agent/agent.toml": ok,
+    "chmod 600 ~/.config/edge-agent/config.toml": ok,
     "edge-agent service install": service_install,
     "edge-agent service status": service_status,
     "curl https://laptop.tunnels.example.com/": tunnel_answers,
@@ -285,7 +285,7 @@ def machine(tmp_path: Path) -> Iterator[Machine]:
     with Origin() as origin, Procs() as procs:
         m = Machine(tmp_path, procs, origin)
         (m.root / "relay.toml").write_text(localize(toml_block("public-url"), m))
-        agent_config = m.home / ".config" / "edge-agent" / "agent.toml"
+        agent_config = m.home / ".config" / "edge-agent" / "config.toml"
         agent_config.parent.mkdir(parents=True)
         agent_config.write_text(localize(toml_block('token = "mer_'), m))  # as an editor would
         yield m
