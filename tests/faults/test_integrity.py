@@ -128,8 +128,14 @@ async def test_odd_sizes_arrive_intact_under_concurrency(
 ) -> None:
     stress = Stress(tunnel, origin, seed=20261126)
     start = time.monotonic()
-    async with session(limit=CONCURRENT * 2) as http:
-        await asyncio.gather(*(stress.worker(http, w, ROUNDS) for w in range(CONCURRENT)))
+    try:
+        async with session(limit=CONCURRENT * 2) as http:
+            await asyncio.gather(*(stress.worker(http, w, ROUNDS) for w in range(CONCURRENT)))
+    except BaseException:
+        # Both ends' logs say why (a session cut, a reset), which the caller cannot see.
+        print("\nrelay:\n" + tunnel.relay.output()[-8000:])
+        print("\nagent:\n" + tunnel.agent.output()[-8000:])
+        raise
     seconds = time.monotonic() - start
     print(f"\nintegrity: {dict(stress.counts)} in {seconds:.1f} s, {len(stress.bad)} corrupted")
     assert stress.bad == []
