@@ -243,6 +243,9 @@ class Parser:
         length = self._long_need - start
         split = self._split
         if split and length >= SPLIT_AT and b0 == 0x80 | OP_BINARY and not self._op:
+            if len(first) < start + split:  # the first read ended inside the split head
+                first = memoryview(b"".join(chunks))
+                chunks = [first]
             head = bytes(first[start : start + split])
             chunks[0] = first[start + split :]
             rest = b"".join(chunks)

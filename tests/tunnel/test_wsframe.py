@@ -444,3 +444,17 @@ def test_long_frames_across_reads_come_out_as_when_read_whole(
     assert out == whole
     joined = [p if isinstance(p, bytes) else p[0] + p[1] for _, p in out]
     assert joined == [payload(n)[::-1] for n in sizes]
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_a_long_frame_whose_first_read_ends_inside_the_split_head(masked: bool) -> None:
+    # The first read holds the frame's header and fewer than ``split`` payload bytes:
+    # the head still comes out whole (a real upload hit this under load).
+    body = b"headers!" + payload(wsframe.LONG_AT * 2)
+    frame = wsframe.encode(OP_BINARY, body, Masks() if masked else None)
+    header = len(frame) - len(body)
+    for extra in range(0, 9):
+        parser = Parser(MAX, masked=masked, split=8)
+        cut = header + extra
+        out = parser.feed(frame[:cut]) + parser.feed(frame[cut:])
+        assert out == [(OP_BINARY, (b"headers!", body[8:]))], extra
