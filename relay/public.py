@@ -366,16 +366,12 @@ class PublicConnection(asyncio.Protocol):
             if conn.open_streams >= conn.max_streams:
                 raise TooManyStreams()
             raise AgentUnavailable("the session ran out of stream ids; the agent must reconnect")
-        upgrade = head.upgrade is not None
-        exchange = Exchange(
-            self, where.name, head.method, where.target, head.keep_alive, upgrade, time.monotonic()
-        )
-        exchange.headers = head.headers  # read only if the relay answers with an error
+        exchange = self._new_exchange(head, where)
         if session.pool:  # a copy, to open it again on another member (relay.pools)
             exchange.replay = []
             pools.keep(exchange, raw)
         self._begin(exchange)
-        no_body = head.framing is h1.Framing.NONE and not upgrade
+        no_body = head.framing is h1.Framing.NONE and not exchange.watch.upgrade
         try:
             exchange.stream = session.session.open(
                 StreamKind.HTTP, exchange, raw, end=no_body, tunnel=session.index
@@ -392,16 +388,20 @@ class PublicConnection(asyncio.Protocol):
     ) -> None:
         """Serve ``head`` through the stream ``stream(exchange)`` makes, instead of a
         tunnel stream: the cluster's hop to the node that holds the session."""
+        exchange = self._new_exchange(head, where)
+        self._begin(exchange)
+        exchange.stream = stream(exchange)
+        self.state.metrics.bytes_in += len(raw)
+        exchange.request_done = head.framing is h1.Framing.NONE and not exchange.watch.upgrade
+        self._arm("response", self.state.settings.response_timeout)
+
+    def _new_exchange(self, head: h1.Head, where: Route) -> Exchange:
         upgrade = head.upgrade is not None
         exchange = Exchange(
             self, where.name, head.method, where.target, head.keep_alive, upgrade, time.monotonic()
         )
-        exchange.headers = head.headers
-        self._begin(exchange)
-        exchange.stream = stream(exchange)
-        self.state.metrics.bytes_in += len(raw)
-        exchange.request_done = head.framing is h1.Framing.NONE and not upgrade
-        self._arm("response", self.state.settings.response_timeout)
+        exchange.headers = head.headers  # read only if the relay answers with an error
+        return exchange
 
     def _begin(self, exchange: Exchange) -> None:
         """The exchange takes one of its caller's slots on the tunnel (429 beyond them:
