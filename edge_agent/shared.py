@@ -138,7 +138,7 @@ class SharedClient(TunnelClient):
         share one; the first that fails for good stops the others."""
         self.apart = [
             TunnelClient(
-                self.relay_url,
+                ",".join(self.relays.urls),  # every node of a cluster, as the shared client
                 member.token,
                 member.name,
                 member.target,
@@ -148,6 +148,7 @@ class SharedClient(TunnelClient):
                 agent=self.agent,
                 on_ready=member.lines.ready,
                 on_retry=member.lines.retrying,
+                on_resumed=member.lines.resumed,
             )
             for member in self.members
         ]
