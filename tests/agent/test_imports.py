@@ -17,6 +17,7 @@ import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,17 @@ def test_the_other_default_commands_import_neither(module: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["['websockets.speedups']", "builtin_function_or_method"]
+
+
+def test_the_version_printed_is_the_installed_distributions() -> None:
+    """``__version__`` is a constant (pyproject.toml reads it when building), so the
+    agent never asks importlib.metadata; what it prints must still be what is installed."""
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("edge-agent")), "--version"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=clean_env(),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"edge-agent, version {metadata.version('molecule-edge')}"
