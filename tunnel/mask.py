@@ -4,7 +4,7 @@ Every frame the agent sends is masked, so the mask runs on the hot path: it is
 websockets' C ``apply_mask``. Importing it as ``websockets.speedups`` runs the
 package's ``__init__`` first, and with it ``websockets.version``, which imports
 ``importlib.metadata`` (``email``, ``importlib.resources``, ``tempfile``...): about
-4 MiB of the agent's idle RSS for one function. The extension is a standalone C module
+2.5 MiB of the agent's idle RSS for one function. The extension is a standalone C module
 (it imports nothing), so it is loaded from the package's folder by its file. Python
 registers it as ``websockets.speedups``, as an import would: a later import of
 websockets (the relay, an in-process app) finds and uses this same module.

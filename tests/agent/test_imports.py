@@ -1,6 +1,6 @@
 """What the agent's default path imports: neither websockets nor importlib.metadata.
 
-Together they cost about 4 MiB of the agent's idle RSS (importlib.metadata pulls in
+Together they cost about 2.5 MiB of the agent's idle RSS (importlib.metadata pulls in
 ``email``, ``importlib.resources``, ``tempfile``...), against a target of 32 MiB in
 all (issue #10). The upgrade is :mod:`tunnel.client`'s own, the mask websockets' C
 function loaded by its file (:mod:`tunnel.mask`), the version a constant; only
