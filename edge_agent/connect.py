@@ -17,7 +17,6 @@ import socket
 import ssl
 from typing import Final
 
-from websockets.http11 import Response
 from yarl import URL
 
 import tunnel
@@ -31,6 +30,7 @@ from edge_agent.errors import (
     TlsError,
 )
 from edge_agent.tls import TlsOptions, check_pin, client_context
+from tunnel.client import Response
 from wire.rules import AGENT_KEY_HEADER, CONNECT_PATH, valid_name
 
 #: TCP + TLS + HTTP upgrade must finish within this (websockets' default is 10 s too).

@@ -15,11 +15,10 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import click
 
-from edge_agent.asgi import AsgiTarget
 from edge_agent.bridge import ObjectBridge
 from edge_agent.errors import ConfigError
 from edge_agent.forward import HttpForwarder
@@ -28,6 +27,9 @@ from edge_agent.screen import replaced_note, web_first
 from edge_agent.session import DRAIN_TIMEOUT, StreamTarget
 from edge_agent.target import HttpTarget, Target, target_url
 from wire import Welcome
+
+if TYPE_CHECKING:  # imported when an app is served (it imports websockets: RSS)
+    from edge_agent.asgi import AsgiTarget
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -148,6 +150,8 @@ def make_target(
     uvicorn's ``--app-dir``; ConfigError if that is not a folder.
     """
     if app:
+        from edge_agent.asgi import AsgiTarget
+
         _importable_from(app_dir)
         asgi = AsgiTarget(app)
         return ObjectBridge(asgi, on_done=on_done), app, asgi
@@ -173,6 +177,8 @@ def _importable_from(app_dir: str | None) -> None:
 def object_target(target: str | None, app: str | None) -> tuple[Target, str]:
     """An object Target (for wrappers such as the Molecule ones) and its label."""
     if app:
+        from edge_agent.asgi import AsgiTarget
+
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
         return AsgiTarget(app), app

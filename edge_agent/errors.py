@@ -23,7 +23,7 @@ The tree::
 
 Only :class:`TunnelError` is retried by the reconnect loop; every other
 :class:`AgentError` ends :meth:`edge_agent.tunnel.TunnelClient.run`. Foreign exceptions
-(socket and parser errors, websockets, ssl) are mapped into this tree at one boundary
+(socket and parser errors, handshake failures, ssl) are mapped into this tree at one boundary
 each: :mod:`edge_agent.http1` for the local target, :mod:`edge_agent.connect` for the relay.
 Messages never contain tokens or secrets.
 """

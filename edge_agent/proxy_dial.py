@@ -3,7 +3,7 @@ basic auth) or SOCKS5 (RFC 1928, user/password RFC 1929). Returns a connected so
 TLS to the relay and the WebSocket upgrade then run over it as over a direct one.
 
 Why hand-written: websockets' proxy support is inside its own ``connect()``, which the
-agent does not use (it drives websockets' protocol over its own connection, see
+agent does not use (it writes its own upgrade over its own connection, see
 :mod:`tunnel.client`), and needs python-socks for SOCKS; python-socks' CONNECT reads the
 proxy's answer in a single ``recv``. Both handshakes are short; each read is bounded
 (:data:`MAX_HEAD`) and the whole exchange has a deadline.

@@ -13,7 +13,6 @@ import asyncio
 import collections
 import dataclasses
 import math
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -232,6 +231,8 @@ class TtyScreen:
             await asyncio.sleep(interval)
 
     def draw(self, status: Status, force: bool = False) -> None:
+        import shutil  # here: only a terminal draws, and it costs 0.5 MiB (bz2, lzma...)
+
         size = shutil.get_terminal_size()
         # One column spare (no pending wrap), and no more lines than fit (cursor-up
         # cannot reach above the top of the screen).

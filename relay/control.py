@@ -16,6 +16,7 @@ import logging
 from typing import TYPE_CHECKING
 
 import tunnel
+import tunnel.server
 from relay import h1
 from relay.agents import AgentSession, authorize, check_penalty
 from relay.answers import error_response, json_response, response, text_response
@@ -78,10 +79,10 @@ def handle(conn: PublicConnection, head: h1.Head) -> None:
 
 def _connect(conn: PublicConnection, head: h1.Head, query: str) -> None:
     state = conn.state
-    ws, request = tunnel.read_upgrade(head.raw)
+    ws, request = tunnel.server.read_upgrade(head.raw)
     if request is None:
         raise BadRequest("invalid WebSocket upgrade")
-    offered = tunnel.offered_subprotocols(request)
+    offered = tunnel.server.offered_subprotocols(request)
     authorization = [v for n, v in head.headers if n == b"authorization"]
     agent_key = [v for n, v in head.headers if n == _AGENT_KEY]
     client = f"{conn.client_ip}"
@@ -100,7 +101,7 @@ def _connect(conn: PublicConnection, head: h1.Head, query: str) -> None:
     rest = conn.adopt_upgrade()
     agent = AgentSession(state, claim, client, conn.server_port)
     settings = state.settings
-    link = tunnel.accept(
+    link = tunnel.server.accept(
         ws,
         request,
         transport,

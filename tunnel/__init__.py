@@ -2,12 +2,14 @@
 
 :class:`Session` drives one ``wire.Connection`` (reader dispatch, the single writer,
 priority, credit); :class:`Stream` is one byte pipe in it; :class:`WsLink` is the
-WebSocket under it; :func:`connect_link` and :func:`accept` open one.
+WebSocket under it; :func:`connect_link` opens one as a client, and
+:mod:`tunnel.server` (``read_upgrade``, ``accept``) as a server. That module is not
+imported here: it is the relay's, and it imports websockets, which the agent does not
+(its idle RSS, see :mod:`tunnel.client`).
 """
 
 from tunnel.client import HandshakeFailed, HandshakeRefused, connect_link
 from tunnel.link import WsLink
-from tunnel.server import accept, offered_subprotocols, read_upgrade
 from tunnel.session import (
     WS_GOING_AWAY,
     WS_NORMAL,
@@ -33,8 +35,5 @@ __all__ = [
     "Stream",
     "StreamHandler",
     "WsLink",
-    "accept",
     "connect_link",
-    "offered_subprotocols",
-    "read_upgrade",
 ]

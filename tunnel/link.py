@@ -1,6 +1,6 @@
 """The WebSocket under a tunnel session: an ``asyncio.Protocol`` that frames messages
-with :mod:`tunnel.wsframe` once the handshake (websockets' protocol objects, see
-:mod:`tunnel.client` and :mod:`tunnel.server`) is done.
+with :mod:`tunnel.wsframe` once the handshake (the client's own, :mod:`tunnel.client`;
+the server's with websockets' protocol object, :mod:`tunnel.server`) is done.
 
 Settings written on purpose (the library defaults are wrong for a tunnel):
 
@@ -56,7 +56,8 @@ _SECRET_HEADERS: Final = frozenset({"authorization", AGENT_KEY_HEADER.lower()})
 
 
 class _RedactAuthorization(logging.Filter):
-    """websockets logs handshake headers at DEBUG; never let a token (or key) through."""
+    """websockets logs the handshake headers it reads at DEBUG (the relay's side); never
+    let a token (or key) through."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
@@ -65,7 +66,8 @@ class _RedactAuthorization(logging.Filter):
         return True
 
 
-#: The logger given to websockets' protocol objects (handshakes) on both ends.
+#: The handshake's logger: websockets' protocol object on the server side logs to it,
+#: and :mod:`tunnel.client` its request and status lines (never a header).
 WS_LOGGER: Final = logging.getLogger("tunnel.websocket")
 WS_LOGGER.addFilter(_RedactAuthorization())
 

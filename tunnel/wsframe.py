@@ -5,7 +5,8 @@ measured on the tunnel's hot path, its generator-based reader cost about 5 us pe
 received frame and its writer about 2.7 us per sent frame (plus a ``secrets`` call per
 mask), where this module costs about 1 us each way; a small request crosses the tunnel
 as one frame each way, so that was a tenth of the relay's and the agent's CPU. The
-masking itself is websockets' C ``apply_mask``.
+masking itself is websockets' C ``apply_mask``, loaded without the websockets package
+(:mod:`tunnel.mask`).
 
 What it supports is what a tunnel link needs, and it refuses the rest as the RFC says:
 no extensions (any RSV bit is a protocol error, 1002), binary and text data messages
@@ -20,10 +21,7 @@ import os
 import struct
 from typing import Final
 
-try:
-    from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover - websockets without its C extension
-    from websockets.utils import apply_mask
+from tunnel.mask import apply_mask
 
 OP_CONTINUATION: Final = 0x0
 OP_TEXT: Final = 0x1

@@ -24,6 +24,7 @@ import httptools
 from websockets.datastructures import Headers
 
 import tunnel
+import tunnel.server
 from wire import (
     Connection,
     ErrorCode,
@@ -349,14 +350,14 @@ class FakeRelay:
 
     def upgrade(self, transport: asyncio.Transport, head: bytes, rest: bytes) -> None:
         self.attempts.append(time.monotonic())
-        ws, request = tunnel.read_upgrade(head)
+        ws, request = tunnel.server.read_upgrade(head)
         refusal = None if request is None else self._refusal(request.path, request.headers)
         if request is None or refusal is not None:
             status, code, message = refusal or (400, "bad_request", "not an upgrade")
             transport.write(_error(status, code, message))
             transport.close()
             return
-        link = tunnel.accept(ws, request, transport, rest)
+        link = tunnel.server.accept(ws, request, transport, rest)
         if link is None:
             return
         self._links.append(link)

@@ -1,7 +1,8 @@
 """Two tunnel sessions over a real loopback WebSocket, for the tunnel runtime's tests.
 
-The server reads the upgrade head and calls ``tunnel.read_upgrade``/``tunnel.accept``
-(as the relay and tests/agent/fake_relay.py do); the client is ``tunnel.connect_link``.
+The server reads the upgrade head and calls ``tunnel.server.read_upgrade`` and
+``tunnel.server.accept`` (as the relay and tests/agent/fake_relay.py do); the client is
+``tunnel.connect_link``.
 The server side plays the relay, the client the agent.
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import tunnel
+import tunnel.server
 import wire
 from wire import ErrorCode, StreamKind
 
@@ -173,9 +175,9 @@ class Server:
 
     def upgrade(self, transport: asyncio.Transport, head: bytes, rest: bytes) -> None:
         self.heads.append(head)
-        ws, request = tunnel.read_upgrade(head)
+        ws, request = tunnel.server.read_upgrade(head)
         assert request is not None
-        link = tunnel.accept(ws, request, transport, rest, **self.link_kwargs)
+        link = tunnel.server.accept(ws, request, transport, rest, **self.link_kwargs)
         assert link is not None
         hooks = Hooks("relay")
         session = tunnel.Session(wire.Connection(wire.Role.RELAY), hooks)

@@ -1,19 +1,19 @@
-"""tunnel.WsLink, tunnel.connect_link and tunnel.accept: the WebSocket under a session."""
+"""tunnel.WsLink over a real loopback WebSocket: close, keepalive, violations, writes (the
+upgrade itself: test_handshake.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 import tunnel
+import tunnel.server
 import wire
 from tests.tunnel.pair import Hooks, Pair, Recorder, Server, close_pair, make_pair
 from tunnel import link as link_module
@@ -149,137 +149,6 @@ async def test_a_frame_breaking_rfc_6455_is_closed_with_1002(pair: Pair) -> None
     assert pair.agent_link.close_code == wsframe.CLOSE_PROTOCOL_ERROR
 
 
-# -- the handshake -------------------------------------------------------------------------------
-
-Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-@contextlib.asynccontextmanager
-async def raw_server(answer: Answer) -> AsyncIterator[str]:
-    writers: list[asyncio.StreamWriter] = []
-    tasks: list[asyncio.Task[Any]] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        task = asyncio.current_task()
-        assert task is not None
-        tasks.append(task)
-        with contextlib.suppress(ConnectionError):
-            await answer(reader, writer)
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"ws://127.0.0.1:{port}/_edge/connect"
-    finally:
-        for writer in writers:
-            writer.transport.abort()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        server.close()
-
-
-async def test_a_refusal_carries_the_response_body() -> None:
-    body = json.dumps({"error": {"code": "invalid_token", "message": "no"}}).encode()
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(
-            b"HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\n\r\n%s" % (len(body), body)
-        )
-        await asyncio.sleep(5)
-
-    async with raw_server(answer) as uri:
-        with pytest.raises(tunnel.HandshakeRefused) as info:
-            await tunnel.connect_link(uri, open_timeout=3)
-    assert info.value.response.status_code == 401
-    assert json.loads(info.value.response.body)["error"]["code"] == "invalid_token"
-
-
-@pytest.mark.parametrize("keep_open", [False, True])
-async def test_a_server_that_is_not_http_fails_the_handshake(keep_open: bool) -> None:
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n")
-        if keep_open:
-            await reader.read()  # until the client gives up
-        writer.close()
-
-    async with raw_server(answer) as uri:
-        start = time.monotonic()
-        with pytest.raises((tunnel.HandshakeFailed, OSError)):
-            await tunnel.connect_link(uri, open_timeout=5)
-        assert time.monotonic() - start < 2  # refused when seen, not at the timeout
-
-
-async def test_a_101_with_a_wrong_accept_key_fails_the_handshake() -> None:
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
-            b"connection: upgrade\r\nsec-websocket-accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n"
-            b"sec-websocket-protocol: " + wire.SUBPROTOCOL.encode() + b"\r\n\r\n"
-        )
-        await asyncio.sleep(5)
-
-    async with raw_server(answer) as uri:
-        with pytest.raises(tunnel.HandshakeFailed):
-            await tunnel.connect_link(uri, open_timeout=3)
-
-
-class _Messages:
-    """Just enough of a Session to collect what a link delivers."""
-
-    def __init__(self) -> None:
-        self.messages: list[bytes] = []
-        self.got = asyncio.Event()
-
-    def attach(self, link: object) -> None:
-        pass
-
-    def receive(self, message: wire.Message) -> None:
-        # A bulk message comes as its 8-byte header and the rest (see wsframe.Parser).
-        self.messages.append(message[0] + message[1] if isinstance(message, tuple) else message)
-        self.got.set()
-
-    def fail(self, code: ErrorCode, reason: str) -> None:
-        raise AssertionError(reason)
-
-    def lost(self) -> None:
-        pass
-
-    def writable(self) -> None:
-        pass
-
-
-async def test_messages_sent_right_after_the_101_are_not_lost() -> None:
-    """A server may write its first messages in the same segment as its 101 answer,
-    and a message may straddle what the handshake reader received."""
-    sent = [b"first", bytes(range(256)) * 800, b"third"]
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        ws, request = tunnel.read_upgrade(head)
-        assert request is not None
-        ws.send_response(ws.accept(request))
-        frames = b"".join(wsframe.encode(wsframe.OP_BINARY, m, None) for m in sent)
-        writer.write(b"".join(ws.data_to_send()) + frames)
-        await reader.read()
-
-    async with raw_server(answer) as uri:
-        link, response = await tunnel.connect_link(uri, open_timeout=3, ping_interval=None)
-        assert response.status_code == 101
-        messages = _Messages()
-        link.attach(messages)  # type: ignore[arg-type]
-        async with asyncio.timeout(3):
-            while len(messages.messages) < len(sent):
-                messages.got.clear()
-                await messages.got.wait()
-        assert messages.messages == sent
-        link.abort()
-
-
 # -- logs ----------------------------------------------------------------------------------------
 
 
@@ -303,9 +172,9 @@ class _ClosingServer(Server):
     """Accepts the upgrade and closes at once, before any session is attached."""
 
     def upgrade(self, transport: asyncio.Transport, head: bytes, rest: bytes) -> None:
-        ws, request = tunnel.read_upgrade(head)
+        ws, request = tunnel.server.read_upgrade(head)
         assert request is not None
-        link = tunnel.accept(ws, request, transport, rest)
+        link = tunnel.server.accept(ws, request, transport, rest)
         assert link is not None
         self.links.append(link)
         link.close(tunnel.WS_POLICY, "not now")
