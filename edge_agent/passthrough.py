@@ -57,6 +57,7 @@ class Passthrough:
         forwarder: HttpForwarder,
         stream: StreamPort,
         on_done: Callable[[ExchangeRecord], None] | None,
+        started: float,
     ) -> None:
         self.forwarder = forwarder
         self.stream = stream
@@ -68,7 +69,7 @@ class Passthrough:
         self.head: bytes | None = b""  # request head bytes until the request line is read
         self.method = b""
         self.target = b""
-        self.started = time.monotonic()
+        self.started = started  # time.monotonic() when the stream came
         self.bytes_in = 0
         self.bytes_out = 0
         self.status = 0  # final status; 0 until its head is complete
