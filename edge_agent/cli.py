@@ -141,6 +141,9 @@ async def serve_http(
     """The ``http`` command once settings are resolved: serve until drained or stopped."""
     lines: RequestLines | screen.TtyScreen
     lines = screen.TtyScreen() if use_screen else RequestLines("")
+    # With the inspector off, nothing but the request lines sees a stream or its record:
+    # no fan-out and no tap wrapper on the per-request path.
+    inspecting = inspect is not None and inspect.enabled
     sinks: list[Callable[[ExchangeRecord], None]] = [lines.request]  # + the metrics
 
     def on_done(record: ExchangeRecord) -> None:
@@ -150,14 +153,14 @@ async def serve_http(
     stream_target, label, app = make_target(
         settings.target,
         settings.app,
-        on_done,
+        on_done if inspecting else lines.request,
         host_header=settings.host_header,
         target_ca=settings.target_ca,
         target_insecure=settings.target_insecure,
         app_dir=settings.app_dir,
     )
     lines.label = label
-    target = TappedTarget(stream_target)  # the inspector's view of every stream
+    target = TappedTarget(stream_target) if inspecting else stream_target
     replay: Target = app if app is not None else HttpTarget(label)
     client = tunnel_client(settings, target, lines)
     tty = lines if isinstance(lines, screen.TtyScreen) else None

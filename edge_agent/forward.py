@@ -115,14 +115,21 @@ class HttpForwarder:
     def handler(self, stream: StreamPort) -> Passthrough:
         """The handler for a new stream; call before its first ``data``. Never blocks:
         a pooled connection is used at once, else one is made in a task (meanwhile the
-        request bytes are held, and the stream's reading paused)."""
-        exchange = Passthrough(self, stream, self.on_done)
-        conn = self._take()
-        if conn is not None:
-            exchange.attach(conn, reused=True)
-        else:
-            exchange.update_reading()
-            self.connect(exchange)
+        request bytes are held, and the stream's reading paused).
+
+        Pooled connections idle for longer than ``keepalive`` (or lost) are dropped on
+        the way; one clock read serves that and the exchange's start (once per request)."""
+        now = time.monotonic()
+        exchange = Passthrough(self, stream, self.on_done, now)
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if not conn.lost and now - conn.idle_since < self.keepalive:
+                exchange.attach(conn, reused=True)
+                return exchange
+            conn.abort()
+        exchange.update_reading()
+        self.connect(exchange)
         return exchange
 
     def connect(self, exchange: Passthrough) -> None:
@@ -160,15 +167,6 @@ class HttpForwarder:
             task.cancel()
         while self._idle:
             self._idle.pop().transport.close()
-
-    def _take(self) -> TargetConnection | None:
-        now = time.monotonic()
-        while self._idle:
-            conn = self._idle.pop()
-            if not conn.lost and now - conn.idle_since < self.keepalive:
-                return conn
-            conn.abort()
-        return None
 
     async def _connect(self, exchange: Passthrough) -> None:
         try:

@@ -30,7 +30,9 @@ class ResponseObserver:
         self.start(head_only=False)
 
     def start(self, head_only: bool) -> None:
-        """Get ready for the response to a new request (``head_only``: a HEAD request)."""
+        """Get ready for the response to a new request (``head_only``: a HEAD request; a
+        pooled connection is started before the request line is read, and
+        :attr:`head_only` is set once it is)."""
         if self.stale:
             self.parser = httptools.HttpResponseParser(self)
             self.stale = False
@@ -88,13 +90,6 @@ class ResponseObserver:
     def on_message_complete(self) -> None:
         if self.status:
             self.complete = True
-
-
-def request_line(head: bytes) -> tuple[bytes, bytes]:
-    """Method and target of the request line that starts ``head``."""
-    line = head[: head.find(b"\r\n")]
-    method, _, rest = line.partition(b" ")
-    return method, rest.rpartition(b" ")[0]
 
 
 def splice_host(head: bytes, host: bytes) -> bytes:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from edge_agent.errors import TargetError, TargetFailed
-from edge_agent.http_bytes import request_line, splice_host
+from edge_agent.http_bytes import splice_host
 from edge_agent.port import ExchangeRecord, StreamPort
 from wire import ErrorCode
 
@@ -57,6 +57,7 @@ class Passthrough:
         forwarder: HttpForwarder,
         stream: StreamPort,
         on_done: Callable[[ExchangeRecord], None] | None,
+        started: float,
     ) -> None:
         self.forwarder = forwarder
         self.stream = stream
@@ -68,7 +69,7 @@ class Passthrough:
         self.head: bytes | None = b""  # request head bytes until the request line is read
         self.method = b""
         self.target = b""
-        self.started = time.monotonic()
+        self.started = started  # time.monotonic() when the stream came
         self.bytes_in = 0
         self.bytes_out = 0
         self.status = 0  # final status; 0 until its head is complete
@@ -93,8 +94,12 @@ class Passthrough:
         conn = self.conn
         if conn is not None:
             conn.send(data)
-            if self.replay is not None:
-                self._keep(data)
+            if self.replay is not None:  # kept for a replay while it is short enough
+                self.replay_size += len(data)
+                if self.replay_size > MAX_REPLAY:
+                    self.replay = None
+                else:
+                    self.replay.append(data)
         elif data:
             self.pending.append(data)
 
@@ -147,7 +152,8 @@ class Passthrough:
         if self.pending:
             pending, self.pending = self.pending, []
             conn.send(b"".join(pending))
-        self.update_reading()
+        if self.reading_paused != conn.write_paused:  # paused while connecting, or backed up
+            self.update_reading()
 
     def connect_failed(self, error: TargetError) -> None:
         self._fail(error)
@@ -239,19 +245,15 @@ class Passthrough:
             self.head = buf
             return data if host is None else b""
         self.head = None
-        self.method, self.target = request_line(buf)
-        if self.conn is not None:
-            self.conn.observer.start(self.method == b"HEAD")
+        # The request line is "METHOD TARGET VERSION"; a target may hold spaces.
+        line = buf[:end] if host is None else buf[: buf.find(b"\r\n")]
+        self.method, _, rest = line.partition(b" ")
+        self.target = rest.rpartition(b" ")[0]
+        if self.method == b"HEAD" and self.conn is not None:
+            self.conn.observer.head_only = True  # attach() started it before the line came
         if host is None:
             return data
         return splice_host(buf[: end + 2], host) + buf[end + 2 :]
-
-    def _keep(self, data: bytes) -> None:
-        self.replay_size += len(data)
-        if self.replay_size > MAX_REPLAY:
-            self.replay = None
-        elif self.replay is not None:
-            self.replay.append(data)
 
     def _may_replay(self) -> bool:
         return self.replay is not None and self.head is None and self.method in _IDEMPOTENT
@@ -271,7 +273,8 @@ class Passthrough:
         self._finish(None)
         if self.request_done:
             self._release()
-        self.update_reading()
+        if self.reading_paused or self.conn is not None:  # else nothing paused, nothing to watch
+            self.update_reading()
 
     def _release(self) -> None:
         conn, self.conn = self.conn, None

@@ -51,7 +51,7 @@ class StreamPort(Protocol):
     def resume_reading(self) -> None: ...
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class ExchangeRecord:
     """One exchange, for request lines and the inspector (an ``on_done`` callback's argument).
 
@@ -60,7 +60,11 @@ class ExchangeRecord:
     no final head arrived; ``bytes_in``/``bytes_out`` count raw bytes (heads included) in
     each direction; ``error`` is None for a clean end, else why the stream was reset or
     aborted. The callback runs synchronously inside the handler (often from the
-    session's reader): it must be cheap and must not raise.
+    session's reader): it must be cheap and must not raise, nor change the record (the
+    next sink sees the same one).
+
+    Not frozen: one is made per request, and a frozen dataclass's ``__init__`` (an
+    ``object.__setattr__`` call per field) took 1.9 us where this one takes 0.45 us.
     """
 
     sid: int

@@ -79,7 +79,8 @@ class TunnelSession(tunnel.SessionHooks):
         target: makes each stream's handler.
         name: the tunnel name asked for in HELLO (None: the relay picks, open mode).
         caller_auth: the credentials public callers must present (see :meth:`update_hello`).
-        is_paused: read for each new stream; True answers it with RESET UNAVAILABLE.
+        paused: while True, each new stream is answered with RESET UNAVAILABLE (the
+            owner sets :attr:`paused` on the live session; read once per stream).
         kind: what the agent serves (HELLO's ``tunnel``): HTTP, or raw TCP or TLS.
         pool: join the name's pool (HELLO's ``pool``) instead of replacing its session.
         tunnels: extra HTTP tunnels this connection carries (HELLO's ``tunnels``,
@@ -95,7 +96,7 @@ class TunnelSession(tunnel.SessionHooks):
         name: str | None,
         caller_auth: Sequence[CallerCredential] = (),
         agent: str = "",
-        is_paused: Callable[[], bool] = lambda: False,
+        paused: bool = False,
         hooks: Hooks | None = None,
         kind: StreamKind = StreamKind.HTTP,
         pool: bool = False,
@@ -109,7 +110,7 @@ class TunnelSession(tunnel.SessionHooks):
         self.target = target
         self.name = name
         self.agent = agent
-        self.is_paused = is_paused
+        self.paused = paused
         self.hooks = hooks or Hooks()
         self.session = tunnel.Session(Connection(Role.AGENT), self)
         self.welcome: Welcome | None = None
@@ -125,8 +126,8 @@ class TunnelSession(tunnel.SessionHooks):
         self.parked: Parked | None = None  # set while the link is gone
         self._caller_auth = tuple(caller_auth)
         self._sent_auth = self._caller_auth
-        self._idle = asyncio.Event()
-        self._idle.set()
+        #: Made by drain() while it waits; set once no stream is left (or the session ended).
+        self._idle: asyncio.Event | None = None
         self._ready = asyncio.Event()
         self._fatal: AgentError | None = None
         self._failure: TunnelError | None = None
@@ -198,8 +199,11 @@ class TunnelSession(tunnel.SessionHooks):
         logger.info(
             "tunnel_draining", extra={"agent": self.tunnel_name, "streams": self.active_streams}
         )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), deadline)
+        if self.session.streams and not self.session.is_closed:
+            if self._idle is None:  # (a second drain, from GOAWAY or a signal, shares it)
+                self._idle = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), deadline)
         self.session.close(ErrorCode.NO_ERROR, "agent drained", tunnel.WS_NORMAL)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.link.closed), 2.0)
@@ -237,11 +241,10 @@ class TunnelSession(tunnel.SessionHooks):
     # -- tunnel.SessionHooks ------------------------------------------------------------------
 
     def on_opened(self, session: tunnel.Session, stream: tunnel.Stream) -> None:
-        if self.draining or self.is_paused():
+        if self.draining or self.paused:
             code = ErrorCode.REFUSED_STREAM if self.draining else ErrorCode.UNAVAILABLE
             stream.reset(code, "agent draining" if self.draining else "agent paused")
             return
-        self._idle.clear()
         try:
             stream.handler = self.target.handler(stream)
         except Exception as exc:  # a bug in a target must not take the session down
@@ -249,7 +252,7 @@ class TunnelSession(tunnel.SessionHooks):
             stream.reset(ErrorCode.TARGET_ERROR, str(exc)[:200])
 
     def on_stream_closed(self, session: tunnel.Session, stream: tunnel.Stream) -> None:
-        if not session.streams:
+        if not session.streams and self._idle is not None:
             self._idle.set()
 
     def on_welcome(self, session: tunnel.Session, welcome: Welcome) -> None:
@@ -300,8 +303,6 @@ class TunnelSession(tunnel.SessionHooks):
         offer = welcome.resume
         if old is not None and offer is not None and offer.resumed:
             if resume.adopt(self, old, welcome):
-                if self.session.streams:
-                    self._idle.clear()
                 return True
         if old is not None:
             resume.abandon(old, "the relay started a fresh session")
@@ -322,7 +323,8 @@ class TunnelSession(tunnel.SessionHooks):
         return True
 
     def on_session_closed(self, session: tunnel.Session) -> None:
-        self._idle.set()
+        if self._idle is not None:
+            self._idle.set()
         if self._failure is None and self._fatal is None and not self.draining:
             self._failure = TunnelError("tunnel connection lost")
 

@@ -43,9 +43,7 @@ class TunnelLines(RequestLines):
     def __init__(self, tag: str) -> None:
         super().__init__("")
         self.tag = tag
-
-    def _emit(self, line: str) -> None:
-        super()._emit(f"[{self.tag}] {line}")
+        self.prefix = f"[{tag}] "
 
     def forwarding(self, *urls: str) -> None:
         for url in urls:

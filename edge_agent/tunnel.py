@@ -195,6 +195,8 @@ class TunnelClient:
     def set_paused(self, paused: bool) -> None:
         """While paused, new streams are RESET UNAVAILABLE (relay: 503); in-flight finish."""
         self._paused = paused
+        if self._session is not None:
+            self._session.paused = paused
 
     def set_caller_auth(self, caller_auth: Sequence[CallerCredential]) -> None:
         """Replace the caller credentials; re-sends HELLO in the live session, if any.
@@ -330,7 +332,7 @@ class TunnelClient:
             name=self.name,
             caller_auth=self._caller_auth,
             agent=self.agent,
-            is_paused=lambda: self._paused,
+            paused=self._paused,
             hooks=self.hooks,
             kind=self.tunnel,
             pool=self.pool,

@@ -1,11 +1,12 @@
 """Feeds the tunnel's streams into the Recorder as the raw bytes they carry.
 
 :class:`TappedTarget` wraps the agent's stream target (the forwarder, or the object
-bridge). With no Recorder installed (``--no-inspect``) it hands each stream to the
-target as it is: one attribute read per stream. With one, it sits between the stream
-and the target's handler: request bytes are recorded as they come down, response bytes
-as the target writes them, and the exchange is closed at the response's end or at a
-reset. Nothing is copied, delayed or changed.
+bridge) while an inspector may run (``edge-agent http --no-inspect`` does not wrap at
+all). With no Recorder installed (the inspector could not listen) it hands each stream
+to the target as it is. With one, it sits between the stream and the target's handler:
+request bytes are recorded as they come down, response bytes as the target writes them,
+and the exchange is closed at the response's end or at a reset. Nothing is copied,
+delayed or changed.
 
 The de-duplication marks re-sends through :func:`edge_agent.inspect.tap.mark_duplicate`,
 which reads the exchange from a context variable: it is set while the target's handler

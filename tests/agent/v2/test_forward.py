@@ -156,9 +156,14 @@ async def test_chunked_response_with_trailers_ends_at_the_trailers() -> None:
         fwd.close()
 
 
+@pytest.mark.parametrize("reused", [False, True])
 async def test_head_ends_with_the_head_and_keeps_the_connection(
-    forwarder: HttpForwarder,
+    forwarder: HttpForwarder, reused: bool
 ) -> None:
+    if reused:  # the HEAD then goes on a pooled connection, attached before its request line
+        stream = open_stream(forwarder.handler)
+        send(stream, get("/bytes?n=3"))
+        await stream.wait()
     stream = open_stream(forwarder.handler)
     send(stream, get("/bytes?n=5000").replace(b"GET", b"HEAD", 1))
     await stream.wait()
@@ -494,14 +499,17 @@ async def test_target_that_does_not_read_pauses_the_stream() -> None:
 async def test_host_header_modes(mode: str, expected: bytes | None) -> None:
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
     async with raw_server(canned(answer, close=False)) as server:
-        fwd = HttpForwarder(server.url, host_header=mode)
+        records: list[ExchangeRecord] = []
+        fwd = HttpForwarder(server.url, host_header=mode, on_done=records.append)
         stream = open_stream(fwd.handler)
-        request = get("/p", "X-A: 1")
+        request = get("/p q", "X-A: 1")  # a target with a space: the version is the last word
         send(stream, request[:10], request[10:30], request[30:])  # a head split anywhere
         await stream.wait()
         (head,) = server.requests
         want = expected or f"127.0.0.1:{server.port}".encode()
         assert head == request.replace(b"public.example", want)
+        (record,) = records
+        assert (record.method, record.target, record.status) == ("GET", "/p q", 200)
         fwd.close()
 
 
