@@ -127,7 +127,8 @@ class Connection:
         # its DATA that crosses our RESET counts as progress, not as an idle flood.
         self._reset_credit: dict[int, int] = {}
         self._useful = 0  # streams opened or closed, DATA frames with bytes
-        self._dispatch: dict[FrameType, Callable[[f.Frame], list[Event]]] = {
+        # Handlers take a frame's stream id, payload and flags (no Frame object per frame).
+        self._dispatch: dict[FrameType, Callable[[int, bytes, int], list[Event]]] = {
             FrameType.HELLO: self._on_hello,
             FrameType.WELCOME: self._on_welcome,
             FrameType.OPEN: self._on_open,
@@ -357,33 +358,32 @@ class Connection:
         """
         try:
             if isinstance(message, tuple):
-                frame = f.decode_split(*message)
+                ftype, sid, payload, flags = f.decode_split_parts(*message)
             else:
-                frame = f.decode_frame(message)
-            return self._dispatch[frame.type](frame)
+                ftype, sid, payload, flags = f.decode_parts(message)
+            return self._dispatch[ftype](sid, payload, flags)
         except RemoteProtocolError:
             raise
         except ProtocolError as exc:
             raise RemoteProtocolError(str(exc), exc.code) from None
 
-    def _on_hello(self, frame: f.Frame) -> list[Event]:
+    def _on_hello(self, sid: int, payload: bytes, flags: int) -> list[Event]:
         self._need(self.role is Role.RELAY, "HELLO")
-        hello = f.decode_hello(frame.payload)
+        hello = f.decode_hello(payload)
         self._need(self._may_hello(hello), "HELLO")
         self._hello_seen(hello)
         return [HelloReceived(hello)]
 
-    def _on_welcome(self, frame: f.Frame) -> list[Event]:
+    def _on_welcome(self, sid: int, payload: bytes, flags: int) -> list[Event]:
         self._need(
             self.role is Role.AGENT and self._hello_done and not self._welcome_done, "WELCOME"
         )
-        welcome = f.decode_welcome(frame.payload)
+        welcome = f.decode_welcome(payload)
         self._need(self._answers_hello(welcome), "WELCOME without one answer per tunnel")
         self._welcome_seen(welcome)
         return [WelcomeReceived(welcome)]
 
-    def _on_open(self, frame: f.Frame) -> list[Event]:
-        sid = frame.stream_id
+    def _on_open(self, sid: int, payload: bytes, flags: int) -> list[Event]:
         if self.role is not Role.AGENT or not self._welcome_done:
             self._need(False, "OPEN")
         if sid % 2 == 0 or sid <= self._last_stream_id:
@@ -391,12 +391,12 @@ class Connection:
         if self.goaway_received or len(self._streams) >= self.max_streams:
             raise LocalProtocolError("OPEN beyond the stream limit or after GOAWAY")
         if self._granted is None:
-            index, (kind, data) = 0, f.decode_open(frame.payload)
+            index, (kind, data) = 0, f.decode_open(payload)
         else:
-            kind, index, data = f.decode_shared_open(frame.payload)
+            kind, index, data = f.decode_shared_open(payload)
         if index and not self._tunnel_granted(index):
             raise LocalProtocolError(f"OPEN for tunnel {index}, which WELCOME did not grant")
-        fin = f.FIN_SET[frame.flags]
+        fin = f.FIN_SET[flags]
         stream = self._new_stream(Half.BODY, Half.DONE if fin else Half.BODY)
         size = len(data)
         self._recv_session.receive(size)
@@ -406,9 +406,8 @@ class Connection:
         self._streams[sid] = stream  # open until the agent's half is done too
         return [StreamOpened(sid, kind, data, fin, index)]
 
-    def _on_data(self, frame: f.Frame) -> list[Event]:
+    def _on_data(self, sid: int, data: bytes, flags: int) -> list[Event]:
         # The hot path of every received byte: checks are inlined (no helper calls).
-        sid, data, flags = frame.stream_id, frame.payload, frame.flags
         if not self._welcome_done:
             self._need(False, "DATA")
         close = f.CLOSE_SET[flags]
@@ -435,9 +434,8 @@ class Connection:
             self._useful += 1
         return [DataReceived(sid, data, fin, close)]
 
-    def _on_reset(self, frame: f.Frame) -> list[Event]:
-        code, reason = f.decode_reset(frame.payload)
-        sid = frame.stream_id
+    def _on_reset(self, sid: int, payload: bytes, flags: int) -> list[Event]:
+        code, reason = f.decode_reset(payload)
         if self._streams.pop(sid, None) is None:
             self._check_opened(sid)
             self._reset_credit.pop(sid, None)  # the peer stopped sending on it too
@@ -446,9 +444,8 @@ class Connection:
         self._useful += 1
         return [StreamReset(sid, code, reason)]
 
-    def _on_window(self, frame: f.Frame) -> list[Event]:
-        increment = f.decode_window(frame.payload)
-        sid = frame.stream_id
+    def _on_window(self, sid: int, payload: bytes, flags: int) -> list[Event]:
+        increment = f.decode_window(payload)
         self._idle()  # credit is progress only when our DATA used it (see send_data)
         if sid == 0:
             self._send_session.grow(increment)
@@ -460,8 +457,8 @@ class Connection:
         stream.send_window.grow(increment)
         return [WindowUpdated(sid, increment)]
 
-    def _on_goaway(self, frame: f.Frame) -> list[Event]:
-        last, code, reason = f.decode_goaway(frame.payload)
+    def _on_goaway(self, sid: int, payload: bytes, flags: int) -> list[Event]:
+        last, code, reason = f.decode_goaway(payload)
         # One graceful GOAWAY, and one with an error code (which may follow it): any
         # other repetition is a flood (each would be logged by the receiver).
         if code is ErrorCode.NO_ERROR:
