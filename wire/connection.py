@@ -23,7 +23,6 @@ stream (:class:`StreamClosedError`).
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from collections.abc import Callable
 from typing import Final, TypeVar
@@ -79,16 +78,16 @@ class Role(enum.Enum):
     AGENT = "agent"
 
 
-@dataclasses.dataclass(slots=True)
 class _Stream:
-    sending: Half  # our half
-    receiving: Half  # the peer's half
-    send_window: SendWindow
-    recv_window: RecvWindow
+    """An open stream: the state of each half, and its window each way."""
 
-    @property
-    def closed(self) -> bool:
-        return self.sending is Half.DONE and self.receiving is Half.DONE
+    __slots__ = ("receiving", "recv_window", "send_window", "sending")
+
+    def __init__(self, sending: Half, receiving: Half) -> None:
+        self.sending = sending  # our half
+        self.receiving = receiving  # the peer's half
+        self.send_window = SendWindow(INITIAL_STREAM_WINDOW)
+        self.recv_window = RecvWindow(INITIAL_STREAM_WINDOW)
 
 
 class Connection:
@@ -257,7 +256,8 @@ class Connection:
                 ``tunnel`` is not a granted tunnel. Nothing is queued and no stream id
                 is used up.
         """
-        self._need(self.can_open(), "OPEN")
+        if not self.can_open():
+            self._need(False, "OPEN")
         if tunnel and not self._tunnel_granted(tunnel):
             raise LocalProtocolError(f"OPEN for tunnel {tunnel}, which WELCOME did not grant")
         size = len(data)
@@ -265,12 +265,12 @@ class Connection:
             raise LocalProtocolError(f"{size} bytes in OPEN exceed the credit or frame size")
         stream_id = self._last_stream_id + 2 if self._last_stream_id else 1
         self._last_stream_id = stream_id
-        stream = self._new_stream(advance(Half.IDLE, head_move(end_stream)), Half.BODY)
+        stream = _Stream(_OPENED[end_stream], Half.BODY)
         self._streams[stream_id] = stream
         self._useful += 1
-        if size:
-            stream.send_window.spend(size)
-            self._send_session.spend(size)
+        if size:  # both windows hold it: sendable(0) is at most a new stream's window
+            stream.send_window.available -= size
+            self._send_session.available -= size
         index = None if self._granted is None else tunnel
         self._emit(FrameType.OPEN, stream_id, f.encode_open(kind, data, index), end_stream)
         return stream_id
@@ -397,7 +397,7 @@ class Connection:
         if index and not self._tunnel_granted(index):
             raise LocalProtocolError(f"OPEN for tunnel {index}, which WELCOME did not grant")
         fin = f.FIN_SET[flags]
-        stream = self._new_stream(Half.BODY, Half.DONE if fin else Half.BODY)
+        stream = _Stream(Half.BODY, Half.DONE if fin else Half.BODY)
         size = len(data)
         self._recv_session.receive(size)
         stream.recv_window.receive(size)
@@ -524,14 +524,6 @@ class Connection:
             raise StreamClosedError(stream_id)
         return stream
 
-    def _new_stream(self, sending: Half, receiving: Half) -> _Stream:
-        return _Stream(
-            sending,
-            receiving,
-            SendWindow(INITIAL_STREAM_WINDOW),
-            RecvWindow(INITIAL_STREAM_WINDOW),
-        )
-
     def _remember_reset(self, stream_id: int, credit: int) -> None:
         """Keep the credit the peer had on a stream we reset (the newest few streams)."""
         self._reset_credit[stream_id] = credit
@@ -559,18 +551,6 @@ class Connection:
                 "too many frames that make no progress", ErrorCode.ENHANCE_YOUR_CALM
             )
 
-    def _set_sending(self, stream_id: int, stream: _Stream, state: Half) -> None:
-        stream.sending = state
-        if stream.closed:
-            del self._streams[stream_id]
-            self._useful += 1
-
-    def _advance_recv(self, stream_id: int, stream: _Stream, move: Move) -> None:
-        stream.receiving = advance(stream.receiving, move)
-        if stream.closed:
-            del self._streams[stream_id]
-            self._useful += 1
-
     def _need(self, condition: bool, what: str) -> None:
         if not condition:
             raise LocalProtocolError(f"{what} not allowed here ({self.role.value})")
@@ -582,6 +562,9 @@ class Connection:
 #: How many streams we reset recently keep the credit their peer had (see send_reset):
 #: DATA crossing a RESET arrives within a round trip, long before that many more resets.
 _RESET_CREDIT_STREAMS: Final = 1024
+
+#: The state of our half after our OPEN, by its FIN (from the state table, once).
+_OPENED: Final = (advance(Half.IDLE, head_move(False)), advance(Half.IDLE, head_move(True)))
 
 #: The move a DATA frame makes, by its FIN.
 _DATA_MOVES: Final = (Move.DATA, Move.DATA_FIN)
