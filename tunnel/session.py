@@ -151,18 +151,20 @@ class Session:
 
         Raises ``wire.LocalProtocolError`` when :meth:`wire.Connection.can_open` is false.
         """
-        first = data[: self.conn.sendable(0)]
-        sid = self.conn.open_stream(kind, first, end and len(first) == len(data), tunnel)
+        room = self.conn.sendable(0)
+        whole = len(data) <= room  # the OPEN carries all of ``data``
+        sid = self.conn.open_stream(kind, data[:room], end and whole, tunnel)
         self._opened = sid
         stream = self.streams[sid] = Stream(self, sid, kind, tunnel)
         stream.handler = handler
-        if len(first) < len(data):
-            stream.write(data[len(first) :])
+        if not whole:
+            stream.write(data[room:])
             if end:
                 stream.end()
         elif end:  # the FIN went with the OPEN: nothing is left for the writer
             stream.local_done = stream.ending = True
-        self._schedule()
+        if not self._scheduled:
+            self._schedule()
         return stream
 
     def reached_link(self, sid: int) -> bool:
@@ -346,13 +348,14 @@ class Session:
         under load spent about 10 us per request on such pairs."""
         stream.closed = True
         stream.handler = NULL_HANDLER
-        stream.out.clear()
-        stream.buffered = 0
+        if stream.out:  # (each of these checks saves a call on every stream's end)
+            stream.out.clear()
+            stream.buffered = 0
         self.streams.pop(stream.sid, None)
-        self._blocked.discard(stream)
-        held = stream.release_held()
-        if held:
-            self.conn.consumed(stream.sid, held)
+        if self._blocked:
+            self._blocked.discard(stream)
+        if stream.held:
+            self.conn.consumed(stream.sid, stream.release_held())
         self.hooks.on_stream_closed(self, stream)
 
     def _abort_all(self, code: ErrorCode, reason: str) -> None:
@@ -407,7 +410,9 @@ class Session:
                     stream.queued = False
                     self._blocked.add(stream)
                     continue
-                data, fin, close = stream.take(min(sendable, _room(stream, budget)))
+                # _room() matters only to a stream holding more than the budget.
+                room = budget if stream.buffered <= budget else _room(stream, budget)
+                data, fin, close = stream.take(min(sendable, room))
                 budget -= len(data) + 16
                 if fin and stream.reset_after is not None:
                     if data:

@@ -88,13 +88,13 @@ class Stream:
 
     __slots__ = (
         "_close_flag",
-        "_held",
         "_read_paused",
         "_write_paused",
         "buffered",
         "closed",
         "ending",
         "handler",
+        "held",
         "kind",
         "local_done",
         "out",
@@ -124,7 +124,7 @@ class Stream:
         self.reset_after: tuple[ErrorCode, str] | None = None  # RESET instead of that FIN
         self._close_flag = False
         self._read_paused = False
-        self._held = 0  # bytes delivered while reading was paused: credit owed
+        self.held = 0  # bytes delivered while reading was paused: credit owed
         self._write_paused = False
 
     # -- sending ------------------------------------------------------------------------
@@ -135,7 +135,8 @@ class Stream:
             return
         self.out.append(data)
         self.buffered += len(data)
-        self.session.ready(self)
+        if not self.queued:  # queued: the writer comes (or waits for room) anyway
+            self.session.ready(self)
         if self.buffered > WRITE_HIGH and not self._write_paused:
             self._write_paused = True
             self.handler.pause_writing()
@@ -146,7 +147,8 @@ class Stream:
             return
         self.ending = True
         self._close_flag = close
-        self.session.ready(self)
+        if not self.queued:
+            self.session.ready(self)
 
     def reset(
         self, code: ErrorCode = ErrorCode.CANCEL, reason: str = "", after_queued: bool = False
@@ -171,7 +173,7 @@ class Stream:
 
     def resume_reading(self) -> None:
         self._read_paused = False
-        held, self._held = self._held, 0
+        held, self.held = self.held, 0
         if held and not self.closed:
             self.session.consumed(self, held)
 
@@ -184,6 +186,7 @@ class Stream:
         first = len(out[0]) if out else 0
         if first <= limit and (len(out) == 1 or first >= WHOLE_WRITE):
             data = out.popleft()  # a bulk write is a frame of its own: no join, no copy
+            size = first
         else:
             parts: list[bytes] = []
             size = 0
@@ -196,8 +199,8 @@ class Stream:
                 parts.append(piece)
                 size += len(piece)
             data = b"".join(parts)
-        self.buffered -= len(data)
-        self.sent += len(data)
+        self.buffered -= size
+        self.sent += size
         if self._write_paused and self.buffered < WRITE_LOW:
             self._write_paused = False
             self.handler.resume_writing()
@@ -213,13 +216,13 @@ class Stream:
         """Give received bytes to the handler. Returns the credit to return now."""
         self.handler.data(data)
         if self._read_paused and not self.closed:
-            self._held += len(data)
+            self.held += len(data)
             return 0
         return len(data)
 
     def release_held(self) -> int:
         """The stream is closing: credit still held, to return for the session window."""
-        held, self._held = self._held, 0
+        held, self.held = self.held, 0
         return held
 
     def __repr__(self) -> str:

@@ -36,6 +36,7 @@ CLOSE_TOO_BIG: Final = 1009
 
 _DATA_OPS: Final = frozenset({OP_TEXT, OP_BINARY})
 _CONTROL_OPS: Final = frozenset({OP_CLOSE, OP_PING, OP_PONG})
+_FINAL_BINARY: Final = 0x80 | OP_BINARY  # first header byte: FIN, no RSV bit, binary
 _U16: Final = struct.Struct("!H")
 _U64: Final = struct.Struct("!Q")
 
@@ -138,6 +139,7 @@ class Parser:
         "_long",
         "_long_have",
         "_long_need",
+        "_mask_bit",
         "_masked",
         "_max",
         "_op",
@@ -150,6 +152,7 @@ class Parser:
         self._buf = bytearray()
         self._max = max_size
         self._masked = masked
+        self._mask_bit = 0x80 if masked else 0  # the MASK bit every frame must have
         self._split = split
         self._fragments: list[bytes] = []
         self._op = 0  # opcode of the message being reassembled (0: none)
@@ -279,8 +282,17 @@ class Parser:
                 return 0
             (length,) = _U64.unpack_from(view, start)
             start += 8
-        self._check(b0, b1, length)
         masked = b1 & 0x80
+        # The common case needs none of _check's tests, nor _message's: one final binary
+        # frame, masked as it must be, outside a fragmented message, within the limit.
+        plain = (
+            b0 == _FINAL_BINARY
+            and masked == self._mask_bit
+            and length <= self._max
+            and not self._op
+        )
+        if not plain:
+            self._check(b0, b1, length)
         if masked:
             if end - start < 4:
                 return 0
@@ -292,7 +304,7 @@ class Parser:
         # bytes() of it was two, and unmasking a copy three).
         window = memoryview(view)[start : start + length]
         split = self._split
-        if split and length >= SPLIT_AT and b0 == 0x80 | OP_BINARY and not self._op:
+        if split and length >= SPLIT_AT and plain:
             head, rest = window[:split], window[split:]
             if masked:  # the split is a multiple of 4: the mask's phase holds for the rest
                 out.append((OP_BINARY, (apply_mask(head, mask), apply_mask(rest, mask))))
@@ -300,7 +312,10 @@ class Parser:
                 out.append((OP_BINARY, (bytes(head), bytes(rest))))
             return start + length - pos
         payload = apply_mask(window, mask) if masked else bytes(window)
-        self._message(b0 & 0x0F, bool(b0 & 0x80), payload, out)
+        if plain:
+            out.append((OP_BINARY, payload))
+        else:
+            self._message(b0 & 0x0F, bool(b0 & 0x80), payload, out)
         return start + length - pos
 
     def _check(self, b0: int, b1: int, length: int) -> None:

@@ -23,7 +23,6 @@ stream (:class:`StreamClosedError`).
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from collections.abc import Callable
 from typing import Final, TypeVar
@@ -79,16 +78,16 @@ class Role(enum.Enum):
     AGENT = "agent"
 
 
-@dataclasses.dataclass(slots=True)
 class _Stream:
-    sending: Half  # our half
-    receiving: Half  # the peer's half
-    send_window: SendWindow
-    recv_window: RecvWindow
+    """An open stream: the state of each half, and its window each way."""
 
-    @property
-    def closed(self) -> bool:
-        return self.sending is Half.DONE and self.receiving is Half.DONE
+    __slots__ = ("receiving", "recv_window", "send_window", "sending")
+
+    def __init__(self, sending: Half, receiving: Half) -> None:
+        self.sending = sending  # our half
+        self.receiving = receiving  # the peer's half
+        self.send_window = SendWindow(INITIAL_STREAM_WINDOW)
+        self.recv_window = RecvWindow(INITIAL_STREAM_WINDOW)
 
 
 class Connection:
@@ -127,7 +126,8 @@ class Connection:
         # its DATA that crosses our RESET counts as progress, not as an idle flood.
         self._reset_credit: dict[int, int] = {}
         self._useful = 0  # streams opened or closed, DATA frames with bytes
-        self._dispatch: dict[FrameType, Callable[[f.Frame], list[Event]]] = {
+        # Handlers take a frame's stream id, payload and flags (no Frame object per frame).
+        self._dispatch: dict[FrameType, Callable[[int, bytes, int], list[Event]]] = {
             FrameType.HELLO: self._on_hello,
             FrameType.WELCOME: self._on_welcome,
             FrameType.OPEN: self._on_open,
@@ -256,7 +256,8 @@ class Connection:
                 ``tunnel`` is not a granted tunnel. Nothing is queued and no stream id
                 is used up.
         """
-        self._need(self.can_open(), "OPEN")
+        if not self.can_open():
+            self._need(False, "OPEN")
         if tunnel and not self._tunnel_granted(tunnel):
             raise LocalProtocolError(f"OPEN for tunnel {tunnel}, which WELCOME did not grant")
         size = len(data)
@@ -264,12 +265,12 @@ class Connection:
             raise LocalProtocolError(f"{size} bytes in OPEN exceed the credit or frame size")
         stream_id = self._last_stream_id + 2 if self._last_stream_id else 1
         self._last_stream_id = stream_id
-        stream = self._new_stream(advance(Half.IDLE, head_move(end_stream)), Half.BODY)
+        stream = _Stream(_OPENED[end_stream], Half.BODY)
         self._streams[stream_id] = stream
         self._useful += 1
-        if size:
-            stream.send_window.spend(size)
-            self._send_session.spend(size)
+        if size:  # both windows hold it: sendable(0) is at most a new stream's window
+            stream.send_window.available -= size
+            self._send_session.available -= size
         index = None if self._granted is None else tunnel
         self._emit(FrameType.OPEN, stream_id, f.encode_open(kind, data, index), end_stream)
         return stream_id
@@ -357,33 +358,32 @@ class Connection:
         """
         try:
             if isinstance(message, tuple):
-                frame = f.decode_split(*message)
+                ftype, sid, payload, flags = f.decode_split_parts(*message)
             else:
-                frame = f.decode_frame(message)
-            return self._dispatch[frame.type](frame)
+                ftype, sid, payload, flags = f.decode_parts(message)
+            return self._dispatch[ftype](sid, payload, flags)
         except RemoteProtocolError:
             raise
         except ProtocolError as exc:
             raise RemoteProtocolError(str(exc), exc.code) from None
 
-    def _on_hello(self, frame: f.Frame) -> list[Event]:
+    def _on_hello(self, sid: int, payload: bytes, flags: int) -> list[Event]:
         self._need(self.role is Role.RELAY, "HELLO")
-        hello = f.decode_hello(frame.payload)
+        hello = f.decode_hello(payload)
         self._need(self._may_hello(hello), "HELLO")
         self._hello_seen(hello)
         return [HelloReceived(hello)]
 
-    def _on_welcome(self, frame: f.Frame) -> list[Event]:
+    def _on_welcome(self, sid: int, payload: bytes, flags: int) -> list[Event]:
         self._need(
             self.role is Role.AGENT and self._hello_done and not self._welcome_done, "WELCOME"
         )
-        welcome = f.decode_welcome(frame.payload)
+        welcome = f.decode_welcome(payload)
         self._need(self._answers_hello(welcome), "WELCOME without one answer per tunnel")
         self._welcome_seen(welcome)
         return [WelcomeReceived(welcome)]
 
-    def _on_open(self, frame: f.Frame) -> list[Event]:
-        sid = frame.stream_id
+    def _on_open(self, sid: int, payload: bytes, flags: int) -> list[Event]:
         if self.role is not Role.AGENT or not self._welcome_done:
             self._need(False, "OPEN")
         if sid % 2 == 0 or sid <= self._last_stream_id:
@@ -391,13 +391,13 @@ class Connection:
         if self.goaway_received or len(self._streams) >= self.max_streams:
             raise LocalProtocolError("OPEN beyond the stream limit or after GOAWAY")
         if self._granted is None:
-            index, (kind, data) = 0, f.decode_open(frame.payload)
+            index, (kind, data) = 0, f.decode_open(payload)
         else:
-            kind, index, data = f.decode_shared_open(frame.payload)
+            kind, index, data = f.decode_shared_open(payload)
         if index and not self._tunnel_granted(index):
             raise LocalProtocolError(f"OPEN for tunnel {index}, which WELCOME did not grant")
-        fin = f.FIN_SET[frame.flags]
-        stream = self._new_stream(Half.BODY, Half.DONE if fin else Half.BODY)
+        fin = f.FIN_SET[flags]
+        stream = _Stream(Half.BODY, Half.DONE if fin else Half.BODY)
         size = len(data)
         self._recv_session.receive(size)
         stream.recv_window.receive(size)
@@ -406,9 +406,8 @@ class Connection:
         self._streams[sid] = stream  # open until the agent's half is done too
         return [StreamOpened(sid, kind, data, fin, index)]
 
-    def _on_data(self, frame: f.Frame) -> list[Event]:
+    def _on_data(self, sid: int, data: bytes, flags: int) -> list[Event]:
         # The hot path of every received byte: checks are inlined (no helper calls).
-        sid, data, flags = frame.stream_id, frame.payload, frame.flags
         if not self._welcome_done:
             self._need(False, "DATA")
         close = f.CLOSE_SET[flags]
@@ -435,9 +434,8 @@ class Connection:
             self._useful += 1
         return [DataReceived(sid, data, fin, close)]
 
-    def _on_reset(self, frame: f.Frame) -> list[Event]:
-        code, reason = f.decode_reset(frame.payload)
-        sid = frame.stream_id
+    def _on_reset(self, sid: int, payload: bytes, flags: int) -> list[Event]:
+        code, reason = f.decode_reset(payload)
         if self._streams.pop(sid, None) is None:
             self._check_opened(sid)
             self._reset_credit.pop(sid, None)  # the peer stopped sending on it too
@@ -446,9 +444,8 @@ class Connection:
         self._useful += 1
         return [StreamReset(sid, code, reason)]
 
-    def _on_window(self, frame: f.Frame) -> list[Event]:
-        increment = f.decode_window(frame.payload)
-        sid = frame.stream_id
+    def _on_window(self, sid: int, payload: bytes, flags: int) -> list[Event]:
+        increment = f.decode_window(payload)
         self._idle()  # credit is progress only when our DATA used it (see send_data)
         if sid == 0:
             self._send_session.grow(increment)
@@ -460,8 +457,8 @@ class Connection:
         stream.send_window.grow(increment)
         return [WindowUpdated(sid, increment)]
 
-    def _on_goaway(self, frame: f.Frame) -> list[Event]:
-        last, code, reason = f.decode_goaway(frame.payload)
+    def _on_goaway(self, sid: int, payload: bytes, flags: int) -> list[Event]:
+        last, code, reason = f.decode_goaway(payload)
         # One graceful GOAWAY, and one with an error code (which may follow it): any
         # other repetition is a flood (each would be logged by the receiver).
         if code is ErrorCode.NO_ERROR:
@@ -527,14 +524,6 @@ class Connection:
             raise StreamClosedError(stream_id)
         return stream
 
-    def _new_stream(self, sending: Half, receiving: Half) -> _Stream:
-        return _Stream(
-            sending,
-            receiving,
-            SendWindow(INITIAL_STREAM_WINDOW),
-            RecvWindow(INITIAL_STREAM_WINDOW),
-        )
-
     def _remember_reset(self, stream_id: int, credit: int) -> None:
         """Keep the credit the peer had on a stream we reset (the newest few streams)."""
         self._reset_credit[stream_id] = credit
@@ -562,18 +551,6 @@ class Connection:
                 "too many frames that make no progress", ErrorCode.ENHANCE_YOUR_CALM
             )
 
-    def _set_sending(self, stream_id: int, stream: _Stream, state: Half) -> None:
-        stream.sending = state
-        if stream.closed:
-            del self._streams[stream_id]
-            self._useful += 1
-
-    def _advance_recv(self, stream_id: int, stream: _Stream, move: Move) -> None:
-        stream.receiving = advance(stream.receiving, move)
-        if stream.closed:
-            del self._streams[stream_id]
-            self._useful += 1
-
     def _need(self, condition: bool, what: str) -> None:
         if not condition:
             raise LocalProtocolError(f"{what} not allowed here ({self.role.value})")
@@ -585,6 +562,9 @@ class Connection:
 #: How many streams we reset recently keep the credit their peer had (see send_reset):
 #: DATA crossing a RESET arrives within a round trip, long before that many more resets.
 _RESET_CREDIT_STREAMS: Final = 1024
+
+#: The state of our half after our OPEN, by its FIN (from the state table, once).
+_OPENED: Final = (advance(Half.IDLE, head_move(False)), advance(Half.IDLE, head_move(True)))
 
 #: The move a DATA frame makes, by its FIN.
 _DATA_MOVES: Final = (Move.DATA, Move.DATA_FIN)
