@@ -151,6 +151,7 @@ class PublicConnection(asyncio.Protocol):
         self.client_ip = ""
         self.trusted = False  # the caller is a trusted front proxy (--trusted-proxy)
         self.server_port = 0
+        self.forwarding: h1.Forwarding  # set once the caller's address is known
         self.exchange: Exchange | None = None
         self._rate_start = 0.0  # the minimum body rate's window: when it began
         self._rate_bytes = 0  # and the body bytes received in it
@@ -187,6 +188,8 @@ class PublicConnection(asyncio.Protocol):
             return
         sock = transport.get_extra_info("sockname")
         self.server_port = sock[1] if sock else 0
+        proto = "https" if self.tls else "http"
+        self.forwarding = h1.Forwarding(self.client_ip, proto, self.server_port)
         self.app.connections.add(self)
         self._arm("head", self.state.settings.header_timeout)
 
@@ -348,10 +351,8 @@ class PublicConnection(asyncio.Protocol):
         raw = h1.rewrite_head(
             head,
             target=where.target,
-            client_ip=self.client_ip,
-            proto="https" if self.tls else "http",
+            forwarding=self.forwarding,
             host=head.host,
-            port=self.server_port,
             prefix=where.prefix,
             trusted=self.trusted,
             strip=((b"authorization",) if strip_auth else ()) + ((HOP_HEADER,) if hop else ()),
