@@ -94,14 +94,15 @@ class Route:
     prefix: bytes | None  # X-Forwarded-Prefix (path routing only)
 
 
-def host_label(head: h1.Head, domain: str | None) -> str | None:
-    """``name`` when the Host is ``<name>.D`` for the host-routing domain D, else None
-    (the relay's own host; reserved labels such as www.D or relay.D are the relay's too).
+def host_label(head: h1.Head, suffix: bytes | None) -> str | None:
+    """``name`` when the Host is ``<name>.D`` for the host-routing domain D (``suffix``
+    is ``.D``), else None (the relay's own host; reserved labels such as www.D or
+    relay.D are the relay's too).
 
     On bytes, and decoding only a match: it runs for every request of a relay on
     loopback (``localhost`` routing), most of which name the relay's own host.
     """
-    if not domain:
+    if suffix is None:
         return None
     host = head.host.strip().lower()
     if host.startswith(b"["):
@@ -109,17 +110,17 @@ def host_label(head: h1.Head, domain: str | None) -> str | None:
     colon = host.rfind(b":")
     if colon >= 0:
         host = host[:colon]
-    suffix = b"." + domain.encode("ascii")
     if not host.endswith(suffix):
         return None
     label = host[: -len(suffix)].decode("latin-1")
     return label if label not in RESERVED_NAMES else None
 
 
-def route(head: h1.Head, domain: str | None) -> Route:
-    """Find the tunnel a request is for. Raises UnknownTunnel or BadRequest."""
+def route(head: h1.Head, suffix: bytes | None) -> Route:
+    """Find the tunnel a request is for (``suffix``: see :func:`host_label`). Raises
+    UnknownTunnel or BadRequest."""
     target = head.target
-    label = host_label(head, domain)
+    label = host_label(head, suffix)
     if label is not None:
         if not valid_name(label):
             raise UnknownTunnel()
@@ -268,7 +269,7 @@ class PublicConnection(asyncio.Protocol):
             # gets /_edge/... too (its app may use that path).
             if (
                 head.target.startswith(_RESERVED)
-                and host_label(head, self.app.route_domain) is None
+                and host_label(head, self.app.route_suffix) is None
             ):
                 control.handle(self, head)
             else:
@@ -327,11 +328,11 @@ class PublicConnection(asyncio.Protocol):
         settings = state.settings
         if state.draining:
             raise RelayDraining()
-        where = route(head, self.app.route_domain)
+        where = route(head, self.app.route_suffix)
         cluster = state.cluster
         hop = cluster is not None and cluster.arrived(self, head)
         session = state.registry.lookup(where.name)
-        if session is not None and not session.accepting and cluster is not None:
+        if session is not None and cluster is not None and not session.accepting:
             session = cluster.instead(session)  # None: a pool's other nodes serve it
         if session is None:
             node = cluster.owner(where.name) if cluster is not None and not hop else None
@@ -345,7 +346,8 @@ class PublicConnection(asyncio.Protocol):
             return
         if session.kind is not StreamKind.HTTP:  # a TCP or TLS tunnel has no HTTP side
             raise UnknownTunnel()
-        strip_auth = check_caller(head.headers, session.caller_auth, where.name)
+        caller_auth = session.caller_auth
+        strip_auth = check_caller(head.headers, caller_auth, where.name) if caller_auth else False
         if head.framing is h1.Framing.LENGTH and head.length > settings.max_request_body:
             raise BodyTooLarge()
         raw = h1.rewrite_head(
