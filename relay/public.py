@@ -489,7 +489,8 @@ class PublicConnection(asyncio.Protocol):
         if exchange is not self.exchange:
             return
         stream = exchange.stream
-        if exchange.watch.upgrade and not exchange.watch.upgraded:
+        watch = exchange.watch  # its status: the property costs a call per request
+        if watch.upgrade and not watch.upgraded:
             # No upgrade after all: the request ended with its head; parse on.
             if stream is not None and not stream.ending:
                 stream.end()
@@ -500,16 +501,16 @@ class PublicConnection(asyncio.Protocol):
             # the caller's body goes nowhere, and is read and dropped so that the
             # connection can carry the next request (the caller was told nothing else).
             stream.reset(ErrorCode.NO_ERROR)
-            self._done(exchange, exchange.status)
+            self._done(exchange, watch.status)
             if close or not exchange.keep_alive:
                 self.close()
             else:
                 self._start_discard(keep=True)
             return
-        if exchange.watch.upgraded and stream is not None and not stream.ending:
+        if watch.upgraded and stream is not None and not stream.ending:
             stream.end()  # the pipe closes both ways: the agent's side learns it too
-        self._done(exchange, exchange.status)
-        if close or not exchange.keep_alive or exchange.watch.upgraded:
+        self._done(exchange, watch.status)
+        if close or not exchange.keep_alive or watch.upgraded:
             self.close()
         else:
             self.next_request()
@@ -606,7 +607,8 @@ class PublicConnection(asyncio.Protocol):
     def next_request(self) -> None:
         self._arm("idle", self.state.settings.keep_alive_timeout)
         self.resume_reading()
-        self._pump()
+        if self.events:  # a pipelined request
+            self._pump()
 
     def _caller_gone(self) -> None:
         exchange = self.exchange
