@@ -94,17 +94,17 @@ class Route:
     prefix: bytes | None  # X-Forwarded-Prefix (path routing only)
 
 
-def host_label(head: h1.Head, suffix: bytes | None) -> str | None:
-    """``name`` when the Host is ``<name>.D`` for the host-routing domain D (``suffix``
-    is ``.D``), else None (the relay's own host; reserved labels such as www.D or
-    relay.D are the relay's too).
+def host_label(host: bytes, suffix: bytes | None) -> str | None:
+    """``name`` when ``host`` (a Host value) is ``<name>.D`` for the host-routing domain
+    D (``suffix`` is ``.D``), else None (the relay's own host; reserved labels such as
+    www.D or relay.D are the relay's too).
 
     On bytes, and decoding only a match: it runs for every request of a relay on
     loopback (``localhost`` routing), most of which name the relay's own host.
     """
     if suffix is None:
         return None
-    host = head.host.strip().lower()
+    host = host.strip().lower()
     if host.startswith(b"["):
         return None  # an IPv6 literal never names a tunnel
     colon = host.rfind(b":")
@@ -116,25 +116,56 @@ def host_label(head: h1.Head, suffix: bytes | None) -> str | None:
     return label if label not in RESERVED_NAMES else None
 
 
-def route(head: h1.Head, suffix: bytes | None) -> Route:
-    """Find the tunnel a request is for (``suffix``: see :func:`host_label`). Raises
-    UnknownTunnel or BadRequest."""
-    target = head.target
-    label = host_label(head, suffix)
-    if label is not None:
-        if not valid_name(label):
+class Router:
+    """Finds the tunnel each request of one connection is for.
+
+    A connection's requests nearly always repeat its Host, and mostly its tunnel name:
+    what routing learned from them (the Host's label, that a name is valid) is kept for
+    the next request, which then only compares bytes.
+
+    Args:
+        suffix: ``.D`` for the host-routing domain D, or None (see :func:`host_label`).
+    """
+
+    __slots__ = ("_host", "_label", "_label_valid", "_name", "_name_b", "suffix")
+
+    def __init__(self, suffix: bytes | None) -> None:
+        self.suffix = suffix
+        self._host: bytes | None = None  # the last Host, and what it gave:
+        self._label: str | None = None
+        self._label_valid = False
+        self._name_b: bytes | None = None  # the last valid name from a path, and decoded
+        self._name = ""
+
+    def label(self, host: bytes) -> str | None:
+        """:func:`host_label` of ``host``."""
+        if host != self._host:
+            label = host_label(host, self.suffix)
+            self._label_valid = label is not None and valid_name(label)
+            self._label = label
+            self._host = host
+        return self._label
+
+    def route(self, head: h1.Head) -> Route:
+        """The tunnel ``head`` is for. Raises UnknownTunnel or BadRequest."""
+        target = head.target
+        label = self._label if head.host == self._host else self.label(head.host)
+        if label is not None:
+            if not self._label_valid:
+                raise UnknownTunnel()
+            return Route(label, target, None)
+        if not target.startswith(PATH_PREFIX):
             raise UnknownTunnel()
-        return Route(label, target, None)
-    if not target.startswith(PATH_PREFIX):
-        raise UnknownTunnel()
-    path, question, query = target.partition(b"?")
-    name_b, slash, rest = path[len(PATH_PREFIX) :].partition(b"/")
-    if not name_b:
-        raise UnknownTunnel()
-    name = name_b.decode("latin-1")
-    if not valid_name(name):
-        raise BadRequest("invalid tunnel name")
-    return Route(name, (slash + rest or b"/") + question + query, PATH_PREFIX + name_b)
+        path, question, query = target.partition(b"?")
+        name_b, slash, rest = path[len(PATH_PREFIX) :].partition(b"/")
+        if name_b != self._name_b:
+            if not name_b:
+                raise UnknownTunnel()
+            name = name_b.decode("latin-1")
+            if not valid_name(name):
+                raise BadRequest("invalid tunnel name")
+            self._name_b, self._name = name_b, name
+        return Route(self._name, (slash + rest or b"/") + question + query, PATH_PREFIX + name_b)
 
 
 class PublicConnection(asyncio.Protocol):
@@ -153,6 +184,7 @@ class PublicConnection(asyncio.Protocol):
         self.trusted = False  # the caller is a trusted front proxy (--trusted-proxy)
         self.server_port = 0
         self.forwarding: h1.Forwarding  # set once the caller's address is known
+        self.router = Router(app.route_suffix)
         self.exchange: Exchange | None = None
         self._rate_start = 0.0  # the minimum body rate's window: when it began
         self._rate_bytes = 0  # and the body bytes received in it
@@ -267,10 +299,7 @@ class PublicConnection(asyncio.Protocol):
         try:
             # The relay's own paths live on its own host only: a host-routed tunnel
             # gets /_edge/... too (its app may use that path).
-            if (
-                head.target.startswith(_RESERVED)
-                and host_label(head, self.app.route_suffix) is None
-            ):
+            if head.target.startswith(_RESERVED) and self.router.label(head.host) is None:
                 control.handle(self, head)
             else:
                 self._forward(head)
@@ -328,7 +357,7 @@ class PublicConnection(asyncio.Protocol):
         settings = state.settings
         if state.draining:
             raise RelayDraining()
-        where = route(head, self.app.route_suffix)
+        where = self.router.route(head)
         cluster = state.cluster
         hop = cluster is not None and cluster.arrived(self, head)
         session = state.registry.lookup(where.name)
