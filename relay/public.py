@@ -293,7 +293,7 @@ class PublicConnection(asyncio.Protocol):
                 self._on_end()
 
     def _on_head(self, head: h1.Head) -> None:
-        self._disarm()
+        self._timer_kind = ""  # _disarm(), inlined (per request)
         self.body_received = 0
         self.started = False
         try:
