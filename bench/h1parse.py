@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import httptools
 
-from relay.h1 import BadRequest, Head, RequestReader, rewrite_head
+from relay.h1 import BadRequest, Forwarding, Head, RequestReader, rewrite_head
 from relay.h1 import head as h1head
 
 HEAD = (
@@ -59,14 +59,14 @@ def main() -> None:
     first = reader.feed(HEAD)[0]
     assert isinstance(first, Head) and httptools_head(HEAD, 100) == first
 
+    forwarding = Forwarding("203.0.113.7", "https", 443)
+
     def rewrite(head: Head) -> bytes:
         return rewrite_head(
             head,
             target=b"/static/app.js?v=3",
-            client_ip="203.0.113.7",
-            proto="https",
+            forwarding=forwarding,
             host=b"relay.example.com",
-            port=443,
             prefix=b"/a/demo",
             trusted=False,
         )

@@ -38,8 +38,10 @@ class RelayApp:
         self.connections: set[PublicConnection] = set()
         #: Streams in flight per (tunnel, caller address), for --max-client-streams.
         self.client_streams: dict[tuple[str, str], int] = {}
-        #: Host routing's domain (``--domain``, or ``localhost`` on loopback), read once.
-        self.route_domain = state.settings.route_domain()
+        #: Host routing's domain D (``--domain``, or ``localhost`` on loopback) as the
+        #: Host suffix ``.D`` it routes, encoded once; None without host routing.
+        domain = state.settings.route_domain()
+        self.route_suffix = b"." + domain.encode("ascii") if domain else None
         try:
             self.trusted_proxies = h1.parse_cidrs(state.settings.trusted_proxies)
         except ValueError as exc:

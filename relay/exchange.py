@@ -64,40 +64,32 @@ class ResponseWatch:
         """Check ``data``. Raises ResponseError when it breaks the rules."""
         if self.upgraded:
             return
-        if self.parser is None:
+        parser = self.parser
+        if parser is None:
             raise ResponseError("bytes after the end of the exchange")
         if self.complete:
             raise ResponseError("bytes after the end of the response")
         if self.head_only:
-            self._feed_head(data)
-            return
-        self._parse(data)
-
-    def release(self) -> None:
-        """The exchange is over: drop the parser, which holds this object (the pair is
-        then freed by reference counting instead of by the cyclic collector)."""
-        self.parser = None
-
-    def _feed_head(self, data: bytes) -> None:
-        # The parser would read a body that a HEAD response does not have: it must end
-        # exactly at its blank line, checked here on the bytes themselves.
-        self.head += data
-        if len(self.head) > MAX_HEAD_RESPONSE:
-            raise ResponseError("the response head to a HEAD request is too large")
-        self._parse(data)
-        if self.complete and not self.head.endswith(b"\r\n\r\n"):
-            raise ResponseError("bytes after the end of a response to HEAD")
-
-    def _parse(self, data: bytes) -> None:
-        assert self.parser is not None  # checked by feed()
+            # The parser would read a body that a HEAD response does not have: it must
+            # end exactly at its blank line, checked below on the bytes themselves.
+            self.head += data
+            if len(self.head) > MAX_HEAD_RESPONSE:
+                raise ResponseError("the response head to a HEAD request is too large")
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             if self.status != 101:
                 raise ResponseError("an upgrade the request did not ask for") from None
             self.upgraded = True
         except httptools.HttpParserError as exc:
             raise ResponseError(f"malformed response: {exc}") from None
+        if self.head_only and self.complete and not self.head.endswith(b"\r\n\r\n"):
+            raise ResponseError("bytes after the end of a response to HEAD")
+
+    def release(self) -> None:
+        """The exchange is over: drop the parser, which holds this object (the pair is
+        then freed by reference counting instead of by the cyclic collector)."""
+        self.parser = None
 
     # httptools callbacks
 

@@ -62,11 +62,8 @@ _REQUESTS_HELP: Final = "Public requests answered, by status class (499: the cal
 _TUNNEL_REQUESTS_HELP: Final = (
     "Public requests answered per tunnel, by status class (capped: --metrics-per-tunnel)."
 )
-
-
-def _class_index(status: int) -> int:
-    index = status // 100 - 1
-    return index if 0 <= index < len(_CLASSES) else len(_CLASSES) - 1
+#: Index in ``_CLASSES`` of the last class, which also counts any status outside 1xx-5xx.
+_LAST: Final = len(_CLASSES) - 1
 
 
 class _Buckets:
@@ -213,7 +210,9 @@ class Metrics:
         """Count a public request: its status, the relay's error ``code`` if it answered
         with one, its ``tunnel`` when known, and its duration from ``started``
         (``time.monotonic()``) when it was forwarded."""
-        index = _class_index(status)
+        index = status // 100 - 1
+        if not 0 <= index <= _LAST:
+            index = _LAST
         self.by_class[index] += 1
         if code is not None:
             child = self._error_children.get(code)

@@ -94,46 +94,78 @@ class Route:
     prefix: bytes | None  # X-Forwarded-Prefix (path routing only)
 
 
-def host_label(head: h1.Head, domain: str | None) -> str | None:
-    """``name`` when the Host is ``<name>.D`` for the host-routing domain D, else None
-    (the relay's own host; reserved labels such as www.D or relay.D are the relay's too).
+def host_label(host: bytes, suffix: bytes | None) -> str | None:
+    """``name`` when ``host`` (a Host value) is ``<name>.D`` for the host-routing domain
+    D (``suffix`` is ``.D``), else None (the relay's own host; reserved labels such as
+    www.D or relay.D are the relay's too).
 
     On bytes, and decoding only a match: it runs for every request of a relay on
     loopback (``localhost`` routing), most of which name the relay's own host.
     """
-    if not domain:
+    if suffix is None:
         return None
-    host = head.host.strip().lower()
+    host = host.strip().lower()
     if host.startswith(b"["):
         return None  # an IPv6 literal never names a tunnel
     colon = host.rfind(b":")
     if colon >= 0:
         host = host[:colon]
-    suffix = b"." + domain.encode("ascii")
     if not host.endswith(suffix):
         return None
     label = host[: -len(suffix)].decode("latin-1")
     return label if label not in RESERVED_NAMES else None
 
 
-def route(head: h1.Head, domain: str | None) -> Route:
-    """Find the tunnel a request is for. Raises UnknownTunnel or BadRequest."""
-    target = head.target
-    label = host_label(head, domain)
-    if label is not None:
-        if not valid_name(label):
+class Router:
+    """Finds the tunnel each request of one connection is for.
+
+    A connection's requests nearly always repeat its Host, and mostly its tunnel name:
+    what routing learned from them (the Host's label, that a name is valid) is kept for
+    the next request, which then only compares bytes.
+
+    Args:
+        suffix: ``.D`` for the host-routing domain D, or None (see :func:`host_label`).
+    """
+
+    __slots__ = ("_host", "_label", "_label_valid", "_name", "_name_b", "suffix")
+
+    def __init__(self, suffix: bytes | None) -> None:
+        self.suffix = suffix
+        self._host: bytes | None = None  # the last Host, and what it gave:
+        self._label: str | None = None
+        self._label_valid = False
+        self._name_b: bytes | None = None  # the last valid name from a path, and decoded
+        self._name = ""
+
+    def label(self, host: bytes) -> str | None:
+        """:func:`host_label` of ``host``."""
+        if host != self._host:
+            label = host_label(host, self.suffix)
+            self._label_valid = label is not None and valid_name(label)
+            self._label = label
+            self._host = host
+        return self._label
+
+    def route(self, head: h1.Head) -> Route:
+        """The tunnel ``head`` is for. Raises UnknownTunnel or BadRequest."""
+        target = head.target
+        label = self._label if head.host == self._host else self.label(head.host)
+        if label is not None:
+            if not self._label_valid:
+                raise UnknownTunnel()
+            return Route(label, target, None)
+        if not target.startswith(PATH_PREFIX):
             raise UnknownTunnel()
-        return Route(label, target, None)
-    if not target.startswith(PATH_PREFIX):
-        raise UnknownTunnel()
-    path, question, query = target.partition(b"?")
-    name_b, slash, rest = path[len(PATH_PREFIX) :].partition(b"/")
-    if not name_b:
-        raise UnknownTunnel()
-    name = name_b.decode("latin-1")
-    if not valid_name(name):
-        raise BadRequest("invalid tunnel name")
-    return Route(name, (slash + rest or b"/") + question + query, PATH_PREFIX + name_b)
+        path, question, query = target.partition(b"?")
+        name_b, slash, rest = path[len(PATH_PREFIX) :].partition(b"/")
+        if name_b != self._name_b:
+            if not name_b:
+                raise UnknownTunnel()
+            name = name_b.decode("latin-1")
+            if not valid_name(name):
+                raise BadRequest("invalid tunnel name")
+            self._name_b, self._name = name_b, name
+        return Route(self._name, (slash + rest or b"/") + question + query, PATH_PREFIX + name_b)
 
 
 class PublicConnection(asyncio.Protocol):
@@ -151,6 +183,8 @@ class PublicConnection(asyncio.Protocol):
         self.client_ip = ""
         self.trusted = False  # the caller is a trusted front proxy (--trusted-proxy)
         self.server_port = 0
+        self.forwarding: h1.Forwarding  # set once the caller's address is known
+        self.router = Router(app.route_suffix)
         self.exchange: Exchange | None = None
         self._rate_start = 0.0  # the minimum body rate's window: when it began
         self._rate_bytes = 0  # and the body bytes received in it
@@ -187,6 +221,8 @@ class PublicConnection(asyncio.Protocol):
             return
         sock = transport.get_extra_info("sockname")
         self.server_port = sock[1] if sock else 0
+        proto = "https" if self.tls else "http"
+        self.forwarding = h1.Forwarding(self.client_ip, proto, self.server_port)
         self.app.connections.add(self)
         self._arm("head", self.state.settings.header_timeout)
 
@@ -257,16 +293,13 @@ class PublicConnection(asyncio.Protocol):
                 self._on_end()
 
     def _on_head(self, head: h1.Head) -> None:
-        self._disarm()
+        self._timer_kind = ""  # _disarm(), inlined (per request)
         self.body_received = 0
         self.started = False
         try:
             # The relay's own paths live on its own host only: a host-routed tunnel
             # gets /_edge/... too (its app may use that path).
-            if (
-                head.target.startswith(_RESERVED)
-                and host_label(head, self.app.route_domain) is None
-            ):
+            if head.target.startswith(_RESERVED) and self.router.label(head.host) is None:
                 control.handle(self, head)
             else:
                 self._forward(head)
@@ -324,11 +357,11 @@ class PublicConnection(asyncio.Protocol):
         settings = state.settings
         if state.draining:
             raise RelayDraining()
-        where = route(head, self.app.route_domain)
+        where = self.router.route(head)
         cluster = state.cluster
         hop = cluster is not None and cluster.arrived(self, head)
         session = state.registry.lookup(where.name)
-        if session is not None and not session.accepting and cluster is not None:
+        if session is not None and cluster is not None and not session.accepting:
             session = cluster.instead(session)  # None: a pool's other nodes serve it
         if session is None:
             node = cluster.owner(where.name) if cluster is not None and not hop else None
@@ -342,16 +375,15 @@ class PublicConnection(asyncio.Protocol):
             return
         if session.kind is not StreamKind.HTTP:  # a TCP or TLS tunnel has no HTTP side
             raise UnknownTunnel()
-        strip_auth = check_caller(head.headers, session.caller_auth, where.name)
+        caller_auth = session.caller_auth
+        strip_auth = check_caller(head.headers, caller_auth, where.name) if caller_auth else False
         if head.framing is h1.Framing.LENGTH and head.length > settings.max_request_body:
             raise BodyTooLarge()
         raw = h1.rewrite_head(
             head,
             target=where.target,
-            client_ip=self.client_ip,
-            proto="https" if self.tls else "http",
+            forwarding=self.forwarding,
             host=head.host,
-            port=self.server_port,
             prefix=where.prefix,
             trusted=self.trusted,
             strip=((b"authorization",) if strip_auth else ()) + ((HOP_HEADER,) if hop else ()),
@@ -486,7 +518,8 @@ class PublicConnection(asyncio.Protocol):
         if exchange is not self.exchange:
             return
         stream = exchange.stream
-        if exchange.watch.upgrade and not exchange.watch.upgraded:
+        watch = exchange.watch  # its status: the property costs a call per request
+        if watch.upgrade and not watch.upgraded:
             # No upgrade after all: the request ended with its head; parse on.
             if stream is not None and not stream.ending:
                 stream.end()
@@ -497,16 +530,16 @@ class PublicConnection(asyncio.Protocol):
             # the caller's body goes nowhere, and is read and dropped so that the
             # connection can carry the next request (the caller was told nothing else).
             stream.reset(ErrorCode.NO_ERROR)
-            self._done(exchange, exchange.status)
+            self._done(exchange, watch.status)
             if close or not exchange.keep_alive:
                 self.close()
             else:
                 self._start_discard(keep=True)
             return
-        if exchange.watch.upgraded and stream is not None and not stream.ending:
+        if watch.upgraded and stream is not None and not stream.ending:
             stream.end()  # the pipe closes both ways: the agent's side learns it too
-        self._done(exchange, exchange.status)
-        if close or not exchange.keep_alive or exchange.watch.upgraded:
+        self._done(exchange, watch.status)
+        if close or not exchange.keep_alive or watch.upgraded:
             self.close()
         else:
             self.next_request()
@@ -603,7 +636,8 @@ class PublicConnection(asyncio.Protocol):
     def next_request(self) -> None:
         self._arm("idle", self.state.settings.keep_alive_timeout)
         self.resume_reading()
-        self._pump()
+        if self.events:  # a pipelined request
+            self._pump()
 
     def _caller_gone(self) -> None:
         exchange = self.exchange

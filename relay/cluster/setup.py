@@ -181,10 +181,8 @@ class Cluster:
         raw = h1.rewrite_head(
             head,
             target=head.target,
-            client_ip=conn.client_ip,
-            proto="https" if conn.tls else "http",
+            forwarding=conn.forwarding,
             host=head.host,
-            port=conn.server_port,
             prefix=None,
             trusted=conn.trusted,
             strip=(HOP_HEADER,),

@@ -18,7 +18,8 @@ understanding, with no sockets and no asyncio: the relay's Protocol calls
   (pipelining): kept, and parsed when they are a complete head.
 
 Then :func:`rewrite_head` gives the head for the agent by splicing ``raw`` (new target,
-hop-by-hop and spoofable headers left out, X-Forwarded-* and Forwarded appended), and
+hop-by-hop and spoofable headers left out, X-Forwarded-* and Forwarded appended, from
+the connection's :class:`Forwarding`, encoded once per connection), and
 :func:`status_of` reads the status of the agent's response for metrics. Requests are
 never close-delimited: a request with neither Content-Length nor Transfer-Encoding has
 no body. After the End of an upgrade request the reader pauses; the relay calls
@@ -92,7 +93,7 @@ from __future__ import annotations
 from relay.h1.errors import BadRequest, ClosedMidRequest, H1Error, HeadTooLarge
 from relay.h1.events import END, Body, End, Event, Framing, Head
 from relay.h1.reader import RequestReader
-from relay.h1.rewrite import parse_cidrs, rewrite_head, status_of, trusted_proxy
+from relay.h1.rewrite import Forwarding, parse_cidrs, rewrite_head, status_of, trusted_proxy
 
 __all__ = [
     "END",
@@ -101,6 +102,7 @@ __all__ = [
     "ClosedMidRequest",
     "End",
     "Event",
+    "Forwarding",
     "Framing",
     "H1Error",
     "Head",

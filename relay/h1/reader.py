@@ -263,8 +263,10 @@ class RequestReader:
             self._state = _CHUNK_LINE
         elif head.length:
             self._state, self._remaining = _LENGTH, head.length
-        else:
-            self._end(events)
+        else:  # _end(events), inlined (most requests have no body)
+            events.append(END)
+            self._skipped_crlf = False
+            self._state = _PAUSED if self._upgrade else _HEAD
 
     def _look(self, view: bytes | bytearray, pos: int, start: int, end: int) -> None:
         """Early refusal of an unfinished head: bad bytes, or too many lines already.

@@ -61,14 +61,44 @@ _PROTECTED: Final = frozenset({b"content-length", b"transfer-encoding", b"host"}
 _TCHAR: Final = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
+class Forwarding:
+    """What the forwarding headers say about one caller connection, encoded once.
+
+    The caller's address, the scheme and the port it reached belong to the connection,
+    so they are encoded when it is accepted rather than for every request on it. The
+    Forwarded element also names the Host, which a caller may change between requests:
+    the last one is kept with the Host it was made for (one Host per connection is the
+    rule in practice).
+
+    Args:
+        client_ip: the caller's address (the TCP peer).
+        proto: ``http`` or ``https``, as the caller reached the relay.
+        port: the port the caller reached (X-Forwarded-Port).
+    """
+
+    __slots__ = ("_element", "_host", "ip", "port", "scheme")
+
+    def __init__(self, client_ip: str, proto: str, port: int) -> None:
+        self.ip = client_ip.encode("latin-1")
+        self.scheme = proto.encode("latin-1")
+        self.port = port
+        self._host: bytes | None = None
+        self._element = b""
+
+    def element(self, host: bytes) -> bytes:
+        """The RFC 7239 Forwarded element of a request whose Host is ``host``."""
+        if host != self._host:
+            self._element = _forwarded_element(self.ip, host, self.scheme)
+            self._host = host
+        return self._element
+
+
 def rewrite_head(
     head: Head,
     *,
     target: bytes,
-    client_ip: str,
-    proto: str,
+    forwarding: Forwarding,
     host: bytes,
-    port: int,
     prefix: bytes | None,
     trusted: bool,
     strip: Collection[bytes] = (),
@@ -78,10 +108,8 @@ def rewrite_head(
     Args:
         head: the caller's head, from :class:`~relay.h1.RequestReader`.
         target: the request target for the agent (origin form, prefix removed).
-        client_ip: the caller's address (the TCP peer).
-        proto: ``http`` or ``https``, as the caller reached the relay.
+        forwarding: the caller's connection (address, scheme, port reached).
         host: the Host the caller used (X-Forwarded-Host, Forwarded ``host=``).
-        port: the port the caller reached (X-Forwarded-Port).
         prefix: the path prefix the relay removed (X-Forwarded-Prefix), or None.
         trusted: the peer is a trusted front proxy (:func:`trusted_proxy`): its
             forwarding headers are kept and extended instead of dropped.
@@ -93,12 +121,13 @@ def rewrite_head(
     ``trusted`` every forwarding header (Forwarded, X-Forwarded-For/-Proto/-Host/-Port/
     -Prefix, X-Real-IP and their underscore spellings). An upgrade request keeps its
     Upgrade lines and gets ``Connection: upgrade``. Appended: X-Forwarded-For (the
-    trusted incoming list, then ``client_ip``), X-Forwarded-Proto, -Host, -Port (a
+    trusted incoming list, then the caller's address), X-Forwarded-Proto, -Host, -Port (a
     trusted proxy's own values win), X-Forwarded-Prefix, and an RFC 7239 Forwarded
     element (after a trusted incoming list).
     """
     drop = _DROP_TRUSTED if trusted else _DROP
-    extra = [t for t in head.connection if t not in drop and t not in _PROTECTED]
+    connection = head.connection
+    extra = [t for t in connection if t not in drop and t not in _PROTECTED] if connection else ()
     if extra or strip or head.upgrade is not None:
         drop = (drop | set(extra) | set(strip)) - ({b"upgrade"} if head.upgrade else set())
     lines = head.raw.split(b"\r\n")
@@ -108,8 +137,8 @@ def rewrite_head(
     ]
     if head.upgrade is not None:
         out.append(b"Connection: upgrade")
-    ip, scheme = client_ip.encode("latin-1"), proto.encode("latin-1")
-    element = _forwarded_element(ip, host, scheme)
+    ip, scheme, port = forwarding.ip, forwarding.scheme, forwarding.port
+    element = forwarding.element(host)
     if trusted:
         out += _trusted_forwarding(head, ip, scheme, host, port, prefix, element)
         out += (b"", b"")

@@ -31,7 +31,7 @@ if __name__ == "__main__":  # instrument relay.h1 before anything imports it
     with atheris.instrument_imports(include=["relay.h1"]):
         import relay.h1  # noqa: F401
 
-from relay.h1 import Body, End, Event, H1Error, Head, RequestReader, rewrite_head
+from relay.h1 import Body, End, Event, Forwarding, H1Error, Head, RequestReader, rewrite_head
 
 _LIMITS = ((16384, 100, 256, 8192), (64, 4, 8, 32))
 
@@ -88,10 +88,8 @@ def _check_rewrite(head: Head) -> None:
     out = rewrite_head(
         head,
         target=b"/t",
-        client_ip="2001:db8::1",
-        proto="https",
+        forwarding=Forwarding("2001:db8::1", "https", 443),
         host=head.host,
-        port=443,
         prefix=b"/a/x",
         trusted=len(head.headers) % 2 == 1,
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.h1 import Body, End, Event, H1Error, Head, RequestReader, rewrite_head
+from relay.h1 import Body, End, Event, Forwarding, H1Error, Head, RequestReader, rewrite_head
 from tests.relay.h1.helpers import H1, feed, head_of, merged
 
 TCHARS = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -126,10 +126,8 @@ def test_the_rewritten_head_parses_and_keeps_the_framing(
     out = rewrite_head(
         head,
         target=b"/new",
-        client_ip="192.0.2.1",
-        proto="http",
+        forwarding=Forwarding("192.0.2.1", "http", 80),
         host=b"relay.test",
-        port=80,
         prefix=b"/a/x",
         trusted=trusted,
     )

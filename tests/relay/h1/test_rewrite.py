@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from relay.h1 import Head, parse_cidrs, rewrite_head, status_of, trusted_proxy
+from relay.h1 import Forwarding, Head, parse_cidrs, rewrite_head, status_of, trusted_proxy
 from tests.relay.h1.helpers import head_of
 
 
@@ -26,7 +26,8 @@ def rewrite(h: Head, **kw: object) -> bytes:
         "trusted": False,
     }
     args.update(kw)
-    return rewrite_head(h, **args)  # type: ignore[arg-type]
+    forwarding = Forwarding(args.pop("client_ip"), args.pop("proto"), args.pop("port"))  # type: ignore[arg-type]
+    return rewrite_head(h, forwarding=forwarding, **args)  # type: ignore[arg-type]
 
 
 OWN = (
@@ -148,6 +149,23 @@ def test_ipv6_client_and_host_with_port_are_quoted_in_forwarded() -> None:
     assert b'Forwarded: for="[2001:db8::1]";host="relay.test:8443";proto=https\r\n' in out
     assert b"X-Forwarded-For: 2001:db8::1\r\n" in out
     assert b"X-Forwarded-Prefix" not in out
+
+
+def test_one_connection_whose_host_changes_gets_each_hosts_forwarded_element() -> None:
+    # The element is kept per connection with the Host it was made for: a later request
+    # on the same connection with another Host must not get the first one's.
+    forwarding = Forwarding("203.0.113.7", "https", 443)
+    h = head("Host: h")
+    for host, element in [
+        (b"relay.test", b"for=203.0.113.7;host=relay.test;proto=https"),
+        (b"relay.test:8443", b'for=203.0.113.7;host="relay.test:8443";proto=https'),
+        (b"", b"for=203.0.113.7;proto=https"),
+        (b"relay.test", b"for=203.0.113.7;host=relay.test;proto=https"),
+    ]:
+        out = rewrite_head(
+            h, target=b"/", forwarding=forwarding, host=host, prefix=None, trusted=False
+        )
+        assert b"\r\nForwarded: " + element + b"\r\n\r\n" in out
 
 
 def test_strip_leaves_out_more_names() -> None:
