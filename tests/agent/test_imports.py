@@ -14,7 +14,6 @@ from __future__ import annotations
 import http.server
 import subprocess
 import sys
-import threading
 import urllib.request
 from collections.abc import Iterator
 from importlib import metadata
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.procs import ROOT, Proc, RelayProc, clean_env
+from tests.e2e.procs import ROOT, Proc, RelayProc, clean_env, http_servers
 
 #: Packages the default path must not import (prefixes of module names)...
 WATCHED = ("websockets", "importlib.metadata", "email")
@@ -60,13 +59,8 @@ class _Hello(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def origin_port() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_servers(_Hello) as ports:
+        yield ports[0]
 
 
 def test_edge_agent_http_imports_neither_websockets_nor_importlib_metadata(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
 import queue
 import re
@@ -11,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,6 +25,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def http_servers(
+    handler: type[http.server.BaseHTTPRequestHandler], count: int = 1
+) -> Iterator[list[int]]:
+    """``count`` threaded HTTP servers on 127.0.0.1 answering with ``handler``; their ports."""
+    running = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) for _ in range(count)]
+    for server in running:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield [int(server.server_address[1]) for server in running]
+    finally:
+        for server in running:
+            server.shutdown()
+            server.server_close()
 
 
 def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 20.0) -> None:

@@ -13,14 +13,13 @@ from __future__ import annotations
 import http.server
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.procs import AgentProc, Procs, RelayProc, issue_token
+from tests.e2e.procs import AgentProc, Procs, RelayProc, http_servers, issue_token
 
 
 class _App(http.server.BaseHTTPRequestHandler):
@@ -50,13 +49,8 @@ class _App(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def app_port() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _App)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_servers(_App) as ports:
+        yield ports[0]
 
 
 def _curl(*args: str) -> str:

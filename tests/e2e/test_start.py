@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import re
 import signal
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.procs import BIN, Proc, Procs, RelayProc, clean_env, issue_token, run_cli
+from tests.e2e.procs import (
+    BIN,
+    Proc,
+    Procs,
+    RelayProc,
+    clean_env,
+    http_servers,
+    issue_token,
+    run_cli,
+)
 
 
 class _Hello(BaseHTTPRequestHandler):
@@ -31,15 +39,8 @@ class _Hello(BaseHTTPRequestHandler):
 @pytest.fixture
 def servers() -> Iterator[list[int]]:
     """Two local servers on 127.0.0.1; each answers ``<its port> <path>``."""
-    running = [ThreadingHTTPServer(("127.0.0.1", 0), _Hello) for _ in range(2)]
-    for server in running:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield [int(server.server_address[1]) for server in running]
-    finally:
-        for server in running:
-            server.shutdown()
-            server.server_close()
+    with http_servers(_Hello, 2) as ports:
+        yield ports
 
 
 def _config(path: Path, text: str) -> str:
