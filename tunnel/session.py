@@ -429,8 +429,10 @@ class Session:
                     later.append(stream)
                 else:
                     stream.queued = False
-            ready = later
-        self._ready = ready
+            # The list being walked is the ready list: a stream made ready during a pass
+            # (a handler's resume_writing writing to another stream) is appended to it
+            # and walked in the same pass, never left in a list that is dropped.
+            self._ready = ready = later
 
 
 _SENT: Final = operator.attrgetter("sent")  # a sort key in C

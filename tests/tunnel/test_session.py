@@ -344,6 +344,28 @@ async def test_a_bulk_write_is_framed_whole_when_the_link_budget_is_short(
     assert sizes[0] <= 1000 and sum(sizes) == len(small)
 
 
+async def test_a_stream_written_by_a_handler_during_a_later_pass_is_sent(pair: Pair) -> None:
+    # The writer walks its ready streams in passes. Here the first stream's queue drops
+    # below WRITE_LOW in its second pass, and its handler's resume_writing() writes to
+    # another stream then: that stream must be sent, not left queued in a dropped list.
+    small, _m2, small_in = await pair.open()
+    stream, mine, theirs = await pair.open()
+    resume = mine.resume_writing
+
+    def resume_and_write() -> None:
+        resume()
+        small.write(b"urgent")
+
+    mine.resume_writing = resume_and_write  # type: ignore[method-assign]
+    for size in (100 * 1024, 100 * 1024, 60 * 1024):  # over WRITE_HIGH: paused
+        stream.write(b"x" * size)
+    assert [w for w, _ in mine.writes] == ["pause"]
+    await theirs.wait(lambda: theirs.size == 260 * 1024)
+    assert [w for w, _ in mine.writes] == ["pause", "resume"]
+    await small_in.wait(lambda: small_in.size == 6, within=3)
+    assert small_in.received == b"urgent"
+
+
 # -- reset ---------------------------------------------------------------------------------
 
 
