@@ -5,6 +5,7 @@ relay, each in front of its own real HTTP server, which records every request it
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import threading
@@ -164,24 +165,7 @@ def test_killed_member_fails_only_what_reached_it(
     _agent(procs, relay, steady, token, "--pool").wait_url()
     relay.wait_count(r"pool_joined agent=shared", 2)
 
-    results: dict[str, int] = {}
-    stop = threading.Event()
-
-    def caller(worker: int) -> None:
-        with httpx.Client(timeout=HOLD_LIMIT) as client:
-            for i in range(10_000):
-                if stop.is_set():
-                    return
-                rid = f"w{worker}-{i}"
-                try:
-                    results[rid] = _post(client, url, rid).status_code
-                except httpx.HTTPError:
-                    results[rid] = -1
-
-    threads = [threading.Thread(target=caller, args=(w,), daemon=True) for w in range(WORKERS)]
-    for thread in threads:
-        thread.start()
-    try:
+    with _callers(url) as results:
         _until_held_settles(doomed)
         victim.signal(signal.SIGKILL)
         relay.wait_line(r"pool_left agent=shared", 10)
@@ -190,10 +174,6 @@ def test_killed_member_fails_only_what_reached_it(
         deadline = time.monotonic() + 10
         while len(results) < done + 50 and time.monotonic() < deadline:
             time.sleep(0.05)  # the load goes on over the one member left
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(HOLD_LIMIT)
 
     failed = {rid for rid, status in results.items() if status != 200}
     assert failed == set(held), (failed, held)
@@ -228,6 +208,22 @@ def test_a_member_that_stops_loses_no_request(
 def _load(url: str, ready: Callable[[], bool], member: AgentProc) -> dict[str, int]:
     """WORKERS callers send requests until a while after ``member`` got SIGTERM (sent
     once ``ready()``); returns each request's status (-1: no answer)."""
+    with _callers(url) as results:
+        deadline = time.monotonic() + 20
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        member.signal(signal.SIGTERM)
+        member.wait(15)
+        done = len(results)
+        while len(results) < done + 50 and time.monotonic() < deadline + 10:
+            time.sleep(0.05)
+    return results
+
+
+@contextlib.contextmanager
+def _callers(url: str) -> Iterator[dict[str, int]]:
+    """WORKERS threads POST to ``url`` one request after another (each with its own id)
+    until the block ends; yields each request's status as it comes (-1: no answer)."""
     results: dict[str, int] = {}
     stop = threading.Event()
 
@@ -246,19 +242,11 @@ def _load(url: str, ready: Callable[[], bool], member: AgentProc) -> dict[str, i
     for thread in threads:
         thread.start()
     try:
-        deadline = time.monotonic() + 20
-        while not ready() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        member.signal(signal.SIGTERM)
-        member.wait(15)
-        done = len(results)
-        while len(results) < done + 50 and time.monotonic() < deadline + 10:
-            time.sleep(0.05)
+        yield results
     finally:
         stop.set()
         for thread in threads:
             thread.join(HOLD_LIMIT)
-    return results
 
 
 def _until_held_settles(target: Target, timeout: float = 20.0) -> None:
